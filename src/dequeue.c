@@ -1,0 +1,617 @@
+/*-------------------------------------------------------------------------
+ *
+ * dequeue.c
+ *	  Executing runs: dequeue().  Claims startable runs with FOR UPDATE
+ *	  SKIP LOCKED, serving tenants and, within each tenant, queues in turn,
+ *	  and never starting a run that would exceed its queue's, tenant's or
+ *	  concurrency key's limit.
+ *
+ *	  Limits are enforced without counter rows: a limited queue, tenant or
+ *	  key is guarded by a transaction-level lock taken with NOWAIT (busy
+ *	  means "someone else is starting runs there; skip it"), and its
+ *	  executing runs are counted from a partial index whose size is bounded
+ *	  by the limit itself.  Unlimited queues take no lock and touch no
+ *	  shared row, so their dequeuers run fully in parallel.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(qe_dequeue);
+
+/* A queue that has queued runs and is not paused. */
+typedef struct QeCandidate
+{
+	int32		queue_id;
+	int32		tenant_index;	/* into the tenant array */
+	char	   *queue;
+	int32		limit;			/* 0: unlimited */
+	int32		key_limit;		/* 0: unlimited */
+	int64		running;		/* counted once under our lock; -1 unknown */
+	bool		exhausted;		/* nothing more to get from it this call */
+} QeCandidate;
+
+typedef struct QeTenant
+{
+	int32		tenant_id;
+	char	   *tenant;
+	int32		limit;
+	int64		running;		/* -1 until counted */
+	bool		locked_out;		/* another session holds its lock */
+	int			first;			/* its queues: candidates[first .. first+n) */
+	int			n;
+	int			next;			/* round-robin position within its queues */
+} QeTenant;
+
+/* Per-call state handed to the claim helpers. */
+typedef struct QeDequeueCall
+{
+	Tuplestorestate *store;
+	TupleDesc	desc;
+	Datum		lease;
+	bool		lease_null;
+	Datum		worker;
+	bool		worker_null;
+	int			remaining;
+} QeDequeueCall;
+
+/* Column numbers of the claim statements' results. */
+#define CLAIM_RUN_ID		1
+#define CLAIM_ATTEMPT		2
+#define CLAIM_PAYLOAD		3
+#define CLAIM_KEY			4
+#define CLAIM_PRIORITY		5
+#define CLAIM_LEASE_EXP		6
+
+/* The SET and RETURNING parts both claim statements share. */
+#define CLAIM_SET \
+	"   SET status = 'executing', attempt = r.attempt + 1, started_at = now()," \
+	"       attempt_lease = coalesce($3, r.lease)," \
+	"       lease_expires_at = now() + coalesce($3, r.lease), worker = $4"
+#define CLAIM_TAIL \
+	" RETURNING r.run_id, r.attempt, r.payload, r.concurrency_key, r.priority," \
+	"           r.lease_expires_at, r.run_at)," \
+	" d AS (" \
+	"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, executing)" \
+	"  SELECT $1, -count(*), count(*) FROM c HAVING count(*) > 0)" \
+	"SELECT run_id, attempt, payload, concurrency_key, priority, lease_expires_at" \
+	"  FROM c ORDER BY priority DESC, run_at, run_id"
+
+/* A queued run may start unless it never started and its ttl passed. */
+#define STARTABLE \
+	" AND (x.attempt > 0 OR x.expires_at IS NULL OR x.expires_at > now())"
+
+static void
+emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
+{
+	for (uint64 i = 0; i < n; i++)
+	{
+		Datum		values[9];
+		bool		nulls[9];
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = qe_get(i, CLAIM_RUN_ID, &nulls[0]);
+		values[1] = CStringGetTextDatum(q->queue);
+		values[2] = CStringGetTextDatum(t->tenant);
+		values[3] = qe_get(i, CLAIM_ATTEMPT, &nulls[3]);
+		values[4] = qe_get(i, CLAIM_PAYLOAD, &nulls[4]);
+		values[5] = qe_get(i, CLAIM_KEY, &nulls[5]);
+		values[6] = qe_get(i, CLAIM_PRIORITY, &nulls[6]);
+		values[7] = qe_get(i, CLAIM_LEASE_EXP, &nulls[7]);
+		values[8] = (Datum) 0;
+		nulls[8] = true;
+		tuplestore_putvalues(call->store, call->desc, values, nulls);
+	}
+}
+
+/* Claim up to want runs of an unkeyed queue in priority order. */
+static uint64
+claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	uint64		n;
+
+	qe_plan(&plan,
+			"WITH c AS ("
+			" UPDATE queue_engine.runs r" CLAIM_SET
+			"  WHERE r.run_id = ANY (ARRAY("
+			"        SELECT x.run_id FROM queue_engine.runs x"
+			"         WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE
+			"         ORDER BY x.priority DESC, x.run_at, x.run_id"
+			"         LIMIT $2 FOR UPDATE SKIP LOCKED))"
+			CLAIM_TAIL,
+			4, (Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID});
+	values[0] = Int32GetDatum(q->queue_id);
+	values[1] = Int32GetDatum(want);
+	values[2] = call->lease;
+	nulls[2] = call->lease_null ? 'n' : ' ';
+	values[3] = call->worker;
+	nulls[3] = call->worker_null ? 'n' : ' ';
+	n = qe_exec(plan, values, nulls, 0);
+	emit_claimed(call, q, t, n);
+	return n;
+}
+
+/* A queued run considered by the keyed path. */
+typedef struct QeHead
+{
+	int64		run_id;
+	int32		priority;
+	TimestampTz run_at;
+} QeHead;
+
+static int
+cmp_head(const void *a, const void *b)
+{
+	const QeHead *x = a;
+	const QeHead *y = b;
+
+	if (x->priority != y->priority)
+		return (x->priority > y->priority) ? -1 : 1;
+	if (x->run_at != y->run_at)
+		return (x->run_at < y->run_at) ? -1 : 1;
+	return (x->run_id > y->run_id) - (x->run_id < y->run_id);
+}
+
+/* Append the heads SPI just returned (run_id, priority, run_at). */
+static void
+collect_heads(QeHead **heads, int *nheads, int *cap)
+{
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		if (*nheads == *cap)
+		{
+			*cap *= 2;
+			*heads = repalloc(*heads, sizeof(QeHead) * *cap);
+		}
+		(*heads)[*nheads].run_id = DatumGetInt64(qe_get(i, 1, &isnull));
+		(*heads)[*nheads].priority = DatumGetInt32(qe_get(i, 2, &isnull));
+		(*heads)[*nheads].run_at = DatumGetTimestampTz(qe_get(i, 3, &isnull));
+		(*nheads)++;
+	}
+}
+
+/*
+ * Claim up to want runs of a queue with a per-key limit.  Walks the
+ * distinct keys that have queued runs (one index probe each, however many
+ * runs wait behind a key), takes the heads of each key still under its
+ * limit and of the keyless runs, and claims the best of them in priority
+ * order.
+ */
+static uint64
+claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
+{
+	static SPIPlanPtr first_key_plan = NULL;
+	static SPIPlanPtr next_key_plan = NULL;
+	static SPIPlanPtr key_count_plan = NULL;
+	static SPIPlanPtr key_heads_plan = NULL;
+	static SPIPlanPtr nokey_heads_plan = NULL;
+	static SPIPlanPtr claim_plan = NULL;
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	text	   *key = NULL;
+	int			cap = 16;
+	int			nheads = 0;
+	QeHead	   *heads = palloc(sizeof(QeHead) * cap);
+	ArrayType  *ids;
+	Datum	   *id_datums;
+	int			take;
+	uint64		n;
+
+	qe_plan(&first_key_plan,
+			"SELECT x.concurrency_key FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.status = 'queued'"
+			"   AND x.concurrency_key IS NOT NULL"
+			" ORDER BY x.concurrency_key LIMIT 1",
+			1, (Oid[]) {INT4OID});
+	qe_plan(&next_key_plan,
+			"SELECT x.concurrency_key FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.status = 'queued'"
+			"   AND x.concurrency_key > $2"
+			" ORDER BY x.concurrency_key LIMIT 1",
+			2, (Oid[]) {INT4OID, TEXTOID});
+	qe_plan(&key_count_plan,
+			"SELECT count(*) FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key = $2"
+			"   AND x.status = 'executing'",
+			2, (Oid[]) {INT4OID, TEXTOID});
+	qe_plan(&key_heads_plan,
+			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key = $2"
+			"   AND x.status = 'queued'" STARTABLE
+			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $3",
+			3, (Oid[]) {INT4OID, TEXTOID, INT4OID});
+	qe_plan(&nokey_heads_plan,
+			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL"
+			"   AND x.status = 'queued'" STARTABLE
+			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $2",
+			2, (Oid[]) {INT4OID, INT4OID});
+
+	values[0] = Int32GetDatum(q->queue_id);
+	for (;;)
+	{
+		bool		isnull;
+		Datum		d;
+		char	   *k;
+		int64		running;
+
+		CHECK_FOR_INTERRUPTS();
+		if (key == NULL)
+			n = qe_exec(first_key_plan, values, NULL, 1);
+		else
+		{
+			values[1] = PointerGetDatum(key);
+			n = qe_exec(next_key_plan, values, NULL, 1);
+		}
+		if (n == 0)
+			break;
+		d = qe_get(0, 1, &isnull);
+		key = DatumGetTextPCopy(d);
+		k = VARDATA_ANY(key);
+
+		if (!qe_try_xact_lock(QE_LOCK_KEY, (uint32) q->queue_id,
+							  hash_bytes((const unsigned char *) k,
+										 VARSIZE_ANY_EXHDR(key))))
+			continue;
+		values[1] = PointerGetDatum(key);
+		qe_exec(key_count_plan, values, NULL, 1);
+		running = qe_get_int64(0, 1);
+		if (running >= q->key_limit)
+			continue;
+		values[2] = Int32GetDatum(Min(want, q->key_limit - running));
+		qe_exec(key_heads_plan, values, NULL, 0);
+		collect_heads(&heads, &nheads, &cap);
+	}
+	values[1] = Int32GetDatum(want);
+	qe_exec(nokey_heads_plan, values, NULL, 0);
+	collect_heads(&heads, &nheads, &cap);
+
+	if (nheads == 0)
+		return 0;
+	qsort(heads, nheads, sizeof(QeHead), cmp_head);
+	take = Min(want, nheads);
+	id_datums = palloc(sizeof(Datum) * take);
+	for (int i = 0; i < take; i++)
+		id_datums[i] = Int64GetDatum(heads[i].run_id);
+	ids = construct_array(id_datums, take, INT8OID, 8, true, TYPALIGN_DOUBLE);
+
+	qe_plan(&claim_plan,
+			"WITH c AS ("
+			" UPDATE queue_engine.runs r" CLAIM_SET
+			"  WHERE r.run_id = ANY (ARRAY("
+			"        SELECT x.run_id FROM queue_engine.runs x"
+			"         WHERE x.run_id = ANY ($2) AND x.queue_id = $1"
+			"           AND x.status = 'queued'"
+			"         FOR UPDATE SKIP LOCKED))"
+			CLAIM_TAIL,
+			4, (Oid[]) {INT4OID, INT8ARRAYOID, INTERVALOID, TEXTOID});
+	values[0] = Int32GetDatum(q->queue_id);
+	values[1] = PointerGetDatum(ids);
+	values[2] = call->lease;
+	nulls[2] = call->lease_null ? 'n' : ' ';
+	values[3] = call->worker;
+	nulls[3] = call->worker_null ? 'n' : ' ';
+	n = qe_exec(claim_plan, values, nulls, 0);
+	emit_claimed(call, q, t, n);
+	return n;
+}
+
+/* Executing runs of one queue, or of all a tenant's queues. */
+static int64
+count_executing(bool tenant, int32 id)
+{
+	static SPIPlanPtr queue_plan = NULL;
+	static SPIPlanPtr tenant_plan = NULL;
+	Datum		values[1];
+
+	qe_plan(&queue_plan,
+			"SELECT count(*) FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.status = 'executing'",
+			1, (Oid[]) {INT4OID});
+	qe_plan(&tenant_plan,
+			"SELECT count(*) FROM queue_engine.runs x"
+			" WHERE x.status = 'executing' AND x.queue_id = ANY (ARRAY("
+			"   SELECT q.queue_id FROM queue_engine.queues q WHERE q.tenant_id = $1))",
+			1, (Oid[]) {INT4OID});
+	values[0] = Int32GetDatum(id);
+	qe_exec(tenant ? tenant_plan : queue_plan, values, NULL, 1);
+	return qe_get_int64(0, 1);
+}
+
+/*
+ * Claim up to want runs from one queue, within its limits.  Marks the
+ * queue exhausted when it can give nothing more in this call.
+ */
+static uint64
+claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
+{
+	uint64		n;
+
+	if (t->limit > 0)
+	{
+		if (t->locked_out)
+		{
+			q->exhausted = true;
+			return 0;
+		}
+		if (t->running < 0)
+		{
+			if (!qe_try_xact_lock(QE_LOCK_TENANT, (uint32) t->tenant_id, 0))
+			{
+				t->locked_out = true;
+				q->exhausted = true;
+				return 0;
+			}
+			t->running = count_executing(true, t->tenant_id);
+		}
+		want = Min(want, t->limit - t->running);
+	}
+	if (q->limit > 0)
+	{
+		if (q->running < 0)
+		{
+			if (!qe_try_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0))
+			{
+				q->exhausted = true;
+				return 0;
+			}
+			q->running = count_executing(false, q->queue_id);
+		}
+		want = Min(want, q->limit - q->running);
+	}
+	if (want <= 0)
+	{
+		q->exhausted = true;
+		return 0;
+	}
+
+	if (q->key_limit > 0)
+		n = claim_keyed(call, q, t, want);
+	else
+		n = claim_in_order(call, q, t, want);
+
+	if (n < (uint64) want)
+		q->exhausted = true;
+	if (q->running >= 0)
+		q->running += n;
+	if (t->running >= 0)
+		t->running += n;
+	return n;
+}
+
+/* Resolve queue names to ids; an unknown name is an error. */
+static ArrayType *
+resolve_queue_names(ArrayType *names)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	Datum	   *ids;
+	uint64		n;
+
+	if (ARR_NDIM(names) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("queues must be a one-dimensional array"),
+				 errhint("Pass ARRAY['emails', 'reports'], or NULL for every queue.")));
+	qe_plan(&plan,
+			"SELECT u.name, q.queue_id"
+			"  FROM unnest($1::text[]) WITH ORDINALITY AS u(name, n)"
+			"  LEFT JOIN queue_engine.queues q"
+			"    ON q.queue = u.name AND q.dropped_at IS NULL"
+			" ORDER BY u.n",
+			1, (Oid[]) {TEXTARRAYOID});
+	values[0] = PointerGetDatum(names);
+	n = qe_exec(plan, values, NULL, 0);
+	ids = palloc(sizeof(Datum) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		name_null;
+		bool		id_null;
+		Datum		name = qe_get(i, 1, &name_null);
+		Datum		id = qe_get(i, 2, &id_null);
+
+		if (name_null)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("queues[%d] must not be null", (int) i + 1),
+					 errhint("Pass queue names, or NULL instead of the whole array for every queue.")));
+		if (id_null)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("queue \"%s\" does not exist", TextDatumGetCString(name)),
+					 errhint("Create it with queue_engine.create_queue(), or fix the name passed to dequeue().")));
+		ids[i] = id;
+	}
+	return construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT);
+}
+
+Datum
+qe_dequeue(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr eligible_plan = NULL;
+	static SPIPlanPtr turn_plan = NULL;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	QeDequeueCall call;
+	Datum		values[1];
+	char		nulls[1] = {' '};
+	int			max_runs;
+	QeCandidate *cands;
+	QeTenant   *tenants;
+	int			ncands;
+	int			ntenants = 0;
+	int64		turn;
+	int			start;
+	int			active;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_runs must not be null"),
+				 errhint("Omit max_runs to claim one run.")));
+	max_runs = PG_GETARG_INT32(1);
+	if (max_runs < 1 || max_runs > QE_MAX_DEQUEUE_RUNS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_runs must be between 1 and %d: %d",
+						QE_MAX_DEQUEUE_RUNS, max_runs),
+				 errhint("Claim runs in batches of at most %d.", QE_MAX_DEQUEUE_RUNS)));
+	call.lease_null = PG_ARGISNULL(2);
+	call.lease = call.lease_null ? (Datum) 0 : PG_GETARG_DATUM(2);
+	if (!call.lease_null)
+		qe_check_interval(PG_GETARG_INTERVAL_P(2), "lease", false);
+	call.worker_null = PG_ARGISNULL(3);
+	call.worker = call.worker_null ? (Datum) 0 : PG_GETARG_DATUM(3);
+
+	/*
+	 * Limits are counted with fresh snapshots after taking their locks; a
+	 * transaction snapshot could miss runs another worker just started.
+	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("dequeue() cannot run in a %s transaction",
+						XactIsoLevel == XACT_SERIALIZABLE ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Call dequeue() in a READ COMMITTED transaction.")));
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	call.store = rsinfo->setResult;
+	call.desc = rsinfo->setDesc;
+	call.remaining = max_runs;
+
+	SPI_connect();
+
+	if (!PG_ARGISNULL(0))
+	{
+		ArrayType  *ids = resolve_queue_names(PG_GETARG_ARRAYTYPE_P(0));
+
+		if (ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids)) == 0)
+		{
+			SPI_finish();
+			return (Datum) 0;
+		}
+		values[0] = PointerGetDatum(ids);
+	}
+	else
+		nulls[0] = 'n';
+
+	/* Delayed runs that are due start now, even before maintenance runs. */
+	qe_task_promote_delayed(Max(max_runs, 100));
+
+	qe_plan(&eligible_plan,
+			"SELECT q.queue_id, q.tenant_id, q.queue, t.tenant,"
+			"       coalesce(q.concurrency_limit, 0),"
+			"       coalesce(q.key_concurrency_limit, 0),"
+			"       coalesce(t.concurrency_limit, 0)"
+			"  FROM queue_engine.queues q"
+			"  JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id"
+			" WHERE q.dropped_at IS NULL AND NOT q.paused"
+			"   AND ($1::int[] IS NULL OR q.queue_id = ANY ($1))"
+			"   AND EXISTS (SELECT 1 FROM queue_engine.runs x"
+			"                WHERE x.queue_id = q.queue_id AND x.status = 'queued')"
+			" ORDER BY q.tenant_id, q.queue_id",
+			1, (Oid[]) {INT4ARRAYOID});
+	ncands = (int) qe_exec(eligible_plan, values, nulls, 0);
+	if (ncands == 0)
+	{
+		SPI_finish();
+		return (Datum) 0;
+	}
+
+	cands = palloc0(sizeof(QeCandidate) * ncands);
+	tenants = palloc0(sizeof(QeTenant) * ncands);
+	for (int i = 0; i < ncands; i++)
+	{
+		bool		isnull;
+		int32		tenant_id = DatumGetInt32(qe_get(i, 2, &isnull));
+
+		if (ntenants == 0 || tenants[ntenants - 1].tenant_id != tenant_id)
+		{
+			QeTenant   *t = &tenants[ntenants++];
+
+			t->tenant_id = tenant_id;
+			t->tenant = TextDatumGetCString(qe_get(i, 4, &isnull));
+			t->limit = DatumGetInt32(qe_get(i, 7, &isnull));
+			t->running = -1;
+			t->first = i;
+		}
+		tenants[ntenants - 1].n++;
+		cands[i].queue_id = DatumGetInt32(qe_get(i, 1, &isnull));
+		cands[i].tenant_index = ntenants - 1;
+		cands[i].queue = TextDatumGetCString(qe_get(i, 3, &isnull));
+		cands[i].limit = DatumGetInt32(qe_get(i, 5, &isnull));
+		cands[i].key_limit = DatumGetInt32(qe_get(i, 6, &isnull));
+		cands[i].running = -1;
+	}
+
+	/*
+	 * Take a turn number from a sequence (no row is written or locked).
+	 * Turn t serves tenant t mod T first and, within it, queue (t div T)
+	 * mod Q: so while T tenants have startable runs, T consecutive
+	 * single-run dequeues serve every one of them, and a tenant's Q queues
+	 * take turns likewise.
+	 */
+	qe_plan(&turn_plan, "SELECT nextval('queue_engine.dequeue_turn')", 0, NULL);
+	qe_exec(turn_plan, NULL, NULL, 1);
+	turn = qe_get_int64(0, 1);
+	if (turn < 0)
+		turn = -turn;
+	start = (int) (turn % ntenants);
+	for (int i = 0; i < ntenants; i++)
+		tenants[i].next = (int) ((turn / ntenants) % tenants[i].n);
+
+	/*
+	 * Visit tenants in turn, each time taking a share of what is still
+	 * wanted from the tenant's next queue, until enough runs are claimed
+	 * or every queue is exhausted.
+	 */
+	active = ncands;
+	while (call.remaining > 0 && active > 0)
+	{
+		bool		progress = false;
+
+		for (int k = 0; k < ntenants && call.remaining > 0; k++)
+		{
+			QeTenant   *t = &tenants[(start + k) % ntenants];
+			QeCandidate *q = NULL;
+			int			share;
+
+			for (int j = 0; j < t->n; j++)
+			{
+				QeCandidate *c = &cands[t->first + (t->next + j) % t->n];
+
+				if (!c->exhausted)
+				{
+					q = c;
+					t->next = (t->next + j + 1) % t->n;
+					break;
+				}
+			}
+			if (q == NULL)
+				continue;
+			CHECK_FOR_INTERRUPTS();
+			share = Max(1, call.remaining / active);
+			call.remaining -= (int) claim_from_queue(&call, q, t, share);
+			if (q->exhausted)
+				active--;
+			progress = true;
+		}
+		if (!progress)
+			break;
+	}
+
+	SPI_finish();
+	return (Datum) 0;
+}

@@ -1,0 +1,433 @@
+/*-------------------------------------------------------------------------
+ *
+ * enqueue.c
+ *	  Triggering runs: enqueue() and enqueue_batch().  Validates every
+ *	  argument before writing, resolves the queue's defaults, applies
+ *	  idempotency keys, and records the count delta in the same statement
+ *	  as the insert.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "catalog/pg_type_d.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+PG_FUNCTION_INFO_V1(qe_enqueue);
+PG_FUNCTION_INFO_V1(qe_enqueue_batch);
+
+/* What enqueue needs to know of a queue. */
+typedef struct QeQueueInfo
+{
+	int32		queue_id;
+	int32		tenant_id;
+	int32		max_attempts;
+	Datum		lease;			/* interval, in SPI memory */
+	bool		ttl_null;
+	Datum		ttl;
+} QeQueueInfo;
+
+/* Options shared by enqueue and enqueue_batch, after validation. */
+typedef struct QeEnqueueOptions
+{
+	char	   *queue;
+	text	   *concurrency_key;
+	int32		priority;
+	TimestampTz run_at;
+	bool		delayed;
+	bool		has_expiry;
+	TimestampTz expires_at;
+	int32		max_attempts;
+	Datum		tags;
+	bool		tags_null;
+	int64		parent_run_id;
+	bool		parent_null;
+} QeEnqueueOptions;
+
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *name, const char *hint)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name),
+				 errhint("%s", hint)));
+}
+
+static QeQueueInfo
+lookup_queue(const char *queue)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	QeQueueInfo info;
+	bool		isnull;
+
+	qe_plan(&plan,
+			"SELECT q.queue_id, q.tenant_id, q.max_attempts, q.lease, q.ttl"
+			"  FROM queue_engine.queues q"
+			" WHERE q.queue = $1 AND q.dropped_at IS NULL",
+			1, types);
+	values[0] = CStringGetTextDatum(queue);
+	if (qe_exec(plan, values, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", queue),
+				 errhint("Create it with queue_engine.create_queue().")));
+	info.queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
+	info.tenant_id = DatumGetInt32(qe_get(0, 2, &isnull));
+	info.max_attempts = DatumGetInt32(qe_get(0, 3, &isnull));
+	info.lease = SPI_datumTransfer(qe_get(0, 4, &isnull), false, 16);
+	info.ttl = qe_get(0, 5, &info.ttl_null);
+	if (!info.ttl_null)
+		info.ttl = SPI_datumTransfer(info.ttl, false, 16);
+	return info;
+}
+
+/*
+ * Validate the options enqueue and enqueue_batch share.  The argument
+ * numbers differ between the two; first_opt is that of concurrency_key.
+ */
+static void
+read_options(FunctionCallInfo fcinfo, int first_opt, int tags_arg,
+			 QeEnqueueOptions *opt, Interval **ttl_out)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	int			a_key = first_opt,
+				a_prio = first_opt + 1,
+				a_run_at = first_opt + 2,
+				a_delay = first_opt + 3,
+				a_ttl = first_opt + 4,
+				a_attempts = first_opt + 5;
+
+	require_arg(fcinfo, 0, "queue", "Pass the name of a queue made with create_queue().");
+	opt->queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	opt->concurrency_key = PG_ARGISNULL(a_key) ? NULL : PG_GETARG_TEXT_PP(a_key);
+
+	require_arg(fcinfo, a_prio, "priority", "Omit priority to use 0; higher starts sooner.");
+	opt->priority = PG_GETARG_INT32(a_prio);
+
+	if (!PG_ARGISNULL(a_run_at) && !PG_ARGISNULL(a_delay))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("run_at and delay cannot both be given"),
+				 errhint("Pass run_at for a moment, or delay for an interval from now, not both.")));
+	opt->run_at = now;
+	if (!PG_ARGISNULL(a_run_at))
+	{
+		opt->run_at = PG_GETARG_TIMESTAMPTZ(a_run_at);
+		if (TIMESTAMP_NOT_FINITE(opt->run_at))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("run_at must be finite"),
+					 errhint("Pass a real moment, or omit run_at to run now.")));
+	}
+	else if (!PG_ARGISNULL(a_delay))
+	{
+		Interval   *delay = PG_GETARG_INTERVAL_P(a_delay);
+
+		qe_check_interval(delay, "delay", true);
+		opt->run_at = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+															  TimestampTzGetDatum(now),
+															  IntervalPGetDatum(delay)));
+	}
+	opt->delayed = opt->run_at > now;
+
+	*ttl_out = NULL;
+	if (!PG_ARGISNULL(a_ttl))
+	{
+		*ttl_out = PG_GETARG_INTERVAL_P(a_ttl);
+		qe_check_interval(*ttl_out, "ttl", false);
+	}
+
+	opt->max_attempts = 0;
+	if (!PG_ARGISNULL(a_attempts))
+	{
+		opt->max_attempts = PG_GETARG_INT32(a_attempts);
+		if (opt->max_attempts <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_attempts must be positive: %d", opt->max_attempts),
+					 errhint("Pass at least 1, or omit it to use the queue's max_attempts.")));
+	}
+
+	opt->tags_null = PG_ARGISNULL(tags_arg);
+	opt->tags = opt->tags_null ? (Datum) 0 : PG_GETARG_DATUM(tags_arg);
+	opt->parent_null = PG_ARGISNULL(tags_arg + 1);
+	opt->parent_run_id = opt->parent_null ? 0 : PG_GETARG_INT64(tags_arg + 1);
+}
+
+/* Fill in what comes from the queue: attempts, ttl and hence expiry. */
+static void
+apply_queue_defaults(QeEnqueueOptions *opt, QeQueueInfo *info, Interval *ttl)
+{
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	if (opt->max_attempts == 0)
+		opt->max_attempts = info->max_attempts;
+	if (ttl == NULL && !info->ttl_null)
+		ttl = DatumGetIntervalP(info->ttl);
+	opt->has_expiry = (ttl != NULL);
+	if (ttl != NULL)
+		opt->expires_at = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+																  TimestampTzGetDatum(Max(now, opt->run_at)),
+																  IntervalPGetDatum(ttl)));
+	if (!opt->parent_null)
+		qe_check_run_exists(opt->parent_run_id);
+}
+
+/*
+ * Claim an idempotency key for a new run id, or return the id of the live
+ * run that already holds it (found = true).
+ */
+static int64
+claim_idempotency_key(int32 tenant_id, text *key, Interval *key_ttl,
+					  bool *found)
+{
+	static SPIPlanPtr claim_plan = NULL;
+	static SPIPlanPtr read_plan = NULL;
+	Oid			types[3] = {INT4OID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[3];
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
+	qe_plan(&claim_plan,
+			"INSERT INTO queue_engine.idempotency_keys AS k"
+			"       (tenant_id, idempotency_key, run_id, expires_at)"
+			" VALUES ($1, $2, nextval('queue_engine.runs_run_id_seq'), $3)"
+			" ON CONFLICT (tenant_id, idempotency_key) DO UPDATE"
+			"   SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at"
+			" WHERE k.expires_at <= now()"
+			" RETURNING run_id",
+			3, types);
+	values[0] = Int32GetDatum(tenant_id);
+	values[1] = PointerGetDatum(key);
+	values[2] = DirectFunctionCall2(timestamptz_pl_interval,
+									TimestampTzGetDatum(now),
+									IntervalPGetDatum(key_ttl));
+	if (qe_exec(claim_plan, values, NULL, 1) == 1)
+	{
+		*found = false;
+		return qe_get_int64(0, 1);
+	}
+
+	/* A live key: it was committed by now (ON CONFLICT waited for it). */
+	qe_plan(&read_plan,
+			"SELECT run_id FROM queue_engine.idempotency_keys"
+			" WHERE tenant_id = $1 AND idempotency_key = $2",
+			2, types);
+	if (qe_exec(read_plan, values, NULL, 1) != 1)
+		elog(ERROR, "queue_engine: idempotency key vanished while enqueuing");
+	*found = true;
+	return qe_get_int64(0, 1);
+}
+
+Datum
+qe_enqueue(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[14];
+	char		nulls[14];
+	QeEnqueueOptions opt;
+	QeQueueInfo info;
+	Interval   *ttl;
+	text	   *idem_key = NULL;
+	int64		run_id = 0;
+	bool		have_id = false;
+
+	read_options(fcinfo, 2, 10, &opt, &ttl);
+	require_arg(fcinfo, 1, "payload", "Pass '{}' for an empty payload.");
+	qe_check_jsonb_size(PG_GETARG_DATUM(1), qe_max_payload_bytes, "payload",
+						"queue_engine.max_payload_bytes");
+	if (!PG_ARGISNULL(8))
+	{
+		idem_key = PG_GETARG_TEXT_PP(8);
+		require_arg(fcinfo, 9, "idempotency_ttl",
+					"Omit idempotency_ttl to keep the key for 1 day.");
+		qe_check_interval(PG_GETARG_INTERVAL_P(9), "idempotency_ttl", false);
+	}
+
+	SPI_connect();
+	info = lookup_queue(opt.queue);
+	apply_queue_defaults(&opt, &info, ttl);
+
+	if (idem_key != NULL)
+	{
+		bool		found;
+
+		run_id = claim_idempotency_key(info.tenant_id, idem_key,
+									   PG_GETARG_INTERVAL_P(9), &found);
+		if (found)
+		{
+			SPI_finish();
+			PG_RETURN_INT64(run_id);
+		}
+		have_id = true;
+	}
+
+	qe_plan(&plan,
+			"WITH r AS ("
+			"  INSERT INTO queue_engine.runs"
+			"    (run_id, queue_id, tenant_id, status, max_attempts, priority,"
+			"     run_at, expires_at, lease, created_at, concurrency_key,"
+			"     idempotency_key, parent_run_id, tags, payload)"
+			"  VALUES (coalesce($1, nextval('queue_engine.runs_run_id_seq')),"
+			"          $2, $3, $4::queue_engine.run_status, $5, $6, $7, $8, $9, now(),"
+			"          $10, $11, $12, $13, $14)"
+			"  RETURNING run_id, queue_id, status),"
+			" d AS ("
+			"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed)"
+			"  SELECT queue_id, (status = 'queued')::int, (status = 'delayed')::int FROM r)"
+			"SELECT run_id FROM r",
+			14, (Oid[]) {INT8OID, INT4OID, INT4OID, TEXTOID, INT4OID,
+				INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID,
+			TEXTOID, TEXTOID, INT8OID, TEXTARRAYOID, JSONBOID});
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(run_id);
+	nulls[0] = have_id ? ' ' : 'n';
+	values[1] = Int32GetDatum(info.queue_id);
+	values[2] = Int32GetDatum(info.tenant_id);
+	values[3] = CStringGetTextDatum(opt.delayed ? "delayed" : "queued");
+	values[4] = Int32GetDatum(opt.max_attempts);
+	values[5] = Int32GetDatum(opt.priority);
+	values[6] = TimestampTzGetDatum(opt.run_at);
+	values[7] = TimestampTzGetDatum(opt.expires_at);
+	nulls[7] = opt.has_expiry ? ' ' : 'n';
+	values[8] = info.lease;
+	values[9] = PointerGetDatum(opt.concurrency_key);
+	nulls[9] = opt.concurrency_key ? ' ' : 'n';
+	values[10] = PointerGetDatum(idem_key);
+	nulls[10] = idem_key ? ' ' : 'n';
+	values[11] = Int64GetDatum(opt.parent_run_id);
+	nulls[11] = opt.parent_null ? 'n' : ' ';
+	values[12] = opt.tags;
+	nulls[12] = opt.tags_null ? 'n' : ' ';
+	values[13] = PG_GETARG_DATUM(1);
+
+	qe_exec(plan, values, nulls, 0);
+	run_id = qe_get_int64(0, 1);
+	SPI_finish();
+	PG_RETURN_INT64(run_id);
+}
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+Datum
+qe_enqueue_batch(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[12];
+	char		nulls[12];
+	QeEnqueueOptions opt;
+	QeQueueInfo info;
+	Interval   *ttl;
+	ArrayType  *payloads;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nelems;
+	int64	   *ids;
+	uint64		n;
+
+	read_options(fcinfo, 2, 8, &opt, &ttl);
+	require_arg(fcinfo, 1, "payloads", "Pass an array of jsonb payloads, one per run.");
+	payloads = PG_GETARG_ARRAYTYPE_P(1);
+	if (ARR_NDIM(payloads) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("payloads must be a one-dimensional array, not %d-dimensional",
+						ARR_NDIM(payloads)),
+				 errhint("Pass ARRAY['{...}'::jsonb, ...].")));
+	deconstruct_array(payloads, JSONBOID, -1, false, TYPALIGN_INT,
+					  &elems, &elem_nulls, &nelems);
+	for (int i = 0; i < nelems; i++)
+	{
+		char		what[64];
+
+		if (elem_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("payloads[%d] must not be null", i + 1),
+					 errhint("Pass '{}' for an empty payload.")));
+		snprintf(what, sizeof(what), "payloads[%d]", i + 1);
+		qe_check_jsonb_size(elems[i], qe_max_payload_bytes, what,
+							"queue_engine.max_payload_bytes");
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	SPI_connect();
+	info = lookup_queue(opt.queue);
+	apply_queue_defaults(&opt, &info, ttl);
+	if (nelems == 0)
+	{
+		SPI_finish();
+		return (Datum) 0;
+	}
+
+	qe_plan(&plan,
+			"WITH r AS ("
+			"  INSERT INTO queue_engine.runs"
+			"    (queue_id, tenant_id, status, max_attempts, priority,"
+			"     run_at, expires_at, lease, created_at, concurrency_key,"
+			"     parent_run_id, tags, payload)"
+			"  SELECT $1, $2, $3::queue_engine.run_status, $4, $5, $6, $7, $8, now(),"
+			"         $9, $10, $11, u.p"
+			"    FROM unnest($12::jsonb[]) WITH ORDINALITY AS u(p, n)"
+			"   ORDER BY u.n"
+			"  RETURNING run_id, queue_id, status),"
+			" d AS ("
+			"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed)"
+			"  SELECT queue_id, count(*) FILTER (WHERE status = 'queued'),"
+			"         count(*) FILTER (WHERE status = 'delayed')"
+			"    FROM r GROUP BY queue_id)"
+			"SELECT run_id FROM r",
+			12, (Oid[]) {INT4OID, INT4OID, TEXTOID, INT4OID, INT4OID,
+				TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID, TEXTOID,
+			INT8OID, TEXTARRAYOID, JSONBARRAYOID});
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(info.queue_id);
+	values[1] = Int32GetDatum(info.tenant_id);
+	values[2] = CStringGetTextDatum(opt.delayed ? "delayed" : "queued");
+	values[3] = Int32GetDatum(opt.max_attempts);
+	values[4] = Int32GetDatum(opt.priority);
+	values[5] = TimestampTzGetDatum(opt.run_at);
+	values[6] = TimestampTzGetDatum(opt.expires_at);
+	nulls[6] = opt.has_expiry ? ' ' : 'n';
+	values[7] = info.lease;
+	values[8] = PointerGetDatum(opt.concurrency_key);
+	nulls[8] = opt.concurrency_key ? ' ' : 'n';
+	values[9] = Int64GetDatum(opt.parent_run_id);
+	nulls[9] = opt.parent_null ? 'n' : ' ';
+	values[10] = opt.tags;
+	nulls[10] = opt.tags_null ? 'n' : ' ';
+	values[11] = PointerGetDatum(payloads);
+
+	n = qe_exec(plan, values, nulls, 0);
+
+	/* Ids come from one sequence in row order: ascending is array order. */
+	ids = palloc(sizeof(int64) * n);
+	for (uint64 i = 0; i < n; i++)
+		ids[i] = qe_get_int64(i, 1);
+	qsort(ids, n, sizeof(int64), cmp_int64);
+	for (uint64 i = 0; i < n; i++)
+	{
+		Datum		v = Int64GetDatum(ids[i]);
+		bool		isnull = false;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &v, &isnull);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}

@@ -1,0 +1,386 @@
+/*-------------------------------------------------------------------------
+ *
+ * finish.c
+ *	  Ending and extending attempts: heartbeat(), complete(),
+ *	  complete_batch(), fail() and cancel().  Every one is fenced by the
+ *	  attempt number: a call for an attempt that is no longer executing
+ *	  changes nothing and says so (false or NULL).  Finishing an attempt
+ *	  frees its concurrency slot in the same statement, since slots are the
+ *	  executing runs themselves.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "catalog/pg_type_d.h"
+#include "common/pg_prng.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(qe_heartbeat);
+PG_FUNCTION_INFO_V1(qe_complete);
+PG_FUNCTION_INFO_V1(qe_complete_batch);
+PG_FUNCTION_INFO_V1(qe_fail);
+PG_FUNCTION_INFO_V1(qe_cancel);
+
+static int64
+require_run_id(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("run_id must not be null"),
+				 errhint("Pass the run_id that dequeue() returned.")));
+	return PG_GETARG_INT64(0);
+}
+
+Datum
+qe_heartbeat(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		run_id = require_run_id(fcinfo);
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	Datum		result;
+
+	if (!PG_ARGISNULL(2))
+		qe_check_interval(PG_GETARG_INTERVAL_P(2), "extend", false);
+
+	SPI_connect();
+	qe_plan(&plan,
+			"UPDATE queue_engine.runs r"
+			"   SET lease_expires_at = now() + coalesce($3, r.attempt_lease, r.lease)"
+			" WHERE r.run_id = $1 AND r.status = 'executing'"
+			"   AND ($2::int IS NULL OR r.attempt = $2)"
+			" RETURNING r.lease_expires_at",
+			3, (Oid[]) {INT8OID, INT4OID, INTERVALOID});
+	values[0] = Int64GetDatum(run_id);
+	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
+	if (qe_exec(plan, values, nulls, 0) == 0)
+	{
+		qe_check_run_exists(run_id);
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	result = qe_get(0, 1, &isnull);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+Datum
+qe_complete(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		run_id = require_run_id(fcinfo);
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		done;
+
+	if (!PG_ARGISNULL(1))
+		qe_check_jsonb_size(PG_GETARG_DATUM(1), qe_max_output_bytes, "output",
+							"queue_engine.max_output_bytes");
+
+	SPI_connect();
+	qe_plan(&plan,
+			"WITH c AS ("
+			"  UPDATE queue_engine.runs r"
+			"     SET status = 'completed', output = $2, finished_at = now(),"
+			"         lease_expires_at = NULL"
+			"   WHERE r.run_id = $1 AND r.status = 'executing'"
+			"     AND ($3::int IS NULL OR r.attempt = $3)"
+			"  RETURNING r.queue_id)"
+			"INSERT INTO queue_engine.queue_count_deltas (queue_id, executing)"
+			"SELECT queue_id, -1 FROM c",
+			3, (Oid[]) {INT8OID, JSONBOID, INT4OID});
+	values[0] = Int64GetDatum(run_id);
+	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
+	done = qe_exec(plan, values, nulls, 0) == 1;
+	if (!done)
+		qe_check_run_exists(run_id);
+	SPI_finish();
+	PG_RETURN_BOOL(done);
+}
+
+/* Elements of a one-dimensional array argument, or an error naming it. */
+static int
+array_length_checked(ArrayType *arr, const char *name)
+{
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", name),
+				 errhint("Pass a plain array such as ARRAY[1, 2, 3].")));
+	return ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+}
+
+Datum
+qe_complete_batch(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr missing_plan = NULL;
+	ArrayType  *ids;
+	int			nids;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	int64		completed = 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("run_ids must not be null"),
+				 errhint("Pass the run_ids that dequeue() returned.")));
+	ids = PG_GETARG_ARRAYTYPE_P(0);
+	nids = array_length_checked(ids, "run_ids");
+	if (array_contains_nulls(ids))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("run_ids must not contain nulls"),
+				 errhint("Pass only the run_ids that dequeue() returned.")));
+	if (!PG_ARGISNULL(1))
+	{
+		ArrayType  *outputs = PG_GETARG_ARRAYTYPE_P(1);
+		Datum	   *elems;
+		bool	   *enulls;
+		int			n;
+
+		if (array_length_checked(outputs, "outputs") != nids)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("outputs has %d elements but run_ids has %d",
+							array_length_checked(outputs, "outputs"), nids),
+					 errhint("Pass one output per run id, or NULL for none.")));
+		deconstruct_array(outputs, JSONBOID, -1, false, TYPALIGN_INT,
+						  &elems, &enulls, &n);
+		for (int i = 0; i < n; i++)
+		{
+			char		what[64];
+
+			if (enulls[i])
+				continue;
+			snprintf(what, sizeof(what), "outputs[%d]", i + 1);
+			qe_check_jsonb_size(elems[i], qe_max_output_bytes, what,
+								"queue_engine.max_output_bytes");
+		}
+	}
+	if (!PG_ARGISNULL(2) &&
+		array_length_checked(PG_GETARG_ARRAYTYPE_P(2), "attempts") != nids)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("attempts has %d elements but run_ids has %d",
+						array_length_checked(PG_GETARG_ARRAYTYPE_P(2), "attempts"), nids),
+				 errhint("Pass one attempt per run id, or NULL to skip fencing.")));
+	if (nids == 0)
+		PG_RETURN_INT64(0);
+
+	SPI_connect();
+	qe_plan(&plan,
+			"WITH u AS ("
+			"  SELECT * FROM unnest($1::bigint[], $2::jsonb[], $3::int[])"
+			"           AS u(run_id, output, attempt)),"
+			" c AS ("
+			"  UPDATE queue_engine.runs r"
+			"     SET status = 'completed', output = u.output, finished_at = now(),"
+			"         lease_expires_at = NULL"
+			"    FROM u"
+			"   WHERE r.run_id = u.run_id AND r.status = 'executing'"
+			"     AND (u.attempt IS NULL OR r.attempt = u.attempt)"
+			"  RETURNING r.queue_id),"
+			" d AS ("
+			"  INSERT INTO queue_engine.queue_count_deltas (queue_id, executing)"
+			"  SELECT queue_id, -count(*) FROM c GROUP BY queue_id)"
+			"SELECT count(*) FROM c",
+			3, (Oid[]) {INT8ARRAYOID, JSONBARRAYOID, INT4ARRAYOID});
+	values[0] = PointerGetDatum(ids);
+	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
+	qe_exec(plan, values, nulls, 0);
+	completed = qe_get_int64(0, 1);
+
+	/* Only on the slow path: is any id not a run at all? */
+	if (completed < nids)
+	{
+		qe_plan(&missing_plan,
+				"SELECT u.id FROM unnest($1::bigint[]) AS u(id)"
+				" WHERE NOT EXISTS (SELECT 1 FROM queue_engine.runs r WHERE r.run_id = u.id)"
+				" LIMIT 1",
+				1, (Oid[]) {INT8ARRAYOID});
+		if (qe_exec(missing_plan, values, NULL, 1) == 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("run %lld does not exist", (long long) qe_get_int64(0, 1)),
+					 errhint("Pass only ids returned by dequeue(); nothing was completed.")));
+	}
+	SPI_finish();
+	PG_RETURN_INT64(completed);
+}
+
+/*
+ * Retry delay: retry_backoff * 2^(attempt-1), capped at retry_backoff_max,
+ * then +-20% jitter so that runs failing together do not retry together.
+ */
+static int64
+backoff_usecs(const Interval *base, const Interval *cap, int attempt)
+{
+	int64		base_us = qe_interval_usecs(base);
+	int64		cap_us = qe_interval_usecs(cap);
+	int64		delay = base_us;
+	int			shift = Max(attempt - 1, 0);
+
+	for (int i = 0; i < shift && delay < cap_us; i++)
+		delay *= 2;
+	delay = Min(delay, cap_us);
+	return (int64) (delay * (0.8 + 0.4 * pg_prng_double(&pg_global_prng_state)));
+}
+
+Datum
+qe_fail(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr update_plan = NULL;
+	int64		run_id = require_run_id(fcinfo);
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	bool		permanent;
+	int32		attempt;
+	int32		max_attempts;
+	int32		queue_id;
+	Interval   *backoff;
+	Interval   *backoff_max;
+	const char *new_status;
+	TimestampTz run_at = GetCurrentTransactionStartTimestamp();
+	Jsonb	   *error;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("error must not be null"),
+				 errhint("Pass the error as jsonb, such as '{\"message\": \"timeout\"}'.")));
+	if (!PG_ARGISNULL(3))
+		qe_check_interval(PG_GETARG_INTERVAL_P(3), "retry_in", true);
+	permanent = PG_ARGISNULL(4) ? false : PG_GETARG_BOOL(4);
+
+	SPI_connect();
+	qe_plan(&lock_plan,
+			"SELECT r.status::text, r.attempt, r.max_attempts, r.queue_id,"
+			"       q.retry_backoff, q.retry_backoff_max"
+			"  FROM queue_engine.runs r"
+			"  JOIN queue_engine.queues q ON q.queue_id = r.queue_id"
+			" WHERE r.run_id = $1"
+			"   FOR NO KEY UPDATE OF r",
+			1, (Oid[]) {INT8OID});
+	values[0] = Int64GetDatum(run_id);
+	if (qe_exec(lock_plan, values, NULL, 1) == 0)
+		qe_check_run_exists(run_id);
+
+	attempt = DatumGetInt32(qe_get(0, 2, &isnull));
+	if (strcmp(TextDatumGetCString(qe_get(0, 1, &isnull)), "executing") != 0 ||
+		(!PG_ARGISNULL(2) && PG_GETARG_INT32(2) != attempt))
+	{
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	max_attempts = DatumGetInt32(qe_get(0, 3, &isnull));
+	queue_id = DatumGetInt32(qe_get(0, 4, &isnull));
+	backoff = DatumGetIntervalP(qe_get(0, 5, &isnull));
+	backoff_max = DatumGetIntervalP(qe_get(0, 6, &isnull));
+
+	if (permanent || attempt >= max_attempts)
+		new_status = "failed";
+	else
+	{
+		int64		delay_us;
+
+		if (!PG_ARGISNULL(3))
+			delay_us = qe_interval_usecs(PG_GETARG_INTERVAL_P(3));
+		else
+			delay_us = backoff_usecs(backoff, backoff_max, attempt);
+		run_at += delay_us;
+		new_status = delay_us > 0 ? "delayed" : "queued";
+	}
+
+	error = qe_trim_error(PG_GETARG_JSONB_P(1), qe_max_error_field_bytes,
+						  QE_MAX_ERROR_BYTES);
+
+	qe_plan(&update_plan,
+			"WITH f AS ("
+			"  UPDATE queue_engine.runs r"
+			"     SET status = $2::queue_engine.run_status, last_error = $3,"
+			"         run_at = CASE WHEN $2 = 'failed' THEN r.run_at ELSE $4 END,"
+			"         finished_at = CASE WHEN $2 = 'failed' THEN now() END,"
+			"         lease_expires_at = NULL"
+			"   WHERE r.run_id = $1"
+			"  RETURNING r.queue_id)"
+			"INSERT INTO queue_engine.queue_count_deltas (queue_id, executing, queued, delayed)"
+			"SELECT $5, -1, ($2 = 'queued')::int, ($2 = 'delayed')::int FROM f",
+			5, (Oid[]) {INT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID, INT4OID});
+	values[0] = Int64GetDatum(run_id);
+	values[1] = CStringGetTextDatum(new_status);
+	values[2] = JsonbPGetDatum(error);
+	values[3] = TimestampTzGetDatum(run_at);
+	values[4] = Int32GetDatum(queue_id);
+	qe_exec(update_plan, values, nulls, 0);
+	SPI_finish();
+
+	/* run_status is an enum: return its label's OID via the input function. */
+	PG_RETURN_DATUM(DirectFunctionCall2(enum_in,
+										CStringGetDatum(new_status),
+										ObjectIdGetDatum(get_fn_expr_rettype(fcinfo->flinfo))));
+}
+
+Datum
+qe_cancel(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr update_plan = NULL;
+	int64		run_id = require_run_id(fcinfo);
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	char	   *status;
+
+	SPI_connect();
+	qe_plan(&lock_plan,
+			"SELECT r.status::text FROM queue_engine.runs r"
+			" WHERE r.run_id = $1 FOR NO KEY UPDATE",
+			1, (Oid[]) {INT8OID});
+	values[0] = Int64GetDatum(run_id);
+	if (qe_exec(lock_plan, values, NULL, 1) == 0)
+		qe_check_run_exists(run_id);
+	status = TextDatumGetCString(qe_get(0, 1, &isnull));
+	if (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
+		strcmp(status, "canceled") == 0 || strcmp(status, "expired") == 0)
+	{
+		SPI_finish();
+		PG_RETURN_BOOL(false);
+	}
+
+	qe_plan(&update_plan,
+			"WITH c AS ("
+			"  UPDATE queue_engine.runs r"
+			"     SET status = 'canceled', finished_at = now(), lease_expires_at = NULL,"
+			"         last_error = CASE WHEN $3::text IS NULL THEN r.last_error"
+			"                      ELSE jsonb_build_object('message', 'canceled: ' || $3,"
+			"                                              'reason', $3, 'canceled', true) END"
+			"   WHERE r.run_id = $1"
+			"  RETURNING r.queue_id)"
+			"INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed, executing, waiting)"
+			"SELECT queue_id, ($2 = 'queued')::int * -1, ($2 = 'delayed')::int * -1,"
+			"       ($2 = 'executing')::int * -1, ($2 = 'waiting')::int * -1 FROM c",
+			3, (Oid[]) {INT8OID, TEXTOID, TEXTOID});
+	values[1] = CStringGetTextDatum(status);
+	values[2] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	nulls[2] = PG_ARGISNULL(1) ? 'n' : ' ';
+	qe_exec(update_plan, values, nulls, 0);
+	SPI_finish();
+	PG_RETURN_BOOL(true);
+}

@@ -1,0 +1,55 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  The queue_engine.* configuration parameters.  Size caps are superuser
+ *	  settings so that an application cannot lift its own limits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+int			qe_max_payload_bytes = 10 * 1024 * 1024;
+int			qe_max_output_bytes = 10 * 1024 * 1024;
+int			qe_max_error_field_bytes = 16384;
+int			qe_maintenance_batch_size = 1000;
+
+void
+qe_guc_init(void)
+{
+	DefineCustomIntVariable("queue_engine.max_payload_bytes",
+							"Largest payload a run may carry, measured on the stored jsonb.",
+							NULL,
+							&qe_max_payload_bytes,
+							10 * 1024 * 1024, 1, MaxAllocSize / 2,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("queue_engine.max_output_bytes",
+							"Largest output complete() accepts, measured on the stored jsonb.",
+							NULL,
+							&qe_max_output_bytes,
+							10 * 1024 * 1024, 1, MaxAllocSize / 2,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("queue_engine.max_error_field_bytes",
+							"Longest string value kept in a stored error; longer ones are cut.",
+							"The whole stored error is also capped at 64kB.",
+							&qe_max_error_field_bytes,
+							16384, 64, QE_MAX_ERROR_BYTES,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("queue_engine.maintenance_batch_size",
+							"Most runs one maintenance batch (one transaction) handles.",
+							NULL,
+							&qe_maintenance_batch_size,
+							1000, 1, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("queue_engine");
+}

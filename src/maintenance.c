@@ -1,0 +1,288 @@
+/*-------------------------------------------------------------------------
+ *
+ * maintenance.c
+ *	  The time-based background work of SPEC "Background work", one task a
+ *	  function: promote due delayed runs, expire runs past their ttl,
+ *	  rescue executing runs whose lease passed, purge spent idempotency
+ *	  keys, fold count deltas.  Each handles at most a batch and returns how
+ *	  many it handled; run_maintenance() repeats each until it comes back
+ *	  short, committing between batches.  All use SKIP LOCKED, so they are
+ *	  safe to run concurrently with workers, with each other and with
+ *	  themselves.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "utils/guc.h"
+
+PG_FUNCTION_INFO_V1(qe_promote_delayed);
+PG_FUNCTION_INFO_V1(qe_expire_runs);
+PG_FUNCTION_INFO_V1(qe_rescue_stalled);
+PG_FUNCTION_INFO_V1(qe_purge_idempotency_keys);
+PG_FUNCTION_INFO_V1(qe_fold_counts);
+PG_FUNCTION_INFO_V1(qe_run_maintenance);
+
+/* Run a one-argument (the batch limit) task statement that returns a count. */
+static int64
+run_task(SPIPlanPtr *slot, const char *sql, int limit)
+{
+	Datum		values[1];
+
+	qe_plan(slot, sql, 1, (Oid[]) {INT4OID});
+	values[0] = Int32GetDatum(limit);
+	qe_exec(*slot, values, NULL, 0);
+	return qe_get_int64(0, 1);
+}
+
+/* Delayed runs whose run_at has come become queued. */
+int64
+qe_task_promote_delayed(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+
+	return run_task(&plan,
+					"WITH due AS ("
+					"  SELECT x.run_id FROM queue_engine.runs x"
+					"   WHERE x.status = 'delayed' AND x.run_at <= now()"
+					"     AND (x.attempt > 0 OR x.expires_at IS NULL OR x.expires_at > now())"
+					"   ORDER BY x.run_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+					" m AS ("
+					"  UPDATE queue_engine.runs r SET status = 'queued'"
+					"    FROM due WHERE r.run_id = due.run_id"
+					"  RETURNING r.queue_id),"
+					" d AS ("
+					"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed)"
+					"  SELECT queue_id, count(*), -count(*) FROM m GROUP BY queue_id)"
+					"SELECT count(*) FROM m",
+					limit);
+}
+
+/* Runs that never started and whose ttl passed become expired. */
+int64
+qe_task_expire_runs(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+
+	return run_task(&plan,
+					"WITH due AS ("
+					"  SELECT x.run_id, x.status FROM queue_engine.runs x"
+					"   WHERE x.status IN ('queued', 'delayed') AND x.attempt = 0"
+					"     AND x.expires_at IS NOT NULL AND x.expires_at <= now()"
+					"   ORDER BY x.expires_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+					" m AS ("
+					"  UPDATE queue_engine.runs r"
+					"     SET status = 'expired', finished_at = now()"
+					"    FROM due WHERE r.run_id = due.run_id"
+					"  RETURNING r.queue_id, due.status AS old_status),"
+					" d AS ("
+					"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed)"
+					"  SELECT queue_id, -count(*) FILTER (WHERE old_status = 'queued'),"
+					"         -count(*) FILTER (WHERE old_status = 'delayed')"
+					"    FROM m GROUP BY queue_id)"
+					"SELECT count(*) FROM m",
+					limit);
+}
+
+/*
+ * Executing runs whose lease passed without a heartbeat: the stall is
+ * recorded as the attempt's error, and the run retries with the queue's
+ * backoff, or fails when its attempts are spent.
+ */
+int64
+qe_task_rescue_stalled(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+
+	return run_task(&plan,
+					"WITH due AS ("
+					"  SELECT x.run_id FROM queue_engine.runs x"
+					"   WHERE x.status = 'executing' AND x.lease_expires_at < now()"
+					"   ORDER BY x.lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+					" calc AS ("
+					"  SELECT r.run_id, r.attempt >= r.max_attempts AS exhausted,"
+					"         least(q.retry_backoff * power(2, least(r.attempt - 1, 40)),"
+					"               q.retry_backoff_max) * (0.8 + random() * 0.4) AS backoff,"
+					"         jsonb_build_object("
+					"           'message', format('lease expired at %s without a heartbeat',"
+					"                             r.lease_expires_at),"
+					"           'stalled', true, 'attempt', r.attempt,"
+					"           'worker', r.worker) AS error"
+					"    FROM due JOIN queue_engine.runs r ON r.run_id = due.run_id"
+					"    JOIN queue_engine.queues q ON q.queue_id = r.queue_id),"
+					" m AS ("
+					"  UPDATE queue_engine.runs r"
+					"     SET status = (CASE WHEN c.exhausted THEN 'failed'"
+					"                        WHEN c.backoff > interval '0' THEN 'delayed'"
+					"                        ELSE 'queued' END)::queue_engine.run_status,"
+					"         run_at = CASE WHEN c.exhausted THEN r.run_at ELSE now() + c.backoff END,"
+					"         finished_at = CASE WHEN c.exhausted THEN now() END,"
+					"         lease_expires_at = NULL, last_error = c.error"
+					"    FROM calc c WHERE r.run_id = c.run_id"
+					"  RETURNING r.queue_id, r.status),"
+					" d AS ("
+					"  INSERT INTO queue_engine.queue_count_deltas (queue_id, executing, queued, delayed)"
+					"  SELECT queue_id, -count(*), count(*) FILTER (WHERE status = 'queued'),"
+					"         count(*) FILTER (WHERE status = 'delayed')"
+					"    FROM m GROUP BY queue_id)"
+					"SELECT count(*) FROM m",
+					limit);
+}
+
+/* Idempotency keys past their ttl are forgotten. */
+int64
+qe_task_purge_idempotency_keys(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+
+	return run_task(&plan,
+					"WITH due AS ("
+					"  SELECT k.tenant_id, k.idempotency_key FROM queue_engine.idempotency_keys k"
+					"   WHERE k.expires_at <= now()"
+					"   LIMIT $1 FOR UPDATE SKIP LOCKED),"
+					" m AS ("
+					"  DELETE FROM queue_engine.idempotency_keys k USING due"
+					"   WHERE k.tenant_id = due.tenant_id"
+					"     AND k.idempotency_key = due.idempotency_key"
+					"  RETURNING 1)"
+					"SELECT count(*) FROM m",
+					limit);
+}
+
+/* Count deltas are added into queue_counts and deleted, atomically. */
+int64
+qe_task_fold_counts(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+
+	return run_task(&plan,
+					"WITH moved AS ("
+					"  DELETE FROM queue_engine.queue_count_deltas"
+					"   WHERE ctid = ANY (ARRAY("
+					"         SELECT ctid FROM queue_engine.queue_count_deltas"
+					"          LIMIT $1 FOR UPDATE SKIP LOCKED))"
+					"  RETURNING *),"
+					" s AS ("
+					"  SELECT queue_id, sum(queued) AS queued, sum(delayed) AS delayed,"
+					"         sum(executing) AS executing, sum(waiting) AS waiting"
+					"    FROM moved GROUP BY queue_id),"
+					" u AS ("
+					"  INSERT INTO queue_engine.queue_counts AS c"
+					"         (queue_id, queued, delayed, executing, waiting)"
+					"  SELECT queue_id, queued, delayed, executing, waiting FROM s"
+					"  ON CONFLICT (queue_id) DO UPDATE"
+					"     SET queued = c.queued + EXCLUDED.queued,"
+					"         delayed = c.delayed + EXCLUDED.delayed,"
+					"         executing = c.executing + EXCLUDED.executing,"
+					"         waiting = c.waiting + EXCLUDED.waiting)"
+					"SELECT count(*) FROM moved",
+					limit);
+}
+
+static int
+batch_arg(FunctionCallInfo fcinfo)
+{
+	int			limit;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("batch_size must not be null"),
+				 errhint("Omit batch_size to use the default.")));
+	limit = PG_GETARG_INT32(0);
+	if (limit <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_size must be positive: %d", limit),
+				 errhint("Pass at least 1.")));
+	return limit;
+}
+
+/* The SQL-callable wrappers: one batch each, in the caller's transaction. */
+#define QE_TASK_WRAPPER(sqlname, task) \
+Datum \
+sqlname(PG_FUNCTION_ARGS) \
+{ \
+	int			limit = batch_arg(fcinfo); \
+	int64		n; \
+\
+	SPI_connect(); \
+	n = task(limit); \
+	SPI_finish(); \
+	PG_RETURN_INT64(n); \
+}
+
+QE_TASK_WRAPPER(qe_promote_delayed, qe_task_promote_delayed)
+QE_TASK_WRAPPER(qe_expire_runs, qe_task_expire_runs)
+QE_TASK_WRAPPER(qe_rescue_stalled, qe_task_rescue_stalled)
+QE_TASK_WRAPPER(qe_purge_idempotency_keys, qe_task_purge_idempotency_keys)
+QE_TASK_WRAPPER(qe_fold_counts, qe_task_fold_counts)
+
+typedef int64 (*QeTask) (int limit);
+
+/*
+ * CALL queue_engine.run_maintenance(): every task until it has nothing
+ * left, then a consistency check.  Called by CALL outside a transaction
+ * block it commits after every batch, so no transaction grows with the
+ * backlog; inside one (or via SELECT) it runs atomically.
+ */
+Datum
+qe_run_maintenance(PG_FUNCTION_ARGS)
+{
+	static const QeTask tasks[] = {
+		qe_task_expire_runs,
+		qe_task_promote_delayed,
+		qe_task_rescue_stalled,
+		qe_task_purge_idempotency_keys,
+		qe_task_fold_counts,
+	};
+	bool		nonatomic;
+	int			limit = qe_maintenance_batch_size;
+	char	   *saved_path;
+
+	nonatomic = fcinfo->context != NULL &&
+		IsA(fcinfo->context, CallContext) &&
+		!castNode(CallContext, fcinfo->context)->atomic;
+
+	/*
+	 * A procedure that commits cannot carry a SET clause, so pin
+	 * search_path here instead, for the session, and put it back after.
+	 */
+	saved_path = pstrdup(GetConfigOption("search_path", false, false));
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
+
+	PG_TRY();
+	{
+		QeCheckResult results[QE_CHECK_COUNT];
+
+		SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0);
+		for (int i = 0; i < lengthof(tasks); i++)
+		{
+			for (;;)
+			{
+				int64		n;
+
+				CHECK_FOR_INTERRUPTS();
+				n = tasks[i] (limit);
+				if (nonatomic)
+					SPI_commit();
+				if (n < limit)
+					break;
+			}
+		}
+		qe_run_consistency_checks(true, results);
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetConfigOption("search_path", saved_path, PGC_USERSET, PGC_S_SESSION);
+	}
+	PG_END_TRY();
+
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,21 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue_engine.c
+ *	  Module entry point: the module magic and _PG_init, which only hands
+ *	  off to each part's own initialisation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "fmgr.h"
+
+QE_MODULE_MAGIC;
+
+PGDLLEXPORT void _PG_init(void);
+
+void
+_PG_init(void)
+{
+	qe_guc_init();
+}

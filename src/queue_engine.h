@@ -1,0 +1,80 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue_engine.h
+ *	  Declarations shared by the queue_engine sources: GUC variables,
+ *	  saved-plan and locking helpers, jsonb limits, and the background
+ *	  tasks that both SQL and run_maintenance() call.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef QUEUE_ENGINE_H
+#define QUEUE_ENGINE_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+
+/* Hard cap on a whole stored error (SPEC "fail"). */
+#define QE_MAX_ERROR_BYTES	65536
+
+/* Largest max_runs a single dequeue may ask for. */
+#define QE_MAX_DEQUEUE_RUNS 10000
+
+/*
+ * Transaction-level locks that serialise starts against one limit.  They
+ * live in the advisory lock space under our own field4 values, so they can
+ * never collide with an application's pg_advisory_lock() calls (which use
+ * field4 1 and 2).
+ */
+#define QE_LOCK_QUEUE		0x5145
+#define QE_LOCK_TENANT		0x5146
+#define QE_LOCK_KEY			0x5147
+
+/* guc.c */
+extern int	qe_max_payload_bytes;
+extern int	qe_max_output_bytes;
+extern int	qe_max_error_field_bytes;
+extern int	qe_maintenance_batch_size;
+extern void qe_guc_init(void);
+
+/* spi_util.c */
+extern SPIPlanPtr qe_plan(SPIPlanPtr *slot, const char *sql, int nargs,
+						  const Oid *argtypes);
+extern uint64 qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
+					  long count);
+extern Datum qe_get(int row, int col, bool *isnull);
+extern int64 qe_get_int64(int row, int col);
+extern bool qe_try_xact_lock(uint32 kind, uint32 id1, uint32 id2);
+extern void qe_check_jsonb_size(Datum value, int limit, const char *what,
+								const char *guc_name);
+extern void qe_check_interval(Interval *value, const char *name,
+							  bool allow_zero);
+extern int64 qe_interval_usecs(const Interval *value);
+extern void qe_check_run_exists(int64 run_id);
+
+/* errors.c */
+extern Jsonb *qe_trim_error(Jsonb *error, int field_cap, int total_cap);
+
+/* maintenance.c: each handles at most limit items, returns how many */
+extern int64 qe_task_promote_delayed(int limit);
+extern int64 qe_task_expire_runs(int limit);
+extern int64 qe_task_rescue_stalled(int limit);
+extern int64 qe_task_purge_idempotency_keys(int limit);
+extern int64 qe_task_fold_counts(int limit);
+
+/* consistency.c */
+typedef struct QeCheckResult
+{
+	const char *check_name;
+	int64		found;
+	int64		repaired;
+} QeCheckResult;
+
+#define QE_CHECK_COUNT 4
+extern void qe_run_consistency_checks(bool repair, QeCheckResult *results);
+
+#endif							/* QUEUE_ENGINE_H */

@@ -1,0 +1,140 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi_util.c
+ *	  Small helpers every part uses: saved SPI plans, result access, the
+ *	  non-blocking limit locks, and checks of sizes and intervals.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "access/detoast.h"
+#include "catalog/pg_type_d.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+
+/*
+ * Prepare sql once per backend and keep the plan.  All SQL is
+ * schema-qualified, and every caller runs with search_path fixed to
+ * pg_catalog, so a plan never resolves to a caller's objects.
+ */
+SPIPlanPtr
+qe_plan(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	if (*slot != NULL)
+		return *slot;
+
+	plan = SPI_prepare(sql, nargs, (Oid *) argtypes);
+	if (plan == NULL)
+		elog(ERROR, "queue_engine: SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "queue_engine: SPI_keepplan failed");
+	*slot = plan;
+	return plan;
+}
+
+/* Run a saved plan; any failure is an internal error. */
+uint64
+qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
+{
+	int			rc;
+
+	rc = SPI_execute_plan(plan, values, nulls, false, count);
+	if (rc < 0)
+		elog(ERROR, "queue_engine: SPI_execute_plan failed: %s",
+			 SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+Datum
+qe_get(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 col, isnull);
+}
+
+int64
+qe_get_int64(int row, int col)
+{
+	bool		isnull;
+	Datum		d = qe_get(row, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/*
+ * Try to take a transaction-level lock guarding one limit without waiting.
+ * Concurrent dequeuers never block each other: a caller that cannot get
+ * the lock skips that queue, tenant or key for now.
+ */
+bool
+qe_try_xact_lock(uint32 kind, uint32 id1, uint32 id2)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, id1, id2, kind);
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* Size of a jsonb as stored, without detoasting or serialising it. */
+void
+qe_check_jsonb_size(Datum value, int limit, const char *what,
+					const char *guc_name)
+{
+	Size		size = toast_raw_datum_size(value);
+
+	if (size > (Size) limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s of %zu bytes exceeds %s (%d bytes)",
+						what, size, guc_name, limit),
+				 errhint("Store large data elsewhere and pass a reference, or ask a superuser to raise %s.",
+						 guc_name)));
+}
+
+void
+qe_check_interval(Interval *value, const char *name, bool allow_zero)
+{
+	int64		usecs = qe_interval_usecs(value);
+
+	if (usecs < 0 || (!allow_zero && usecs == 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be %s: %s", name,
+						allow_zero ? "zero or more" : "a positive interval",
+						DatumGetCString(DirectFunctionCall1(interval_out,
+															IntervalPGetDatum(value)))),
+				 errhint("Pass an interval such as '30 seconds'.")));
+}
+
+/* An interval in microseconds, with months as 30 days (as justify does). */
+int64
+qe_interval_usecs(const Interval *value)
+{
+	return value->time +
+		(int64) value->day * USECS_PER_DAY +
+		(int64) value->month * DAYS_PER_MONTH * USECS_PER_DAY;
+}
+
+/* Error out unless run_id names an existing run. */
+void
+qe_check_run_exists(int64 run_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1];
+
+	qe_plan(&plan,
+			"SELECT 1 FROM queue_engine.runs WHERE run_id = $1",
+			1, types);
+	values[0] = Int64GetDatum(run_id);
+	if (qe_exec(plan, values, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("run %lld does not exist", (long long) run_id),
+				 errhint("Pass an id returned by enqueue() or dequeue(); retention may have removed old runs.")));
+}
