@@ -184,40 +184,44 @@ SELECT t.tenant,
 			  GROUP BY queue_id) d ON d.queue_id = q.queue_id
  WHERE q.dropped_at IS NULL;
 
-CREATE FUNCTION queue_engine.get_run(run_id bigint)
-RETURNS TABLE (
+-- get_run's row type: a named type, because a function's argument and
+-- result columns cannot share the name run_id.
+CREATE TYPE queue_engine.run_info AS (
 	run_id bigint, queue text, tenant text, status queue_engine.run_status,
 	attempt int, max_attempts int, priority int, concurrency_key text,
 	payload jsonb, created_at timestamptz, run_at timestamptz,
 	started_at timestamptz, finished_at timestamptz, expires_at timestamptz,
 	lease_expires_at timestamptz, last_error jsonb, output jsonb,
-	tags text[], parent_run_id bigint, idempotency_key text)
+	tags text[], parent_run_id bigint, idempotency_key text);
+
+CREATE FUNCTION queue_engine.get_run(run_id bigint)
+RETURNS queue_engine.run_info
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
-	wanted bigint := get_run.run_id;
+	result queue_engine.run_info;
 BEGIN
-	IF wanted IS NULL THEN
+	IF get_run.run_id IS NULL THEN
 		RAISE EXCEPTION 'run_id must not be null'
 			USING ERRCODE = 'null_value_not_allowed',
 				  HINT = 'Pass the id that enqueue() returned.';
 	END IF;
-	RETURN QUERY
 	SELECT r.run_id, q.queue, t.tenant, r.status, r.attempt, r.max_attempts,
 		   r.priority, r.concurrency_key, r.payload, r.created_at, r.run_at,
 		   r.started_at, r.finished_at, r.expires_at, r.lease_expires_at,
 		   r.last_error, r.output, r.tags, r.parent_run_id, r.idempotency_key
+	  INTO result
 	  FROM queue_engine.runs r
 	  JOIN queue_engine.queues q ON q.queue_id = r.queue_id
 	  JOIN queue_engine.tenants t ON t.tenant_id = r.tenant_id
-	 WHERE r.run_id = wanted;
+	 WHERE r.run_id = get_run.run_id;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'run % does not exist', wanted
+		RAISE EXCEPTION 'run % does not exist', get_run.run_id
 			USING ERRCODE = 'no_data_found',
 				  HINT = 'The id may be wrong, or retention may have removed the run.';
 	END IF;
+	RETURN result;
 END;
 $$;
 
@@ -355,14 +359,14 @@ BEGIN
 	SELECT * INTO old FROM queue_engine.queues q
 	 WHERE q.queue = create_queue.queue AND q.dropped_at IS NULL;
 	IF old.queue_id IS NOT NULL THEN
-		IF old.tenant_id <> tid THEN diffs := diffs || 'tenant'; END IF;
-		IF old.concurrency_limit IS DISTINCT FROM concurrency_limit THEN diffs := diffs || 'concurrency_limit'; END IF;
-		IF old.key_concurrency_limit IS DISTINCT FROM key_concurrency_limit THEN diffs := diffs || 'key_concurrency_limit'; END IF;
-		IF old.max_attempts <> max_attempts THEN diffs := diffs || 'max_attempts'; END IF;
-		IF old.lease <> lease THEN diffs := diffs || 'lease'; END IF;
-		IF old.retry_backoff <> retry_backoff THEN diffs := diffs || 'retry_backoff'; END IF;
-		IF old.retry_backoff_max <> retry_backoff_max THEN diffs := diffs || 'retry_backoff_max'; END IF;
-		IF old.ttl IS DISTINCT FROM ttl THEN diffs := diffs || 'ttl'; END IF;
+		IF old.tenant_id <> tid THEN diffs := array_append(diffs, 'tenant'); END IF;
+		IF old.concurrency_limit IS DISTINCT FROM concurrency_limit THEN diffs := array_append(diffs, 'concurrency_limit'); END IF;
+		IF old.key_concurrency_limit IS DISTINCT FROM key_concurrency_limit THEN diffs := array_append(diffs, 'key_concurrency_limit'); END IF;
+		IF old.max_attempts <> max_attempts THEN diffs := array_append(diffs, 'max_attempts'); END IF;
+		IF old.lease <> lease THEN diffs := array_append(diffs, 'lease'); END IF;
+		IF old.retry_backoff <> retry_backoff THEN diffs := array_append(diffs, 'retry_backoff'); END IF;
+		IF old.retry_backoff_max <> retry_backoff_max THEN diffs := array_append(diffs, 'retry_backoff_max'); END IF;
+		IF old.ttl IS DISTINCT FROM ttl THEN diffs := array_append(diffs, 'ttl'); END IF;
 		IF cardinality(diffs) = 0 THEN
 			RETURN;
 		END IF;
