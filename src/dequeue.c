@@ -163,6 +163,12 @@ cmp_head(const void *a, const void *b)
 	return (x->run_id > y->run_id) - (x->run_id < y->run_id);
 }
 
+/*
+ * The heads queries order by concurrency_key first (constant within them) so
+ * that the planner reads the per-key index rather than filtering the
+ * queue's whole ready list.
+ */
+
 /* Append the heads SPI just returned (run_id, priority, run_at). */
 static void
 collect_heads(QeHead **heads, int *nheads, int *cap)
@@ -231,13 +237,13 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
 			" WHERE x.queue_id = $1 AND x.concurrency_key = $2"
 			"   AND x.status = 'queued'" STARTABLE
-			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $3",
+			" ORDER BY x.concurrency_key, x.priority DESC, x.run_at, x.run_id LIMIT $3",
 			3, (Oid[]) {INT4OID, TEXTOID, INT4OID});
 	qe_plan(&nokey_heads_plan,
 			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
 			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL"
 			"   AND x.status = 'queued'" STARTABLE
-			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $2",
+			" ORDER BY x.concurrency_key, x.priority DESC, x.run_at, x.run_id LIMIT $2",
 			2, (Oid[]) {INT4OID, INT4OID});
 
 	values[0] = Int32GetDatum(q->queue_id);
