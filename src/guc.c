@@ -15,6 +15,10 @@ int			qe_max_payload_bytes = 10 * 1024 * 1024;
 int			qe_max_output_bytes = 10 * 1024 * 1024;
 int			qe_max_error_field_bytes = 16384;
 int			qe_maintenance_batch_size = 1000;
+char	   *qe_database = NULL;
+int			qe_maintenance_interval_ms = 1000;
+int			qe_consistency_interval_ms = 60000;
+bool		qe_maintenance_enabled = true;
 
 void
 qe_guc_init(void)
@@ -50,6 +54,38 @@ qe_guc_init(void)
 							1000, 1, 1000000,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("queue_engine.database",
+							   "Database whose runs the background worker maintains.",
+							   NULL,
+							   &qe_database,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("queue_engine.maintenance_interval",
+							"Time between the background worker's maintenance passes.",
+							NULL,
+							&qe_maintenance_interval_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("queue_engine.consistency_interval",
+							"Time between the background worker's consistency checks.",
+							NULL,
+							&qe_consistency_interval_ms,
+							60000, 100, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("queue_engine.maintenance_enabled",
+							 "Whether the background worker does its maintenance passes.",
+							 NULL,
+							 &qe_maintenance_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("queue_engine");
 }

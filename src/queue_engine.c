@@ -9,6 +9,7 @@
 #include "queue_engine.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 
 QE_MODULE_MAGIC;
 
@@ -18,4 +19,8 @@ void
 _PG_init(void)
 {
 	qe_guc_init();
+
+	/* The SQL API works without preloading; only the workers need it. */
+	if (process_shared_preload_libraries_in_progress)
+		qe_worker_register();
 }

@@ -39,7 +39,14 @@ extern int	qe_max_payload_bytes;
 extern int	qe_max_output_bytes;
 extern int	qe_max_error_field_bytes;
 extern int	qe_maintenance_batch_size;
+extern char *qe_database;
+extern int	qe_maintenance_interval_ms;
+extern int	qe_consistency_interval_ms;
+extern bool qe_maintenance_enabled;
 extern void qe_guc_init(void);
+
+/* worker.c */
+extern void qe_worker_register(void);
 
 /* spi_util.c */
 extern SPIPlanPtr qe_plan(SPIPlanPtr *slot, const char *sql, int nargs,

@@ -1,0 +1,230 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The background workers (with shared_preload_libraries only).
+ *
+ *	  A launcher, attached to no database, wakes every
+ *	  queue_engine.maintenance_interval and starts a short-lived
+ *	  maintenance worker in queue_engine.database, which runs one pass of
+ *	  the same tasks as CALL queue_engine.run_maintenance(), each batch its
+ *	  own short transaction, and exits.  Nothing stays connected to the
+ *	  database between passes, so DROP DATABASE and DROP EXTENSION are never
+ *	  blocked, and no transaction is ever held across a sleep.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+PGDLLEXPORT void qe_launcher_main(Datum arg);
+PGDLLEXPORT void qe_maintenance_main(Datum arg);
+
+/* bgw_main_arg flags for a maintenance worker */
+#define QE_PASS_CONSISTENCY		0x1
+
+typedef int64 (*QeWorkerTask) (int limit);
+
+typedef struct QeNamedTask
+{
+	const char *name;
+	QeWorkerTask task;
+} QeNamedTask;
+
+static const QeNamedTask worker_tasks[] = {
+	{"expire_runs", qe_task_expire_runs},
+	{"promote_delayed", qe_task_promote_delayed},
+	{"rescue_stalled", qe_task_rescue_stalled},
+	{"purge_idempotency_keys", qe_task_purge_idempotency_keys},
+	{"fold_counts", qe_task_fold_counts},
+};
+
+void
+qe_worker_register(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "queue_engine");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "qe_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "queue_engine launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "queue_engine launcher");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Start one maintenance pass and wait for it; false if none could start. */
+static bool
+run_pass(bool consistency)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	worker.bgw_notify_pid = MyProcPid;
+	worker.bgw_main_arg = Int32GetDatum(consistency ? QE_PASS_CONSISTENCY : 0);
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "queue_engine");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "qe_maintenance_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "queue_engine maintenance for %s",
+			 qe_database);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "queue_engine maintenance");
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("queue_engine could not start a maintenance worker"),
+				 errhint("You may need to increase \"max_worker_processes\".")));
+		return false;
+	}
+	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+		return false;
+	/* Returns early only on postmaster death, which exits us anyway. */
+	(void) WaitForBackgroundWorkerShutdown(handle);
+	return true;
+}
+
+void
+qe_launcher_main(Datum arg)
+{
+	TimestampTz last_consistency = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/*
+	 * Connect to no database (shared catalogs only), like the logical
+	 * replication launcher: it shows in pg_stat_activity and handles
+	 * barriers, yet never keeps a database busy.
+	 */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("queue_engine launcher");
+
+	ereport(LOG,
+			(errmsg("queue_engine launcher started for database \"%s\"",
+					qe_database)));
+
+	for (;;)
+	{
+		TimestampTz now;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (qe_maintenance_enabled)
+		{
+			bool		consistency;
+
+			now = GetCurrentTimestamp();
+			consistency = TimestampDifferenceExceeds(last_consistency, now,
+													 qe_consistency_interval_ms);
+			if (run_pass(consistency) && consistency)
+				last_consistency = now;
+		}
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 qe_maintenance_interval_ms,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Begin a short transaction for one batch; false if the extension is absent. */
+static bool
+begin_batch(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+	if (!OidIsValid(get_extension_oid("queue_engine", true)))
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return false;
+	}
+	SPI_connect();
+	return true;
+}
+
+static void
+end_batch(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+qe_maintenance_main(Datum arg)
+{
+	int			flags = DatumGetInt32(arg);
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(qe_database, NULL, 0);
+	pgstat_report_appname("queue_engine maintenance");
+
+	/* Every plan is schema-qualified; pin search_path all the same. */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	for (int i = 0; i < lengthof(worker_tasks); i++)
+	{
+		char		activity[64];
+
+		snprintf(activity, sizeof(activity), "queue_engine: %s",
+				 worker_tasks[i].name);
+		for (;;)
+		{
+			int64		n;
+
+			CHECK_FOR_INTERRUPTS();
+			if (!begin_batch(activity))
+				proc_exit(0);	/* not installed here: wait quietly */
+			n = worker_tasks[i].task(qe_maintenance_batch_size);
+			end_batch();
+			if (n > 0)
+				elog(DEBUG1, "queue_engine: %s handled " INT64_FORMAT,
+					 worker_tasks[i].name, n);
+			if (n < qe_maintenance_batch_size)
+				break;
+		}
+	}
+
+	if (flags & QE_PASS_CONSISTENCY)
+	{
+		QeCheckResult results[QE_CHECK_COUNT];
+
+		if (begin_batch("queue_engine: check_consistency"))
+		{
+			qe_run_consistency_checks(true, results);
+			end_batch();
+		}
+	}
+	proc_exit(0);
+}
