@@ -60,7 +60,7 @@ qe_guc_init(void)
 							   NULL,
 							   &qe_database,
 							   "postgres",
-							   PGC_POSTMASTER, 0,
+							   PGC_SIGHUP, 0,
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("queue_engine.maintenance_interval",

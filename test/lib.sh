@@ -94,8 +94,19 @@ qe_install_packages() {
   # No stdin in CI: never let apt/debconf prompt; wait for a concurrent dpkg instead of failing.
   export DEBIAN_FRONTEND=noninteractive
   local apt_opts=(-q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-  apt-get "${apt_opts[@]}" update </dev/null
-  apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}" </dev/null
+  qe_retry 3 apt-get "${apt_opts[@]}" update </dev/null
+  qe_retry 3 apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}" </dev/null
+}
+
+# A registry that times out once should not fail a 90-minute CI run.
+qe_retry() {
+  local tries=$1 i=1
+  shift
+  until "$@"; do
+    [ "$i" -lt "$tries" ] || return 1
+    qe_log "retrying in $((i * 10))s: $*"
+    sleep $((i * 10)); i=$((i + 1))
+  done
 }
 
 qe_build_install() {
@@ -127,8 +138,8 @@ qe_cluster_env() {
   dir=$(qe_cluster_dir "$name")
   [ -f "$dir/port" ] || qe_die "cluster $name is not started ($dir/port missing)"
   export QE_CLUSTER_NAME=$name QE_CLUSTER_DIR=$dir QE_CLUSTER_DATA=$dir/data QE_CLUSTER_LOG=$dir/server.log
-  export PGHOST=$dir PGPORT PGUSER=postgres PGDATABASE=postgres
   PGPORT=$(cat "$dir/port")
+  export PGHOST=$dir PGPORT PGUSER=postgres PGDATABASE=postgres
   # These would override PGHOST/PGPORT or redirect connections elsewhere.
   unset PGHOSTADDR PGSERVICE PGSERVICEFILE PGPASSWORD PGSSLMODE PGOPTIONS
 }
@@ -200,8 +211,10 @@ qe_cluster_start() {
   QE_KEEP_CLUSTER=0 qe_cluster_stop "$name"
   mkdir -p "$dir"
   chmod 0755 "$dir"
-  [ "$(id -u)" -eq 0 ] && chown "$QE_PG_OWNER": "$dir"
+  if [ "$(id -u)" -eq 0 ]; then chown "$QE_PG_OWNER": "$dir"; fi
   port=$(qe_free_port)
+  # Unix socket paths are limited to 107 bytes.
+  [ ${#dir} -le 90 ] || qe_die "socket dir $dir is too long for a unix socket; set a shorter QE_CLUSTER_ROOT"
 
   qe_log "cluster $name: initdb in $dir/data"
   # -U postgres: the superuser is always 'postgres' whoever runs this; C collation keeps test output stable.

@@ -2,6 +2,8 @@
 # test/run_tests.sh: `make test` — installs packages, builds, then runs every test suite (pg_regress, isolation, pgTAP, TAP) on a throwaway cluster.
 #
 # Suites (each passes, fails or is skipped when it has no files yet):
+#   install    CREATE EXTENSION in a fresh database, DROP and CREATE again; then CREATE EXTENSION
+#              on a second cluster with shared_preload_libraries (the background-worker setup)
 #   regress    sql/*.sql (not the install scripts) vs expected/, via `make installcheck`
 #   isolation  test/isolation/specs/*.spec vs test/isolation/expected/, via `make installcheck`
 #   pgtap      test/pgtap/*.sql, each in a fresh database with pgtap + the extension created, via pg_prove
@@ -54,6 +56,46 @@ make_var() {
   # shellcheck disable=SC2016 # $(...) is for make to expand
   make -s --no-print-directory -C "$QE_REPO_ROOT" PG_CONFIG="$PG_CONFIG" \
     --eval='qe-print-var: ; @echo $('"$1"')' qe-print-var
+}
+
+suite_install() {
+  # The install script and the shared library load in a fresh database and drop cleanly, both
+  # without preloading (the pg_cron setup) and with shared_preload_libraries (the worker setup);
+  # every later suite depends on this, so its failure is the first thing to read.
+  local ok=1 version workers="" i
+  version=$(qe_createdb qe_install_check "$QE_EXTENSION" >&2 &&
+    qe_psql -d qe_install_check -Atc "SELECT extversion FROM pg_extension WHERE extname = '$QE_EXTENSION'") || true
+  if [ -n "$version" ] &&
+     qe_psql -d qe_install_check -c "DROP EXTENSION \"$QE_EXTENSION\" CASCADE" -c "CREATE EXTENSION \"$QE_EXTENSION\""; then
+    echo "install: not preloaded: CREATE EXTENSION $QE_EXTENSION ($version), DROP, CREATE again: ok"
+  else
+    echo "install: not preloaded: CREATE EXTENSION $QE_EXTENSION (or DROP and CREATE again) FAILED"
+    ok=0
+  fi
+  qe_wait_ready 120 || true
+  qe_psql -d postgres -c "DROP DATABASE IF EXISTS qe_install_check WITH (FORCE)" || true
+
+  # This suite runs in a subshell, so its second cluster needs its own cleanup.
+  trap 'qe_cluster_stop install_preload' EXIT
+  qe_cluster_start install_preload "shared_preload_libraries = '$QE_EXTENSION'" || return 1
+  if qe_psql -c "CREATE EXTENSION \"$QE_EXTENSION\""; then
+    echo "install: shared_preload_libraries = '$QE_EXTENSION': CREATE EXTENSION: ok"
+  else
+    echo "install: shared_preload_libraries = '$QE_EXTENSION': CREATE EXTENSION FAILED"
+    ok=0
+  fi
+  for i in $(seq 1 20); do
+    workers=$(qe_psql -Atc "SELECT string_agg(DISTINCT backend_type, ', ') FROM pg_stat_activity WHERE backend_type LIKE '${QE_EXTENSION}%'" || true)
+    [ -z "$workers" ] || break
+    sleep 0.5
+  done
+  echo "install: background workers seen in pg_stat_activity: ${workers:-none (yet)}"
+  if grep -qE 'terminated by signal|PANIC:' "$QE_CLUSTER_LOG"; then
+    echo "install: the preloaded server crashed"
+    ok=0
+  fi
+  [ "$ok" = 1 ] || qe_cluster_log_tail install_preload 60 2>&1
+  [ "$ok" = 1 ]
 }
 
 suite_regress() {
@@ -130,6 +172,13 @@ suite_tap() {
       PG_REGRESS="$(dirname "$PG_CONFIG")/../lib/pgxs/src/test/regress/pg_regress" \
       TESTDIR="$tmp" top_builddir="$tmp" PG_CONFIG="$PG_CONFIG" \
       prove --timer "${files[@]}" || rc=$?
+  # A segfault or abort in a node is a bug even when the test reconnected and passed.
+  if [ "$rc" -eq 0 ] && grep -lE 'terminated by signal (6|7|11)' "$tmp"/tmp_check/log/*.log 2>/dev/null; then
+    echo "tap: a test node's server crashed (signal 6, 7 or 11): see the log(s) named above"
+    grep -hE -A1 'terminated by signal (6|7|11)' "$tmp"/tmp_check/log/*.log | head -n 20
+    echo "tap: left $tmp for inspection"
+    return 1
+  fi
   if [ "$rc" -ne 0 ]; then
     # The tests' own logs and their nodes' server logs only exist in tmp_check/log: show the failed ones.
     local log t
@@ -189,6 +238,7 @@ conf=()
 if [ -n "${QE_TEST_CONF:-}" ]; then mapfile -t conf <<<"$QE_TEST_CONF"; fi
 qe_cluster_start tests ${conf[@]+"${conf[@]}"}
 
+run_suite install suite_install
 run_suite regress suite_regress
 run_suite isolation suite_isolation
 run_suite pgtap suite_pgtap
