@@ -42,3 +42,7 @@ test:
 # A realistic multi-tenant workload on a throwaway cluster.
 demo:
 	bash test/demo.sh
+
+# Benchmarks against a raw-SQL baseline on a throwaway cluster.
+bench:
+	bash test/bench/run.sh

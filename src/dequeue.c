@@ -516,6 +516,10 @@ qe_dequeue(PG_FUNCTION_ARGS)
 	/* Delayed runs that are due start now, even before maintenance runs. */
 	qe_task_promote_delayed(Max(max_runs, 100));
 
+	/*
+	 * One index probe per queue (LATERAL ... LIMIT 1 keeps the planner from
+	 * turning this into a semi-join that reads every queued run).
+	 */
 	qe_plan(&eligible_plan,
 			"SELECT q.queue_id, q.tenant_id, q.queue, t.tenant,"
 			"       coalesce(q.concurrency_limit, 0),"
@@ -523,10 +527,11 @@ qe_dequeue(PG_FUNCTION_ARGS)
 			"       coalesce(t.concurrency_limit, 0)"
 			"  FROM queue_engine.queues q"
 			"  JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id"
+			" CROSS JOIN LATERAL (SELECT 1 FROM queue_engine.runs x"
+			"                      WHERE x.queue_id = q.queue_id AND x.status = 'queued'"
+			"                      LIMIT 1) AS has_queued"
 			" WHERE q.dropped_at IS NULL AND NOT q.paused"
 			"   AND ($1::int[] IS NULL OR q.queue_id = ANY ($1))"
-			"   AND EXISTS (SELECT 1 FROM queue_engine.runs x"
-			"                WHERE x.queue_id = q.queue_id AND x.status = 'queued')"
 			" ORDER BY q.tenant_id, q.queue_id",
 			1, (Oid[]) {INT4ARRAYOID});
 	ncands = (int) qe_exec(eligible_plan, values, nulls, 0);

@@ -1,0 +1,1 @@
+INSERT INTO raw_jobs (payload) VALUES ('{"n": 1, "pad": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}');
