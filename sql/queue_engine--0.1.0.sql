@@ -132,40 +132,6 @@ CREATE SEQUENCE queue_engine.dequeue_turn AS bigint CYCLE;
 -- Reading
 ---------------------------------------------------------------------------
 
--- Earliest run_at among the startable runs of one queue: one index probe
--- per distinct priority, plus delayed runs already due (maintenance keeps
--- those few).
-CREATE FUNCTION queue_engine.oldest_startable_at(queue_id int)
-RETURNS timestamptz
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	p int;
-	t timestamptz;
-	best timestamptz;
-BEGIN
-	SELECT r.priority, r.run_at INTO p, best
-	  FROM queue_engine.runs r
-	 WHERE r.queue_id = oldest_startable_at.queue_id AND r.status = 'queued'
-	 ORDER BY r.priority DESC, r.run_at, r.run_id LIMIT 1;
-	WHILE p IS NOT NULL LOOP
-		SELECT r.priority, r.run_at INTO p, t
-		  FROM queue_engine.runs r
-		 WHERE r.queue_id = oldest_startable_at.queue_id AND r.status = 'queued'
-		   AND r.priority < p
-		 ORDER BY r.priority DESC, r.run_at, r.run_id LIMIT 1;
-		IF t < best THEN best := t; END IF;
-		IF NOT FOUND THEN p := NULL; END IF;
-	END LOOP;
-	SELECT least(best, min(r.run_at)) INTO best
-	  FROM queue_engine.runs r
-	 WHERE r.status = 'delayed' AND r.run_at <= now()
-	   AND r.queue_id = oldest_startable_at.queue_id;
-	RETURN best;
-END;
-$$;
-
 CREATE VIEW queue_engine.queue_stats AS
 SELECT t.tenant,
 	   q.queue,
@@ -175,7 +141,7 @@ SELECT t.tenant,
 	   (c.delayed + coalesce(d.delayed, 0))::bigint AS delayed,
 	   (c.executing + coalesce(d.executing, 0))::bigint AS executing,
 	   (c.waiting + coalesce(d.waiting, 0))::bigint AS waiting,
-	   queue_engine.oldest_startable_at(q.queue_id) AS oldest_queued_at
+	   least(o.oldest_queued, o.oldest_due) AS oldest_queued_at
   FROM queue_engine.queues q
   JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id
   JOIN queue_engine.queue_counts c ON c.queue_id = q.queue_id
@@ -184,6 +150,30 @@ SELECT t.tenant,
 					sum(executing) AS executing, sum(waiting) AS waiting
 			   FROM queue_engine.queue_count_deltas
 			  GROUP BY queue_id) d ON d.queue_id = q.queue_id
+  -- Earliest run_at among startable runs: one index probe per distinct
+  -- priority of the queue's queued runs (a loose index scan), plus the
+  -- delayed runs already due (maintenance keeps those few).
+  CROSS JOIN LATERAL (
+	WITH RECURSIVE heads AS (
+		(SELECT r.priority, r.run_at FROM queue_engine.runs r
+		  WHERE r.queue_id = q.queue_id AND r.status = 'queued'
+			AND (r.attempt > 0 OR r.expires_at IS NULL OR r.expires_at > now())
+		  ORDER BY r.priority DESC, r.run_at, r.run_id LIMIT 1)
+		UNION ALL
+		SELECT n.priority, n.run_at
+		  FROM heads h
+		 CROSS JOIN LATERAL (
+			SELECT r.priority, r.run_at FROM queue_engine.runs r
+			 WHERE r.queue_id = q.queue_id AND r.status = 'queued'
+			   AND r.priority < h.priority
+			   AND (r.attempt > 0 OR r.expires_at IS NULL OR r.expires_at > now())
+			 ORDER BY r.priority DESC, r.run_at, r.run_id LIMIT 1) n
+	)
+	SELECT (SELECT min(run_at) FROM heads) AS oldest_queued,
+		   (SELECT min(r.run_at) FROM queue_engine.runs r
+			 WHERE r.status = 'delayed' AND r.run_at <= now() AND r.queue_id = q.queue_id
+			   AND (r.attempt > 0 OR r.expires_at IS NULL OR r.expires_at > now())) AS oldest_due
+  ) o
  WHERE q.dropped_at IS NULL;
 
 -- get_run's row type: a named type, because a function's argument and
@@ -249,7 +239,12 @@ RETURNS void LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF value IS NOT NULL AND (value < interval '0' OR (NOT allow_zero AND value = interval '0')) THEN
+	IF value IS NOT NULL AND value < interval '0' AND allow_zero THEN
+		RAISE EXCEPTION '% must not be negative: %', name, value
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Pass a %s of zero or more, such as ''1 second''.', name);
+	END IF;
+	IF value IS NOT NULL AND NOT allow_zero AND value <= interval '0' THEN
 		RAISE EXCEPTION '% must be a positive interval: %', name, value
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = format('Pass a %s greater than zero, such as ''30 seconds''.', name);

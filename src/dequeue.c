@@ -517,8 +517,14 @@ qe_dequeue(PG_FUNCTION_ARGS)
 	qe_task_promote_delayed(Max(max_runs, 100));
 
 	/*
-	 * One index probe per queue (LATERAL ... LIMIT 1 keeps the planner from
-	 * turning this into a semi-join that reads every queued run).
+	 * The queues that may start a run now: unpaused, with a queued run (one
+	 * index probe per queue; LATERAL ... LIMIT 1 keeps the planner from
+	 * turning this into a semi-join that reads every queued run), and below
+	 * their queue and tenant limits (counting executing runs, which the
+	 * limits keep few).  Leaving out queues and tenants at their limits here
+	 * is what keeps the turns fair: a turn never lands on a tenant that
+	 * cannot be served.  The counts are re-taken under the limit locks
+	 * before anything is claimed.
 	 */
 	qe_plan(&eligible_plan,
 			"SELECT q.queue_id, q.tenant_id, q.queue, t.tenant,"
@@ -532,6 +538,16 @@ qe_dequeue(PG_FUNCTION_ARGS)
 			"                      LIMIT 1) AS has_queued"
 			" WHERE q.dropped_at IS NULL AND NOT q.paused"
 			"   AND ($1::int[] IS NULL OR q.queue_id = ANY ($1))"
+			"   AND (q.concurrency_limit IS NULL OR"
+			"        (SELECT count(*) FROM queue_engine.runs x"
+			"          WHERE x.queue_id = q.queue_id AND x.status = 'executing')"
+			"        < q.concurrency_limit)"
+			"   AND (t.concurrency_limit IS NULL OR"
+			"        (SELECT count(*) FROM queue_engine.runs x"
+			"          WHERE x.status = 'executing' AND x.queue_id = ANY (ARRAY("
+			"                SELECT q2.queue_id FROM queue_engine.queues q2"
+			"                 WHERE q2.tenant_id = t.tenant_id)))"
+			"        < t.concurrency_limit)"
 			" ORDER BY q.tenant_id, q.queue_id",
 			1, (Oid[]) {INT4ARRAYOID});
 	ncands = (int) qe_exec(eligible_plan, values, nulls, 0);

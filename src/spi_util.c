@@ -101,14 +101,20 @@ qe_check_interval(Interval *value, const char *name, bool allow_zero)
 {
 	int64		usecs = qe_interval_usecs(value);
 
-	if (usecs < 0 || (!allow_zero && usecs == 0))
+	if (usecs < 0 && allow_zero)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be %s: %s", name,
-						allow_zero ? "zero or more" : "a positive interval",
+				 errmsg("%s must not be negative: %s", name,
 						DatumGetCString(DirectFunctionCall1(interval_out,
 															IntervalPGetDatum(value)))),
-				 errhint("Pass an interval such as '30 seconds'.")));
+				 errhint("Pass a %s of zero or more, such as '1 second'.", name)));
+	if (usecs <= 0 && !allow_zero)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a positive interval: %s", name,
+						DatumGetCString(DirectFunctionCall1(interval_out,
+															IntervalPGetDatum(value)))),
+				 errhint("Pass a %s greater than zero, such as '30 seconds'.", name)));
 }
 
 /* An interval in microseconds, with months as 30 days (as justify does). */

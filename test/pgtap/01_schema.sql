@@ -1,0 +1,216 @@
+-- 01_schema.sql: the public surface of queue_engine (SPEC "Functions", "Run states",
+-- "Reading", "Operating") and its privileges (README "Roles and grants").
+BEGIN;
+SELECT plan(94);
+
+-- Every SPEC function: name, argument types, argument names with defaults, result.
+CREATE TEMP TABLE api (name text, argtypes text[], args text, result text);
+INSERT INTO api VALUES
+('create_queue', ARRAY['text','text','integer','integer','integer','interval','interval','interval','interval'],
+ 'queue text, tenant text DEFAULT ''default''::text, concurrency_limit integer DEFAULT NULL::integer, key_concurrency_limit integer DEFAULT NULL::integer, max_attempts integer DEFAULT 3, lease interval DEFAULT ''00:05:00''::interval, retry_backoff interval DEFAULT ''00:00:01''::interval, retry_backoff_max interval DEFAULT ''01:00:00''::interval, ttl interval DEFAULT NULL::interval',
+ 'void'),
+('alter_queue', ARRAY['text','integer','integer','integer','interval','interval','interval','interval','text[]'],
+ 'queue text, concurrency_limit integer DEFAULT NULL::integer, key_concurrency_limit integer DEFAULT NULL::integer, max_attempts integer DEFAULT NULL::integer, lease interval DEFAULT NULL::interval, retry_backoff interval DEFAULT NULL::interval, retry_backoff_max interval DEFAULT NULL::interval, ttl interval DEFAULT NULL::interval, clear text[] DEFAULT NULL::text[]',
+ 'void'),
+('pause_queue', ARRAY['text'], 'queue text', 'void'),
+('resume_queue', ARRAY['text'], 'queue text', 'void'),
+('drop_queue', ARRAY['text','boolean'], 'queue text, force boolean DEFAULT false', 'void'),
+('set_tenant_limit', ARRAY['text','integer'], 'tenant text, concurrency_limit integer', 'void'),
+('enqueue', ARRAY['text','jsonb','text','integer','timestamp with time zone','interval','interval','integer','text','interval','text[]','bigint'],
+ 'queue text, payload jsonb DEFAULT ''{}''::jsonb, concurrency_key text DEFAULT NULL::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, delay interval DEFAULT NULL::interval, ttl interval DEFAULT NULL::interval, max_attempts integer DEFAULT NULL::integer, idempotency_key text DEFAULT NULL::text, idempotency_ttl interval DEFAULT ''1 day''::interval, tags text[] DEFAULT NULL::text[], parent_run_id bigint DEFAULT NULL::bigint',
+ 'bigint'),
+('enqueue_batch', ARRAY['text','jsonb[]','text','integer','timestamp with time zone','interval','interval','integer','text[]','bigint'],
+ 'queue text, payloads jsonb[], concurrency_key text DEFAULT NULL::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, delay interval DEFAULT NULL::interval, ttl interval DEFAULT NULL::interval, max_attempts integer DEFAULT NULL::integer, tags text[] DEFAULT NULL::text[], parent_run_id bigint DEFAULT NULL::bigint',
+ 'SETOF bigint'),
+('dequeue', ARRAY['text[]','integer','interval','text'],
+ 'queues text[] DEFAULT NULL::text[], max_runs integer DEFAULT 1, lease interval DEFAULT NULL::interval, worker text DEFAULT NULL::text',
+ 'TABLE(run_id bigint, queue text, tenant text, attempt integer, payload jsonb, concurrency_key text, priority integer, lease_expires_at timestamp with time zone, resume jsonb)'),
+('heartbeat', ARRAY['bigint','integer','interval'],
+ 'run_id bigint, attempt integer DEFAULT NULL::integer, extend interval DEFAULT NULL::interval',
+ 'timestamp with time zone'),
+('complete', ARRAY['bigint','jsonb','integer'],
+ 'run_id bigint, output jsonb DEFAULT NULL::jsonb, attempt integer DEFAULT NULL::integer', 'boolean'),
+('complete_batch', ARRAY['bigint[]','jsonb[]','integer[]'],
+ 'run_ids bigint[], outputs jsonb[] DEFAULT NULL::jsonb[], attempts integer[] DEFAULT NULL::integer[]', 'bigint'),
+('fail', ARRAY['bigint','jsonb','integer','interval','boolean'],
+ 'run_id bigint, error jsonb, attempt integer DEFAULT NULL::integer, retry_in interval DEFAULT NULL::interval, permanent boolean DEFAULT false',
+ 'queue_engine.run_status'),
+('cancel', ARRAY['bigint','text'], 'run_id bigint, reason text DEFAULT NULL::text', 'boolean'),
+('get_run', ARRAY['bigint'], 'run_id bigint', 'queue_engine.run_info'),
+('check_consistency', ARRAY['boolean'], 'repair boolean DEFAULT true',
+ 'TABLE(check_name text, found bigint, repaired bigint)'),
+('promote_delayed', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
+('expire_runs', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
+('rescue_stalled', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
+('purge_idempotency_keys', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
+('fold_counts', ARRAY['integer'], 'batch_size integer DEFAULT 10000', 'bigint');
+
+-- 1
+SELECT has_schema('queue_engine');
+-- 2-3
+SELECT has_enum('queue_engine', 'run_status', 'has enum run_status');
+SELECT enum_has_labels('queue_engine', 'run_status',
+       ARRAY['delayed', 'queued', 'executing', 'waiting', 'completed', 'failed', 'canceled', 'expired'],
+       'run_status has exactly the SPEC labels, in order');
+
+-- 4-24: has_function with argument types
+SELECT has_function('queue_engine', name, argtypes, format('has function %s(%s)', name, array_to_string(argtypes, ', ')))
+  FROM api ORDER BY name;
+-- 25-45: argument names, types and defaults exactly
+SELECT is(pg_get_function_arguments(format('queue_engine.%I(%s)', name, array_to_string(argtypes, ','))::regprocedure),
+          args, format('%s arguments (names, types, defaults)', name))
+  FROM api ORDER BY name;
+-- 46-66: result types
+SELECT is(pg_get_function_result(format('queue_engine.%I(%s)', name, array_to_string(argtypes, ','))::regprocedure),
+          result, format('%s returns %s', name, result))
+  FROM api ORDER BY name;
+
+-- 67-69: run_maintenance() is a procedure without arguments
+SELECT has_function('queue_engine', 'run_maintenance', ARRAY[]::name[], 'has run_maintenance()');
+SELECT is_procedure('queue_engine', 'run_maintenance', ARRAY[]::name[], 'run_maintenance is a procedure');
+SELECT is((SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'queue_engine'::regnamespace
+            AND proname = 'run_maintenance' AND pronargs = 0), 1, 'exactly one run_maintenance, no arguments');
+
+-- 70: get_run's row has every SPEC field, in the SPEC's order
+SELECT is((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
+            WHERE attrelid = 'queue_engine.run_info'::regclass AND attnum > 0 AND NOT attisdropped),
+          ARRAY['run_id', 'queue', 'tenant', 'status', 'attempt', 'max_attempts', 'priority', 'concurrency_key',
+                'payload', 'created_at', 'run_at', 'started_at', 'finished_at', 'expires_at', 'lease_expires_at',
+                'last_error', 'output', 'tags', 'parent_run_id', 'idempotency_key'],
+          'get_run row has every SPEC field');
+
+-- 71-72: queue_stats view
+SELECT has_view('queue_engine', 'queue_stats', 'has view queue_stats');
+SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
+            WHERE attrelid = 'queue_engine.queue_stats'::regclass AND attnum > 0 AND NOT attisdropped),
+          ARRAY['tenant text', 'queue text', 'paused boolean', 'concurrency_limit integer', 'queued bigint',
+                'delayed bigint', 'executing bigint', 'waiting bigint', 'oldest_queued_at timestamp with time zone'],
+          'queue_stats columns');
+
+-- 73-74: consistency_log table
+SELECT has_table('queue_engine', 'consistency_log', 'has table consistency_log');
+SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
+            WHERE attrelid = 'queue_engine.consistency_log'::regclass AND attnum > 0 AND NOT attisdropped),
+          ARRAY['logged_at timestamp with time zone', 'check_name text', 'found bigint', 'repaired bigint', 'detail jsonb'],
+          'consistency_log columns');
+
+-- 75-77: search_path is pinned, API functions are SECURITY DEFINER
+SELECT is((SELECT coalesce(array_agg(proname::text ORDER BY proname), '{}') FROM pg_proc
+            WHERE pronamespace = 'queue_engine'::regnamespace AND prokind = 'f'
+              AND NOT coalesce(proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']),
+          '{}'::text[], 'every function pins search_path = pg_catalog, pg_temp');
+SELECT is((SELECT coalesce(array_agg(a.name ORDER BY a.name), '{}') FROM api a
+            JOIN pg_proc p ON p.oid = format('queue_engine.%I(%s)', a.name, array_to_string(a.argtypes, ','))::regprocedure
+            WHERE NOT p.prosecdef),
+          '{}'::text[], 'every API function is SECURITY DEFINER');
+SELECT is_definer('queue_engine', 'run_maintenance', ARRAY[]::name[], 'run_maintenance is SECURITY DEFINER');
+
+-- Roles for the privilege checks.
+CREATE ROLE qe_t_nobody NOLOGIN;
+CREATE ROLE qe_t_usage NOLOGIN;
+GRANT USAGE ON SCHEMA queue_engine TO qe_t_usage;
+
+-- Run sql as role r; returns 'ok' or 'SQLSTATE: message'.
+CREATE FUNCTION pg_temp.as_role(r text, sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	res text;
+BEGIN
+	EXECUTE format('SET LOCAL ROLE %I', r);
+	BEGIN
+		EXECUTE sql;
+		res := 'ok';
+	EXCEPTION WHEN OTHERS THEN
+		res := SQLSTATE || ': ' || SQLERRM;
+	END;
+	RESET ROLE;
+	RETURN res;
+END;
+$$;
+
+SELECT queue_engine.create_queue('priv_q') \gset
+SELECT queue_engine.enqueue('priv_q', '{"a": 1}') AS priv_run \gset
+
+-- 78-83: nothing is granted to PUBLIC
+SELECT ok(NOT has_schema_privilege('qe_t_nobody', 'queue_engine', 'USAGE'), 'PUBLIC has no USAGE on schema queue_engine');
+SELECT is((SELECT coalesce(array_agg(p.oid::regprocedure::text ORDER BY 1), '{}') FROM pg_proc p
+            WHERE p.pronamespace = 'queue_engine'::regnamespace
+              AND has_function_privilege('qe_t_nobody', p.oid, 'EXECUTE')),
+          '{}'::text[], 'PUBLIC can execute no function or procedure');
+SELECT is((SELECT coalesce(array_agg(c.relname::text ORDER BY 1), '{}') FROM pg_class c
+            WHERE c.relnamespace = 'queue_engine'::regnamespace AND c.relkind IN ('r', 'v', 'p', 'm')
+              AND has_table_privilege('qe_t_usage', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')),
+          '{}'::text[], 'PUBLIC has no privilege on any table or view');
+SELECT is((WITH s AS MATERIALIZED (SELECT c.oid, c.relname FROM pg_class c
+                     WHERE c.relnamespace = 'queue_engine'::regnamespace AND c.relkind = 'S')
+            SELECT coalesce(array_agg(s.relname::text ORDER BY 1), '{}') FROM s
+             WHERE has_sequence_privilege('qe_t_usage', s.oid, 'USAGE, SELECT, UPDATE')),
+          '{}'::text[], 'PUBLIC has no privilege on any sequence');
+SELECT is(pg_temp.as_role('qe_t_nobody', 'SELECT * FROM queue_engine.runs'),
+          '42501: permission denied for schema queue_engine', 'a role without grants cannot read runs');
+SELECT is(pg_temp.as_role('qe_t_nobody', 'SELECT queue_engine.enqueue(''priv_q'')'),
+          '42501: permission denied for schema queue_engine', 'a role without grants cannot execute enqueue');
+
+-- 84-86: schema USAGE alone gives nothing either
+SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT * FROM queue_engine.runs'),
+          '42501: permission denied for table runs', 'USAGE alone: cannot read runs');
+SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT queue_engine.enqueue(''priv_q'')'),
+          '42501: permission denied for function enqueue', 'USAGE alone: cannot execute enqueue');
+SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT * FROM queue_engine.get_run(' || :priv_run || ')'),
+          '42501: permission denied for function get_run', 'USAGE alone: cannot execute get_run');
+
+-- 87-89: size caps are superuser settings
+SELECT is(pg_temp.as_role('qe_t_usage', 'SET queue_engine.max_payload_bytes = 1000000000'),
+          '42501: permission denied to set parameter "queue_engine.max_payload_bytes"',
+          'an application cannot lift max_payload_bytes');
+SELECT is(pg_temp.as_role('qe_t_usage', 'SET queue_engine.max_output_bytes = 1000000000'),
+          '42501: permission denied to set parameter "queue_engine.max_output_bytes"',
+          'an application cannot lift max_output_bytes');
+SELECT is(pg_temp.as_role('qe_t_usage', 'SET queue_engine.max_error_field_bytes = 65536'),
+          '42501: permission denied to set parameter "queue_engine.max_error_field_bytes"',
+          'an application cannot lift max_error_field_bytes');
+
+-- 90-92: the README's roles work with exactly the documented grants
+CREATE ROLE qe_t_producer NOLOGIN;
+GRANT USAGE ON SCHEMA queue_engine TO qe_t_producer;
+GRANT EXECUTE ON FUNCTION
+	queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint),
+	queue_engine.enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval, int, text[], bigint)
+  TO qe_t_producer;
+CREATE ROLE qe_t_worker NOLOGIN;
+GRANT USAGE ON SCHEMA queue_engine TO qe_t_worker;
+GRANT EXECUTE ON FUNCTION
+	queue_engine.dequeue(text[], int, interval, text),
+	queue_engine.heartbeat(bigint, int, interval),
+	queue_engine.complete(bigint, jsonb, int),
+	queue_engine.complete_batch(bigint[], jsonb[], int[]),
+	queue_engine.fail(bigint, jsonb, int, interval, boolean)
+  TO qe_t_worker;
+CREATE ROLE qe_t_monitor NOLOGIN;
+GRANT USAGE ON SCHEMA queue_engine TO qe_t_monitor;
+GRANT SELECT ON queue_engine.queue_stats TO qe_t_monitor;
+
+SELECT is(pg_temp.as_role('qe_t_producer',
+          'SELECT queue_engine.enqueue(''priv_q'', ''{"by": "producer"}'', idempotency_key => ''p1'');'
+          'SELECT * FROM queue_engine.enqueue_batch(''priv_q'', ARRAY[''{}'', ''{}'']::jsonb[])'),
+          'ok', 'producer role (README grants) can enqueue and enqueue_batch');
+SELECT is(pg_temp.as_role('qe_t_worker',
+          'DO $x$ DECLARE r record; BEGIN
+             FOR r IN SELECT * FROM queue_engine.dequeue(ARRAY[''priv_q''], 10) LOOP
+               PERFORM queue_engine.heartbeat(r.run_id, r.attempt);
+               PERFORM queue_engine.complete(r.run_id, ''{"ok": true}'', r.attempt);
+             END LOOP; END $x$'),
+          'ok', 'worker role (README grants) can dequeue, heartbeat and complete');
+SELECT is(pg_temp.as_role('qe_t_monitor', 'SELECT * FROM queue_engine.queue_stats'),
+          'ok', 'monitor role (README: GRANT SELECT ON queue_stats) can read queue_stats');
+
+-- 93: the work above really happened (4 runs completed by the worker role)
+SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE status = 'completed' AND output = '{"ok": true}'),
+          4, 'worker role completed the 4 runs');
+
+-- 94: run_maintenance puts the caller's search_path back
+SET search_path = public, pg_catalog;
+CALL queue_engine.run_maintenance();
+SELECT is(current_setting('search_path'), 'public, pg_catalog', 'run_maintenance restores the caller''s search_path');
+
+SELECT * FROM finish();
+ROLLBACK;

@@ -1,0 +1,276 @@
+-- 05_maintenance.sql: background tasks callable from SQL, check_consistency and
+-- run_maintenance (SPEC "Operating", "Background work").
+BEGIN;
+SELECT plan(69);
+
+-- Enqueue one run on queue q and start it; returns its id.
+CREATE FUNCTION pg_temp.started(q text, worker text DEFAULT NULL) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+	id bigint := queue_engine.enqueue(q);
+	got bigint;
+BEGIN
+	UPDATE queue_engine.runs SET priority = 1000000 WHERE run_id = id;
+	SELECT d.run_id INTO got FROM queue_engine.dequeue(ARRAY[q], 1, worker => worker) d;
+	IF got IS DISTINCT FROM id THEN
+		RAISE EXCEPTION 'started(%): dequeued % instead of %', q, got, id;
+	END IF;
+	UPDATE queue_engine.runs SET priority = 0 WHERE run_id = id;
+	RETURN id;
+END;
+$$;
+
+-- queue_stats next to the counts recomputed from the runs; one text row per live queue.
+CREATE VIEW pg_temp.stats_vs_runs AS
+SELECT s.queue,
+       ROW(s.queued, s.delayed, s.executing, s.waiting)::text AS stats,
+       (SELECT ROW(count(*) FILTER (WHERE r.status = 'queued'), count(*) FILTER (WHERE r.status = 'delayed'),
+                   count(*) FILTER (WHERE r.status = 'executing'), count(*) FILTER (WHERE r.status = 'waiting'))::text
+          FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
+         WHERE q.queue = s.queue AND q.dropped_at IS NULL) AS actual
+  FROM queue_engine.queue_stats s;
+
+CREATE FUNCTION pg_temp.checks(repair boolean) RETURNS text[] LANGUAGE sql AS $$
+	SELECT array_agg(check_name || '=' || found || '/' || repaired ORDER BY check_name)
+	  FROM queue_engine.check_consistency(repair)
+$$;
+
+---------------------------------------------------------------------------
+-- promote_delayed
+---------------------------------------------------------------------------
+SELECT queue_engine.create_queue('m1') \gset
+SELECT queue_engine.enqueue('m1', delay => '1 hour') AS d1 \gset
+SELECT queue_engine.enqueue('m1', delay => '1 hour') AS d2 \gset
+SELECT queue_engine.enqueue('m1', delay => '1 hour') AS d3 \gset
+UPDATE queue_engine.runs SET run_at = now() - interval '1 second' WHERE run_id IN (:d1, :d2);
+SELECT is(queue_engine.promote_delayed(), 2::bigint, 'promote_delayed promotes the 2 due runs');
+SELECT is((SELECT array_agg(g.status ORDER BY g.run_id) FROM unnest(ARRAY[:d1, :d2, :d3]::bigint[]) u(id), queue_engine.get_run(u.id) g),
+          ARRAY['queued', 'queued', 'delayed']::queue_engine.run_status[], 'due runs are queued, the other stays delayed');
+SELECT is(queue_engine.promote_delayed(), 0::bigint, 'nothing more to promote');
+SELECT count(*) FROM queue_engine.enqueue_batch('m1', array_fill('{}'::jsonb, ARRAY[3]), delay => '1 hour') \gset
+UPDATE queue_engine.runs SET run_at = now() - interval '1 second' WHERE status = 'delayed' AND run_id <> :d3;
+SELECT is(ARRAY[queue_engine.promote_delayed(2), queue_engine.promote_delayed(2), queue_engine.promote_delayed(2)],
+          ARRAY[2, 1, 0]::bigint[], 'promote_delayed(batch_size) handles at most batch_size runs a call');
+SELECT throws_ok($$SELECT queue_engine.promote_delayed(0)$$, '22023', 'batch_size must be positive: 0', 'batch_size 0 is an error');
+SELECT throws_ok($$SELECT queue_engine.promote_delayed(NULL)$$, '22004', 'batch_size must not be null', 'NULL batch_size is an error');
+SELECT queue_engine.enqueue('m1', delay => '1 hour', ttl => '1 minute') AS d4 \gset
+UPDATE queue_engine.runs SET run_at = now() - interval '2 seconds', expires_at = now() - interval '1 second' WHERE run_id = :d4;
+SELECT is(queue_engine.promote_delayed(), 0::bigint, 'a due delayed run past its expiry is not promoted');
+SELECT is(queue_engine.expire_runs(), 1::bigint, 'expire_runs expires it');
+SELECT is((SELECT g.status FROM queue_engine.get_run(:d4) g), 'expired'::queue_engine.run_status, 'it is expired');
+
+---------------------------------------------------------------------------
+-- expire_runs
+---------------------------------------------------------------------------
+SELECT queue_engine.create_queue('m2') \gset
+SELECT queue_engine.enqueue('m2', ttl => '1 minute') AS x_q \gset
+SELECT queue_engine.enqueue('m2', delay => '1 hour', ttl => '1 minute') AS x_d \gset
+SELECT queue_engine.enqueue('m2', ttl => '1 minute') AS x_s \gset
+SELECT queue_engine.enqueue('m2', ttl => '1 hour') AS x_f \gset
+SELECT queue_engine.enqueue('m2') AS x_n \gset
+UPDATE queue_engine.runs SET priority = 10 WHERE run_id = :x_s;
+SELECT count(*) FROM queue_engine.dequeue(ARRAY['m2'], 1) \gset
+SELECT queue_engine.fail(:x_s, '{"message": "retry"}', retry_in => '0') \gset
+UPDATE queue_engine.runs SET expires_at = now() - interval '1 second' WHERE run_id IN (:x_q, :x_d, :x_s);
+SELECT is(queue_engine.expire_runs(), 2::bigint, 'expire_runs expires the queued and the delayed run past their ttl');
+SELECT is((SELECT array_agg(g.status ORDER BY g.run_id) FROM unnest(ARRAY[:x_q, :x_d, :x_s, :x_f, :x_n]::bigint[]) u(id),
+                  queue_engine.get_run(u.id) g),
+          ARRAY['expired', 'expired', 'queued', 'queued', 'queued']::queue_engine.run_status[],
+          'a started run, a run within its ttl and a run without ttl are not expired');
+SELECT is((SELECT count(*)::int FROM unnest(ARRAY[:x_q, :x_d]::bigint[]) u(id), queue_engine.get_run(u.id) g
+            WHERE g.finished_at = now() AND g.attempt = 0), 2, 'expired runs are finished now, never started');
+SELECT is(queue_engine.expire_runs(), 0::bigint, 'nothing more to expire');
+SELECT is(queue_engine.cancel(:x_q), false, 'an expired run is final: cancel returns false');
+
+---------------------------------------------------------------------------
+-- rescue_stalled
+---------------------------------------------------------------------------
+SELECT queue_engine.create_queue('m3', max_attempts => 2, retry_backoff => '10 seconds') \gset
+SELECT pg_temp.started('m3', 'w-9') AS s1 \gset
+SELECT pg_temp.started('m3') AS s2 \gset
+UPDATE queue_engine.runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = :s1;
+SELECT is(queue_engine.rescue_stalled(), 1::bigint, 'rescue_stalled rescues the run whose lease passed');
+SELECT is((SELECT ROW(g.status, g.attempt, g.lease_expires_at,
+                      g.run_at BETWEEN now() + interval '8 seconds' AND now() + interval '12 seconds')::text
+             FROM queue_engine.get_run(:s1) g),
+          ROW('delayed'::queue_engine.run_status, 1, NULL::timestamptz, true)::text,
+          'the stalled run retries after the backoff (10s +-20%), without a lease');
+SELECT is((SELECT g.last_error - 'message' FROM queue_engine.get_run(:s1) g),
+          '{"stalled": true, "attempt": 1, "worker": "w-9"}'::jsonb, 'the stall is the attempt''s error: stalled, attempt, worker');
+SELECT matches((SELECT g.last_error->>'message' FROM queue_engine.get_run(:s1) g),
+               '^lease expired at .* without a heartbeat$', 'the stall error has a message');
+SELECT is(ROW(queue_engine.heartbeat(:s1, 1), queue_engine.complete(:s1, attempt => 1))::text,
+          ROW(NULL::timestamptz, false)::text, 'the stalled attempt''s heartbeat/complete return NULL/false');
+SELECT is((SELECT g.status FROM queue_engine.get_run(:s2) g), 'executing'::queue_engine.run_status,
+          'a run within its lease is left alone');
+UPDATE queue_engine.runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = :s2;
+SELECT cmp_ok(queue_engine.heartbeat(:s2), '>', now(), 'a heartbeat renews an expired lease before rescue');
+SELECT is(queue_engine.rescue_stalled(), 0::bigint, 'so it is not rescued');
+
+UPDATE queue_engine.runs SET run_at = now() - interval '1 second' WHERE run_id = :s1;
+SELECT is((SELECT d.attempt FROM queue_engine.dequeue(ARRAY['m3']) d), 2, 'the rescued run starts attempt 2');
+UPDATE queue_engine.runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = :s1;
+SELECT is(queue_engine.rescue_stalled(), 1::bigint, 'the last attempt stalls too');
+SELECT is((SELECT ROW(g.status, g.attempt, g.finished_at, g.lease_expires_at, g.last_error->'stalled', g.last_error->'attempt')::text
+             FROM queue_engine.get_run(:s1) g),
+          ROW('failed'::queue_engine.run_status, 2, now(), NULL::timestamptz, 'true'::jsonb, '2'::jsonb)::text,
+          'attempts exhausted: failed, with the stall as its error');
+
+SELECT queue_engine.create_queue('m3z', retry_backoff => '0') \gset
+SELECT pg_temp.started('m3z') AS sz \gset
+UPDATE queue_engine.runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = :sz;
+SELECT is(queue_engine.rescue_stalled(), 1::bigint, 'rescue with a zero backoff');
+SELECT is((SELECT g.status FROM queue_engine.get_run(:sz) g), 'queued'::queue_engine.run_status, 'requeues at once');
+
+-- A run deep into its attempts with a long backoff: the backoff is capped, never overflows.
+SELECT queue_engine.create_queue('m4', max_attempts => 100, retry_backoff => '1 hour', retry_backoff_max => '1 hour') \gset
+SELECT pg_temp.started('m4') AS s4 \gset
+UPDATE queue_engine.runs SET attempt = 33, lease_expires_at = now() - interval '1 second' WHERE run_id = :s4;
+SELECT lives_ok($$SELECT queue_engine.rescue_stalled()$$, 'rescue_stalled of attempt 33 (of 100) with retry_backoff 1 hour');
+SELECT is((SELECT ROW(g.status, g.run_at BETWEEN now() + interval '48 minutes' AND now() + interval '72 minutes')::text
+             FROM queue_engine.get_run(:s4) g),
+          ROW('delayed'::queue_engine.run_status, true)::text, 'it retries after retry_backoff_max (1 hour) +-20%');
+SELECT queue_engine.cancel(:s4) \gset
+
+---------------------------------------------------------------------------
+-- purge_idempotency_keys
+---------------------------------------------------------------------------
+SELECT queue_engine.enqueue('m1', idempotency_key => 'p1') AS p1 \gset
+SELECT queue_engine.enqueue('m1', idempotency_key => 'p2') \gset
+SELECT queue_engine.enqueue('m1', idempotency_key => 'p3') \gset
+UPDATE queue_engine.idempotency_keys SET expires_at = now() - interval '1 second' WHERE idempotency_key IN ('p1', 'p2');
+SELECT is(queue_engine.purge_idempotency_keys(), 2::bigint, 'purge_idempotency_keys removes the 2 expired keys');
+SELECT is((SELECT array_agg(idempotency_key) FROM queue_engine.idempotency_keys), ARRAY['p3'], 'the live key stays');
+SELECT is((SELECT g.idempotency_key FROM queue_engine.get_run(:p1) g), 'p1', 'the run keeps its key');
+SELECT is(queue_engine.purge_idempotency_keys(), 0::bigint, 'nothing more to purge');
+
+---------------------------------------------------------------------------
+-- fold_counts
+---------------------------------------------------------------------------
+CREATE TEMP TABLE stats_before AS SELECT * FROM queue_engine.queue_stats;
+SELECT count(*) AS deltas FROM queue_engine.queue_count_deltas \gset
+SELECT cmp_ok(:deltas::int, '>', 0, 'the workload above left count deltas');
+SELECT is(queue_engine.fold_counts(), :deltas::bigint, 'fold_counts folds every delta');
+SELECT is((SELECT count(*)::int FROM queue_engine.queue_count_deltas), 0, 'no deltas are left');
+SELECT set_eq($$SELECT * FROM queue_engine.queue_stats$$, $$SELECT * FROM stats_before$$, 'queue_stats is unchanged by folding');
+SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0,
+          'queue_stats equals the runs after folding');
+SELECT count(*) FROM queue_engine.enqueue_batch('m1', array_fill('{}'::jsonb, ARRAY[2])) \gset
+SELECT queue_engine.enqueue('m2') \gset
+SELECT queue_engine.enqueue('m3') \gset
+SELECT is(ARRAY[queue_engine.fold_counts(2), queue_engine.fold_counts(2), queue_engine.fold_counts(2)], ARRAY[2, 1, 0]::bigint[],
+          'fold_counts(batch_size) folds at most batch_size deltas a call');
+SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0,
+          'queue_stats equals the runs after folding in batches');
+
+---------------------------------------------------------------------------
+-- check_consistency on a healthy engine
+---------------------------------------------------------------------------
+SELECT is(pg_temp.checks(true),
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0'],
+          'after a mixed workload every check finds 0');
+SELECT is((SELECT count(*)::int FROM queue_engine.consistency_log), 0, 'and the log stays empty');
+
+---------------------------------------------------------------------------
+-- check_consistency finds, repairs and logs drift
+---------------------------------------------------------------------------
+SELECT queue_id AS m1_id FROM queue_engine.queues WHERE queue = 'm1' \gset
+SELECT count(*) AS m1_queued FROM queue_engine.runs WHERE queue_id = :m1_id AND status = 'queued' \gset
+UPDATE queue_engine.queue_counts SET queued = queued + 5 WHERE queue_id = :m1_id;
+SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm1'), :m1_queued + 5::bigint, 'the corrupted count shows');
+SELECT is(pg_temp.checks(false),
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/0'],
+          'check_consistency(false) reports the drift without repairing');
+SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm1'), :m1_queued + 5::bigint, 'the count is still wrong');
+SELECT is(pg_temp.checks(true),
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1'],
+          'check_consistency(true) finds and repairs it');
+SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm1'), :m1_queued::bigint, 'queue_stats is right again');
+SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'every queue''s counts match the runs');
+SELECT ok(EXISTS (SELECT 1 FROM queue_engine.consistency_log
+                   WHERE check_name = 'queue_counts' AND found = 1 AND repaired = 1
+                     AND detail @> jsonb_build_array(jsonb_build_object('queue_id', :m1_id, 'state', 'queued',
+                                                                         'recorded', :m1_queued + 5, 'actual', :m1_queued))),
+          'the repair is logged with what was recorded and what was actual');
+SELECT is(pg_temp.checks(true),
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0'],
+          'after the repair every check finds 0');
+
+-- Drift in a pending delta is found as well.
+INSERT INTO queue_engine.queue_count_deltas (queue_id, executing) VALUES (:m1_id, 3);
+SELECT is(pg_temp.checks(true),
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1'],
+          'a bogus delta is found and repaired');
+SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'counts match the runs again');
+
+-- Leases and keys.
+SELECT pg_temp.started('m1') AS l1 \gset
+SELECT queue_engine.enqueue('m1') AS l2 \gset
+UPDATE queue_engine.runs SET lease_expires_at = NULL WHERE run_id = :l1;
+UPDATE queue_engine.runs SET lease_expires_at = now() + interval '1 hour' WHERE run_id = :l2;
+INSERT INTO queue_engine.idempotency_keys (tenant_id, idempotency_key, run_id, expires_at)
+VALUES (1, 'orphan', 987654321, now() + interval '1 day');
+SELECT count(*) AS log_before FROM queue_engine.consistency_log \gset
+SELECT is(pg_temp.checks(true),
+          ARRAY['executing_without_lease=1/1', 'lease_on_idle_run=1/1', 'orphan_idempotency_keys=1/1', 'queue_counts=0/0'],
+          'lease and key drift is found and repaired');
+SELECT is((SELECT ROW(a.lease_expires_at IS NOT NULL, b.lease_expires_at)::text
+             FROM queue_engine.get_run(:l1) a, queue_engine.get_run(:l2) b),
+          ROW(true, NULL::timestamptz)::text, 'the executing run has a lease again; the queued run has none');
+SELECT is((SELECT count(*)::int FROM queue_engine.idempotency_keys WHERE idempotency_key = 'orphan'), 0, 'the orphan key is gone');
+SELECT is((SELECT array_agg(check_name || '=' || found || '/' || repaired ORDER BY check_name)
+             FROM (SELECT * FROM queue_engine.consistency_log OFFSET :log_before) l),
+          ARRAY['executing_without_lease=1/1', 'lease_on_idle_run=1/1', 'orphan_idempotency_keys=1/1'],
+          'each repair is logged');
+SELECT ok((SELECT detail @> to_jsonb(ARRAY[:l1]::bigint[]) FROM queue_engine.consistency_log
+            WHERE check_name = 'executing_without_lease'), 'the log names the repaired run');
+SELECT is(pg_temp.checks(false),
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0'],
+          'after the repairs every check finds 0');
+SELECT throws_ok($$SELECT * FROM queue_engine.check_consistency(NULL)$$, '22004', 'repair must not be null',
+                 'check_consistency(NULL) is an error');
+
+---------------------------------------------------------------------------
+-- run_maintenance inside a transaction
+---------------------------------------------------------------------------
+SELECT queue_engine.create_queue('m5', retry_backoff => '1 minute') \gset
+SELECT queue_engine.enqueue('m5', delay => '1 hour') AS r_due \gset
+SELECT queue_engine.enqueue('m5', ttl => '1 minute') AS r_ttl \gset
+SELECT pg_temp.started('m5', 'w-5') AS r_stall \gset
+SELECT queue_engine.enqueue('m5', idempotency_key => 'old') AS r_key \gset
+UPDATE queue_engine.runs SET run_at = now() - interval '1 second' WHERE run_id = :r_due;
+UPDATE queue_engine.runs SET expires_at = now() - interval '1 second' WHERE run_id = :r_ttl;
+UPDATE queue_engine.runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = :r_stall;
+UPDATE queue_engine.idempotency_keys SET expires_at = now() - interval '1 second' WHERE idempotency_key = 'old';
+SELECT queue_id AS m5_id FROM queue_engine.queues WHERE queue = 'm5' \gset
+UPDATE queue_engine.queue_counts SET delayed = delayed + 2 WHERE queue_id = :m5_id;
+SELECT count(*) AS log_before2 FROM queue_engine.consistency_log \gset
+
+SELECT lives_ok('CALL queue_engine.run_maintenance()', 'run_maintenance runs inside a transaction');
+SELECT is((SELECT array_agg(g.status ORDER BY g.run_id) FROM unnest(ARRAY[:r_due, :r_ttl, :r_stall]::bigint[]) u(id),
+                  queue_engine.get_run(u.id) g),
+          ARRAY['queued', 'expired', 'delayed']::queue_engine.run_status[],
+          'it promoted the due run, expired the run past its ttl, rescued the stalled run');
+SELECT is((SELECT g.last_error->'stalled' FROM queue_engine.get_run(:r_stall) g), 'true'::jsonb, 'the rescued run records the stall');
+SELECT is((SELECT count(*)::int FROM queue_engine.idempotency_keys WHERE idempotency_key = 'old'), 0, 'it purged the expired key');
+SELECT is((SELECT count(*)::int FROM queue_engine.queue_count_deltas WHERE queue_id <> :m5_id), 0,
+          'it folded every delta (only the repair of m5 may leave its correcting delta)');
+SELECT ok(EXISTS (SELECT 1 FROM (SELECT * FROM queue_engine.consistency_log OFFSET :log_before2) l
+                   WHERE check_name = 'queue_counts' AND repaired = 1),
+          'it repaired and logged the count drift');
+SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'counts match the runs');
+
+-- Batches smaller than the work: it repeats each task until done.
+SET LOCAL queue_engine.maintenance_batch_size = 1;
+SELECT count(*) FROM queue_engine.enqueue_batch('m5', array_fill('{}'::jsonb, ARRAY[5]), delay => '1 hour') \gset
+UPDATE queue_engine.runs SET run_at = now() - interval '1 second' WHERE status = 'delayed' AND queue_id = :m5_id
+   AND run_id <> :r_stall;
+CALL queue_engine.run_maintenance();
+SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE queue_id = :m5_id AND status = 'delayed'), 1,
+          'with batch size 1 every due run was promoted (only the rescued run waits)');
+SELECT is((SELECT count(*)::int FROM queue_engine.queue_count_deltas), 0, 'and every delta folded');
+SELECT is(pg_temp.checks(false),
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0'],
+          'the engine is consistent after maintenance');
+
+SELECT * FROM finish();
+ROLLBACK;
