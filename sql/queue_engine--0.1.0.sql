@@ -188,7 +188,7 @@ CREATE TYPE queue_engine.run_info AS (
 
 CREATE FUNCTION queue_engine.get_run(run_id bigint)
 RETURNS queue_engine.run_info
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -221,15 +221,14 @@ $$;
 -- Tenants and queues (administrative, not on the hot path)
 ---------------------------------------------------------------------------
 
-CREATE FUNCTION queue_engine.check_positive(name text, value int)
+CREATE FUNCTION queue_engine.check_positive(name text, value int, hint text)
 RETURNS void LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF value IS NOT NULL AND value <= 0 THEN
 		RAISE EXCEPTION '% must be positive: %', name, value
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = format('Pass a %s of at least 1, or NULL for no limit.', name);
+			USING ERRCODE = 'invalid_parameter_value', HINT = hint;
 	END IF;
 END;
 $$;
@@ -242,12 +241,17 @@ BEGIN
 	IF value IS NOT NULL AND value < interval '0' AND allow_zero THEN
 		RAISE EXCEPTION '% must not be negative: %', name, value
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = format('Pass a %s of zero or more, such as ''1 second''.', name);
+				  HINT = format('Make %s zero or more, such as ''1 second''.', name);
 	END IF;
 	IF value IS NOT NULL AND NOT allow_zero AND value <= interval '0' THEN
 		RAISE EXCEPTION '% must be a positive interval: %', name, value
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = format('Pass a %s greater than zero, such as ''30 seconds''.', name);
+				  HINT = format('Make %s greater than zero, such as ''30 seconds''.', name);
+	END IF;
+	IF value > interval '100 years' THEN
+		RAISE EXCEPTION '% must be at most 100 years: %', name, value
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Pass a shorter %s.', name);
 	END IF;
 END;
 $$;
@@ -336,9 +340,12 @@ BEGIN
 		RAISE EXCEPTION 'lease, retry_backoff and retry_backoff_max must not be null'
 			USING ERRCODE = 'null_value_not_allowed', HINT = 'Omit them to use the defaults.';
 	END IF;
-	PERFORM queue_engine.check_positive('concurrency_limit', concurrency_limit);
-	PERFORM queue_engine.check_positive('key_concurrency_limit', key_concurrency_limit);
-	PERFORM queue_engine.check_positive('max_attempts', max_attempts);
+	PERFORM queue_engine.check_positive('concurrency_limit', concurrency_limit,
+		'Pass a limit of at least 1, or omit it for no limit.');
+	PERFORM queue_engine.check_positive('key_concurrency_limit', key_concurrency_limit,
+		'Pass a limit of at least 1, or omit it for no limit.');
+	PERFORM queue_engine.check_positive('max_attempts', max_attempts,
+		'Pass at least 1 (1 means no retries).');
 	PERFORM queue_engine.check_interval('lease', lease, false);
 	PERFORM queue_engine.check_interval('retry_backoff', retry_backoff, true);
 	PERFORM queue_engine.check_interval('retry_backoff_max', retry_backoff_max, true);
@@ -404,9 +411,12 @@ DECLARE
 		'lease', 'retry_backoff', 'retry_backoff_max', 'ttl'];
 BEGIN
 	q := queue_engine.live_queue(queue, true);
-	PERFORM queue_engine.check_positive('concurrency_limit', concurrency_limit);
-	PERFORM queue_engine.check_positive('key_concurrency_limit', key_concurrency_limit);
-	PERFORM queue_engine.check_positive('max_attempts', max_attempts);
+	PERFORM queue_engine.check_positive('concurrency_limit', concurrency_limit,
+		'Pass a limit of at least 1, or clear => ARRAY[''concurrency_limit''] for no limit.');
+	PERFORM queue_engine.check_positive('key_concurrency_limit', key_concurrency_limit,
+		'Pass a limit of at least 1, or clear => ARRAY[''key_concurrency_limit''] for no limit.');
+	PERFORM queue_engine.check_positive('max_attempts', max_attempts,
+		'Pass at least 1 (1 means no retries).');
 	PERFORM queue_engine.check_interval('lease', lease, false);
 	PERFORM queue_engine.check_interval('retry_backoff', retry_backoff, true);
 	PERFORM queue_engine.check_interval('retry_backoff_max', retry_backoff_max, true);
@@ -421,7 +431,12 @@ BEGIN
 	q.ttl := coalesce(ttl, q.ttl);
 
 	FOREACH c IN ARRAY coalesce(clear, '{}') LOOP
-		IF c IS NULL OR NOT c = ANY (settable) THEN
+		IF c IS NULL THEN
+			RAISE EXCEPTION 'clear must not contain nulls'
+				USING ERRCODE = 'null_value_not_allowed',
+					  HINT = format('clear takes names from: %s.', array_to_string(settable, ', '));
+		END IF;
+		IF NOT c = ANY (settable) THEN
 			RAISE EXCEPTION 'cannot clear unknown setting "%"', c
 				USING ERRCODE = 'invalid_parameter_value',
 					  HINT = format('clear takes names from: %s.', array_to_string(settable, ', '));
@@ -483,7 +498,8 @@ AS $$
 DECLARE
 	tid int;
 BEGIN
-	PERFORM queue_engine.check_positive('concurrency_limit', concurrency_limit);
+	PERFORM queue_engine.check_positive('concurrency_limit', concurrency_limit,
+		'Pass a limit of at least 1, or NULL to remove the tenant''s limit.');
 	tid := queue_engine.ensure_tenant(tenant);
 	UPDATE queue_engine.tenants t SET concurrency_limit = set_tenant_limit.concurrency_limit
 	 WHERE t.tenant_id = tid;
@@ -587,15 +603,24 @@ AS 'MODULE_PATHNAME', 'qe_cancel'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- Exclusive lock on a queue name for the transaction; enqueue takes it
+-- shared, so drop_queue waits for enqueues in flight.
+CREATE FUNCTION queue_engine.lock_queue_name(queue text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'qe_lock_queue_name_sql'
+LANGUAGE C VOLATILE;
+
 CREATE FUNCTION queue_engine.drop_queue(queue text, force boolean DEFAULT false)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	q queue_engine.queues := queue_engine.live_queue(queue, true);
+	q queue_engine.queues;
 	open_runs bigint;
 	r record;
 BEGIN
+	PERFORM queue_engine.lock_queue_name(queue);
+	q := queue_engine.live_queue(queue, true);
 	SELECT count(*) INTO open_runs FROM queue_engine.runs x
 	 WHERE x.queue_id = q.queue_id
 	   AND x.status IN ('delayed', 'queued', 'executing', 'waiting');
@@ -657,9 +682,10 @@ AS 'MODULE_PATHNAME', 'qe_fold_counts'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- Not SECURITY DEFINER: such a procedure could not commit between batches.
 CREATE PROCEDURE queue_engine.run_maintenance()
 AS 'MODULE_PATHNAME', 'qe_run_maintenance'
-LANGUAGE C SECURITY DEFINER;
+LANGUAGE C;
 
 ---------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC; see README "Roles and grants".

@@ -22,6 +22,7 @@
 #include "common/hashfn.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
@@ -148,7 +149,21 @@ typedef struct QeHead
 	int64		run_id;
 	int32		priority;
 	TimestampTz run_at;
+	int			key;			/* index into the key array, -1: keyless */
 } QeHead;
+
+/* A concurrency key with queued runs, as seen by the keyed path. */
+typedef struct QeKey
+{
+	text	   *key;
+	uint32		hash;
+	int			state;			/* KEY_UNLOCKED, KEY_LOCKED or KEY_REJECTED */
+	int64		free;			/* slots left, once locked and counted */
+} QeKey;
+
+#define KEY_UNLOCKED	0
+#define KEY_LOCKED		1
+#define KEY_REJECTED	2
 
 static int
 cmp_head(const void *a, const void *b)
@@ -171,7 +186,7 @@ cmp_head(const void *a, const void *b)
 
 /* Append the heads SPI just returned (run_id, priority, run_at). */
 static void
-collect_heads(QeHead **heads, int *nheads, int *cap)
+collect_heads(QeHead **heads, int *nheads, int *cap, int key)
 {
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -185,35 +200,66 @@ collect_heads(QeHead **heads, int *nheads, int *cap)
 		(*heads)[*nheads].run_id = DatumGetInt64(qe_get(i, 1, &isnull));
 		(*heads)[*nheads].priority = DatumGetInt32(qe_get(i, 2, &isnull));
 		(*heads)[*nheads].run_at = DatumGetTimestampTz(qe_get(i, 3, &isnull));
+		(*heads)[*nheads].key = key;
 		(*nheads)++;
 	}
 }
 
+static int64
+count_key_executing(int32 queue_id, text *key)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+
+	qe_plan(&plan,
+			"SELECT count(*) FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key = $2"
+			"   AND x.status = 'executing'",
+			2, (Oid[]) {INT4OID, TEXTOID});
+	values[0] = Int32GetDatum(queue_id);
+	values[1] = PointerGetDatum(key);
+	qe_exec(plan, values, NULL, 1);
+	return qe_get_int64(0, 1);
+}
+
+static void
+release_key_lock(int32 queue_id, QeKey *k)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) queue_id, k->hash, QE_LOCK_KEY);
+	LockRelease(&tag, ExclusiveLock, false);
+}
+
 /*
- * Claim up to want runs of a queue with a per-key limit.  Walks the
- * distinct keys that have queued runs (one index probe each, however many
- * runs wait behind a key), takes the heads of each key still under its
- * limit and of the keyless runs, and claims the best of them in priority
- * order.
+ * Claim up to want runs of a queue with a per-key limit.
+ *
+ * First, without locks, walk the distinct keys that have queued runs (one
+ * index probe each, however many runs wait behind a key), and take the
+ * heads of every key that looks under its limit, and of the keyless runs.
+ * Then go through those heads in priority order and lock each key only
+ * when a run of it is about to be taken, recounting under the lock; a key
+ * that turns out full is let go at once.  So a dequeue holds locks only on
+ * keys it starts runs of, never on keys it merely looked at.
  */
 static uint64
 claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 {
 	static SPIPlanPtr first_key_plan = NULL;
 	static SPIPlanPtr next_key_plan = NULL;
-	static SPIPlanPtr key_count_plan = NULL;
 	static SPIPlanPtr key_heads_plan = NULL;
 	static SPIPlanPtr nokey_heads_plan = NULL;
 	static SPIPlanPtr claim_plan = NULL;
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
-	text	   *key = NULL;
 	int			cap = 16;
 	int			nheads = 0;
 	QeHead	   *heads = palloc(sizeof(QeHead) * cap);
-	ArrayType  *ids;
+	int			keycap = 16;
+	int			nkeys = 0;
+	QeKey	   *keys = palloc(sizeof(QeKey) * keycap);
 	Datum	   *id_datums;
-	int			take;
+	int			take = 0;
 	uint64		n;
 
 	qe_plan(&first_key_plan,
@@ -228,11 +274,6 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			"   AND x.concurrency_key > $2"
 			" ORDER BY x.concurrency_key LIMIT 1",
 			2, (Oid[]) {INT4OID, TEXTOID});
-	qe_plan(&key_count_plan,
-			"SELECT count(*) FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.concurrency_key = $2"
-			"   AND x.status = 'executing'",
-			2, (Oid[]) {INT4OID, TEXTOID});
 	qe_plan(&key_heads_plan,
 			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
 			" WHERE x.queue_id = $1 AND x.concurrency_key = $2"
@@ -246,53 +287,87 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			" ORDER BY x.concurrency_key, x.priority DESC, x.run_at, x.run_id LIMIT $2",
 			2, (Oid[]) {INT4OID, INT4OID});
 
+	/* Phase 1: candidate heads, no locks taken. */
 	values[0] = Int32GetDatum(q->queue_id);
 	for (;;)
 	{
 		bool		isnull;
-		Datum		d;
-		char	   *k;
+		text	   *key;
 		int64		running;
 
 		CHECK_FOR_INTERRUPTS();
-		if (key == NULL)
+		if (nkeys == 0)
 			n = qe_exec(first_key_plan, values, NULL, 1);
 		else
 		{
-			values[1] = PointerGetDatum(key);
+			values[1] = PointerGetDatum(keys[nkeys - 1].key);
 			n = qe_exec(next_key_plan, values, NULL, 1);
 		}
 		if (n == 0)
 			break;
-		d = qe_get(0, 1, &isnull);
-		key = DatumGetTextPCopy(d);
-		k = VARDATA_ANY(key);
+		key = DatumGetTextPCopy(qe_get(0, 1, &isnull));
+		if (nkeys == keycap)
+		{
+			keycap *= 2;
+			keys = repalloc(keys, sizeof(QeKey) * keycap);
+		}
+		keys[nkeys].key = key;
+		keys[nkeys].hash = hash_bytes((const unsigned char *) VARDATA_ANY(key),
+									  VARSIZE_ANY_EXHDR(key));
+		keys[nkeys].state = KEY_UNLOCKED;
+		keys[nkeys].free = 0;
+		nkeys++;
 
-		if (!qe_try_xact_lock(QE_LOCK_KEY, (uint32) q->queue_id,
-							  hash_bytes((const unsigned char *) k,
-										 VARSIZE_ANY_EXHDR(key))))
-			continue;
-		values[1] = PointerGetDatum(key);
-		qe_exec(key_count_plan, values, NULL, 1);
-		running = qe_get_int64(0, 1);
+		running = count_key_executing(q->queue_id, key);
 		if (running >= q->key_limit)
 			continue;
+		values[1] = PointerGetDatum(key);
 		values[2] = Int32GetDatum(Min(want, q->key_limit - running));
 		qe_exec(key_heads_plan, values, NULL, 0);
-		collect_heads(&heads, &nheads, &cap);
+		collect_heads(&heads, &nheads, &cap, nkeys - 1);
 	}
 	values[1] = Int32GetDatum(want);
 	qe_exec(nokey_heads_plan, values, NULL, 0);
-	collect_heads(&heads, &nheads, &cap);
-
+	collect_heads(&heads, &nheads, &cap, -1);
 	if (nheads == 0)
 		return 0;
+
+	/* Phase 2: best heads first, locking each key as it is first used. */
 	qsort(heads, nheads, sizeof(QeHead), cmp_head);
-	take = Min(want, nheads);
-	id_datums = palloc(sizeof(Datum) * take);
-	for (int i = 0; i < take; i++)
-		id_datums[i] = Int64GetDatum(heads[i].run_id);
-	ids = construct_array(id_datums, take, INT8OID, 8, true, TYPALIGN_DOUBLE);
+	id_datums = palloc(sizeof(Datum) * Min(want, nheads));
+	for (int i = 0; i < nheads && take < want; i++)
+	{
+		QeKey	   *k;
+
+		if (heads[i].key < 0)
+		{
+			id_datums[take++] = Int64GetDatum(heads[i].run_id);
+			continue;
+		}
+		k = &keys[heads[i].key];
+		if (k->state == KEY_UNLOCKED)
+		{
+			if (!qe_try_xact_lock(QE_LOCK_KEY, (uint32) q->queue_id, k->hash))
+				k->state = KEY_REJECTED;
+			else
+			{
+				k->free = q->key_limit - count_key_executing(q->queue_id, k->key);
+				k->state = KEY_LOCKED;
+				if (k->free <= 0)
+				{
+					release_key_lock(q->queue_id, k);
+					k->state = KEY_REJECTED;
+				}
+			}
+		}
+		if (k->state == KEY_LOCKED && k->free > 0)
+		{
+			id_datums[take++] = Int64GetDatum(heads[i].run_id);
+			k->free--;
+		}
+	}
+	if (take == 0)
+		return 0;
 
 	qe_plan(&claim_plan,
 			"WITH c AS ("
@@ -305,7 +380,8 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			CLAIM_TAIL,
 			4, (Oid[]) {INT4OID, INT8ARRAYOID, INTERVALOID, TEXTOID});
 	values[0] = Int32GetDatum(q->queue_id);
-	values[1] = PointerGetDatum(ids);
+	values[1] = PointerGetDatum(construct_array(id_datums, take, INT8OID, 8,
+												true, TYPALIGN_DOUBLE));
 	values[2] = call->lease;
 	nulls[2] = call->lease_null ? 'n' : ' ';
 	values[3] = call->worker;

@@ -66,6 +66,7 @@ lookup_queue(const char *queue)
 	QeQueueInfo info;
 	bool		isnull;
 
+	qe_lock_queue_name(queue, false);
 	qe_plan(&plan,
 			"SELECT q.queue_id, q.tenant_id, q.max_attempts, q.lease, q.ttl"
 			"  FROM queue_engine.queues q"
@@ -176,7 +177,19 @@ apply_queue_defaults(QeEnqueueOptions *opt, QeQueueInfo *info, Interval *ttl)
 																  TimestampTzGetDatum(Max(now, opt->run_at)),
 																  IntervalPGetDatum(ttl)));
 	if (!opt->parent_null)
-		qe_check_run_exists(opt->parent_run_id);
+	{
+		static SPIPlanPtr plan = NULL;
+		Datum		values[1];
+
+		qe_plan(&plan, "SELECT 1 FROM queue_engine.runs WHERE run_id = $1",
+				1, (Oid[]) {INT8OID});
+		values[0] = Int64GetDatum(opt->parent_run_id);
+		if (qe_exec(plan, values, NULL, 1) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("parent run %lld does not exist", (long long) opt->parent_run_id),
+					 errhint("Pass as parent_run_id the id of an existing run, or omit it.")));
+	}
 }
 
 /*

@@ -228,6 +228,22 @@ QE_TASK_WRAPPER(qe_fold_counts, qe_task_fold_counts)
 typedef int64 (*QeTask) (int limit);
 
 /*
+ * Pin search_path for the current transaction the way a function's SET
+ * clause does (a procedure that commits cannot carry one).  Transaction
+ * end, commit or abort, puts the caller's value back.
+ */
+static int
+pin_search_path(void)
+{
+	int			level = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 superuser() ? PGC_SUSET : PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
+/*
  * CALL queue_engine.run_maintenance(): every task until it has nothing
  * left, then a consistency check.  Called by CALL outside a transaction
  * block it commits after every batch, so no transaction grows with the
@@ -245,46 +261,36 @@ qe_run_maintenance(PG_FUNCTION_ARGS)
 	};
 	bool		nonatomic;
 	int			limit = qe_maintenance_batch_size;
-	char	   *saved_path;
+	int			guc_level;
+	QeCheckResult results[QE_CHECK_COUNT];
 
 	nonatomic = fcinfo->context != NULL &&
 		IsA(fcinfo->context, CallContext) &&
 		!castNode(CallContext, fcinfo->context)->atomic;
 
-	/*
-	 * A procedure that commits cannot carry a SET clause, so pin
-	 * search_path here instead, for the session, and put it back after.
-	 */
-	saved_path = pstrdup(GetConfigOption("search_path", false, false));
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
-
-	PG_TRY();
+	SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0);
+	guc_level = pin_search_path();
+	for (int i = 0; i < lengthof(tasks); i++)
 	{
-		QeCheckResult results[QE_CHECK_COUNT];
-
-		SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0);
-		for (int i = 0; i < lengthof(tasks); i++)
+		for (;;)
 		{
-			for (;;)
-			{
-				int64		n;
+			int64		n;
 
-				CHECK_FOR_INTERRUPTS();
-				n = tasks[i] (limit);
-				if (nonatomic)
-					SPI_commit();
-				if (n < limit)
-					break;
+			CHECK_FOR_INTERRUPTS();
+			n = tasks[i] (limit);
+			if (nonatomic)
+			{
+				/* Commit ends the pin with the transaction; pin it again. */
+				SPI_commit();
+				guc_level = pin_search_path();
 			}
+			if (n < limit)
+				break;
 		}
-		qe_run_consistency_checks(true, results);
-		SPI_finish();
 	}
-	PG_FINALLY();
-	{
-		SetConfigOption("search_path", saved_path, PGC_USERSET, PGC_S_SESSION);
-	}
-	PG_END_TRY();
+	qe_run_consistency_checks(true, results);
+	SPI_finish();
+	AtEOXact_GUC(true, guc_level);
 
 	PG_RETURN_VOID();
 }

@@ -33,6 +33,7 @@
 #define QE_LOCK_QUEUE		0x5145
 #define QE_LOCK_TENANT		0x5146
 #define QE_LOCK_KEY			0x5147
+#define QE_LOCK_QUEUE_NAME	0x5148
 
 /* guc.c */
 extern int	qe_max_payload_bytes;
@@ -56,6 +57,7 @@ extern uint64 qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
 extern Datum qe_get(int row, int col, bool *isnull);
 extern int64 qe_get_int64(int row, int col);
 extern bool qe_try_xact_lock(uint32 kind, uint32 id1, uint32 id2);
+extern void qe_lock_queue_name(const char *queue, bool exclusive);
 extern void qe_check_jsonb_size(Datum value, int limit, const char *what,
 								const char *guc_name);
 extern void qe_check_interval(Interval *value, const char *name,

@@ -10,6 +10,8 @@
 
 #include "access/detoast.h"
 #include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
@@ -80,6 +82,34 @@ qe_try_xact_lock(uint32 kind, uint32 id1, uint32 id2)
 	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
+/*
+ * Lock a queue name for the transaction: shared by enqueuers, exclusive by
+ * drop_queue, so a drop waits for enqueues in flight (and then sees their
+ * runs), and an enqueue behind a drop waits and then finds the queue gone.
+ */
+void
+qe_lock_queue_name(const char *queue, bool exclusive)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
+						 hash_bytes((const unsigned char *) queue, strlen(queue)),
+						 0, QE_LOCK_QUEUE_NAME);
+	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
+}
+
+PG_FUNCTION_INFO_V1(qe_lock_queue_name_sql);
+
+/* lock_queue_name(queue): the exclusive side, for drop_queue(). */
+Datum
+qe_lock_queue_name_sql(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	qe_lock_queue_name(text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
+	PG_RETURN_VOID();
+}
+
 /* Size of a jsonb as stored, without detoasting or serialising it. */
 void
 qe_check_jsonb_size(Datum value, int limit, const char *what,
@@ -99,7 +129,20 @@ qe_check_jsonb_size(Datum value, int limit, const char *what,
 void
 qe_check_interval(Interval *value, const char *name, bool allow_zero)
 {
-	int64		usecs = qe_interval_usecs(value);
+	/* In double precision first: huge intervals would wrap an int64. */
+	double		approx = (double) value->time +
+		(double) value->day * USECS_PER_DAY +
+		(double) value->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	int64		usecs;
+
+	if (approx > 100.0 * DAYS_PER_YEAR * USECS_PER_DAY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most 100 years: %s", name,
+						DatumGetCString(DirectFunctionCall1(interval_out,
+															IntervalPGetDatum(value)))),
+				 errhint("Pass a shorter %s.", name)));
+	usecs = approx < 0 ? -1 : qe_interval_usecs(value);
 
 	if (usecs < 0 && allow_zero)
 		ereport(ERROR,
@@ -107,14 +150,14 @@ qe_check_interval(Interval *value, const char *name, bool allow_zero)
 				 errmsg("%s must not be negative: %s", name,
 						DatumGetCString(DirectFunctionCall1(interval_out,
 															IntervalPGetDatum(value)))),
-				 errhint("Pass a %s of zero or more, such as '1 second'.", name)));
+				 errhint("Make %s zero or more, such as '1 second'.", name)));
 	if (usecs <= 0 && !allow_zero)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a positive interval: %s", name,
 						DatumGetCString(DirectFunctionCall1(interval_out,
 															IntervalPGetDatum(value)))),
-				 errhint("Pass a %s greater than zero, such as '30 seconds'.", name)));
+				 errhint("Make %s greater than zero, such as '30 seconds'.", name)));
 }
 
 /* An interval in microseconds, with months as 30 days (as justify does). */

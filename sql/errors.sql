@@ -1,0 +1,450 @@
+--
+-- errors: every kind of bad input to every API function (SPEC "Errors").
+-- Each case runs through err(), which prints the SQLSTATE, message, detail
+-- and hint of the error, then whether the engine's state (runs, queues,
+-- tenants, idempotency keys, counts, consistency log) is exactly as before.
+--
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+-- A fresh engine, whatever ran before in this database.
+SET client_min_messages = warning;
+DROP EXTENSION queue_engine CASCADE;
+CREATE EXTENSION queue_engine;
+RESET client_min_messages;
+SET search_path = queue_engine, public;
+
+-- Everything the engine keeps, as one fingerprint. SECURITY DEFINER so that
+-- err() also works for a role without privileges on queue_engine.
+CREATE FUNCTION public.state() RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+  SELECT md5(concat_ws('|',
+    (SELECT string_agg(r::text, ',' ORDER BY r.run_id) FROM queue_engine.runs r),
+    (SELECT string_agg(q::text, ',' ORDER BY q.queue_id) FROM queue_engine.queues q),
+    (SELECT string_agg(t::text, ',' ORDER BY t.tenant_id) FROM queue_engine.tenants t),
+    (SELECT string_agg(k::text, ',' ORDER BY k.tenant_id, k.idempotency_key)
+       FROM queue_engine.idempotency_keys k),
+    (SELECT string_agg(c::text, ',' ORDER BY c.queue_id)
+       FROM (SELECT queue_id, sum(queued) AS queued, sum(delayed) AS delayed,
+                    sum(executing) AS executing, sum(waiting) AS waiting
+               FROM (SELECT queue_id, queued, delayed, executing, waiting
+                       FROM queue_engine.queue_counts
+                     UNION ALL
+                     SELECT queue_id, queued, delayed, executing, waiting
+                       FROM queue_engine.queue_count_deltas) x
+              GROUP BY queue_id) c),
+    (SELECT count(*)::text FROM queue_engine.consistency_log)))
+$$;
+
+-- Run stmt; print "SQLSTATE: message", DETAIL, HINT (or "no error"), and
+-- whether the state is unchanged.
+CREATE FUNCTION public.err(stmt text) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+  before text := public.state();
+  st text;
+  msg text;
+  det text;
+  hnt text;
+BEGIN
+  BEGIN
+    EXECUTE stmt;
+    RETURN NEXT 'no error';
+  EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
+                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
+    RETURN NEXT st || ': ' || msg;
+    IF det <> '' THEN RETURN NEXT 'DETAIL: ' || det; END IF;
+    IF hnt <> '' THEN RETURN NEXT 'HINT: ' || hnt; END IF;
+  END;
+  RETURN NEXT CASE WHEN public.state() = before THEN 'state unchanged'
+                   ELSE 'STATE CHANGED' END;
+END;
+$$;
+
+-- Runs per status, shown before and after each group of errors.
+CREATE FUNCTION public.run_counts() RETURNS TABLE (status queue_engine.run_status, runs bigint)
+LANGUAGE sql AS $$
+  SELECT status, count(*) FROM queue_engine.runs GROUP BY status ORDER BY status
+$$;
+
+---------------------------------------------------------------------------
+-- Fixture: a queue with one queued, one executing, one delayed and one
+-- completed run; a limited queue; an empty queue; a dropped queue.
+---------------------------------------------------------------------------
+SELECT create_queue('q', lease => '5 minutes');
+SELECT create_queue('q_limited', tenant => 'acme', concurrency_limit => 2,
+                    max_attempts => 5, ttl => '1 hour');
+SELECT create_queue('q_empty');
+SELECT create_queue('q_dropped');
+SELECT drop_queue('q_dropped');
+SELECT enqueue('q', '{"n": "executing"}') AS r_exec \gset
+SELECT enqueue('q', '{"n": "completed"}') AS r_done \gset
+SELECT count(*) FROM dequeue(ARRAY['q'], 2);
+SELECT complete(:r_done);
+SELECT enqueue('q', '{"n": "queued"}', idempotency_key => 'key-1') AS r_queued \gset
+SELECT enqueue('q', '{"n": "delayed"}', delay => '1 hour') AS r_delayed \gset
+SELECT * FROM run_counts();
+SELECT state() AS initial_state \gset
+
+-- As psql shows an error (the rest go through err()):
+SELECT enqueue('nope', '{}');
+SELECT dequeue(max_runs => 0);
+SELECT create_queue('q', concurrency_limit => 9);
+
+---------------------------------------------------------------------------
+-- create_queue
+---------------------------------------------------------------------------
+-- NULL or empty required arguments
+SELECT * FROM err($$SELECT create_queue(NULL)$$);
+SELECT * FROM err($$SELECT create_queue('')$$);
+SELECT * FROM err($$SELECT create_queue('new', tenant => NULL)$$);
+SELECT * FROM err($$SELECT create_queue('new', tenant => '')$$);
+SELECT * FROM err($$SELECT create_queue('new', max_attempts => NULL)$$);
+SELECT * FROM err($$SELECT create_queue('new', lease => NULL)$$);
+SELECT * FROM err($$SELECT create_queue('new', retry_backoff => NULL)$$);
+SELECT * FROM err($$SELECT create_queue('new', retry_backoff_max => NULL)$$);
+-- zero and negative limits and attempts
+SELECT * FROM err($$SELECT create_queue('new', concurrency_limit => 0)$$);
+SELECT * FROM err($$SELECT create_queue('new', concurrency_limit => -1)$$);
+SELECT * FROM err($$SELECT create_queue('new', key_concurrency_limit => 0)$$);
+SELECT * FROM err($$SELECT create_queue('new', key_concurrency_limit => -3)$$);
+SELECT * FROM err($$SELECT create_queue('new', max_attempts => 0)$$);
+SELECT * FROM err($$SELECT create_queue('new', max_attempts => -1)$$);
+-- zero and negative intervals
+SELECT * FROM err($$SELECT create_queue('new', lease => '0')$$);
+SELECT * FROM err($$SELECT create_queue('new', lease => '-1 minute')$$);
+SELECT * FROM err($$SELECT create_queue('new', lease => '1 month -30 days')$$);
+SELECT * FROM err($$SELECT create_queue('new', retry_backoff => '-1 second')$$);
+SELECT * FROM err($$SELECT create_queue('new', retry_backoff_max => '-1 second')$$);
+SELECT * FROM err($$SELECT create_queue('new', ttl => '0')$$);
+SELECT * FROM err($$SELECT create_queue('new', ttl => '-1 hour')$$);
+SELECT * FROM err($$SELECT create_queue('new', retry_backoff => '10 minutes',
+                                             retry_backoff_max => '1 minute')$$);
+-- conflicting re-create: the detail names every differing setting
+SELECT * FROM err($$SELECT create_queue('q', concurrency_limit => 9)$$);
+SELECT * FROM err($$SELECT create_queue('q', tenant => 'acme')$$);
+SELECT * FROM err($$SELECT create_queue('q', lease => '5 minutes', max_attempts => 4)$$);
+SELECT * FROM err($$SELECT create_queue('q_limited')$$);
+SELECT * FROM err($$SELECT create_queue('q_limited', tenant => 'acme', concurrency_limit => 2,
+                                        key_concurrency_limit => 1, max_attempts => 5,
+                                        lease => '1 minute', retry_backoff => '2 seconds',
+                                        retry_backoff_max => '2 hours', ttl => '2 hours')$$);
+-- (identical re-create is no error)
+SELECT * FROM err($$SELECT create_queue('q_limited', tenant => 'acme', concurrency_limit => 2,
+                                        max_attempts => 5, ttl => '1 hour')$$);
+SELECT count(*) AS queues_named_new FROM queues WHERE queue = 'new';
+SELECT count(*) AS tenants FROM tenants;
+
+---------------------------------------------------------------------------
+-- alter_queue
+---------------------------------------------------------------------------
+SELECT * FROM err($$SELECT alter_queue(NULL)$$);
+SELECT * FROM err($$SELECT alter_queue(NULL, concurrency_limit => 1)$$);
+SELECT * FROM err($$SELECT alter_queue('nope', concurrency_limit => 1)$$);
+SELECT * FROM err($$SELECT alter_queue('q_dropped', concurrency_limit => 1)$$);
+SELECT * FROM err($$SELECT alter_queue('q', concurrency_limit => 0)$$);
+SELECT * FROM err($$SELECT alter_queue('q', concurrency_limit => -1)$$);
+SELECT * FROM err($$SELECT alter_queue('q', key_concurrency_limit => 0)$$);
+SELECT * FROM err($$SELECT alter_queue('q', max_attempts => 0)$$);
+SELECT * FROM err($$SELECT alter_queue('q', max_attempts => -2)$$);
+SELECT * FROM err($$SELECT alter_queue('q', lease => '0')$$);
+SELECT * FROM err($$SELECT alter_queue('q', lease => '-5 minutes')$$);
+SELECT * FROM err($$SELECT alter_queue('q', retry_backoff => '-1 second')$$);
+SELECT * FROM err($$SELECT alter_queue('q', retry_backoff_max => '-1 second')$$);
+SELECT * FROM err($$SELECT alter_queue('q', ttl => '0')$$);
+SELECT * FROM err($$SELECT alter_queue('q', ttl => '-1 day')$$);
+-- the resulting backoff range must be ordered
+SELECT * FROM err($$SELECT alter_queue('q', retry_backoff => '2 hours')$$);
+SELECT * FROM err($$SELECT alter_queue('q', retry_backoff_max => '10 seconds', retry_backoff => '1 minute')$$);
+-- clear: names of settable settings only; a bad name changes nothing,
+-- including the valid changes in the same call
+SELECT * FROM err($$SELECT alter_queue('q', concurrency_limit => 3, clear => ARRAY['bogus'])$$);
+SELECT * FROM err($$SELECT alter_queue('q', clear => ARRAY['ttl', 'paused'])$$);
+SELECT * FROM err($$SELECT alter_queue('q', clear => ARRAY['tenant'])$$);
+SELECT * FROM err($$SELECT alter_queue('q', clear => ARRAY['queue'])$$);
+SELECT * FROM err($$SELECT alter_queue('q', clear => ARRAY['']) $$);
+SELECT * FROM err($$SELECT alter_queue('q', clear => ARRAY['Lease'])$$);
+SELECT * FROM err($$SELECT alter_queue('q', clear => ARRAY[NULL]::text[])$$);
+SELECT queue, concurrency_limit, max_attempts, lease, retry_backoff, retry_backoff_max, ttl
+  FROM queues WHERE queue IN ('q', 'q_limited') ORDER BY queue;
+
+---------------------------------------------------------------------------
+-- pause_queue, resume_queue, drop_queue, set_tenant_limit
+---------------------------------------------------------------------------
+SELECT * FROM err($$SELECT pause_queue(NULL)$$);
+SELECT * FROM err($$SELECT pause_queue('nope')$$);
+SELECT * FROM err($$SELECT pause_queue('q_dropped')$$);
+SELECT * FROM err($$SELECT resume_queue(NULL)$$);
+SELECT * FROM err($$SELECT resume_queue('nope')$$);
+SELECT * FROM err($$SELECT resume_queue('q_dropped')$$);
+SELECT * FROM err($$SELECT drop_queue(NULL)$$);
+SELECT * FROM err($$SELECT drop_queue(NULL, force => true)$$);
+SELECT * FROM err($$SELECT drop_queue('nope')$$);
+SELECT * FROM err($$SELECT drop_queue('nope', force => true)$$);
+SELECT * FROM err($$SELECT drop_queue('q_dropped')$$);
+-- open runs (queued, delayed, executing) without force
+SELECT * FROM err($$SELECT drop_queue('q')$$);
+SELECT * FROM err($$SELECT drop_queue('q', force => false)$$);
+SELECT * FROM err($$SELECT drop_queue('q', force => NULL)$$);
+SELECT queue, paused, dropped_at IS NULL AS live FROM queues WHERE queue = 'q';
+SELECT * FROM err($$SELECT set_tenant_limit(NULL, 1)$$);
+SELECT * FROM err($$SELECT set_tenant_limit('', 1)$$);
+SELECT * FROM err($$SELECT set_tenant_limit('acme', 0)$$);
+SELECT * FROM err($$SELECT set_tenant_limit('acme', -1)$$);
+SELECT * FROM err($$SELECT set_tenant_limit('brand-new', 0)$$);
+SELECT tenant, concurrency_limit FROM tenants ORDER BY tenant;
+
+---------------------------------------------------------------------------
+-- enqueue
+---------------------------------------------------------------------------
+SELECT * FROM err($$SELECT enqueue(NULL)$$);
+SELECT * FROM err($$SELECT enqueue(NULL, '{}')$$);
+SELECT * FROM err($$SELECT enqueue('q', NULL)$$);
+SELECT * FROM err($$SELECT enqueue('q', '{}', priority => NULL)$$);
+SELECT * FROM err($$SELECT enqueue('q', '{}', idempotency_key => 'k', idempotency_ttl => NULL)$$);
+-- unknown or dropped queue
+SELECT * FROM err($$SELECT enqueue('nope')$$);
+SELECT * FROM err($$SELECT enqueue('nope', '{}', idempotency_key => 'key-1')$$);
+SELECT * FROM err($$SELECT enqueue('')$$);
+SELECT * FROM err($$SELECT enqueue('q_dropped')$$);
+SELECT * FROM err($$SELECT enqueue('Q')$$);
+-- run_at and delay together, bad moments and intervals
+SELECT * FROM err($$SELECT enqueue('q', run_at => now(), delay => '1 minute')$$);
+SELECT * FROM err($$SELECT enqueue('q', run_at => now() + interval '1 hour', delay => '0')$$);
+SELECT * FROM err($$SELECT enqueue('q', run_at => 'infinity')$$);
+SELECT * FROM err($$SELECT enqueue('q', run_at => '-infinity')$$);
+SELECT * FROM err($$SELECT enqueue('q', delay => '-1 second')$$);
+SELECT * FROM err($$SELECT enqueue('q', delay => '-1 day')$$);
+SELECT * FROM err($$SELECT enqueue('q', ttl => '0')$$);
+SELECT * FROM err($$SELECT enqueue('q', ttl => '-1 minute')$$);
+SELECT * FROM err($$SELECT enqueue('q', max_attempts => 0)$$);
+SELECT * FROM err($$SELECT enqueue('q', max_attempts => -1)$$);
+SELECT * FROM err($$SELECT enqueue('q', idempotency_key => 'k', idempotency_ttl => '0')$$);
+SELECT * FROM err($$SELECT enqueue('q', idempotency_key => 'k', idempotency_ttl => '-1 day')$$);
+-- unknown parent run
+SELECT * FROM err($$SELECT enqueue('q', parent_run_id => 999999999)$$);
+SELECT * FROM err($$SELECT enqueue('q', idempotency_key => 'k', parent_run_id => 999999999)$$);
+-- oversize payload (superuser setting)
+SET queue_engine.max_payload_bytes = '1kB';
+SHOW queue_engine.max_payload_bytes;
+SELECT * FROM err($$SELECT enqueue('q', jsonb_build_object('data', repeat('x', 2000)))$$);
+SELECT * FROM err($$SELECT enqueue('q', jsonb_build_object('data', repeat('x', 2000)),
+                                   idempotency_key => 'big')$$);
+SELECT * FROM err($$SELECT enqueue('nope', jsonb_build_object('data', repeat('x', 2000)))$$);
+-- (a payload under the cap is accepted)
+SELECT pg_column_size(jsonb_build_object('data', repeat('x', 900))) < 1024 AS fits;
+BEGIN;
+SELECT enqueue('q_empty', jsonb_build_object('data', repeat('x', 900))) > 0 AS accepted;
+ROLLBACK;
+RESET queue_engine.max_payload_bytes;
+SELECT * FROM err($$SELECT enqueue('q', jsonb_build_object('data', repeat('x', 11 * 1024 * 1024)))$$);
+SELECT count(*) AS idempotency_keys FROM idempotency_keys;
+
+---------------------------------------------------------------------------
+-- enqueue_batch
+---------------------------------------------------------------------------
+SELECT * FROM err($$SELECT enqueue_batch(NULL, ARRAY['{}']::jsonb[])$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', NULL)$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}', NULL, '{}']::jsonb[])$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY[NULL]::jsonb[])$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY[['{}', '{}'], ['{}', '{}']]::jsonb[])$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], priority => NULL)$$);
+SELECT * FROM err($$SELECT enqueue_batch('nope', ARRAY['{}']::jsonb[])$$);
+SELECT * FROM err($$SELECT enqueue_batch('nope', '{}'::jsonb[])$$);
+SELECT * FROM err($$SELECT enqueue_batch('q_dropped', ARRAY['{}']::jsonb[])$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], run_at => now(), delay => '1 hour')$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], run_at => 'infinity')$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], delay => '-1 hour')$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], ttl => '0')$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], ttl => '-1 hour')$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], max_attempts => 0)$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], max_attempts => -7)$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], parent_run_id => 999999999)$$);
+SET queue_engine.max_payload_bytes = '1kB';
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}', jsonb_build_object('data', repeat('x', 2000))])$$);
+RESET queue_engine.max_payload_bytes;
+
+---------------------------------------------------------------------------
+-- dequeue
+---------------------------------------------------------------------------
+SELECT * FROM err($$SELECT * FROM dequeue(max_runs => NULL)$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q'], NULL)$$);
+SELECT * FROM err($$SELECT * FROM dequeue(max_runs => 0)$$);
+SELECT * FROM err($$SELECT * FROM dequeue(max_runs => -1)$$);
+SELECT * FROM err($$SELECT * FROM dequeue(max_runs => 10001)$$);
+SELECT * FROM err($$SELECT * FROM dequeue(max_runs => 2147483647)$$);
+-- (the bounds themselves are accepted)
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q_empty'], 1)$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q_empty'], 10000)$$);
+SELECT * FROM err($$SELECT * FROM dequeue(lease => '0')$$);
+SELECT * FROM err($$SELECT * FROM dequeue(lease => '-1 minute')$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['nope'])$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q', 'nope', 'q_limited'])$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q_dropped'])$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q', NULL])$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY[['q', 'q_limited']])$$);
+-- snapshot isolation levels are refused
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM err($$SELECT * FROM dequeue()$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q'], 10)$$);
+COMMIT;
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q'])$$);
+COMMIT;
+SET default_transaction_isolation = 'repeatable read';
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q'])$$);
+RESET default_transaction_isolation;
+SELECT status, attempt FROM get_run(:r_queued);
+
+---------------------------------------------------------------------------
+-- heartbeat, complete, complete_batch
+---------------------------------------------------------------------------
+SELECT * FROM err($$SELECT heartbeat(NULL)$$);
+SELECT * FROM err($$SELECT heartbeat(NULL, attempt => 1, extend => '1 minute')$$);
+SELECT * FROM err($$SELECT heartbeat(999999999)$$);
+SELECT * FROM err($$SELECT heartbeat(999999999, attempt => 1)$$);
+SELECT * FROM err($$SELECT heartbeat(-1)$$);
+SELECT * FROM err(format($$SELECT heartbeat(%s, extend => '0')$$, :r_exec));
+SELECT * FROM err(format($$SELECT heartbeat(%s, extend => '-1 minute')$$, :r_exec));
+SELECT * FROM err($$SELECT complete(NULL)$$);
+SELECT * FROM err($$SELECT complete(NULL, '{}', 1)$$);
+SELECT * FROM err($$SELECT complete(999999999)$$);
+SELECT * FROM err($$SELECT complete(999999999, '{"ok": true}', attempt => 1)$$);
+SET queue_engine.max_output_bytes = '1kB';
+SHOW queue_engine.max_output_bytes;
+SELECT * FROM err(format($$SELECT complete(%s, jsonb_build_object('data', repeat('x', 2000)))$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s], ARRAY[jsonb_build_object('data', repeat('x', 2000))])$$, :r_exec));
+RESET queue_engine.max_output_bytes;
+SELECT * FROM err(format($$SELECT complete(%s, jsonb_build_object('data', repeat('x', 11 * 1024 * 1024)))$$, :r_exec));
+SELECT * FROM err($$SELECT complete_batch(NULL)$$);
+SELECT * FROM err($$SELECT complete_batch(NULL, ARRAY['{}']::jsonb[], ARRAY[1])$$);
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s, NULL])$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[[%s]])$$, :r_exec));
+-- mismatched array lengths
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s], outputs => ARRAY['{}', '{}']::jsonb[])$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s, %s], outputs => ARRAY['{}']::jsonb[])$$, :r_exec, :r_done));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s], outputs => '{}')$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s], attempts => ARRAY[1, 1])$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s, %s], attempts => ARRAY[1])$$, :r_exec, :r_done));
+SELECT * FROM err($$SELECT complete_batch('{}', attempts => ARRAY[1])$$);
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s], attempts => ARRAY[[1]])$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s], outputs => ARRAY[['{}']]::jsonb[])$$, :r_exec));
+-- an unknown id completes nothing, not even the valid ones
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s, 999999999])$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[999999999, %s], attempts => ARRAY[1, 1])$$, :r_exec));
+SELECT status, attempt, output FROM get_run(:r_exec);
+
+---------------------------------------------------------------------------
+-- fail, cancel, get_run
+---------------------------------------------------------------------------
+SELECT * FROM err($$SELECT fail(NULL, '{}')$$);
+SELECT * FROM err($$SELECT fail(NULL, NULL)$$);
+SELECT * FROM err(format($$SELECT fail(%s, NULL)$$, :r_exec));
+SELECT * FROM err(format($$SELECT fail(%s, NULL, attempt => 1)$$, :r_exec));
+SELECT * FROM err($$SELECT fail(999999999, '{"message": "x"}')$$);
+SELECT * FROM err(format($$SELECT fail(%s, '{}', retry_in => '-1 second')$$, :r_exec));
+SELECT * FROM err(format($$SELECT fail(%s, '{}', retry_in => '-1 day', permanent => true)$$, :r_exec));
+SELECT * FROM err($$SELECT cancel(NULL)$$);
+SELECT * FROM err($$SELECT cancel(NULL, 'why')$$);
+SELECT * FROM err($$SELECT cancel(999999999)$$);
+SELECT * FROM err($$SELECT cancel(999999999, 'why')$$);
+SELECT * FROM err($$SELECT get_run(NULL)$$);
+SELECT * FROM err($$SELECT * FROM get_run(999999999)$$);
+SELECT * FROM err($$SELECT * FROM get_run(0)$$);
+SELECT status, attempt, last_error FROM get_run(:r_exec);
+
+---------------------------------------------------------------------------
+-- Operating: check_consistency and the maintenance tasks
+---------------------------------------------------------------------------
+SELECT * FROM err($$SELECT * FROM check_consistency(NULL)$$);
+SELECT * FROM err($$SELECT promote_delayed(NULL)$$);
+SELECT * FROM err($$SELECT promote_delayed(0)$$);
+SELECT * FROM err($$SELECT expire_runs(NULL)$$);
+SELECT * FROM err($$SELECT expire_runs(-1)$$);
+SELECT * FROM err($$SELECT rescue_stalled(NULL)$$);
+SELECT * FROM err($$SELECT rescue_stalled(0)$$);
+SELECT * FROM err($$SELECT purge_idempotency_keys(NULL)$$);
+SELECT * FROM err($$SELECT purge_idempotency_keys(0)$$);
+SELECT * FROM err($$SELECT fold_counts(NULL)$$);
+SELECT * FROM err($$SELECT fold_counts(0)$$);
+
+---------------------------------------------------------------------------
+-- Privileges: nothing is granted to PUBLIC, and the size caps are
+-- superuser settings.
+---------------------------------------------------------------------------
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_qe_errors_nobody;
+DROP ROLE IF EXISTS regress_qe_errors_producer;
+DROP ROLE IF EXISTS regress_qe_errors_worker;
+DROP ROLE IF EXISTS regress_qe_errors_monitor;
+RESET client_min_messages;
+CREATE ROLE regress_qe_errors_nobody;
+SET ROLE regress_qe_errors_nobody;
+SELECT * FROM err($$SELECT queue_engine.enqueue('q')$$);
+SELECT * FROM err($$SELECT * FROM queue_engine.dequeue()$$);
+SELECT * FROM err($$SELECT * FROM queue_engine.queue_stats$$);
+SELECT * FROM err($$SELECT count(*) FROM queue_engine.runs$$);
+SELECT * FROM err($$SET queue_engine.max_payload_bytes = '100MB'$$);
+SELECT * FROM err($$SET queue_engine.max_output_bytes = '100MB'$$);
+SELECT * FROM err($$SET queue_engine.max_error_field_bytes = '64kB'$$);
+RESET ROLE;
+DROP ROLE regress_qe_errors_nobody;
+
+-- The roles of README "Roles and grants": each may do its part only.
+CREATE ROLE regress_qe_errors_producer;
+GRANT USAGE ON SCHEMA queue_engine TO regress_qe_errors_producer;
+GRANT EXECUTE ON FUNCTION
+    queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint),
+    queue_engine.enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval, int, text[], bigint)
+  TO regress_qe_errors_producer;
+CREATE ROLE regress_qe_errors_worker;
+GRANT USAGE ON SCHEMA queue_engine TO regress_qe_errors_worker;
+GRANT EXECUTE ON FUNCTION
+    queue_engine.dequeue(text[], int, interval, text),
+    queue_engine.heartbeat(bigint, int, interval),
+    queue_engine.complete(bigint, jsonb, int),
+    queue_engine.complete_batch(bigint[], jsonb[], int[]),
+    queue_engine.fail(bigint, jsonb, int, interval, boolean)
+  TO regress_qe_errors_worker;
+CREATE ROLE regress_qe_errors_monitor;
+GRANT USAGE ON SCHEMA queue_engine TO regress_qe_errors_monitor;
+GRANT SELECT ON queue_engine.queue_stats TO regress_qe_errors_monitor;
+
+SET ROLE regress_qe_errors_producer;
+BEGIN;
+SELECT queue_engine.enqueue('q_empty', '{}') > 0 AS enqueued;
+SELECT count(*) AS batch FROM queue_engine.enqueue_batch('q_empty', ARRAY['{}', '{}']::jsonb[]);
+ROLLBACK;
+SELECT * FROM err($$SELECT * FROM queue_engine.dequeue(ARRAY['q_empty'])$$);
+SELECT * FROM err($$SELECT queue_engine.create_queue('new')$$);
+SELECT * FROM err($$SELECT * FROM queue_engine.get_run(1)$$);
+SELECT * FROM err($$SELECT count(*) FROM queue_engine.runs$$);
+SELECT * FROM err($$SELECT * FROM queue_engine.queue_stats$$);
+RESET ROLE;
+
+SET ROLE regress_qe_errors_worker;
+SELECT * FROM err($$SELECT * FROM queue_engine.dequeue(ARRAY['q_empty'], 10)$$);
+SELECT * FROM err($$SELECT queue_engine.enqueue('q_empty')$$);
+SELECT * FROM err($$SELECT queue_engine.cancel(1)$$);
+SELECT * FROM err($$SELECT queue_engine.drop_queue('q_empty')$$);
+SELECT * FROM err($$CALL queue_engine.run_maintenance()$$);
+SELECT * FROM err($$UPDATE queue_engine.runs SET status = 'queued'$$);
+RESET ROLE;
+
+SET ROLE regress_qe_errors_monitor;
+-- (README: GRANT SELECT on queue_stats is all a dashboard needs)
+SELECT * FROM err($$SELECT * FROM queue_engine.queue_stats$$);
+SELECT * FROM err($$SELECT queue_engine.enqueue('q_empty')$$);
+SELECT * FROM err($$SELECT count(*) FROM queue_engine.runs$$);
+RESET ROLE;
+
+DROP OWNED BY regress_qe_errors_producer, regress_qe_errors_worker, regress_qe_errors_monitor;
+DROP ROLE regress_qe_errors_producer;
+DROP ROLE regress_qe_errors_worker;
+DROP ROLE regress_qe_errors_monitor;
+
+-- Nothing above changed the engine's state.
+SELECT * FROM run_counts();
+SELECT state() = :'initial_state' AS state_unchanged;
+SELECT * FROM check_consistency(false);
+SELECT count(*) AS log_rows FROM consistency_log;
