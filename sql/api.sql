@@ -15,7 +15,7 @@ SET search_path = queue_engine, public;
 
 -- A run's state in one line: status, attempt/max_attempts, and which of the
 -- time columns are set.
-CREATE FUNCTION public.run_line(id bigint) RETURNS text
+CREATE OR REPLACE FUNCTION public.run_line(id bigint) RETURNS text
 LANGUAGE sql AS $$
   SELECT format('%s attempt %s/%s%s%s%s%s',
                 r.status, r.attempt, r.max_attempts,
@@ -27,7 +27,7 @@ LANGUAGE sql AS $$
 $$;
 
 -- Counts per queue as queue_stats shows them (deltas folded or not).
-CREATE FUNCTION public.stats() RETURNS TABLE (
+CREATE OR REPLACE FUNCTION public.stats() RETURNS TABLE (
   tenant text, queue text, paused boolean, concurrency_limit int,
   queued bigint, delayed bigint, executing bigint, waiting bigint,
   has_oldest boolean)

@@ -15,7 +15,7 @@ SET search_path = queue_engine, public;
 
 -- Everything the engine keeps, as one fingerprint. SECURITY DEFINER so that
 -- err() also works for a role without privileges on queue_engine.
-CREATE FUNCTION public.state() RETURNS text
+CREATE OR REPLACE FUNCTION public.state() RETURNS text
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
   SELECT md5(concat_ws('|',
     (SELECT string_agg(r::text, ',' ORDER BY r.run_id) FROM queue_engine.runs r),
@@ -37,7 +37,7 @@ $$;
 
 -- Run stmt; print "SQLSTATE: message", DETAIL, HINT (or "no error"), and
 -- whether the state is unchanged.
-CREATE FUNCTION public.err(stmt text) RETURNS SETOF text
+CREATE OR REPLACE FUNCTION public.err(stmt text) RETURNS SETOF text
 LANGUAGE plpgsql AS $$
 DECLARE
   before text := public.state();
@@ -62,7 +62,7 @@ END;
 $$;
 
 -- Runs per status, shown before and after each group of errors.
-CREATE FUNCTION public.run_counts() RETURNS TABLE (status queue_engine.run_status, runs bigint)
+CREATE OR REPLACE FUNCTION public.run_counts() RETURNS TABLE (status queue_engine.run_status, runs bigint)
 LANGUAGE sql AS $$
   SELECT status, count(*) FROM queue_engine.runs GROUP BY status ORDER BY status
 $$;

@@ -608,7 +608,8 @@ SET search_path = pg_catalog, pg_temp;
 CREATE FUNCTION queue_engine.lock_queue_name(queue text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'qe_lock_queue_name_sql'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION queue_engine.drop_queue(queue text, force boolean DEFAULT false)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER

@@ -16,6 +16,8 @@
 #include "queue_engine.h"
 
 #include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -23,6 +25,8 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
@@ -144,6 +148,12 @@ qe_launcher_main(Datum arg)
 				last_consistency = now;
 		}
 
+		/* A reload that came during the pass sets the sleep too. */
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 qe_maintenance_interval_ms,
@@ -152,23 +162,53 @@ qe_launcher_main(Datum arg)
 	}
 }
 
-/* Begin a short transaction for one batch; false if the extension is absent. */
+/*
+ * Is someone dropping this database?  DROP DATABASE holds an access
+ * exclusive lock on it while it waits for other sessions to leave, so a
+ * lock attempt that fails at once says so.
+ */
+static bool
+database_being_dropped(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
+	if (LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		return true;
+	LockRelease(&tag, AccessShareLock, false);
+	return false;
+}
+
+/*
+ * Begin a short transaction for one batch.  False (and nothing open) when
+ * the pass should end: the extension is not installed, or is being
+ * dropped, or the database is.  Holding a share lock on the extension for
+ * the batch makes DROP EXTENSION wait for it rather than pull the tables
+ * out from under it.
+ */
 static bool
 begin_batch(const char *activity)
 {
+	Oid			extoid;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-	if (!OidIsValid(get_extension_oid("queue_engine", true)))
+	if (!database_being_dropped())
 	{
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		pgstat_report_activity(STATE_IDLE, NULL);
-		return false;
+		extoid = get_extension_oid("queue_engine", true);
+		if (OidIsValid(extoid) &&
+			ConditionalLockDatabaseObject(ExtensionRelationId, extoid, 0,
+										  AccessShareLock) &&
+			get_extension_oid("queue_engine", true) == extoid)
+		{
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pgstat_report_activity(STATE_RUNNING, activity);
+			SPI_connect();
+			return true;
+		}
 	}
-	SPI_connect();
-	return true;
+	CommitTransactionCommand();
+	return false;
 }
 
 static void
@@ -205,7 +245,7 @@ qe_maintenance_main(Datum arg)
 
 			CHECK_FOR_INTERRUPTS();
 			if (!begin_batch(activity))
-				proc_exit(0);	/* not installed here: wait quietly */
+				proc_exit(0);	/* not installed, or being dropped: quietly */
 			n = worker_tasks[i].task(qe_maintenance_batch_size);
 			end_batch();
 			if (n > 0)

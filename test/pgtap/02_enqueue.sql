@@ -174,7 +174,7 @@ SELECT throws_ok($$SELECT * FROM queue_engine.enqueue_batch('e1', ARRAY['{}']::j
 SELECT throws_ok($$SELECT * FROM queue_engine.enqueue_batch('e1', NULL)$$,
                  '22004', 'payloads must not be null', 'enqueue_batch: NULL payloads is an error');
 SELECT throws_ok($$SELECT * FROM queue_engine.enqueue_batch('e1', ARRAY['{}']::jsonb[], parent_run_id => 987654321)$$,
-                 'P0002', 'run 987654321 does not exist', 'enqueue_batch: unknown parent is an error');
+                 'P0002', 'parent run 987654321 does not exist', 'enqueue_batch: unknown parent is an error');
 SELECT is((SELECT count(*) FROM queue_engine.runs), :runs_before_batch_errors::bigint,
           'failed enqueue_batch calls made no run');
 
@@ -208,7 +208,7 @@ SELECT queue_engine.enqueue('e1', tags => ARRAY['a', 'b'], parent_run_id => :d) 
 SELECT is((SELECT ROW(g.tags, g.parent_run_id)::text FROM queue_engine.get_run(:child) g),
           ROW(ARRAY['a', 'b'], :d::bigint)::text, 'tags and parent_run_id are stored');
 SELECT throws_ok($$SELECT queue_engine.enqueue('e1', parent_run_id => 987654321)$$,
-                 'P0002', 'run 987654321 does not exist', 'an unknown parent run is an error');
+                 'P0002', 'parent run 987654321 does not exist', 'an unknown parent run is an error');
 
 ---------------------------------------------------------------------------
 -- Bad input

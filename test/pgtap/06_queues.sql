@@ -84,7 +84,7 @@ SELECT throws_ok($$SELECT queue_engine.create_queue('bad', ttl => '0')$$, '22023
 SELECT throws_ok($$SELECT queue_engine.create_queue('bad', retry_backoff => '5 seconds', retry_backoff_max => '1 second')$$, '22023',
                  'retry_backoff_max (00:00:01) is less than retry_backoff (00:00:05)', 'create_queue: retry_backoff_max below retry_backoff');
 SELECT is(pg_temp.err_detail($$SELECT queue_engine.create_queue('bad', concurrency_limit => 0)$$),
-          ' | Pass a concurrency_limit of at least 1, or NULL for no limit.', 'a bad limit comes with a hint');
+          ' | Pass a limit of at least 1, or omit it for no limit.', 'a bad limit comes with a hint');
 SELECT is((SELECT count(*) FROM queue_engine.queues), :queues_before::bigint, 'failed create_queue calls created nothing');
 
 ---------------------------------------------------------------------------

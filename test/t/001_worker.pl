@@ -1,0 +1,465 @@
+# 001_worker.pl: the background launcher and its per-pass maintenance workers
+# (shared_preload_libraries = 'queue_engine').
+#
+# Proves, on a cluster of its own:
+#  - with the library preloaded but the extension not installed, the launcher
+#    starts passes that exit quietly (nothing logged at WARNING or above), and
+#    the worker starts working as soon as CREATE EXTENSION commits;
+#  - the launcher shows in pg_stat_activity (backend_type 'queue_engine launcher',
+#    attached to no database);
+#  - ttl expiry, delayed promotion and stall rescue (retry, and failed when the
+#    attempts are spent) are done by a 'queue_engine maintenance' backend on its
+#    own (no dequeue or maintenance call), within two maintenance intervals
+#    (plus a fixed allowance for forking and connecting the worker), measured on
+#    the server's clock by a trigger that logs every status change;
+#  - pg_terminate_backend() of the launcher: it comes back with a new pid and works;
+#  - SIGHUP: maintenance_interval = 1h stops passes (a due run stays delayed and no
+#    worker starts), setting it back wakes the launcher at once;
+#    a reload that arrives while a pass is running is not lost;
+#  - maintenance_enabled = off stops passes, on resumes them;
+#  - queue_engine.database names the served database: runs there are maintained,
+#    runs in another database are not; DROP EXTENSION and DROP DATABASE of the
+#    served database succeed promptly while the worker is busy there, and the
+#    worker logs no ERROR for a dropped extension.
+use strict;
+use warnings FATAL => 'all';
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+# Maintenance interval under test, and what "within two intervals" allows on
+# top for forking the worker and connecting it (a slow CI box gets more with
+# QE_TAP_SLACK_MS).
+my $interval_ms = 200;
+my $slack_ms = $ENV{QE_TAP_SLACK_MS} // 400;
+my $bound_s = (2 * $interval_ms + $slack_ms) / 1000.0;
+
+my $node = PostgreSQL::Test::Cluster->new('worker');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', qq{
+shared_preload_libraries = 'queue_engine'
+queue_engine.maintenance_interval = ${interval_ms}ms
+queue_engine.consistency_interval = '1h'
+max_worker_processes = 16
+# The postmaster logs "starting background worker process" at DEBUG1: it counts passes.
+log_min_messages = debug1
+log_line_prefix = '%m [%p] %b %a '
+});
+$node->start;
+
+# ---------------------------------------------------------------- helpers
+
+sub sql { return scalar $node->safe_psql(@_); }
+
+# Poll $query in $db until it returns $expected; seconds waited, or undef after $timeout s.
+sub wait_for
+{
+	my ($db, $query, $expected, $timeout) = @_;
+	my $start = time;
+	while (1)
+	{
+		my ($rc, $out, $err) = $node->psql($db, $query);
+		return time - $start if $rc == 0 && $out eq $expected;
+		return undef if time - $start > $timeout;
+		usleep(20_000);
+	}
+}
+
+sub log_pos { return -s $node->logfile; }
+
+sub log_since
+{
+	my ($pos) = @_;
+	return PostgreSQL::Test::Utils::slurp_file($node->logfile, $pos);
+}
+
+# Lines at WARNING or above, except the FATAL a worker logs when a fast
+# shutdown or pg_terminate_backend() stops it (those are expected).
+sub bad_lines
+{
+	my ($text) = @_;
+	return grep {
+		/\b(WARNING|ERROR|FATAL|PANIC):/
+		  && !/terminating background worker .* due to administrator command/
+	} split /\n/, $text;
+}
+
+# How many maintenance passes the postmaster started in this log text.
+sub passes_in
+{
+	my ($text, $db) = @_;
+	$db //= 'postgres';
+	my @l = grep { /starting background worker process "queue_engine maintenance for \Q$db\E"/ }
+	  split /\n/, $text;
+	return scalar @l;
+}
+
+sub launcher_pid
+{
+	return sql('postgres',
+		q{SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_activity
+		   WHERE backend_type = 'queue_engine launcher'});
+}
+
+# Test objects in a database: a trigger that logs every status change with
+# the server time and the backend type that made it, and a table of marks
+# (the moment a test made something due, taken inside that transaction, so
+# latencies measured from it are never underestimated).
+sub install_in
+{
+	my ($db) = @_;
+	sql($db, q{
+CREATE EXTENSION queue_engine;
+CREATE TABLE IF NOT EXISTS public.status_log (run_id bigint, old_status text, new_status text,
+	at timestamptz, backend_type text);
+CREATE OR REPLACE FUNCTION public.log_status() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+	INSERT INTO public.status_log VALUES (NEW.run_id, OLD.status::text, NEW.status::text,
+		pg_catalog.clock_timestamp(),
+		(SELECT a.backend_type FROM pg_catalog.pg_stat_activity a
+		  WHERE a.pid = pg_catalog.pg_backend_pid()));
+	RETURN NULL;
+END $f$;
+CREATE TRIGGER runs_status_log AFTER UPDATE OF status ON queue_engine.runs
+	FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+	EXECUTE FUNCTION public.log_status();
+CREATE TABLE IF NOT EXISTS public.marks (name text PRIMARY KEY, at timestamptz);
+});
+}
+
+# Seconds from mark $mark to the status change of run $id into $status (by
+# the worker), or undef.
+sub latency
+{
+	my ($db, $id, $status, $mark) = @_;
+	return sql($db, qq{
+SELECT round(extract(epoch FROM l.at - m.at)::numeric, 3)
+  FROM public.status_log l, public.marks m
+ WHERE l.run_id = $id AND l.new_status = '$status' AND m.name = '$mark'
+ ORDER BY l.at LIMIT 1});
+}
+
+sub changed_by
+{
+	my ($db, $id, $status) = @_;
+	return sql($db, qq{
+SELECT coalesce(string_agg(DISTINCT coalesce(backend_type, '?'), ','), 'nobody')
+  FROM public.status_log WHERE run_id = $id AND new_status = '$status'});
+}
+
+# A delayed run in $queue; returns its id.
+sub delayed_run
+{
+	my ($db, $queue) = @_;
+	return sql($db,
+		qq{SELECT queue_engine.enqueue('$queue', '{}', delay => '1 hour')});
+}
+
+# Make delayed run $id due now, recording mark $mark in the same transaction.
+sub make_due
+{
+	my ($db, $id, $mark) = @_;
+	sql($db, qq{
+BEGIN;
+UPDATE queue_engine.runs SET run_at = now() - interval '1 second' WHERE run_id = $id;
+INSERT INTO public.marks VALUES ('$mark', clock_timestamp())
+	ON CONFLICT (name) DO UPDATE SET at = EXCLUDED.at;
+COMMIT;});
+}
+
+sub status_of
+{
+	my ($db, $id) = @_;
+	return sql($db, "SELECT status FROM queue_engine.runs WHERE run_id = $id");
+}
+
+sub set_conf
+{
+	my ($name, $value) = @_;
+	sql('postgres', "ALTER SYSTEM SET $name = '$value'");
+	sql('postgres', 'SELECT pg_reload_conf()');
+}
+
+# ------------------------------------------------ not installed: quiet passes
+
+my $pos = log_pos();
+like(launcher_pid(), qr/^\d+$/,
+	'exactly one queue_engine launcher runs before CREATE EXTENSION');
+sleep 2;
+my $text = log_since($pos);
+cmp_ok(passes_in($text), '>=', 3,
+	'passes keep starting while the extension is not installed');
+is(join("\n", bad_lines($text)), '',
+	'no WARNING/ERROR/FATAL logged while the extension is not installed');
+
+# ------------------------------------------------ CREATE EXTENSION: work starts
+
+install_in('postgres');
+sql('postgres', q{
+SELECT queue_engine.create_queue('work');
+SELECT queue_engine.create_queue('stallq', lease => '1 hour', retry_backoff => '0');
+SELECT queue_engine.create_queue('once', lease => '1 hour', max_attempts => 1);
+});
+my $first = delayed_run('postgres', 'work');
+make_due('postgres', $first, 'first');
+ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $first",
+		'queued', 10),
+	'after CREATE EXTENSION the worker promotes a due run');
+is(changed_by('postgres', $first, 'queued'), 'queue_engine maintenance',
+	'... and it was the maintenance worker that did it');
+
+# ------------------------------------------------ pg_stat_activity
+
+is( sql('postgres', q{
+SELECT backend_type || ':' || coalesce(datname, '-') FROM pg_stat_activity
+ WHERE backend_type LIKE 'queue_engine%' AND backend_type <> 'queue_engine maintenance'}),
+	'queue_engine launcher:-',
+	'pg_stat_activity shows one launcher, attached to no database');
+
+# Catch a maintenance backend in the act, to see its backend_type there.
+sql('postgres', q{
+CREATE TABLE public.seen (backend_type text, datname text);
+CREATE FUNCTION public.catch_workers(seconds float8) RETURNS bigint LANGUAGE plpgsql AS $f$
+DECLARE stop timestamptz := clock_timestamp() + seconds * interval '1 second';
+BEGIN
+	WHILE clock_timestamp() < stop LOOP
+		INSERT INTO public.seen SELECT backend_type, datname FROM pg_stat_activity
+		 WHERE backend_type = 'queue_engine maintenance';
+		PERFORM pg_stat_clear_snapshot();
+		PERFORM pg_sleep(0.005);
+	END LOOP;
+	RETURN (SELECT count(*) FROM public.seen);
+END $f$;
+});
+cmp_ok(sql('postgres', 'SELECT public.catch_workers(2)'), '>', 0,
+	'maintenance backends show in pg_stat_activity as backend_type "queue_engine maintenance"');
+is(sql('postgres', q{SELECT string_agg(DISTINCT datname, ',') FROM public.seen}),
+	'postgres', '... connected to queue_engine.database');
+
+# ------------------------------------------------ expiry, promotion, rescue
+
+my ($exp, $del, $stall, $last) = split /\|/, sql('postgres', q{
+SELECT queue_engine.enqueue('work', '{"k":"expire"}', ttl => '1 hour'),
+       queue_engine.enqueue('work', '{"k":"delay"}', delay => '1 hour'),
+       queue_engine.enqueue('stallq', '{"k":"stall"}'),
+       queue_engine.enqueue('once', '{"k":"last"}')});
+# Start the two to stall (lease of 1 hour: nothing expires by itself).
+is(sql('postgres', q{SELECT count(*) FROM queue_engine.dequeue(ARRAY['stallq','once'], 10)}),
+	2, 'two runs started for the stall test');
+is(sql('postgres', "SELECT string_agg(status::text || attempt, ',' ORDER BY run_id) FROM queue_engine.runs WHERE run_id IN ($stall, $last)"),
+	'executing1,executing1', 'both executing, attempt 1');
+sleep 1;    # let any pass that was running finish; none of these is due yet
+is( sql('postgres', "SELECT string_agg(status::text, ',' ORDER BY run_id) FROM queue_engine.runs WHERE run_id IN ($exp, $del, $stall, $last)"),
+	'queued,delayed,executing,executing',
+	'nothing happens to runs that are not due');
+
+sql('postgres', qq{
+BEGIN;
+UPDATE queue_engine.runs SET expires_at = now() - interval '1 second' WHERE run_id = $exp;
+UPDATE queue_engine.runs SET run_at = now() - interval '1 second' WHERE run_id = $del;
+UPDATE queue_engine.runs SET lease_expires_at = now() - interval '1 second' WHERE run_id IN ($stall, $last);
+INSERT INTO public.marks VALUES ('due', clock_timestamp());
+COMMIT;});
+
+my %want = ($exp => 'expired', $del => 'queued', $stall => 'queued', $last => 'failed');
+my %what = ($exp => 'ttl expiry', $del => 'delayed promotion', $stall => 'stall rescue (retry)',
+	$last => 'stall rescue (attempts spent: failed)');
+ok( defined wait_for('postgres',
+		"SELECT string_agg(status::text, ',' ORDER BY run_id) FROM queue_engine.runs WHERE run_id IN ($exp, $del, $stall, $last)",
+		'expired,queued,queued,failed', 10),
+	'worker alone: expired, promoted, rescued, failed');
+for my $id ($exp, $del, $stall, $last)
+{
+	is(changed_by('postgres', $id, $want{$id}), 'queue_engine maintenance',
+		"$what{$id} was done by the maintenance worker");
+	my $lat = latency('postgres', $id, $want{$id}, 'due');
+	ok(defined $lat && $lat ne '' && $lat <= $bound_s,
+		sprintf('%s within two intervals (took %ss, bound %.3fs)',
+			$what{$id}, $lat // '?', $bound_s));
+}
+is( sql('postgres', qq{
+SELECT attempt || ':' || (last_error->>'stalled') || ':' || (lease_expires_at IS NULL)
+  FROM queue_engine.runs WHERE run_id = $stall}),
+	'1:true:true', 'rescued run keeps attempt 1, stall recorded as its error, lease cleared');
+is(sql('postgres', "SELECT queue_engine.complete($stall, attempt => 1)"), 'f',
+	'the stalled attempt can no longer complete');
+is(sql('postgres', "SELECT run_id || ':' || attempt FROM queue_engine.dequeue(ARRAY['stallq'], 1)"), "$stall:2",
+	'the rescued run starts again as attempt 2');
+is(sql('postgres', "SELECT finished_at IS NOT NULL FROM queue_engine.runs WHERE run_id = $exp"),
+	't', 'expired run has finished_at');
+
+# ------------------------------------------------ launcher killed: comes back
+
+my $old_pid = launcher_pid();
+ok(sql('postgres', "SELECT pg_terminate_backend($old_pid)") eq 't', 'launcher terminated');
+my $t = wait_for('postgres',
+	qq{SELECT count(*) = 1 AND bool_and(pid <> $old_pid) FROM pg_stat_activity
+	    WHERE backend_type = 'queue_engine launcher'}, 't', 15);
+ok(defined $t, sprintf('launcher comes back with a new pid (after %.1fs)', $t // -1));
+my $after_kill = delayed_run('postgres', 'work');
+make_due('postgres', $after_kill, 'after_kill');
+ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $after_kill", 'queued', 10),
+	'the new launcher keeps maintaining');
+
+# ------------------------------------------------ SIGHUP: interval
+
+set_conf('queue_engine.maintenance_interval', '1h');
+sleep 1;    # the launcher has reloaded by now (it sleeps at most one old interval first)
+my $slow = delayed_run('postgres', 'work');
+$pos = log_pos();
+make_due('postgres', $slow, 'slow');
+sleep 3;
+is(status_of('postgres', $slow), 'delayed',
+	'maintenance_interval = 1h after reload: a due run is not promoted within 3s');
+is(passes_in(log_since($pos)), 0, '... and no maintenance pass started');
+sql('postgres', "INSERT INTO public.marks VALUES ('fast', clock_timestamp())");
+set_conf('queue_engine.maintenance_interval', "${interval_ms}ms");
+ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $slow", 'queued', 10),
+	'interval set back: the run is promoted');
+my $lat = latency('postgres', $slow, 'queued', 'fast');
+ok($lat ne '' && $lat <= $bound_s,
+	"... at once: the reload wakes the sleeping launcher (took ${lat}s)");
+
+# A reload that arrives while a pass is running must not be lost: with a 1h
+# interval, a long pass (many small batches), and the interval set back to
+# 200ms during it, the launcher must not then sleep for an hour.
+set_conf('queue_engine.maintenance_interval', '1h');
+sleep 1;
+sql('postgres', q{ALTER SYSTEM SET queue_engine.maintenance_batch_size = 20});
+sql('postgres', q{
+SELECT count(*) FROM queue_engine.enqueue_batch('work',
+	array_fill('{}'::jsonb, ARRAY[40000]), ttl => '1 hour');
+UPDATE queue_engine.runs SET expires_at = now() - interval '1 second'
+ WHERE status = 'queued' AND expires_at IS NOT NULL;
+});
+# The reload wakes the launcher, which starts the long pass.
+sql('postgres', 'SELECT pg_reload_conf()');
+ok( defined wait_for('postgres',
+		q{SELECT count(*) > 0 FROM queue_engine.runs WHERE status = 'expired' AND payload = '{}'},
+		't', 10),
+	'long pass started');
+set_conf('queue_engine.maintenance_interval', "${interval_ms}ms");
+usleep(300_000);
+my $in_pass = sql('postgres',
+	q{SELECT count(*) FROM queue_engine.runs WHERE status = 'queued' AND expires_at < now()});
+cmp_ok($in_pass, '>', 0,
+	"the reload arrived while the pass was running ($in_pass runs still to expire)");
+ok( defined wait_for('postgres',
+		q{SELECT count(*) FROM queue_engine.runs WHERE status = 'queued' AND expires_at < now()},
+		'0', 120),
+	'long pass finished');
+sql('postgres', q{ALTER SYSTEM RESET queue_engine.maintenance_batch_size});   # no reload yet
+my $lost = delayed_run('postgres', 'work');
+make_due('postgres', $lost, 'lost');
+$t = wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $lost", 'queued', 5);
+ok(defined $t,
+	'a reload during a pass takes effect after it (the launcher does not sleep the old 1h interval)');
+# Wake it whatever happened above, so later tests start from a known state.
+sql('postgres', 'SELECT pg_reload_conf()');
+ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $lost", 'queued', 10),
+	'(launcher awake again)');
+
+# ------------------------------------------------ maintenance_enabled
+
+set_conf('queue_engine.maintenance_enabled', 'off');
+sleep 1;
+my $off = delayed_run('postgres', 'work');
+$pos = log_pos();
+make_due('postgres', $off, 'off');
+sleep 3;
+is(status_of('postgres', $off), 'delayed',
+	'maintenance_enabled = off: a due run stays delayed for 3s');
+is(passes_in(log_since($pos)), 0, '... and no maintenance pass started');
+like(launcher_pid(), qr/^\d+$/, '... while the launcher stays up');
+sql('postgres', "INSERT INTO public.marks VALUES ('on', clock_timestamp())");
+set_conf('queue_engine.maintenance_enabled', 'on');
+ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $off", 'queued', 10),
+	'maintenance_enabled = on: the run is promoted');
+$lat = latency('postgres', $off, 'queued', 'on');
+ok($lat ne '' && $lat <= $bound_s, "... at once (took ${lat}s)");
+
+# ------------------------------------------------ served database, drops
+
+sql('postgres', 'CREATE DATABASE qe_served');
+install_in('qe_served');
+sql('qe_served', q{SELECT queue_engine.create_queue('work')});
+sql('postgres', q{ALTER SYSTEM SET queue_engine.database = 'qe_served'});
+$node->restart;
+
+my $here = delayed_run('qe_served', 'work');
+my $there = delayed_run('postgres', 'work');
+make_due('qe_served', $here, 'here');
+make_due('postgres', $there, 'there');
+ok(defined wait_for('qe_served', "SELECT status FROM queue_engine.runs WHERE run_id = $here", 'queued', 10),
+	'queue_engine.database = qe_served: its due run is promoted');
+sleep 1;
+is(status_of('postgres', $there), 'delayed', '... and a due run in postgres is not');
+
+# DROP EXTENSION / DROP DATABASE while the worker is busy there: a backlog of
+# due runs and a trigger that makes each expiry take 2ms give a pass of
+# several seconds (80 batches of 50, ~0.1s each), so a drop lands mid-pass.
+sub busy_backlog
+{
+	my ($db, $n) = @_;
+	sql('postgres', q{ALTER SYSTEM SET queue_engine.maintenance_batch_size = 50});
+	sql('postgres', 'SELECT pg_reload_conf()');
+	sql($db, qq{
+SELECT count(*) FROM queue_engine.enqueue_batch('work', array_fill('{}'::jsonb, ARRAY[$n]), ttl => '1 hour');
+CREATE OR REPLACE FUNCTION public.slow() RETURNS trigger LANGUAGE plpgsql AS \$f\$
+BEGIN PERFORM pg_catalog.pg_sleep(0.002); RETURN NULL; END \$f\$;
+UPDATE queue_engine.runs SET expires_at = now() - interval '1 second' WHERE status = 'queued';
+CREATE TRIGGER runs_slow AFTER UPDATE ON queue_engine.runs
+	FOR EACH ROW EXECUTE FUNCTION public.slow();
+});
+	return wait_for($db,
+		q{SELECT count(*) > 0 FROM queue_engine.runs WHERE status = 'expired'}, 't', 10);
+}
+
+ok(defined busy_backlog('qe_served', 4000), 'worker busy in qe_served');
+$pos = log_pos();
+my $start = time;
+my ($rc, $out, $err) = $node->psql('qe_served', 'DROP EXTENSION queue_engine CASCADE');
+my $took = time - $start;
+$err =~ s/\s+/ /g;
+is($rc, 0, "DROP EXTENSION while the worker is busy succeeds ($err)");
+cmp_ok($took, '<', 3, sprintf('... promptly (%.2fs)', $took));
+sleep 1;
+$text = log_since($pos);
+is(join("\n", grep { /queue_engine (maintenance|launcher)/ } bad_lines($text)), '',
+	'the worker logs no WARNING/ERROR/FATAL when the extension is dropped under it');
+cmp_ok(passes_in($text, 'qe_served'), '>=', 2, '... and passes go on (quietly) after the drop');
+
+install_in('qe_served');
+sql('qe_served', q{SELECT queue_engine.create_queue('work')});
+my $again = delayed_run('qe_served', 'work');
+make_due('qe_served', $again, 'again');
+ok(defined wait_for('qe_served', "SELECT status FROM queue_engine.runs WHERE run_id = $again", 'queued', 10),
+	'CREATE EXTENSION again: the worker resumes');
+
+ok(defined busy_backlog('qe_served', 4000), 'worker busy in qe_served again');
+$start = time;
+($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE qe_served');
+$took = time - $start;
+$err =~ s/\s+/ /g;
+# Plain DROP DATABASE waits at most 5s for other sessions to leave, then fails.
+is($rc, 0, "DROP DATABASE of the served database during a long pass succeeds ($err)");
+cmp_ok($took, '<', 3, sprintf('... promptly (%.2fs)', $took));
+if ($rc != 0)
+{
+	# Leave no database behind for what follows.
+	$node->safe_psql('postgres', 'DROP DATABASE qe_served WITH (FORCE)');
+}
+
+# After the drop the server is healthy and the launcher still up.
+$pos = log_pos();
+sleep 1;
+like(launcher_pid(), qr/^\d+$/, 'launcher still up after its database was dropped');
+my @after = grep { /queue_engine/ } bad_lines(log_since($pos));
+note(sprintf("%d queue_engine WARNING/ERROR/FATAL lines in the 1s after DROP DATABASE%s",
+		scalar @after, @after ? ", e.g.: $after[0]" : ''));
+
+$node->stop;
+done_testing();
