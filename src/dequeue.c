@@ -594,8 +594,8 @@ qe_dequeue(PG_FUNCTION_ARGS)
 
 	/*
 	 * The queues that may start a run now: unpaused, with a queued run (one
-	 * index probe per queue; LATERAL ... LIMIT 1 keeps the planner from
-	 * turning this into a semi-join that reads every queued run), and below
+	 * index probe per queue; LATERAL ... ORDER BY ... LIMIT 1 keeps the
+	 * planner from a semi-join or a scan that reads every queued run), below
 	 * their queue and tenant limits (counting executing runs, which the
 	 * limits keep few).  Leaving out queues and tenants at their limits here
 	 * is what keeps the turns fair: a turn never lands on a tenant that
@@ -611,6 +611,7 @@ qe_dequeue(PG_FUNCTION_ARGS)
 			"  JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id"
 			" CROSS JOIN LATERAL (SELECT 1 FROM queue_engine.runs x"
 			"                      WHERE x.queue_id = q.queue_id AND x.status = 'queued'"
+			"                      ORDER BY x.priority DESC, x.run_at, x.run_id"
 			"                      LIMIT 1) AS has_queued"
 			" WHERE q.dropped_at IS NULL AND NOT q.paused"
 			"   AND ($1::int[] IS NULL OR q.queue_id = ANY ($1))"

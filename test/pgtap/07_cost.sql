@@ -1,0 +1,64 @@
+-- 07_cost: the work one dequeue does does not grow with the runs waiting
+-- behind limits.  Measured in buffers touched (EXPLAIN ANALYZE BUFFERS of
+-- the call, which counts the function's own queries), not in time.
+BEGIN;
+SELECT plan(4);
+
+CREATE FUNCTION pg_temp.dequeue_buffers(queues text[]) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+	plan json;
+BEGIN
+	EXECUTE format('EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM queue_engine.dequeue(%L::text[], 1)', queues)
+	   INTO plan;
+	RETURN (plan->0->'Plan'->>'Shared Hit Blocks')::bigint
+		 + (plan->0->'Plan'->>'Shared Read Blocks')::bigint;
+END;
+$$;
+
+-- Queues whose runs all wait behind a limit: a queue at its limit, a key at
+-- its limit, a tenant at its limit.  Each has one executing run.
+SELECT queue_engine.create_queue('full_queue', concurrency_limit => 1);
+SELECT queue_engine.create_queue('full_key', key_concurrency_limit => 1);
+SELECT queue_engine.create_queue('full_tenant', tenant => 't_full');
+SELECT queue_engine.set_tenant_limit('t_full', 1);
+SELECT queue_engine.create_queue('free');
+SELECT count(*) FROM queue_engine.enqueue_batch('full_queue', ARRAY['{}']::jsonb[]);
+SELECT count(*) FROM queue_engine.enqueue_batch('full_key', ARRAY['{}']::jsonb[], concurrency_key => 'k');
+SELECT count(*) FROM queue_engine.enqueue_batch('full_tenant', ARRAY['{}']::jsonb[]);
+SELECT count(*) FROM queue_engine.dequeue(ARRAY['full_queue', 'full_key', 'full_tenant'], 10);
+
+-- A few runs waiting behind the limits: the baseline.
+SELECT count(*)
+  FROM unnest(ARRAY['full_queue', 'full_key', 'full_tenant']) q,
+       LATERAL queue_engine.enqueue_batch(q, array_fill('{}'::jsonb, ARRAY[10]),
+                                          concurrency_key => CASE q WHEN 'full_key' THEN 'k' END);
+SELECT count(*) FROM queue_engine.enqueue_batch('free', array_fill('{}'::jsonb, ARRAY[10]));
+-- (a first call plans the engine's statements; measure the second)
+SELECT pg_temp.dequeue_buffers(NULL) AS warmup \gset
+SELECT pg_temp.dequeue_buffers(NULL) AS small \gset
+
+SELECT is((SELECT queue FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
+            WHERE r.status = 'executing' ORDER BY r.started_at DESC, r.run_id DESC LIMIT 1),
+          'free', 'with few runs behind limits, dequeue(NULL) serves the free queue');
+
+-- 20,000 more runs behind each limit.
+SELECT count(*)
+  FROM unnest(ARRAY['full_queue', 'full_key', 'full_tenant']) q,
+       LATERAL queue_engine.enqueue_batch(q, array_fill('{}'::jsonb, ARRAY[20000]),
+                                          concurrency_key => CASE q WHEN 'full_key' THEN 'k' END);
+ANALYZE queue_engine.runs;
+SELECT pg_temp.dequeue_buffers(NULL) AS warmup \gset
+SELECT pg_temp.dequeue_buffers(NULL) AS large \gset
+
+SELECT is((SELECT count(*) FROM queue_engine.runs WHERE status = 'executing' AND queue_id =
+            (SELECT queue_id FROM queue_engine.queues WHERE queue = 'free')), 4::bigint,
+          'with 60,000 runs behind limits, every dequeue(NULL) still serves the free queue');
+SELECT cmp_ok(:large::bigint, '<=', :small::bigint + 30,
+              format('buffers touched do not grow with runs behind limits (%s with 30, %s with 60,030)', :small, :large));
+-- For scale: reading the blocked runs would touch hundreds of pages.
+SELECT cmp_ok((SELECT pg_relation_size('queue_engine.runs') / 8192), '>', :large::bigint * 5,
+              'the runs table is far larger than what one dequeue touches');
+
+SELECT * FROM finish();
+ROLLBACK;
