@@ -15,6 +15,9 @@
  */
 #include "queue_engine.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_extension.h"
@@ -29,6 +32,7 @@
 #include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -105,6 +109,53 @@ run_pass(bool consistency)
 	return true;
 }
 
+/*
+ * Does queue_engine.database exist?  Says so in the log once when it goes
+ * missing and once when it is back, instead of a failing worker per pass.
+ */
+static bool
+served_database_exists(void)
+{
+	static bool reported_missing = false;
+	bool		exists;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tuple;
+
+	/*
+	 * A heap scan of pg_database: attached to no database, the launcher can
+	 * read shared catalogs but not their indexes' relcache entries.
+	 */
+	exists = false;
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		if (strcmp(NameStr(((Form_pg_database) GETSTRUCT(tuple))->datname),
+				   qe_database) == 0)
+		{
+			exists = true;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+
+	if (!exists && !reported_missing)
+		ereport(LOG,
+				(errmsg("queue_engine: database \"%s\" does not exist; waiting for it",
+						qe_database),
+				 errhint("Create it, or set queue_engine.database to the database with CREATE EXTENSION queue_engine.")));
+	else if (exists && reported_missing)
+		ereport(LOG,
+				(errmsg("queue_engine: database \"%s\" exists again; maintaining it",
+						qe_database)));
+	reported_missing = !exists;
+	return exists;
+}
+
 void
 qe_launcher_main(Datum arg)
 {
@@ -137,7 +188,7 @@ qe_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (qe_maintenance_enabled)
+		if (qe_maintenance_enabled && served_database_exists())
 		{
 			bool		consistency;
 
@@ -220,6 +271,19 @@ end_batch(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/* After an error in a batch: report it, roll the batch back, carry on. */
+static void
+recover_from_error(void)
+{
+	HOLD_INTERRUPTS();
+	MemoryContextSwitchTo(TopMemoryContext);
+	EmitErrorReport();
+	AbortCurrentTransaction();
+	FlushErrorState();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	RESUME_INTERRUPTS();
+}
+
 void
 qe_maintenance_main(Datum arg)
 {
@@ -241,13 +305,31 @@ qe_maintenance_main(Datum arg)
 				 worker_tasks[i].name);
 		for (;;)
 		{
-			int64		n;
+			volatile int64 n = 0;
+			volatile bool failed = false;
 
 			CHECK_FOR_INTERRUPTS();
 			if (!begin_batch(activity))
 				proc_exit(0);	/* not installed, or being dropped: quietly */
-			n = worker_tasks[i].task(qe_maintenance_batch_size);
-			end_batch();
+
+			/*
+			 * A task that fails is reported and skipped for this pass, so one
+			 * bad batch never keeps the other tasks from running.
+			 */
+			PG_TRY();
+			{
+				n = worker_tasks[i].task(qe_maintenance_batch_size);
+				end_batch();
+			}
+			PG_CATCH();
+			{
+				recover_from_error();
+				failed = true;
+			}
+			PG_END_TRY();
+
+			if (failed)
+				break;
 			if (n > 0)
 				elog(DEBUG1, "queue_engine: %s handled " INT64_FORMAT,
 					 worker_tasks[i].name, n);
@@ -256,15 +338,21 @@ qe_maintenance_main(Datum arg)
 		}
 	}
 
-	if (flags & QE_PASS_CONSISTENCY)
+	if ((flags & QE_PASS_CONSISTENCY) &&
+		begin_batch("queue_engine: check_consistency"))
 	{
-		QeCheckResult results[QE_CHECK_COUNT];
-
-		if (begin_batch("queue_engine: check_consistency"))
+		PG_TRY();
 		{
+			QeCheckResult results[QE_CHECK_COUNT];
+
 			qe_run_consistency_checks(true, results);
 			end_batch();
 		}
+		PG_CATCH();
+		{
+			recover_from_error();
+		}
+		PG_END_TRY();
 	}
 	proc_exit(0);
 }

@@ -6,21 +6,28 @@
 #    starts passes that exit quietly (nothing logged at WARNING or above), and
 #    the worker starts working as soon as CREATE EXTENSION commits;
 #  - the launcher shows in pg_stat_activity (backend_type 'queue_engine launcher',
-#    attached to no database);
+#    attached to no database), maintenance backends as 'queue_engine maintenance'
+#    in queue_engine.database;
 #  - ttl expiry, delayed promotion and stall rescue (retry, and failed when the
 #    attempts are spent) are done by a 'queue_engine maintenance' backend on its
 #    own (no dequeue or maintenance call), within two maintenance intervals
-#    (plus a fixed allowance for forking and connecting the worker), measured on
-#    the server's clock by a trigger that logs every status change;
+#    (plus a fixed allowance, QE_TAP_SLACK_MS, for forking and connecting the
+#    worker), measured on the server's clock by a trigger that logs every
+#    status change with the backend type that made it;
 #  - pg_terminate_backend() of the launcher: it comes back with a new pid and works;
 #  - SIGHUP: maintenance_interval = 1h stops passes (a due run stays delayed and no
-#    worker starts), setting it back wakes the launcher at once;
-#    a reload that arrives while a pass is running is not lost;
-#  - maintenance_enabled = off stops passes, on resumes them;
+#    worker starts), setting it back wakes the launcher at once; a reload that
+#    arrives while a (long) pass is running takes effect right after it;
+#  - maintenance_enabled = off stops passes, on resumes them at once;
+#  - a worker whose task errors on every pass: the launcher carries on, passes
+#    keep coming, and once the cause is gone the work gets done
+#    and does not keep the other tasks of the pass from running;
 #  - queue_engine.database names the served database: runs there are maintained,
-#    runs in another database are not; DROP EXTENSION and DROP DATABASE of the
-#    served database succeed promptly while the worker is busy there, and the
-#    worker logs no ERROR for a dropped extension.
+#    runs in another database are not; DROP EXTENSION and DROP DATABASE (plain,
+#    not FORCE) of the served database succeed promptly in the middle of a
+#    several-second pass, the worker logs nothing for the dropped extension and
+#    resumes after CREATE EXTENSION; pointing queue_engine.database elsewhere by
+#    reload works, and while the database is gone the log stays quiet.
 use strict;
 use warnings FATAL => 'all';
 
@@ -381,6 +388,46 @@ ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_
 $lat = latency('postgres', $off, 'queued', 'on');
 ok($lat ne '' && $lat <= $bound_s, "... at once (took ${lat}s)");
 
+# ------------------------------------------------ a worker that errors comes back
+
+# A trigger makes the worker's expiry of one run fail (only in the worker).
+sql('postgres', q{
+CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+	IF NEW.payload ? 'poison' AND NEW.status = 'expired' THEN
+		RAISE EXCEPTION 'poisoned run %', NEW.run_id;
+	END IF;
+	RETURN NEW;
+END $f$;
+CREATE TRIGGER runs_poison BEFORE UPDATE ON queue_engine.runs
+	FOR EACH ROW EXECUTE FUNCTION public.poison();
+});
+my $poisoned = sql('postgres',
+	q{SELECT queue_engine.enqueue('work', '{"poison":true}', ttl => '1 hour')});
+my $behind = delayed_run('postgres', 'work');
+$old_pid = launcher_pid();
+$pos = log_pos();
+sql('postgres', qq{
+BEGIN;
+UPDATE queue_engine.runs SET expires_at = now() - interval '1 second' WHERE run_id = $poisoned;
+UPDATE queue_engine.runs SET run_at = now() - interval '1 second' WHERE run_id = $behind;
+INSERT INTO public.marks VALUES ('behind', clock_timestamp());
+COMMIT;});
+sleep 2;
+$text = log_since($pos);
+my @poison_errors = grep { /queue_engine maintenance .*ERROR:  poisoned run $poisoned/ } split /\n/, $text;
+cmp_ok(scalar @poison_errors, '>=', 3,
+	sprintf('the worker errors on every pass (%d errors in 2s)', scalar @poison_errors));
+is(launcher_pid(), $old_pid, '... and the launcher carries on (same pid)');
+is(status_of('postgres', $poisoned), 'queued', '... the poisoned run stays as it was');
+is(status_of('postgres', $behind), 'queued',
+	'an error in one task (expire_runs) does not stop the others (promote_delayed)');
+sql('postgres', 'DROP TRIGGER runs_poison ON queue_engine.runs');
+ok( defined wait_for('postgres',
+		"SELECT string_agg(status::text, ',' ORDER BY run_id) FROM queue_engine.runs WHERE run_id IN ($poisoned, $behind)",
+		'expired,queued', 10),
+	'once the cause is gone the next pass does all the work');
+
 # ------------------------------------------------ served database, drops
 
 sql('postgres', 'CREATE DATABASE qe_served');
@@ -458,8 +505,20 @@ $pos = log_pos();
 sleep 1;
 like(launcher_pid(), qr/^\d+$/, 'launcher still up after its database was dropped');
 my @after = grep { /queue_engine/ } bad_lines(log_since($pos));
-note(sprintf("%d queue_engine WARNING/ERROR/FATAL lines in the 1s after DROP DATABASE%s",
-		scalar @after, @after ? ", e.g.: $after[0]" : ''));
+is(scalar @after, 0,
+	'no queue_engine WARNING/ERROR/FATAL while the served database does not exist'
+	  . (@after ? " (got e.g.: $after[0])" : ''));
+
+# queue_engine.database is a reload setting: point it back at postgres.
+sql('postgres', q{ALTER SYSTEM RESET queue_engine.database});
+sql('postgres', q{ALTER SYSTEM RESET queue_engine.maintenance_batch_size});
+sql('postgres', 'SELECT pg_reload_conf()');
+ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $there", 'queued', 10),
+	'queue_engine.database changed by reload: the worker serves postgres again');
+is(changed_by('postgres', $there, 'queued'), 'queue_engine maintenance', '... (the worker did it)');
+$pos = log_pos();
+sleep 1;
+is(join("\n", bad_lines(log_since($pos))), '', 'and the log is quiet again');
 
 $node->stop;
 done_testing();
