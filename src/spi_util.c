@@ -29,7 +29,14 @@ qe_plan(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes)
 	if (*slot != NULL)
 		return *slot;
 
-	plan = SPI_prepare(sql, nargs, (Oid *) argtypes);
+	/*
+	 * Always the generic plan: the engine's statements are written so that
+	 * one plan fits every parameter value, and re-planning each call (what
+	 * the default custom-plan heuristics can settle on) costs more than the
+	 * statement itself.
+	 */
+	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes,
+							  CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "queue_engine: SPI_prepare failed: %s",
 			 SPI_result_code_string(SPI_result));
