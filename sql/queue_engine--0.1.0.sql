@@ -74,10 +74,13 @@ ALTER SEQUENCE queue_engine.runs_run_id_seq OWNED BY queue_engine.runs.run_id;
 
 CREATE INDEX runs_queued ON queue_engine.runs (queue_id, priority DESC, run_at, run_id)
 	WHERE status = 'queued';
--- Keyless runs are in it too (NULL key), so a key-limited queue finds its
--- keyless runs without walking keyed ones.
+-- For queues with a key limit: keyed runs key by key, and keyless runs
+-- apart, so neither lookup walks the other kind.  (Keyless runs are kept
+-- out of the key index: NULL keys make every comparison there slow.)
 CREATE INDEX runs_queued_key ON queue_engine.runs (queue_id, concurrency_key, priority DESC, run_at, run_id)
-	WHERE status = 'queued';
+	WHERE status = 'queued' AND concurrency_key IS NOT NULL;
+CREATE INDEX runs_queued_nokey ON queue_engine.runs (queue_id, priority DESC, run_at, run_id)
+	WHERE status = 'queued' AND concurrency_key IS NULL;
 CREATE INDEX runs_delayed ON queue_engine.runs (run_at)
 	WHERE status = 'delayed';
 CREATE INDEX runs_executing ON queue_engine.runs (queue_id, concurrency_key)

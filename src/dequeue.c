@@ -179,9 +179,9 @@ cmp_head(const void *a, const void *b)
 }
 
 /*
- * The heads queries order by concurrency_key first (constant within them) so
- * that the planner reads the per-key index rather than filtering the
- * queue's whole ready list.
+ * The keyed heads query orders by concurrency_key first (constant within
+ * it) so that the planner reads the per-key index rather than filtering the
+ * queue's whole ready list; keyless heads have an index of their own.
  */
 
 /* Append the heads SPI just returned (run_id, priority, run_at). */
@@ -284,7 +284,7 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
 			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL"
 			"   AND x.status = 'queued'" STARTABLE
-			" ORDER BY x.concurrency_key, x.priority DESC, x.run_at, x.run_id LIMIT $2",
+			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $2",
 			2, (Oid[]) {INT4OID, INT4OID});
 
 	/* Phase 1: candidate heads, no locks taken. */
