@@ -1,0 +1,49 @@
+-- test/bench/memory.sql: one backend calls dequeue then complete (each its own
+-- transaction) bench.calls times from a DO loop, topping the backlog up 10,000
+-- runs at a time, and prints its private memory before, at the peak, and after.
+-- Run by run.sh with: psql -v calls=N -f memory.sql (output: before|.., peak|.., after|..).
+\set ON_ERROR_STOP 1
+SET synchronous_commit = off;
+SET client_min_messages = warning;
+SELECT set_config('bench.calls', :'calls', false) \gset
+
+CREATE TEMP VIEW mem AS
+SELECT (SELECT sum(total_bytes) FROM pg_backend_memory_contexts)::bigint AS ctx_bytes,
+       (regexp_match(s, 'RssAnon:\s+(\d+)'))[1]::bigint AS rss_anon_kb,
+       ((regexp_match(s, 'VmRSS:\s+(\d+)'))[1]::bigint
+        - (regexp_match(s, 'RssShmem:\s+(\d+)'))[1]::bigint) AS rss_private_kb
+  FROM pg_read_file('/proc/self/status') s;
+CREATE TEMP TABLE mem_peak AS SELECT * FROM mem WITH NO DATA;
+
+CREATE PROCEDURE pg_temp.loop(n int, sample boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+	i int;
+	rid bigint;
+BEGIN
+	FOR i IN 0 .. n - 1 LOOP
+		IF i % 10000 = 0 THEN
+			IF sample THEN
+				INSERT INTO mem_peak SELECT * FROM mem;
+			END IF;
+			PERFORM count(*) FROM queue_engine.enqueue_batch('bench',
+				array_fill('{"n": 1}'::jsonb, ARRAY[least(10000, n - i)]));
+			PERFORM queue_engine.fold_counts(1000000);
+			COMMIT;
+		END IF;
+		SELECT d.run_id INTO rid FROM queue_engine.dequeue(ARRAY['bench'], 1) d;
+		COMMIT;
+		PERFORM queue_engine.complete(rid);
+		COMMIT;
+	END LOOP;
+END $$;
+
+-- Warm up caches and saved plans, then measure.
+CALL pg_temp.loop(2000, false);
+\pset format unaligned
+\pset fieldsep '|'
+\pset tuples_only on
+SELECT 'before', * FROM mem;
+CALL pg_temp.loop(current_setting('bench.calls')::int, true);
+SELECT 'after', * FROM mem;
+SELECT 'peak', max(ctx_bytes), max(rss_anon_kb), max(rss_private_kb) FROM mem_peak;
