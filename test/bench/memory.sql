@@ -1,11 +1,17 @@
 -- test/bench/memory.sql: one backend calls dequeue then complete (each its own
 -- transaction) bench.calls times from a DO loop, topping the backlog up 10,000
 -- runs at a time, and prints its private memory before, at the peak, and after.
--- Run by run.sh with: psql -v calls=N -f memory.sql (output: before|.., peak|.., after|..).
+-- Bounded in time: the loop stops at the next 10,000-call boundary after max_seconds.
+-- "peak" is sampled inside the loop: memory that a call leaves in its caller's
+-- context (here the procedure's SPI context) shows there, and is freed only when
+-- the CALL ends, so before/after alone would miss it.
+-- Run by run.sh with: psql -v calls=N -v max_seconds=S -f memory.sql
+-- (output lines: before|.., after|.., peak|.. (ctx bytes, RssAnon kB, VmRSS-RssShmem kB), calls|N).
 \set ON_ERROR_STOP 1
 SET synchronous_commit = off;
 SET client_min_messages = warning;
 SELECT set_config('bench.calls', :'calls', false) \gset
+SELECT set_config('bench.deadline', (clock_timestamp() + make_interval(secs => :'max_seconds'))::text, false) \gset
 
 CREATE TEMP VIEW mem AS
 SELECT (SELECT sum(total_bytes) FROM pg_backend_memory_contexts)::bigint AS ctx_bytes,
@@ -14,6 +20,7 @@ SELECT (SELECT sum(total_bytes) FROM pg_backend_memory_contexts)::bigint AS ctx_
         - (regexp_match(s, 'RssShmem:\s+(\d+)'))[1]::bigint) AS rss_private_kb
   FROM pg_read_file('/proc/self/status') s;
 CREATE TEMP TABLE mem_peak AS SELECT * FROM mem WITH NO DATA;
+CREATE TEMP TABLE mem_calls (n int);
 
 CREATE PROCEDURE pg_temp.loop(n int, sample boolean)
 LANGUAGE plpgsql AS $$
@@ -25,6 +32,12 @@ BEGIN
 		IF i % 10000 = 0 THEN
 			IF sample THEN
 				INSERT INTO mem_peak SELECT * FROM mem;
+				IF clock_timestamp() > current_setting('bench.deadline')::timestamptz THEN
+					RAISE WARNING 'memory workload: stopped after % calls (time limit)', i;
+					INSERT INTO mem_calls VALUES (i);
+					COMMIT;
+					RETURN;
+				END IF;
 			END IF;
 			PERFORM count(*) FROM queue_engine.enqueue_batch('bench',
 				array_fill('{"n": 1}'::jsonb, ARRAY[least(10000, n - i)]));
@@ -36,10 +49,15 @@ BEGIN
 		PERFORM queue_engine.complete(rid);
 		COMMIT;
 	END LOOP;
+	IF sample THEN
+		INSERT INTO mem_calls VALUES (n);
+	END IF;
 END $$;
 
--- Warm up caches and saved plans, then measure.
-CALL pg_temp.loop(2000, false);
+-- Warm up caches and saved plans (every statement of the loop), then measure.
+CALL pg_temp.loop(10000, true);
+DELETE FROM mem_peak;
+DELETE FROM mem_calls;
 \pset format unaligned
 \pset fieldsep '|'
 \pset tuples_only on
@@ -47,3 +65,4 @@ SELECT 'before', * FROM mem;
 CALL pg_temp.loop(current_setting('bench.calls')::int, true);
 SELECT 'after', * FROM mem;
 SELECT 'peak', max(ctx_bytes), max(rss_anon_kb), max(rss_private_kb) FROM mem_peak;
+SELECT 'calls', n FROM mem_calls;

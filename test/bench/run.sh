@@ -28,7 +28,7 @@
 #   BENCH_SIZE_RUNS (100000, workload 9), BENCH_SUSTAIN_SECONDS (300), BENCH_SUSTAIN_RUNS
 #   (BENCH_RUNS), BENCH_SUSTAIN_AFTER (max(10, SUSTAIN/5) s of load after the release),
 #   BENCH_SUSTAIN_BACKLOG (10000) (workload 10), BENCH_MEMORY_CALLS (1000000),
-#   BENCH_OUT (also write the table there, as markdown).
+#   BENCH_MEMORY_MAX_SECONDS (1800: the memory loop stops there), BENCH_OUT (also write the table there, as markdown).
 set -euo pipefail
 shopt -s inherit_errexit   # a failing step inside $(...) stops the bench too
 here=$(cd "$(dirname "$0")" && pwd)
@@ -51,6 +51,7 @@ BENCH_SUSTAIN_RUNS=${BENCH_SUSTAIN_RUNS:-$BENCH_RUNS}
 BENCH_SUSTAIN_AFTER=${BENCH_SUSTAIN_AFTER:-$(( BENCH_SUSTAIN_SECONDS / 5 > 10 ? BENCH_SUSTAIN_SECONDS / 5 : 10 ))}
 BENCH_SUSTAIN_BACKLOG=${BENCH_SUSTAIN_BACKLOG:-10000}
 BENCH_MEMORY_CALLS=${BENCH_MEMORY_CALLS:-1000000}
+BENCH_MEMORY_MAX_SECONDS=${BENCH_MEMORY_MAX_SECONDS:-1800}
 BENCH_OUT=${BENCH_OUT:-}
 SMALL_BACKLOG=10000   # workloads 7 and 8
 
@@ -463,10 +464,10 @@ fi
 if want mem; then
   reset_engine
   t0=$SECONDS
-  out=$(qe_psql -v calls="$BENCH_MEMORY_CALLS" -f "$here/memory.sql")
-  qe_log "mem: $BENCH_MEMORY_CALLS dequeue + complete calls in $(( SECONDS - t0 ))s"
+  out=$(qe_psql -v calls="$BENCH_MEMORY_CALLS" -v max_seconds="$BENCH_MEMORY_MAX_SECONDS" -f "$here/memory.sql")
   get() { awk -F '|' -v w="$1" -v c="$2" '$1 == w {print $c}' <<<"$out"; }
-  n=$(fmt "$BENCH_MEMORY_CALLS")
+  qe_log "mem: $(get calls 2) dequeue + complete calls in $(( SECONDS - t0 ))s"
+  n=$(fmt "$(get calls 2)")
   for m in "2 contexts kB" "3 RssAnon kB" "4 VmRSS-RssShmem kB"; do
     c=${m%% *} name=${m#* }
     before=$(get before "$c") after=$(get after "$c") peak=$(get peak "$c")
