@@ -1,5 +1,5 @@
 -- test/bench/memory.sql: one backend calls dequeue then complete (each its own
--- transaction) bench.calls times from a DO loop, topping the backlog up 10,000
+-- transaction) bench.calls times from one procedure's loop, topping the backlog up 10,000
 -- runs at a time, and prints its private memory before, at the peak, and after.
 -- Bounded in time: the loop stops at the next 10,000-call boundary after max_seconds.
 -- "peak" is sampled inside the loop: memory that a call leaves in its caller's

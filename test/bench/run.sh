@@ -472,7 +472,7 @@ if want mem; then
     c=${m%% *} name=${m#* }
     before=$(get before "$c") after=$(get after "$c") peak=$(get peak "$c")
     if [ "$c" = 2 ]; then before=$(( before / 1024 )) after=$(( after / 1024 )) peak=$(( peak / 1024 )); fi
-    row "mem: $name before->after $n calls (+$(fmt $(( after - before ))), peak $(fmt "$peak"))" off 1 "$before" "$after"
+    row "mem: $name before->after $n calls ($(printf '%+d' $(( after - before ))), peak $(fmt "$peak"))" off 1 "$before" "$after"
   done
 fi
 
