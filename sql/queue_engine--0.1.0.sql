@@ -44,7 +44,7 @@ CREATE SEQUENCE queue_engine.runs_run_id_seq AS bigint;
 -- an FK check would take a KEY SHARE lock on the queue row for every
 -- enqueue, and the engine's C functions already guarantee validity.
 -- The partial indexes are the engine's "ready entries", "delayed list",
--- "slots" (executing runs per queue and key) and "lease list".
+-- "slots" (executing runs per queue and key, also scanned for leases).
 CREATE TABLE queue_engine.runs (
 	run_id				bigint NOT NULL DEFAULT nextval('queue_engine.runs_run_id_seq') PRIMARY KEY,
 	queue_id			int NOT NULL,
@@ -83,9 +83,11 @@ CREATE INDEX runs_queued_nokey ON queue_engine.runs (queue_id, priority DESC, ru
 	WHERE status = 'queued' AND concurrency_key IS NULL;
 CREATE INDEX runs_delayed ON queue_engine.runs (run_at)
 	WHERE status = 'delayed';
+-- Executing runs: the slots that limits count, and what stall rescue scans
+-- for passed leases.  Leases are deliberately not indexed: a heartbeat then
+-- changes no indexed column and is a HOT update, and rescue reads only the
+-- executing runs, which are few next to the backlog.
 CREATE INDEX runs_executing ON queue_engine.runs (queue_id, concurrency_key)
-	WHERE status = 'executing';
-CREATE INDEX runs_lease ON queue_engine.runs (lease_expires_at)
 	WHERE status = 'executing';
 CREATE INDEX runs_expiry ON queue_engine.runs (expires_at)
 	WHERE status IN ('queued', 'delayed') AND attempt = 0 AND expires_at IS NOT NULL;

@@ -79,22 +79,55 @@ typedef struct QeDequeueCall
 	"       lease_expires_at = now() + coalesce($3, r.lease), worker = $4"
 #define CLAIM_TAIL \
 	" RETURNING r.run_id, r.attempt, r.payload, r.concurrency_key, r.priority," \
-	"           r.lease_expires_at, r.run_at)," \
-	" d AS (" \
-	"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, executing)" \
-	"  SELECT $1, -count(*), count(*) FROM c HAVING count(*) > 0)" \
-	"SELECT run_id, attempt, payload, concurrency_key, priority, lease_expires_at" \
-	"  FROM c ORDER BY priority DESC, run_at, run_id"
+	"           r.lease_expires_at, r.run_at"
+#define CLAIM_RUN_AT		7
 
 /* A queued run may start unless it never started and its ttl passed. */
 #define STARTABLE \
 	" AND (x.attempt > 0 OR x.expires_at IS NULL OR x.expires_at > now())"
 
+/* Order of claimed rows: priority DESC, run_at, run_id (as in the queue). */
+static int
+cmp_claimed(const void *a, const void *b)
+{
+	HeapTuple	x = SPI_tuptable->vals[*(const int *) a];
+	HeapTuple	y = SPI_tuptable->vals[*(const int *) b];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		isnull;
+	int32		px = DatumGetInt32(SPI_getbinval(x, desc, CLAIM_PRIORITY, &isnull));
+	int32		py = DatumGetInt32(SPI_getbinval(y, desc, CLAIM_PRIORITY, &isnull));
+	TimestampTz tx,
+				ty;
+	int64		ix,
+				iy;
+
+	if (px != py)
+		return (px > py) ? -1 : 1;
+	tx = DatumGetTimestampTz(SPI_getbinval(x, desc, CLAIM_RUN_AT, &isnull));
+	ty = DatumGetTimestampTz(SPI_getbinval(y, desc, CLAIM_RUN_AT, &isnull));
+	if (tx != ty)
+		return (tx < ty) ? -1 : 1;
+	ix = DatumGetInt64(SPI_getbinval(x, desc, CLAIM_RUN_ID, &isnull));
+	iy = DatumGetInt64(SPI_getbinval(y, desc, CLAIM_RUN_ID, &isnull));
+	return (ix > iy) - (ix < iy);
+}
+
+/*
+ * Hand the n runs the claim statement just returned to the caller, in queue
+ * order (an UPDATE returns its rows in no particular order).
+ */
 static void
 emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
 {
+	int		   *order = palloc(sizeof(int) * Max(n, 1));
+
 	for (uint64 i = 0; i < n; i++)
+		order[i] = (int) i;
+	if (n > 1)
+		qsort(order, n, sizeof(int), cmp_claimed);
+	for (uint64 k = 0; k < n; k++)
 	{
+		int			i = order[k];
 		Datum		values[9];
 		bool		nulls[9];
 
@@ -111,6 +144,7 @@ emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
 		nulls[8] = true;
 		tuplestore_putvalues(call->store, call->desc, values, nulls);
 	}
+	pfree(order);
 }
 
 /* Claim up to want runs of an unkeyed queue in priority order. */
@@ -123,8 +157,7 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	uint64		n;
 
 	qe_plan(&plan,
-			"WITH c AS ("
-			" UPDATE queue_engine.runs r" CLAIM_SET
+			"UPDATE queue_engine.runs r" CLAIM_SET
 			"  WHERE r.run_id = ANY (ARRAY("
 			"        SELECT x.run_id FROM queue_engine.runs x"
 			"         WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE
@@ -139,6 +172,7 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	values[3] = call->worker;
 	nulls[3] = call->worker_null ? 'n' : ' ';
 	n = qe_exec(plan, values, nulls, 0);
+	qe_add_count_delta(q->queue_id, -(int32) n, 0, (int32) n, 0);
 	emit_claimed(call, q, t, n);
 	return n;
 }
@@ -370,8 +404,7 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		return 0;
 
 	qe_plan(&claim_plan,
-			"WITH c AS ("
-			" UPDATE queue_engine.runs r" CLAIM_SET
+			"UPDATE queue_engine.runs r" CLAIM_SET
 			"  WHERE r.run_id = ANY (ARRAY("
 			"        SELECT x.run_id FROM queue_engine.runs x"
 			"         WHERE x.run_id = ANY ($2) AND x.queue_id = $1"
@@ -387,6 +420,7 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	values[3] = call->worker;
 	nulls[3] = call->worker_null ? 'n' : ' ';
 	n = qe_exec(claim_plan, values, nulls, 0);
+	qe_add_count_delta(q->queue_id, -(int32) n, 0, (int32) n, 0);
 	emit_claimed(call, q, t, n);
 	return n;
 }
@@ -474,14 +508,21 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	return n;
 }
 
-/* Resolve queue names to ids; an unknown name is an error. */
+/*
+ * Resolve queue names to ids; an unknown name is an error.  When the names
+ * come down to a single queue, *single is filled in from it (paused queues
+ * excepted: *single_paused says so), so that the caller can claim from it
+ * without looking for eligible queues and taking a turn.
+ */
 static ArrayType *
-resolve_queue_names(ArrayType *names)
+resolve_queue_names(ArrayType *names, QeCandidate *single, QeTenant *single_tenant,
+					bool *have_single, bool *single_paused)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
 	Datum	   *ids;
 	uint64		n;
+	int			ndistinct = 0;
 
 	if (ARR_NDIM(names) > 1)
 		ereport(ERROR,
@@ -489,14 +530,44 @@ resolve_queue_names(ArrayType *names)
 				 errmsg("queues must be a one-dimensional array"),
 				 errhint("Pass ARRAY['emails', 'reports'], or NULL for every queue.")));
 	qe_plan(&plan,
-			"SELECT u.name, q.queue_id"
+			"SELECT u.name, q.queue_id, q.tenant_id, t.tenant,"
+			"       coalesce(q.concurrency_limit, 0),"
+			"       coalesce(q.key_concurrency_limit, 0),"
+			"       coalesce(t.concurrency_limit, 0), q.paused"
 			"  FROM unnest($1::text[]) WITH ORDINALITY AS u(name, n)"
 			"  LEFT JOIN queue_engine.queues q"
 			"    ON q.queue = u.name AND q.dropped_at IS NULL"
+			"  LEFT JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id"
 			" ORDER BY u.n",
 			1, (Oid[]) {TEXTARRAYOID});
 	values[0] = PointerGetDatum(names);
-	n = qe_exec(plan, values, NULL, 0);
+	if (ARR_NDIM(names) == 1 && ARR_DIMS(names)[0] == 1 && !array_contains_nulls(names))
+	{
+		/* The common case of one name: a plain probe of the name index. */
+		static SPIPlanPtr one_plan = NULL;
+		int			ind = ARR_LBOUND(names)[0];
+		bool		isnull;
+
+		qe_plan(&one_plan,
+				"SELECT q.queue, q.queue_id, q.tenant_id, t.tenant,"
+				"       coalesce(q.concurrency_limit, 0),"
+				"       coalesce(q.key_concurrency_limit, 0),"
+				"       coalesce(t.concurrency_limit, 0), q.paused"
+				"  FROM queue_engine.queues q"
+				"  JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id"
+				" WHERE q.queue = $1 AND q.dropped_at IS NULL",
+				1, (Oid[]) {TEXTOID});
+		values[0] = array_get_element(PointerGetDatum(names), 1, &ind, -1, -1,
+									  false, TYPALIGN_INT, &isnull);
+		if (qe_exec(one_plan, values, NULL, 1) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("queue \"%s\" does not exist", TextDatumGetCString(values[0])),
+					 errhint("Create it with queue_engine.create_queue(), or fix the name passed to dequeue().")));
+		n = 1;
+	}
+	else
+		n = qe_exec(plan, values, NULL, 0);
 	ids = palloc(sizeof(Datum) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -516,8 +587,45 @@ resolve_queue_names(ArrayType *names)
 					 errmsg("queue \"%s\" does not exist", TextDatumGetCString(name)),
 					 errhint("Create it with queue_engine.create_queue(), or fix the name passed to dequeue().")));
 		ids[i] = id;
+		if (i == 0 || DatumGetInt32(id) != DatumGetInt32(ids[0]))
+			ndistinct++;
+	}
+	*have_single = (ndistinct == 1);
+	if (*have_single)
+	{
+		bool		isnull;
+
+		memset(single, 0, sizeof(QeCandidate));
+		memset(single_tenant, 0, sizeof(QeTenant));
+		single->queue_id = DatumGetInt32(ids[0]);
+		single->queue = TextDatumGetCString(qe_get(0, 1, &isnull));
+		single->limit = DatumGetInt32(qe_get(0, 5, &isnull));
+		single->key_limit = DatumGetInt32(qe_get(0, 6, &isnull));
+		single->running = -1;
+		single_tenant->tenant_id = DatumGetInt32(qe_get(0, 3, &isnull));
+		single_tenant->tenant = TextDatumGetCString(qe_get(0, 4, &isnull));
+		single_tenant->limit = DatumGetInt32(qe_get(0, 7, &isnull));
+		single_tenant->running = -1;
+		single_tenant->n = 1;
+		*single_paused = DatumGetBool(qe_get(0, 8, &isnull));
 	}
 	return construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT);
+}
+
+/*
+ * Are there delayed runs whose time has come?  A probe of the delayed
+ * index, so that a dequeue pays for promoting only when there is work.
+ */
+static bool
+due_delayed_runs_exist(void)
+{
+	static SPIPlanPtr plan = NULL;
+
+	qe_plan(&plan,
+			"SELECT 1 FROM queue_engine.runs x"
+			" WHERE x.status = 'delayed' AND x.run_at <= now() LIMIT 1",
+			0, NULL);
+	return qe_exec(plan, NULL, NULL, 1) > 0;
 }
 
 Datum
@@ -537,6 +645,10 @@ qe_dequeue(PG_FUNCTION_ARGS)
 	int64		turn;
 	int			start;
 	int			active;
+	QeCandidate single;
+	QeTenant	single_tenant;
+	bool		have_single = false;
+	bool		single_paused = false;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -577,9 +689,12 @@ qe_dequeue(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(0))
 	{
-		ArrayType  *ids = resolve_queue_names(PG_GETARG_ARRAYTYPE_P(0));
+		ArrayType  *ids = resolve_queue_names(PG_GETARG_ARRAYTYPE_P(0),
+											  &single, &single_tenant,
+											  &have_single, &single_paused);
 
-		if (ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids)) == 0)
+		if (ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids)) == 0 ||
+			(have_single && single_paused))
 		{
 			SPI_finish();
 			return (Datum) 0;
@@ -590,7 +705,25 @@ qe_dequeue(PG_FUNCTION_ARGS)
 		nulls[0] = 'n';
 
 	/* Delayed runs that are due start now, even before maintenance runs. */
-	qe_task_promote_delayed(Max(max_runs, 100));
+	if (due_delayed_runs_exist())
+		qe_task_promote_delayed(Max(max_runs, 100));
+
+	/*
+	 * One queue named: no turns to take and nothing to choose between, so
+	 * claim from it at once (its limits are checked under their locks as
+	 * always).
+	 */
+	if (have_single)
+	{
+		while (call.remaining > 0 && !single.exhausted)
+		{
+			CHECK_FOR_INTERRUPTS();
+			call.remaining -= (int) claim_from_queue(&call, &single, &single_tenant,
+													 call.remaining);
+		}
+		SPI_finish();
+		return (Datum) 0;
+	}
 
 	/*
 	 * The queues that may start a run now: unpaused, with a queued run (one

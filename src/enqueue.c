@@ -3,8 +3,8 @@
  * enqueue.c
  *	  Triggering runs: enqueue() and enqueue_batch().  Validates every
  *	  argument before writing, resolves the queue's defaults, applies
- *	  idempotency keys, and records the count delta in the same statement
- *	  as the insert.
+ *	  idempotency keys, and records the count delta in the same
+ *	  transaction as the insert.
  *
  *-------------------------------------------------------------------------
  */
@@ -281,19 +281,14 @@ qe_enqueue(PG_FUNCTION_ARGS)
 	}
 
 	qe_plan(&plan,
-			"WITH r AS ("
-			"  INSERT INTO queue_engine.runs"
-			"    (run_id, queue_id, tenant_id, status, max_attempts, priority,"
-			"     run_at, expires_at, lease, created_at, concurrency_key,"
-			"     idempotency_key, parent_run_id, tags, payload)"
-			"  VALUES (coalesce($1, nextval('queue_engine.runs_run_id_seq')),"
-			"          $2, $3, $4::queue_engine.run_status, $5, $6, $7, $8, $9, now(),"
-			"          $10, $11, $12, $13, $14)"
-			"  RETURNING run_id, queue_id, status),"
-			" d AS ("
-			"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed)"
-			"  SELECT queue_id, (status = 'queued')::int, (status = 'delayed')::int FROM r)"
-			"SELECT run_id FROM r",
+			"INSERT INTO queue_engine.runs"
+			"  (run_id, queue_id, tenant_id, status, max_attempts, priority,"
+			"   run_at, expires_at, lease, created_at, concurrency_key,"
+			"   idempotency_key, parent_run_id, tags, payload)"
+			" VALUES (coalesce($1, nextval('queue_engine.runs_run_id_seq')),"
+			"         $2, $3, $4::queue_engine.run_status, $5, $6, $7, $8, $9, now(),"
+			"         $10, $11, $12, $13, $14)"
+			" RETURNING run_id",
 			14, (Oid[]) {INT8OID, INT4OID, INT4OID, TEXTOID, INT4OID,
 				INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID,
 			TEXTOID, TEXTOID, INT8OID, TEXTARRAYOID, JSONBOID});
@@ -322,6 +317,7 @@ qe_enqueue(PG_FUNCTION_ARGS)
 
 	qe_exec(plan, values, nulls, 0);
 	run_id = qe_get_int64(0, 1);
+	qe_add_count_delta(info.queue_id, opt.delayed ? 0 : 1, opt.delayed ? 1 : 0, 0, 0);
 	SPI_finish();
 	PG_RETURN_INT64(run_id);
 }
@@ -389,22 +385,15 @@ qe_enqueue_batch(PG_FUNCTION_ARGS)
 	}
 
 	qe_plan(&plan,
-			"WITH r AS ("
-			"  INSERT INTO queue_engine.runs"
-			"    (queue_id, tenant_id, status, max_attempts, priority,"
-			"     run_at, expires_at, lease, created_at, concurrency_key,"
-			"     parent_run_id, tags, payload)"
-			"  SELECT $1, $2, $3::queue_engine.run_status, $4, $5, $6, $7, $8, now(),"
-			"         $9, $10, $11, u.p"
-			"    FROM unnest($12::jsonb[]) WITH ORDINALITY AS u(p, n)"
-			"   ORDER BY u.n"
-			"  RETURNING run_id, queue_id, status),"
-			" d AS ("
-			"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed)"
-			"  SELECT queue_id, count(*) FILTER (WHERE status = 'queued'),"
-			"         count(*) FILTER (WHERE status = 'delayed')"
-			"    FROM r GROUP BY queue_id)"
-			"SELECT run_id FROM r",
+			"INSERT INTO queue_engine.runs"
+			"  (queue_id, tenant_id, status, max_attempts, priority,"
+			"   run_at, expires_at, lease, created_at, concurrency_key,"
+			"   parent_run_id, tags, payload)"
+			" SELECT $1, $2, $3::queue_engine.run_status, $4, $5, $6, $7, $8, now(),"
+			"        $9, $10, $11, u.p"
+			"   FROM unnest($12::jsonb[]) WITH ORDINALITY AS u(p, n)"
+			"  ORDER BY u.n"
+			" RETURNING run_id",
 			12, (Oid[]) {INT4OID, INT4OID, TEXTOID, INT4OID, INT4OID,
 				TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID, TEXTOID,
 			INT8OID, TEXTARRAYOID, JSONBARRAYOID});
@@ -428,6 +417,8 @@ qe_enqueue_batch(PG_FUNCTION_ARGS)
 	values[11] = PointerGetDatum(payloads);
 
 	n = qe_exec(plan, values, nulls, 0);
+	qe_add_count_delta(info.queue_id, opt.delayed ? 0 : (int32) n,
+					   opt.delayed ? (int32) n : 0, 0, 0);
 
 	/* Ids come from one sequence in row order: ascending is array order. */
 	ids = palloc(sizeof(int64) * n);

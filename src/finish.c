@@ -79,6 +79,7 @@ qe_complete(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	bool		done;
+	bool		isnull;
 
 	if (!PG_ARGISNULL(1))
 		qe_check_jsonb_size(PG_GETARG_DATUM(1), qe_max_output_bytes, "output",
@@ -86,15 +87,12 @@ qe_complete(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	qe_plan(&plan,
-			"WITH c AS ("
-			"  UPDATE queue_engine.runs r"
-			"     SET status = 'completed', output = $2, finished_at = now(),"
-			"         lease_expires_at = NULL"
-			"   WHERE r.run_id = $1 AND r.status = 'executing'"
-			"     AND ($3::int IS NULL OR r.attempt = $3)"
-			"  RETURNING r.queue_id)"
-			"INSERT INTO queue_engine.queue_count_deltas (queue_id, executing)"
-			"SELECT queue_id, -1 FROM c",
+			"UPDATE queue_engine.runs r"
+			"   SET status = 'completed', output = $2, finished_at = now(),"
+			"       lease_expires_at = NULL"
+			" WHERE r.run_id = $1 AND r.status = 'executing'"
+			"   AND ($3::int IS NULL OR r.attempt = $3)"
+			" RETURNING r.queue_id",
 			3, (Oid[]) {INT8OID, JSONBOID, INT4OID});
 	values[0] = Int64GetDatum(run_id);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
@@ -102,7 +100,9 @@ qe_complete(PG_FUNCTION_ARGS)
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	done = qe_exec(plan, values, nulls, 0) == 1;
-	if (!done)
+	if (done)
+		qe_add_count_delta(DatumGetInt32(qe_get(0, 1, &isnull)), 0, 0, -1, 0);
+	else
 		qe_check_run_exists(run_id);
 	SPI_finish();
 	PG_RETURN_BOOL(done);
@@ -118,6 +118,38 @@ array_length_checked(ArrayType *arr, const char *name)
 				 errmsg("%s must be a one-dimensional array", name),
 				 errhint("Pass a plain array such as ARRAY[1, 2, 3].")));
 	return ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+}
+
+/*
+ * Count deltas for the n runs the last statement completed, whose queue ids
+ * are its first result column: one delta row per queue (a batch is almost
+ * always from one queue).
+ */
+static void
+add_completed_deltas(int64 n)
+{
+	int32	   *queue_ids = palloc(sizeof(int32) * Max(n, 1));
+	int32	   *counts = palloc(sizeof(int32) * Max(n, 1));
+	int			nqueues = 0;
+
+	for (int64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		int32		queue_id = DatumGetInt32(qe_get(i, 1, &isnull));
+		int			j;
+
+		for (j = nqueues - 1; j >= 0 && queue_ids[j] != queue_id; j--)
+			;
+		if (j < 0)
+		{
+			j = nqueues++;
+			queue_ids[j] = queue_id;
+			counts[j] = 0;
+		}
+		counts[j]++;
+	}
+	for (int j = 0; j < nqueues; j++)
+		qe_add_count_delta(queue_ids[j], 0, 0, -counts[j], 0);
 }
 
 Datum
@@ -181,29 +213,22 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	qe_plan(&plan,
-			"WITH u AS ("
-			"  SELECT * FROM unnest($1::bigint[], $2::jsonb[], $3::int[])"
-			"           AS u(run_id, output, attempt)),"
-			" c AS ("
-			"  UPDATE queue_engine.runs r"
-			"     SET status = 'completed', output = u.output, finished_at = now(),"
-			"         lease_expires_at = NULL"
-			"    FROM u"
-			"   WHERE r.run_id = u.run_id AND r.status = 'executing'"
-			"     AND (u.attempt IS NULL OR r.attempt = u.attempt)"
-			"  RETURNING r.queue_id),"
-			" d AS ("
-			"  INSERT INTO queue_engine.queue_count_deltas (queue_id, executing)"
-			"  SELECT queue_id, -count(*) FROM c GROUP BY queue_id)"
-			"SELECT count(*) FROM c",
+			"UPDATE queue_engine.runs r"
+			"   SET status = 'completed', output = u.output, finished_at = now(),"
+			"       lease_expires_at = NULL"
+			"  FROM unnest($1::bigint[], $2::jsonb[], $3::int[])"
+			"       AS u(run_id, output, attempt)"
+			" WHERE r.run_id = u.run_id AND r.status = 'executing'"
+			"   AND (u.attempt IS NULL OR r.attempt = u.attempt)"
+			" RETURNING r.queue_id",
 			3, (Oid[]) {INT8ARRAYOID, JSONBARRAYOID, INT4ARRAYOID});
 	values[0] = PointerGetDatum(ids);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
-	qe_exec(plan, values, nulls, 0);
-	completed = qe_get_int64(0, 1);
+	completed = (int64) qe_exec(plan, values, nulls, 0);
+	add_completed_deltas(completed);
 
 	/* Only on the slow path: is any id not a run at all? */
 	if (completed < nids)

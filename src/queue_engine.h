@@ -65,6 +65,10 @@ extern void qe_check_interval(Interval *value, const char *name,
 extern int64 qe_interval_usecs(const Interval *value);
 extern void qe_check_run_exists(int64 run_id);
 
+/* counts.c */
+extern void qe_add_count_delta(int32 queue_id, int32 queued, int32 delayed,
+							   int32 executing, int32 waiting);
+
 /* errors.c */
 extern Jsonb *qe_trim_error(Jsonb *error, int field_cap, int total_cap);
 
