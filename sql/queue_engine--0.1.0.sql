@@ -58,6 +58,7 @@ CREATE TABLE queue_engine.runs (
 	lease_expires_at	timestamptz,
 	lease				interval NOT NULL,
 	attempt_lease		interval,
+	queue_slot			int,			-- slot of a limited queue held while executing
 	created_at			timestamptz NOT NULL,
 	started_at			timestamptz,
 	finished_at			timestamptz,

@@ -38,6 +38,11 @@ typedef struct QeCandidate
 	int32		key_limit;		/* 0: unlimited */
 	int64		running;		/* counted once under our lock; -1 unknown */
 	bool		exhausted;		/* nothing more to get from it this call */
+	bool		slot_mode;		/* starts side by side, each under a slot lock */
+	bool		assign_slots;	/* new runs take slot numbers (limited queue) */
+	bool	   *slot_used;		/* slot_mode: [limit] slots known taken */
+	int		   *slots;			/* slot_mode: slots locked for the next claim */
+	int			nslots;
 } QeCandidate;
 
 typedef struct QeTenant
@@ -51,6 +56,14 @@ typedef struct QeTenant
 	int			n;
 	int			next;			/* round-robin position within its queues */
 } QeTenant;
+
+/*
+ * A queue limit up to this many is held by slots: each executing run of
+ * the queue holds one slot number below the limit, taken under a lock of
+ * its own, so dequeuers of one limited queue start runs side by side
+ * instead of one transaction at a time.  Above it, starts are serialised.
+ */
+#define QE_MAX_SLOTTED_LIMIT 10000
 
 /* Per-call state handed to the claim helpers. */
 typedef struct QeDequeueCall
@@ -79,8 +92,9 @@ typedef struct QeDequeueCall
 	"       lease_expires_at = now() + coalesce($3, r.lease), worker = $4"
 #define CLAIM_TAIL \
 	" RETURNING r.run_id, r.attempt, r.payload, r.concurrency_key, r.priority," \
-	"           r.lease_expires_at, r.run_at"
+	"           r.lease_expires_at, r.run_at, r.queue_slot"
 #define CLAIM_RUN_AT		7
+#define CLAIM_SLOT			8
 
 /* A queued run may start unless it never started and its ttl passed. */
 #define STARTABLE \
@@ -147,17 +161,88 @@ emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
 	pfree(order);
 }
 
+/*
+ * Start the given queued runs of a queue (those another worker has not
+ * locked meanwhile).  In slot mode the i-th id takes the queue's i-th
+ * locked slot.
+ */
+static uint64
+claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
+			 Datum *ids, int nids)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	uint64		n;
+
+	qe_plan(&plan,
+			"UPDATE queue_engine.runs r" CLAIM_SET ","
+			"       queue_slot = ($5::int[])[array_position($2, r.run_id)]"
+			"  WHERE r.run_id = ANY (ARRAY("
+			"        SELECT x.run_id FROM queue_engine.runs x"
+			"         WHERE x.run_id = ANY ($2) AND x.queue_id = $1"
+			"           AND x.status = 'queued'"
+			"         FOR UPDATE SKIP LOCKED))"
+			CLAIM_TAIL,
+			5, (Oid[]) {INT4OID, INT8ARRAYOID, INTERVALOID, TEXTOID, INT4ARRAYOID});
+	values[0] = Int32GetDatum(q->queue_id);
+	values[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
+												true, TYPALIGN_DOUBLE));
+	values[2] = call->lease;
+	nulls[2] = call->lease_null ? 'n' : ' ';
+	values[3] = call->worker;
+	nulls[3] = call->worker_null ? 'n' : ' ';
+	if (q->assign_slots)
+	{
+		Datum	   *slot_datums = palloc(sizeof(Datum) * Max(q->nslots, 1));
+
+		for (int i = 0; i < q->nslots; i++)
+			slot_datums[i] = Int32GetDatum(q->slots[i]);
+		values[4] = PointerGetDatum(construct_array(slot_datums, q->nslots, INT4OID,
+													4, true, TYPALIGN_INT));
+	}
+	else
+		nulls[4] = 'n';
+	n = qe_exec(plan, values, nulls, 0);
+	qe_add_count_delta(q->queue_id, -(int32) n, 0, (int32) n, 0);
+	emit_claimed(call, q, t, n);
+	return n;
+}
+
 /* Claim up to want runs of an unkeyed queue in priority order. */
 static uint64
 claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr pick_plan = NULL;
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	uint64		n;
 
+	if (q->assign_slots)
+	{
+		/* Lock the runs first, then start them with their slots. */
+		Datum	   *ids;
+
+		qe_plan(&pick_plan,
+				"SELECT x.run_id FROM queue_engine.runs x"
+				" WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE
+				" ORDER BY x.priority DESC, x.run_at, x.run_id"
+				" LIMIT $2 FOR UPDATE SKIP LOCKED",
+				2, (Oid[]) {INT4OID, INT4OID});
+		values[0] = Int32GetDatum(q->queue_id);
+		values[1] = Int32GetDatum(want);
+		n = qe_exec(pick_plan, values, NULL, 0);
+		if (n == 0)
+			return 0;
+		ids = palloc(sizeof(Datum) * n);
+		for (uint64 i = 0; i < n; i++)
+			ids[i] = Int64GetDatum(qe_get_int64(i, 1));
+		return claim_by_ids(call, q, t, ids, (int) n);
+	}
+
 	qe_plan(&plan,
-			"UPDATE queue_engine.runs r" CLAIM_SET
+			"UPDATE queue_engine.runs r" CLAIM_SET ", queue_slot = NULL"
 			"  WHERE r.run_id = ANY (ARRAY("
 			"        SELECT x.run_id FROM queue_engine.runs x"
 			"         WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE
@@ -283,9 +368,7 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	static SPIPlanPtr next_key_plan = NULL;
 	static SPIPlanPtr key_heads_plan = NULL;
 	static SPIPlanPtr nokey_heads_plan = NULL;
-	static SPIPlanPtr claim_plan = NULL;
 	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int			cap = 16;
 	int			nheads = 0;
 	QeHead	   *heads = palloc(sizeof(QeHead) * cap);
@@ -402,27 +485,7 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	}
 	if (take == 0)
 		return 0;
-
-	qe_plan(&claim_plan,
-			"UPDATE queue_engine.runs r" CLAIM_SET
-			"  WHERE r.run_id = ANY (ARRAY("
-			"        SELECT x.run_id FROM queue_engine.runs x"
-			"         WHERE x.run_id = ANY ($2) AND x.queue_id = $1"
-			"           AND x.status = 'queued'"
-			"         FOR UPDATE SKIP LOCKED))"
-			CLAIM_TAIL,
-			4, (Oid[]) {INT4OID, INT8ARRAYOID, INTERVALOID, TEXTOID});
-	values[0] = Int32GetDatum(q->queue_id);
-	values[1] = PointerGetDatum(construct_array(id_datums, take, INT8OID, 8,
-												true, TYPALIGN_DOUBLE));
-	values[2] = call->lease;
-	nulls[2] = call->lease_null ? 'n' : ' ';
-	values[3] = call->worker;
-	nulls[3] = call->worker_null ? 'n' : ' ';
-	n = qe_exec(claim_plan, values, nulls, 0);
-	qe_add_count_delta(q->queue_id, -(int32) n, 0, (int32) n, 0);
-	emit_claimed(call, q, t, n);
-	return n;
+	return claim_by_ids(call, q, t, id_datums, take);
 }
 
 /* Executing runs of one queue, or of all a tenant's queues. */
@@ -445,6 +508,84 @@ count_executing(bool tenant, int32 id)
 	values[0] = Int32GetDatum(id);
 	qe_exec(tenant ? tenant_plan : queue_plan, values, NULL, 1);
 	return qe_get_int64(0, 1);
+}
+
+/*
+ * The slots of a limited queue's executing runs, read with a fresh
+ * snapshot: marks them in used[] and returns how many runs execute.
+ * *out_of_range says that some run holds no slot below the limit (it
+ * started before the queue had this limit, or above a lowered one).
+ */
+static int64
+read_queue_slots(QeCandidate *q, bool *used, bool *out_of_range)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	uint64		n;
+
+	qe_plan(&plan,
+			"SELECT x.queue_slot FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.status = 'executing'",
+			1, (Oid[]) {INT4OID});
+	values[0] = Int32GetDatum(q->queue_id);
+	n = qe_exec(plan, values, NULL, 0);
+	memset(used, 0, sizeof(bool) * q->limit);
+	*out_of_range = false;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		int32		slot = DatumGetInt32(qe_get((int) i, 1, &isnull));
+
+		if (isnull || slot < 0 || slot >= q->limit || used[slot])
+			*out_of_range = true;
+		else
+			used[slot] = true;
+	}
+	return (int64) n;
+}
+
+/*
+ * Lock up to want free slots of a queue in slot mode, without waiting: a
+ * slot whose lock is busy is being taken by another dequeue right now.  A
+ * slot we locked may have gone to a run that committed after our last look
+ * (its starter held the lock until then), so look again and let those go.
+ * Returns how many slots are ours for the next claim (q->slots).
+ */
+static int
+take_free_slots(QeCandidate *q, int want)
+{
+	bool	   *now_used = palloc(sizeof(bool) * q->limit);
+	bool		out_of_range;
+	int64		running;
+	int			kept = 0;
+
+	q->nslots = 0;
+	for (int slot = 0; slot < q->limit && q->nslots < want; slot++)
+	{
+		if (q->slot_used[slot])
+			continue;
+		if (qe_try_xact_lock_mode(QE_LOCK_QUEUE_SLOT, (uint32) q->queue_id,
+								  (uint32) slot, ExclusiveLock))
+			q->slots[q->nslots++] = slot;
+	}
+	if (q->nslots == 0)
+		return 0;
+
+	running = read_queue_slots(q, now_used, &out_of_range);
+	for (int i = 0; i < q->nslots; i++)
+	{
+		if (now_used[q->slots[i]] || out_of_range)
+			qe_release_xact_lock(QE_LOCK_QUEUE_SLOT, (uint32) q->queue_id,
+								 (uint32) q->slots[i], ExclusiveLock);
+		else
+			q->slots[kept++] = q->slots[i];
+	}
+	memcpy(q->slot_used, now_used, sizeof(bool) * q->limit);
+	q->nslots = kept;
+	q->running = running;
+	if (out_of_range)
+		return 0;
+	return (int) Min((int64) kept, q->limit - running);
 }
 
 /*
@@ -479,14 +620,58 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	{
 		if (q->running < 0)
 		{
-			if (!qe_try_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0))
+			bool		out_of_range;
+
+			/*
+			 * Slot mode when every executing run holds a slot below the
+			 * limit; otherwise (runs started before the limit was set or
+			 * lowered) starts are serialised by the exclusive queue lock.
+			 */
+			q->slot_mode = false;
+			q->assign_slots = (q->limit <= QE_MAX_SLOTTED_LIMIT);
+			if (q->assign_slots)
+			{
+				q->slot_used = palloc0(sizeof(bool) * q->limit);
+				q->slots = palloc(sizeof(int) * q->limit);
+				(void) read_queue_slots(q, q->slot_used, &out_of_range);
+				q->slot_mode = !out_of_range;
+			}
+			if (!qe_try_xact_lock_mode(QE_LOCK_QUEUE, (uint32) q->queue_id, 0,
+									   q->slot_mode ? ShareLock : ExclusiveLock))
 			{
 				q->exhausted = true;
 				return 0;
 			}
-			q->running = count_executing(false, q->queue_id);
+			if (q->assign_slots)
+			{
+				/* Read again under the lock, with a fresh snapshot. */
+				q->running = read_queue_slots(q, q->slot_used, &out_of_range);
+				if (q->slot_mode && out_of_range)
+				{
+					/* A serialised start committed meanwhile: next time. */
+					qe_release_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0, ShareLock);
+					q->exhausted = true;
+					return 0;
+				}
+			}
+			else
+				q->running = count_executing(false, q->queue_id);
 		}
 		want = Min(want, q->limit - q->running);
+		if (q->slot_mode && want > 0)
+			want = take_free_slots(q, want);
+		else if (q->assign_slots && want > 0)
+		{
+			/*
+			 * Serialised (the exclusive lock keeps every other starter
+			 * out): free slots below the limit need no locks of their own.
+			 * There are enough, as running counts the slotless runs too.
+			 */
+			q->nslots = 0;
+			for (int slot = 0; slot < q->limit && q->nslots < want; slot++)
+				if (!q->slot_used[slot])
+					q->slots[q->nslots++] = slot;
+		}
 	}
 	if (want <= 0)
 	{
@@ -498,6 +683,24 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		n = claim_keyed(call, q, t, want);
 	else
 		n = claim_in_order(call, q, t, want);
+
+	if (q->assign_slots)
+	{
+		/* Keep the locks of the slots now held by started runs only. */
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+			Datum		slot = qe_get((int) i, CLAIM_SLOT, &isnull);
+
+			if (!isnull)
+				q->slot_used[DatumGetInt32(slot)] = true;
+		}
+		for (int i = 0; q->slot_mode && i < q->nslots; i++)
+			if (!q->slot_used[q->slots[i]])
+				qe_release_xact_lock(QE_LOCK_QUEUE_SLOT, (uint32) q->queue_id,
+									 (uint32) q->slots[i], ExclusiveLock);
+		q->nslots = 0;
+	}
 
 	if (n < (uint64) want)
 		q->exhausted = true;

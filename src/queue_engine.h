@@ -34,6 +34,7 @@
 #define QE_LOCK_TENANT		0x5146
 #define QE_LOCK_KEY			0x5147
 #define QE_LOCK_QUEUE_NAME	0x5148
+#define QE_LOCK_QUEUE_SLOT	0x5149
 
 /* guc.c */
 extern int	qe_max_payload_bytes;
@@ -57,6 +58,10 @@ extern uint64 qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
 extern Datum qe_get(int row, int col, bool *isnull);
 extern int64 qe_get_int64(int row, int col);
 extern bool qe_try_xact_lock(uint32 kind, uint32 id1, uint32 id2);
+extern bool qe_try_xact_lock_mode(uint32 kind, uint32 id1, uint32 id2,
+								  int lockmode);
+extern void qe_release_xact_lock(uint32 kind, uint32 id1, uint32 id2,
+								 int lockmode);
 extern void qe_lock_queue_name(const char *queue, bool exclusive);
 extern void qe_check_jsonb_size(Datum value, int limit, const char *what,
 								const char *guc_name);

@@ -83,10 +83,26 @@ qe_get_int64(int row, int col)
 bool
 qe_try_xact_lock(uint32 kind, uint32 id1, uint32 id2)
 {
+	return qe_try_xact_lock_mode(kind, id1, id2, ExclusiveLock);
+}
+
+bool
+qe_try_xact_lock_mode(uint32 kind, uint32 id1, uint32 id2, int lockmode)
+{
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, id1, id2, kind);
-	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+	return LockAcquire(&tag, lockmode, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* Give back a lock taken with qe_try_xact_lock_mode before the transaction ends. */
+void
+qe_release_xact_lock(uint32 kind, uint32 id1, uint32 id2, int lockmode)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, id1, id2, kind);
+	LockRelease(&tag, lockmode, false);
 }
 
 /*
