@@ -633,29 +633,29 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			{
 				q->slot_used = palloc0(sizeof(bool) * q->limit);
 				q->slots = palloc(sizeof(int) * q->limit);
-				(void) read_queue_slots(q, q->slot_used, &out_of_range);
-				q->slot_mode = !out_of_range;
-			}
-			if (!qe_try_xact_lock_mode(QE_LOCK_QUEUE, (uint32) q->queue_id, 0,
-									   q->slot_mode ? ShareLock : ExclusiveLock))
-			{
-				q->exhausted = true;
-				return 0;
-			}
-			if (q->assign_slots)
-			{
-				/* Read again under the lock, with a fresh snapshot. */
-				q->running = read_queue_slots(q, q->slot_used, &out_of_range);
-				if (q->slot_mode && out_of_range)
+				if (qe_try_xact_lock_mode(QE_LOCK_QUEUE, (uint32) q->queue_id, 0,
+										  ShareLock))
 				{
-					/* A serialised start committed meanwhile: next time. */
-					qe_release_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0, ShareLock);
+					/* Read under the lock, with a fresh snapshot. */
+					q->running = read_queue_slots(q, q->slot_used, &out_of_range);
+					q->slot_mode = !out_of_range;
+					if (!q->slot_mode)
+						qe_release_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0,
+											 ShareLock);
+				}
+			}
+			if (!q->slot_mode)
+			{
+				if (!qe_try_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0))
+				{
 					q->exhausted = true;
 					return 0;
 				}
+				if (q->assign_slots)
+					q->running = read_queue_slots(q, q->slot_used, &out_of_range);
+				else
+					q->running = count_executing(false, q->queue_id);
 			}
-			else
-				q->running = count_executing(false, q->queue_id);
 		}
 		want = Min(want, q->limit - q->running);
 		if (q->slot_mode && want > 0)
