@@ -33,6 +33,9 @@ all:
 	@exit 1
 endif
 
+# Every source includes the shared header: rebuild them all when it changes.
+$(OBJS): src/queue_engine.h src/compat.h
+
 .PHONY: test demo bench
 
 # Every test suite on a throwaway cluster (installs packages when missing).

@@ -98,6 +98,26 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
 		"       (SELECT jsonb_agg(run_id) FROM (SELECT run_id FROM bad LIMIT 100) b)"},
 
+	/*
+	 * Two executing runs of a queue never hold the same slot, or the queue
+	 * could run more than its limit; repaired by taking the slot from all
+	 * but the earliest, which makes the queue's starts one transaction at a
+	 * time until those runs finish.
+	 */
+	{"shared_queue_slots",
+		"WITH bad AS ("
+		"  SELECT r.run_id FROM queue_engine.runs r"
+		"   WHERE r.status = 'executing' AND r.queue_slot IS NOT NULL"
+		"     AND EXISTS (SELECT 1 FROM queue_engine.runs o"
+		"                  WHERE o.queue_id = r.queue_id AND o.status = 'executing'"
+		"                    AND o.queue_slot = r.queue_slot AND o.run_id < r.run_id)),"
+		" fix AS ("
+		"  UPDATE queue_engine.runs r SET queue_slot = NULL"
+		"    FROM bad WHERE $1 AND r.run_id = bad.run_id AND r.status = 'executing'"
+		"  RETURNING 1)"
+		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
+		"       (SELECT jsonb_agg(run_id) FROM (SELECT run_id FROM bad LIMIT 100) b)"},
+
 	/* Idempotency keys must name a run; repaired by forgetting the key. */
 	{"orphan_idempotency_keys",
 		"WITH bad AS ("

@@ -237,12 +237,39 @@ claim_idempotency_key(int32 tenant_id, text *key, Interval *key_ttl,
 	return qe_get_int64(0, 1);
 }
 
+/* The column values every run of one enqueue call shares. */
+static void
+fill_run_values(Datum *values, bool *nulls, QeEnqueueOptions *opt,
+				QeQueueInfo *info, text *idem_key)
+{
+	for (int c = 0; c < QE_RUN_NCOLS; c++)
+	{
+		values[c] = (Datum) 0;
+		nulls[c] = false;
+	}
+	values[QE_RUN_QUEUE_ID] = Int32GetDatum(info->queue_id);
+	values[QE_RUN_TENANT_ID] = Int32GetDatum(info->tenant_id);
+	values[QE_RUN_ATTEMPT] = Int32GetDatum(0);
+	values[QE_RUN_MAX_ATTEMPTS] = Int32GetDatum(opt->max_attempts);
+	values[QE_RUN_PRIORITY] = Int32GetDatum(opt->priority);
+	values[QE_RUN_RUN_AT] = TimestampTzGetDatum(opt->run_at);
+	values[QE_RUN_EXPIRES_AT] = TimestampTzGetDatum(opt->expires_at);
+	nulls[QE_RUN_EXPIRES_AT] = !opt->has_expiry;
+	values[QE_RUN_LEASE] = info->lease;
+	values[QE_RUN_CREATED_AT] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	values[QE_RUN_CONCURRENCY_KEY] = PointerGetDatum(opt->concurrency_key);
+	nulls[QE_RUN_CONCURRENCY_KEY] = (opt->concurrency_key == NULL);
+	values[QE_RUN_IDEMPOTENCY_KEY] = PointerGetDatum(idem_key);
+	nulls[QE_RUN_IDEMPOTENCY_KEY] = (idem_key == NULL);
+	values[QE_RUN_PARENT_RUN_ID] = Int64GetDatum(opt->parent_run_id);
+	nulls[QE_RUN_PARENT_RUN_ID] = opt->parent_null;
+	values[QE_RUN_TAGS] = opt->tags;
+	nulls[QE_RUN_TAGS] = opt->tags_null;
+}
+
 Datum
 qe_enqueue(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		values[14];
-	char		nulls[14];
 	QeEnqueueOptions opt;
 	QeQueueInfo info;
 	Interval   *ttl;
@@ -280,64 +307,24 @@ qe_enqueue(PG_FUNCTION_ARGS)
 		have_id = true;
 	}
 
-	qe_plan(&plan,
-			"INSERT INTO queue_engine.runs"
-			"  (run_id, queue_id, tenant_id, status, max_attempts, priority,"
-			"   run_at, expires_at, lease, created_at, concurrency_key,"
-			"   idempotency_key, parent_run_id, tags, payload)"
-			" VALUES (coalesce($1, nextval('queue_engine.runs_run_id_seq')),"
-			"         $2, $3, $4::queue_engine.run_status, $5, $6, $7, $8, $9, now(),"
-			"         $10, $11, $12, $13, $14)"
-			" RETURNING run_id",
-			14, (Oid[]) {INT8OID, INT4OID, INT4OID, TEXTOID, INT4OID,
-				INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID,
-			TEXTOID, TEXTOID, INT8OID, TEXTARRAYOID, JSONBOID});
+	{
+		Datum		values[QE_RUN_NCOLS];
+		bool		nulls[QE_RUN_NCOLS];
+		Datum		payload = PG_GETARG_DATUM(1);
 
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = Int64GetDatum(run_id);
-	nulls[0] = have_id ? ' ' : 'n';
-	values[1] = Int32GetDatum(info.queue_id);
-	values[2] = Int32GetDatum(info.tenant_id);
-	values[3] = CStringGetTextDatum(opt.delayed ? "delayed" : "queued");
-	values[4] = Int32GetDatum(opt.max_attempts);
-	values[5] = Int32GetDatum(opt.priority);
-	values[6] = TimestampTzGetDatum(opt.run_at);
-	values[7] = TimestampTzGetDatum(opt.expires_at);
-	nulls[7] = opt.has_expiry ? ' ' : 'n';
-	values[8] = info.lease;
-	values[9] = PointerGetDatum(opt.concurrency_key);
-	nulls[9] = opt.concurrency_key ? ' ' : 'n';
-	values[10] = PointerGetDatum(idem_key);
-	nulls[10] = idem_key ? ' ' : 'n';
-	values[11] = Int64GetDatum(opt.parent_run_id);
-	nulls[11] = opt.parent_null ? 'n' : ' ';
-	values[12] = opt.tags;
-	nulls[12] = opt.tags_null ? 'n' : ' ';
-	values[13] = PG_GETARG_DATUM(1);
-
-	qe_exec(plan, values, nulls, 0);
-	run_id = qe_get_int64(0, 1);
+		fill_run_values(values, nulls, &opt, &info, idem_key);
+		qe_insert_runs(values, nulls, opt.delayed, &payload, 1,
+					   have_id ? &run_id : NULL, &run_id);
+	}
 	qe_add_count_delta(info.queue_id, opt.delayed ? 0 : 1, opt.delayed ? 1 : 0, 0, 0);
 	SPI_finish();
 	PG_RETURN_INT64(run_id);
 }
 
-static int
-cmp_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 Datum
 qe_enqueue_batch(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Datum		values[12];
-	char		nulls[12];
 	QeEnqueueOptions opt;
 	QeQueueInfo info;
 	Interval   *ttl;
@@ -346,7 +333,6 @@ qe_enqueue_batch(PG_FUNCTION_ARGS)
 	bool	   *elem_nulls;
 	int			nelems;
 	int64	   *ids;
-	uint64		n;
 
 	read_options(fcinfo, 2, 8, &opt, &ttl);
 	require_arg(fcinfo, 1, "payloads", "Pass an array of jsonb payloads, one per run.");
@@ -384,48 +370,19 @@ qe_enqueue_batch(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
-	qe_plan(&plan,
-			"INSERT INTO queue_engine.runs"
-			"  (queue_id, tenant_id, status, max_attempts, priority,"
-			"   run_at, expires_at, lease, created_at, concurrency_key,"
-			"   parent_run_id, tags, payload)"
-			" SELECT $1, $2, $3::queue_engine.run_status, $4, $5, $6, $7, $8, now(),"
-			"        $9, $10, $11, u.p"
-			"   FROM unnest($12::jsonb[]) WITH ORDINALITY AS u(p, n)"
-			"  ORDER BY u.n"
-			" RETURNING run_id",
-			12, (Oid[]) {INT4OID, INT4OID, TEXTOID, INT4OID, INT4OID,
-				TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID, TEXTOID,
-			INT8OID, TEXTARRAYOID, JSONBARRAYOID});
+	ids = palloc(sizeof(int64) * nelems);
+	{
+		Datum		values[QE_RUN_NCOLS];
+		bool		nulls[QE_RUN_NCOLS];
 
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = Int32GetDatum(info.queue_id);
-	values[1] = Int32GetDatum(info.tenant_id);
-	values[2] = CStringGetTextDatum(opt.delayed ? "delayed" : "queued");
-	values[3] = Int32GetDatum(opt.max_attempts);
-	values[4] = Int32GetDatum(opt.priority);
-	values[5] = TimestampTzGetDatum(opt.run_at);
-	values[6] = TimestampTzGetDatum(opt.expires_at);
-	nulls[6] = opt.has_expiry ? ' ' : 'n';
-	values[7] = info.lease;
-	values[8] = PointerGetDatum(opt.concurrency_key);
-	nulls[8] = opt.concurrency_key ? ' ' : 'n';
-	values[9] = Int64GetDatum(opt.parent_run_id);
-	nulls[9] = opt.parent_null ? 'n' : ' ';
-	values[10] = opt.tags;
-	nulls[10] = opt.tags_null ? 'n' : ' ';
-	values[11] = PointerGetDatum(payloads);
+		fill_run_values(values, nulls, &opt, &info, NULL);
+		qe_insert_runs(values, nulls, opt.delayed, elems, nelems, NULL, ids);
+	}
+	qe_add_count_delta(info.queue_id, opt.delayed ? 0 : nelems,
+					   opt.delayed ? nelems : 0, 0, 0);
 
-	n = qe_exec(plan, values, nulls, 0);
-	qe_add_count_delta(info.queue_id, opt.delayed ? 0 : (int32) n,
-					   opt.delayed ? (int32) n : 0, 0, 0);
-
-	/* Ids come from one sequence in row order: ascending is array order. */
-	ids = palloc(sizeof(int64) * n);
-	for (uint64 i = 0; i < n; i++)
-		ids[i] = qe_get_int64(i, 1);
-	qsort(ids, n, sizeof(int64), cmp_int64);
-	for (uint64 i = 0; i < n; i++)
+	/* Ids are taken in array order. */
+	for (int i = 0; i < nelems; i++)
 	{
 		Datum		v = Int64GetDatum(ids[i]);
 		bool		isnull = false;

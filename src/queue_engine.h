@@ -74,6 +74,31 @@ extern void qe_check_run_exists(int64 run_id);
 extern void qe_add_count_delta(int32 queue_id, int32 queued, int32 delayed,
 							   int32 executing, int32 waiting);
 
+/* run_insert.c: the columns enqueue sets, in this order */
+typedef enum QeRunColumn
+{
+	QE_RUN_RUN_ID,
+	QE_RUN_QUEUE_ID,
+	QE_RUN_TENANT_ID,
+	QE_RUN_STATUS,
+	QE_RUN_ATTEMPT,
+	QE_RUN_MAX_ATTEMPTS,
+	QE_RUN_PRIORITY,
+	QE_RUN_RUN_AT,
+	QE_RUN_EXPIRES_AT,
+	QE_RUN_LEASE,
+	QE_RUN_CREATED_AT,
+	QE_RUN_CONCURRENCY_KEY,
+	QE_RUN_IDEMPOTENCY_KEY,
+	QE_RUN_PARENT_RUN_ID,
+	QE_RUN_TAGS,
+	QE_RUN_PAYLOAD,
+	QE_RUN_NCOLS
+} QeRunColumn;
+extern void qe_insert_runs(Datum *values, bool *nulls, bool delayed,
+						   Datum *payloads, int nrows, const int64 *given_id,
+						   int64 *run_ids_out);
+
 /* errors.c */
 extern Jsonb *qe_trim_error(Jsonb *error, int field_cap, int total_cap);
 
@@ -92,7 +117,7 @@ typedef struct QeCheckResult
 	int64		repaired;
 } QeCheckResult;
 
-#define QE_CHECK_COUNT 4
+#define QE_CHECK_COUNT 5
 extern void qe_run_consistency_checks(bool repair, QeCheckResult *results);
 
 #endif							/* QUEUE_ENGINE_H */

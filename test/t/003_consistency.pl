@@ -55,7 +55,7 @@ sub wait_for
 
 my $check = q{SELECT string_agg(check_name || '=' || found || '/' || repaired, ' ' ORDER BY check_name)
   FROM queue_engine.check_consistency(%s)};
-my $all_zero = 'executing_without_lease=0/0 lease_on_idle_run=0/0 orphan_idempotency_keys=0/0 queue_counts=0/0';
+my $all_zero = 'executing_without_lease=0/0 lease_on_idle_run=0/0 orphan_idempotency_keys=0/0 queue_counts=0/0 shared_queue_slots=0/0';
 
 # Counts queue_stats shows, next to the counts of the runs themselves (one snapshot).
 my $stats_vs_runs = q{
@@ -107,6 +107,11 @@ sub corrupt
 {
 	return split /\|/, sql(q{
 WITH
+ -- the two newest executing runs of 'a' (limit 10): the later will take the other's slot
+ a_slots AS (SELECT run_id, queue_slot FROM queue_engine.runs
+              WHERE status = 'executing' AND queue_slot IS NOT NULL
+                AND queue_id = (SELECT queue_id FROM queue_engine.queues WHERE queue = 'a' AND dropped_at IS NULL)
+              ORDER BY run_id DESC LIMIT 2),
  -- drift: 'a' counts 5 queued too many and 1 executing too few
  c AS (UPDATE queue_engine.queue_counts SET queued = queued + 5, executing = executing - 1
         WHERE queue_id = (SELECT queue_id FROM queue_engine.queues WHERE queue = 'a' AND dropped_at IS NULL)
@@ -114,6 +119,7 @@ WITH
  -- two executing runs lose their lease
  e AS (UPDATE queue_engine.runs SET lease_expires_at = NULL
         WHERE run_id IN (SELECT run_id FROM queue_engine.runs WHERE status = 'executing' AND lease_expires_at IS NOT NULL
+                            AND run_id NOT IN (SELECT run_id FROM a_slots)
                           ORDER BY run_id LIMIT 2)
        RETURNING run_id),
  -- a queued run gets a lease
@@ -125,34 +131,38 @@ WITH
  k AS (DELETE FROM queue_engine.runs
         WHERE run_id = (SELECT min(k.run_id) FROM queue_engine.idempotency_keys k
                           JOIN queue_engine.runs r ON r.run_id = k.run_id AND r.status = 'queued')
+       RETURNING run_id),
+ s AS (UPDATE queue_engine.runs SET queue_slot = (SELECT queue_slot FROM a_slots ORDER BY run_id LIMIT 1)
+        WHERE run_id = (SELECT max(run_id) FROM a_slots) AND (SELECT count(*) FROM a_slots) = 2
        RETURNING run_id)
 SELECT (SELECT count(*) FROM c), (SELECT string_agg(run_id::text, ',' ORDER BY run_id) FROM e),
-       (SELECT run_id FROM l), (SELECT run_id FROM k)});
+       (SELECT run_id FROM l), (SELECT run_id FROM k), (SELECT run_id FROM s)});
 }
 
-my ($c, $no_lease, $idle, $orphan_run) = corrupt();
+my ($c, $no_lease, $idle, $orphan_run, $shared) = corrupt();
 is($c, 1, 'queue_counts row corrupted');
+like($shared, qr/^\d+$/, "executing run $shared shares another run's slot");
 like($no_lease, qr/^\d+,\d+$/, "two executing runs lost their lease ($no_lease)");
 like($idle, qr/^\d+$/, "queued run $idle got a lease");
 like($orphan_run, qr/^\d+$/, "run $orphan_run deleted from under its idempotency key");
 my $orphan_key = sql("SELECT idempotency_key FROM queue_engine.idempotency_keys WHERE run_id = $orphan_run");
-my $want = 'executing_without_lease=2/%d lease_on_idle_run=1/%d orphan_idempotency_keys=1/%d queue_counts=3/%d';
+my $want = 'executing_without_lease=2/%d lease_on_idle_run=1/%d orphan_idempotency_keys=1/%d queue_counts=3/%d shared_queue_slots=1/%d';
 
-is(sql(sprintf($check, 'false')), sprintf($want, 0, 0, 0, 0),
+is(sql(sprintf($check, 'false')), sprintf($want, 0, 0, 0, 0, 0),
 	'check_consistency(false) finds each kind of drift, exact counts, repairs nothing');
-is(sql(sprintf($check, 'false')), sprintf($want, 0, 0, 0, 0),
+is(sql(sprintf($check, 'false')), sprintf($want, 0, 0, 0, 0, 0),
 	'... and really changed nothing (same findings again)');
 my $log_before = sql('SELECT count(*) FROM queue_engine.consistency_log WHERE repaired > 0');
 is($log_before, '0', 'no repair logged by check_consistency(false)');
 
 my $t0 = sql('SELECT clock_timestamp()');
-is(sql(sprintf($check, 'true')), sprintf($want, 2, 1, 1, 3),
+is(sql(sprintf($check, 'true')), sprintf($want, 2, 1, 1, 3, 1),
 	'check_consistency() finds and repairs all of it');
 is(sql(sprintf($check, 'false')), $all_zero, 'a second check finds nothing');
 is( sql(qq{
 SELECT string_agg(check_name || '=' || found || '/' || repaired || ':' || (detail IS NOT NULL), ' ' ORDER BY check_name)
   FROM queue_engine.consistency_log WHERE logged_at >= '$t0' AND repaired > 0}),
-	'executing_without_lease=2/2:true lease_on_idle_run=1/1:true orphan_idempotency_keys=1/1:true queue_counts=3/3:true',
+	'executing_without_lease=2/2:true lease_on_idle_run=1/1:true orphan_idempotency_keys=1/1:true queue_counts=3/3:true shared_queue_slots=1/1:true',
 	'each repair is logged in consistency_log with its detail');
 like( sql(qq{SELECT detail::text FROM queue_engine.consistency_log
              WHERE logged_at >= '$t0' AND check_name = 'orphan_idempotency_keys'}),
@@ -162,6 +172,8 @@ like( sql(qq{SELECT detail::text FROM queue_engine.consistency_log
 ok($ok, "after repair queue_stats matches the runs: $detail");
 is(sql("SELECT lease_expires_at IS NULL FROM queue_engine.runs WHERE run_id = $idle"), 't',
 	'stray lease on the queued run cleared');
+is(sql("SELECT queue_slot IS NULL OR status <> 'executing' FROM queue_engine.runs WHERE run_id = $shared"), 't',
+	'the run that shared a slot holds none now');
 ok( defined wait_for(
 		"SELECT string_agg(status::text || (lease_expires_at IS NULL), ',') FROM queue_engine.runs WHERE run_id IN ($no_lease)",
 		'queuedtrue,queuedtrue', 10),
@@ -178,13 +190,13 @@ sleep 1;
 # Make sure there are executing runs with leases to corrupt again.
 sql(q{SELECT count(*) FROM queue_engine.dequeue(ARRAY['a'], 2, lease => '1 hour')});
 my $mark = sql('SELECT clock_timestamp()');
-($c, $no_lease, $idle, $orphan_run) = corrupt();
-ok($c == 1 && $no_lease =~ /,/ && $idle =~ /^\d+$/ && $orphan_run =~ /^\d+$/,
+($c, $no_lease, $idle, $orphan_run, $shared) = corrupt();
+ok($c == 1 && $no_lease =~ /,/ && $idle =~ /^\d+$/ && $orphan_run =~ /^\d+$/ && $shared =~ /^\d+$/,
 	'corrupted again');
 my $t = wait_for(qq{
 SELECT string_agg(DISTINCT check_name, ',' ORDER BY check_name)
   FROM queue_engine.consistency_log WHERE logged_at >= '$mark' AND repaired > 0},
-	'executing_without_lease,lease_on_idle_run,orphan_idempotency_keys,queue_counts', 15);
+	'executing_without_lease,lease_on_idle_run,orphan_idempotency_keys,queue_counts,shared_queue_slots', 15);
 ok(defined $t, 'the worker found and repaired every kind of drift on its own');
 my $bound_s = ($consistency_ms + 2 * $interval_ms + $slack_ms) / 1000.0;
 my $lat = sql(qq{

@@ -1,0 +1,348 @@
+/*-------------------------------------------------------------------------
+ *
+ * run_insert.c
+ *	  Writing new run rows: a heap insert plus the entries of each index
+ *	  whose predicate the row meets, the way COPY and the catalogs insert
+ *	  rows, instead of an INSERT statement per enqueue.  An INSERT would
+ *	  set up an executor, open every index and compile every partial
+ *	  index's predicate on each call; here the runs table's index metadata
+ *	  and compiled predicates are kept per backend and rebuilt when a
+ *	  relcache invalidation says the table or one of its indexes changed.
+ *
+ *	  The runs table has no triggers, rules, row security, foreign keys or
+ *	  CHECK constraints (the install script makes it so, and the cache
+ *	  refuses a table that has any), so a heap insert plus index entries is
+ *	  all an INSERT would do.  NOT NULL columns are always given values by
+ *	  the callers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#define QE_MAX_RUN_INDEXES 16
+
+typedef struct QeRunIndex
+{
+	Oid			indexoid;
+	IndexInfo  *info;
+	ExprState  *predicate;		/* NULL: not a partial index */
+} QeRunIndex;
+
+typedef struct QeRunTableCache
+{
+	bool		valid;
+	bool		plain;			/* nothing but a heap insert and index entries */
+	MemoryContext cxt;
+	Oid			relid;
+	Oid			seqoid;
+	Datum		status_queued;
+	Datum		status_delayed;
+	int			natts;
+	int			nindexes;
+	QeRunIndex	indexes[QE_MAX_RUN_INDEXES];
+	AttrNumber	att[QE_RUN_NCOLS];
+} QeRunTableCache;
+
+static QeRunTableCache cache;
+static bool callback_registered = false;
+
+/* Column names, in the order of QeRunColumn. */
+static const char *const run_column_names[QE_RUN_NCOLS] = {
+	"run_id", "queue_id", "tenant_id", "status", "attempt", "max_attempts",
+	"priority", "run_at", "expires_at", "lease", "created_at",
+	"concurrency_key", "idempotency_key", "parent_run_id", "tags", "payload"
+};
+
+static void
+invalidate_cache(Datum arg, Oid relid)
+{
+	if (!cache.valid)
+		return;
+	if (relid == InvalidOid || relid == cache.relid)
+		cache.valid = false;
+	for (int i = 0; cache.valid && i < cache.nindexes; i++)
+		if (relid == cache.indexes[i].indexoid)
+			cache.valid = false;
+}
+
+static Datum
+enum_label(Oid enumtype, const char *label)
+{
+	return DirectFunctionCall2(enum_in, CStringGetDatum(label),
+							   ObjectIdGetDatum(enumtype));
+}
+
+/* Build the cache from the open runs table. */
+static void
+build_cache(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexoids;
+	ListCell   *lc;
+	MemoryContext old;
+	Oid			nsp = RelationGetNamespace(rel);
+	Oid			status_type = InvalidOid;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(invalidate_cache, (Datum) 0);
+		callback_registered = true;
+	}
+	if (cache.cxt == NULL)
+		cache.cxt = AllocSetContextCreate(CacheMemoryContext,
+										  "queue_engine run insert cache",
+										  ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(cache.cxt);
+	cache.valid = false;
+
+	/*
+	 * Insert triggers, rules, row security or CHECK constraints that someone
+	 * added (to audit runs, say) need a real INSERT: use one then.
+	 */
+	cache.plain = !(rel->rd_rules != NULL || rel->rd_rel->relrowsecurity ||
+					(desc->constr != NULL && desc->constr->num_check > 0) ||
+					(rel->trigdesc != NULL &&
+					 (rel->trigdesc->trig_insert_before_row ||
+					  rel->trigdesc->trig_insert_after_row ||
+					  rel->trigdesc->trig_insert_instead_row ||
+					  rel->trigdesc->trig_insert_before_statement ||
+					  rel->trigdesc->trig_insert_after_statement)));
+
+	cache.relid = RelationGetRelid(rel);
+	cache.natts = desc->natts;
+	for (int c = 0; c < QE_RUN_NCOLS; c++)
+	{
+		cache.att[c] = InvalidAttrNumber;
+		for (int a = 0; a < desc->natts; a++)
+		{
+			Form_pg_attribute attr = TupleDescAttr(desc, a);
+
+			if (!attr->attisdropped &&
+				strcmp(NameStr(attr->attname), run_column_names[c]) == 0)
+			{
+				cache.att[c] = attr->attnum;
+				if (c == QE_RUN_STATUS)
+					status_type = attr->atttypid;
+			}
+		}
+		if (cache.att[c] == InvalidAttrNumber)
+			elog(ERROR, "queue_engine: queue_engine.runs has no column \"%s\"",
+				 run_column_names[c]);
+	}
+	cache.status_queued = enum_label(status_type, "queued");
+	cache.status_delayed = enum_label(status_type, "delayed");
+	cache.seqoid = get_relname_relid("runs_run_id_seq", nsp);
+	if (!OidIsValid(cache.seqoid))
+		elog(ERROR, "queue_engine: sequence queue_engine.runs_run_id_seq is missing");
+
+	indexoids = RelationGetIndexList(rel);
+	if (list_length(indexoids) > QE_MAX_RUN_INDEXES)
+		cache.plain = false;
+	cache.nindexes = 0;
+	old = MemoryContextSwitchTo(cache.cxt);
+	foreach(lc, indexoids)
+	{
+		Oid			indexoid = lfirst_oid(lc);
+		Relation	index;
+		QeRunIndex *entry;
+
+		if (!cache.plain)
+			break;
+		index = index_open(indexoid, RowExclusiveLock);
+		entry = &cache.indexes[cache.nindexes++];
+		entry->indexoid = indexoid;
+		entry->info = BuildIndexInfo(index);
+		/* Expression, exclusion or deferred indexes: leave them to INSERT. */
+		if (entry->info->ii_Expressions != NIL || entry->info->ii_ExclusionOps != NULL ||
+			!index->rd_index->indimmediate)
+			cache.plain = false;
+		entry->predicate = entry->info->ii_Predicate != NIL ?
+			ExecInitQual(entry->info->ii_Predicate, NULL) : NULL;
+		index_close(index, NoLock);
+	}
+	MemoryContextSwitchTo(old);
+	list_free(indexoids);
+	cache.valid = true;
+}
+
+/* Open queue_engine.runs for inserting, with a valid cache. */
+static Relation
+open_runs(void)
+{
+	Oid			relid;
+	Relation	rel;
+
+	if (cache.valid)
+		relid = cache.relid;
+	else
+	{
+		relid = get_relname_relid("runs", get_namespace_oid("queue_engine", false));
+		if (!OidIsValid(relid))
+			elog(ERROR, "queue_engine: table queue_engine.runs is missing");
+	}
+	rel = table_open(relid, RowExclusiveLock);
+	/* Taking the lock may have processed an invalidation. */
+	if (!cache.valid || cache.relid != relid)
+		build_cache(rel);
+	return rel;
+}
+
+/*
+ * The same as an INSERT statement, for a runs table that has insert
+ * triggers or anything else a heap insert would bypass.  SPI must be
+ * connected.
+ */
+static void
+insert_runs_by_sql(Datum *values, bool *nulls, bool delayed, Datum *payloads,
+				   int nrows, const int64 *given_id, int64 *run_ids_out)
+{
+	static SPIPlanPtr plan = NULL;
+	char		n[QE_RUN_NCOLS];
+
+	qe_plan(&plan,
+			"INSERT INTO queue_engine.runs"
+			"  (run_id, queue_id, tenant_id, status, attempt, max_attempts, priority,"
+			"   run_at, expires_at, lease, created_at, concurrency_key,"
+			"   idempotency_key, parent_run_id, tags, payload)"
+			" VALUES ($1, $2, $3, $4::queue_engine.run_status, $5, $6, $7, $8, $9,"
+			"         $10, $11, $12, $13, $14, $15, $16)",
+			QE_RUN_NCOLS,
+			(Oid[]) {INT8OID, INT4OID, INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID,
+				TIMESTAMPTZOID, TIMESTAMPTZOID, INTERVALOID, TIMESTAMPTZOID, TEXTOID,
+			TEXTOID, INT8OID, TEXTARRAYOID, JSONBOID});
+	for (int c = 0; c < QE_RUN_NCOLS; c++)
+		n[c] = nulls[c] ? 'n' : ' ';
+	values[QE_RUN_STATUS] = CStringGetTextDatum(delayed ? "delayed" : "queued");
+	n[QE_RUN_STATUS] = ' ';
+	n[QE_RUN_RUN_ID] = ' ';
+	n[QE_RUN_PAYLOAD] = ' ';
+	for (int r = 0; r < nrows; r++)
+	{
+		int64		run_id = given_id != NULL ? *given_id : nextval_internal(cache.seqoid, false);
+
+		values[QE_RUN_RUN_ID] = Int64GetDatum(run_id);
+		values[QE_RUN_PAYLOAD] = payloads[r];
+		qe_exec(plan, values, n, 0);
+		run_ids_out[r] = run_id;
+	}
+}
+
+/*
+ * Insert runs: nrows rows whose values differ only in the payload (and the
+ * run id, taken from the sequence unless run_ids[i] is given).  values and
+ * nulls are indexed by QeRunColumn; QE_RUN_RUN_ID, QE_RUN_STATUS and
+ * QE_RUN_PAYLOAD are filled in here (status from delayed).  Writes the new
+ * ids to run_ids_out.
+ */
+void
+qe_insert_runs(Datum *values, bool *nulls, bool delayed,
+			   Datum *payloads, int nrows, const int64 *given_id,
+			   int64 *run_ids_out)
+{
+	Relation	rel = open_runs();
+	TupleDesc	desc;
+	Relation	indexes[QE_MAX_RUN_INDEXES];
+	TupleTableSlot *slot;
+	ExprContext *econtext;
+	Datum	   *row;
+	bool	   *row_nulls;
+	CommandId	cid;
+
+	if (!cache.plain)
+	{
+		table_close(rel, NoLock);
+		insert_runs_by_sql(values, nulls, delayed, payloads, nrows, given_id,
+						   run_ids_out);
+		return;
+	}
+	desc = RelationGetDescr(rel);
+	slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	econtext = CreateStandaloneExprContext();
+	row = palloc(sizeof(Datum) * cache.natts);
+	row_nulls = palloc(sizeof(bool) * cache.natts);
+	cid = GetCurrentCommandId(true);
+	for (int i = 0; i < cache.nindexes; i++)
+		indexes[i] = index_open(cache.indexes[i].indexoid, RowExclusiveLock);
+
+	/* Columns the callers do not name keep their defaults: NULL. */
+	for (int a = 0; a < cache.natts; a++)
+	{
+		row[a] = (Datum) 0;
+		row_nulls[a] = true;
+	}
+	for (int c = 0; c < QE_RUN_NCOLS; c++)
+	{
+		row[cache.att[c] - 1] = values[c];
+		row_nulls[cache.att[c] - 1] = nulls[c];
+	}
+	row[cache.att[QE_RUN_STATUS] - 1] = delayed ? cache.status_delayed : cache.status_queued;
+	row_nulls[cache.att[QE_RUN_STATUS] - 1] = false;
+
+	for (int r = 0; r < nrows; r++)
+	{
+		HeapTuple	tuple;
+		int64		run_id;
+
+		CHECK_FOR_INTERRUPTS();
+		run_id = given_id != NULL ? *given_id : nextval_internal(cache.seqoid, false);
+		row[cache.att[QE_RUN_RUN_ID] - 1] = Int64GetDatum(run_id);
+		row_nulls[cache.att[QE_RUN_RUN_ID] - 1] = false;
+		row[cache.att[QE_RUN_PAYLOAD] - 1] = payloads[r];
+		row_nulls[cache.att[QE_RUN_PAYLOAD] - 1] = false;
+
+		tuple = heap_form_tuple(desc, row, row_nulls);
+		heap_insert(rel, tuple, cid, 0, NULL);
+		ExecStoreHeapTuple(tuple, slot, false);
+		econtext->ecxt_scantuple = slot;
+
+		for (int i = 0; i < cache.nindexes; i++)
+		{
+			QeRunIndex *entry = &cache.indexes[i];
+			Datum		key[INDEX_MAX_KEYS];
+			bool		key_nulls[INDEX_MAX_KEYS];
+
+			if (entry->predicate != NULL)
+			{
+				ResetExprContext(econtext);
+				if (!ExecQual(entry->predicate, econtext))
+					continue;
+			}
+			if (!entry->info->ii_ReadyForInserts)
+				continue;		/* being built concurrently, not yet ready */
+			FormIndexDatum(entry->info, slot, NULL, key, key_nulls);
+			index_insert(indexes[i], key, key_nulls, &tuple->t_self, rel,
+						 entry->info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+						 false, entry->info);
+		}
+		ExecClearTuple(slot);
+		heap_freetuple(tuple);
+		run_ids_out[r] = run_id;
+	}
+
+	for (int i = 0; i < cache.nindexes; i++)
+		index_close(indexes[i], NoLock);
+	FreeExprContext(econtext, true);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(rel, NoLock);
+
+	/* Later statements of the transaction see the runs, as after an INSERT. */
+	CommandCounterIncrement();
+}
