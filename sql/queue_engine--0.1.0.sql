@@ -36,7 +36,8 @@ CREATE TABLE queue_engine.queues (
 );
 CREATE UNIQUE INDEX queues_live_name ON queue_engine.queues (queue)
 	WHERE dropped_at IS NULL;
-CREATE INDEX queues_tenant ON queue_engine.queues (tenant_id);
+-- A tenant's live queues in turn order (dequeue walks them from a cursor).
+CREATE INDEX queues_tenant ON queue_engine.queues (tenant_id, queue_id);
 
 CREATE SEQUENCE queue_engine.runs_run_id_seq AS bigint;
 
@@ -130,9 +131,10 @@ CREATE TABLE queue_engine.consistency_log (
 	detail				jsonb
 );
 
--- Turn counter for round-robin service across tenants and queues.
--- A sequence, so taking a turn never locks or writes a row.
-CREATE SEQUENCE queue_engine.dequeue_turn AS bigint CYCLE;
+-- The tenant dequeue(NULL) served last: tenants take turns after it.  A
+-- sequence, so moving it updates one value in place: no row version, no
+-- row lock, no bloat under a long-held snapshot.
+CREATE SEQUENCE queue_engine.dequeue_tenant_cursor AS bigint MINVALUE 0 START 0;
 
 ---------------------------------------------------------------------------
 -- Reading

@@ -25,6 +25,8 @@
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(qe_dequeue);
 
@@ -51,10 +53,8 @@ typedef struct QeTenant
 	char	   *tenant;
 	int32		limit;
 	int64		running;		/* -1 until counted */
-	bool		locked_out;		/* another session holds its lock */
-	int			first;			/* its queues: candidates[first .. first+n) */
-	int			n;
-	int			next;			/* round-robin position within its queues */
+	bool		locked_out;		/* its lock is busy, or nothing more is startable */
+	bool		cycled;			/* all its startable queues visited once */
 } QeTenant;
 
 /*
@@ -809,7 +809,6 @@ resolve_queue_names(ArrayType *names, QeCandidate *single, QeTenant *single_tena
 		single_tenant->tenant = TextDatumGetCString(qe_get(0, 4, &isnull));
 		single_tenant->limit = DatumGetInt32(qe_get(0, 7, &isnull));
 		single_tenant->running = -1;
-		single_tenant->n = 1;
 		*single_paused = DatumGetBool(qe_get(0, 8, &isnull));
 	}
 	return construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT);
@@ -831,23 +830,294 @@ due_delayed_runs_exist(void)
 	return qe_exec(plan, NULL, NULL, 1) > 0;
 }
 
+/*
+ * Where each tenant's turn among its queues stands, in this backend: the
+ * queue it was last served from.  Tenants take turns through a shared
+ * cursor (below); a tenant's queues take turns through this one, so one
+ * worker's consecutive dequeues visit a tenant's queues in order.
+ */
+typedef struct QeTenantCursor
+{
+	int32		tenant_id;		/* hash key */
+	int32		last_queue_id;
+} QeTenantCursor;
+
+static HTAB *tenant_cursors = NULL;
+
+static QeTenantCursor *
+tenant_cursor(int32 tenant_id)
+{
+	bool		found;
+	QeTenantCursor *c;
+
+	if (tenant_cursors == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int32);
+		ctl.entrysize = sizeof(QeTenantCursor);
+		ctl.hcxt = TopMemoryContext;
+		tenant_cursors = hash_create("queue_engine tenant cursors", 64, &ctl,
+									 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	c = hash_search(tenant_cursors, &tenant_id, HASH_ENTER, &found);
+	if (!found)
+		c->last_queue_id = 0;
+	return c;
+}
+
+/*
+ * The next queue of a tenant, after its cursor and wrapping around, that
+ * looks startable: unpaused, with a queued run, below its queue limit, and
+ * not already found exhausted by this call.  One index walk over the
+ * tenant's queues that stops at the first such queue, so its cost is the
+ * queues skipped, not all queues.
+ */
+static bool
+next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
+					 int32 *exhausted, int nexhausted, QeCandidate *out)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum	   *ex = palloc(sizeof(Datum) * Max(nexhausted, 1));
+
+	qe_plan(&plan,
+			"SELECT q.queue_id, q.queue, coalesce(q.concurrency_limit, 0),"
+			"       coalesce(q.key_concurrency_limit, 0)"
+			"  FROM queue_engine.queues q"
+	/* LATERAL ... LIMIT 1: one probe per queue walked, never a semi-join. */
+			" CROSS JOIN LATERAL (SELECT 1 FROM queue_engine.runs x"
+			"                      WHERE x.queue_id = q.queue_id AND x.status = 'queued'"
+			"                      ORDER BY x.priority DESC, x.run_at, x.run_id"
+			"                      LIMIT 1) AS has_queued"
+			" WHERE q.tenant_id = $1 AND q.queue_id > $2 AND q.queue_id <= $5"
+			"   AND q.dropped_at IS NULL AND NOT q.paused"
+			"   AND ($3::int[] IS NULL OR q.queue_id = ANY ($3))"
+			"   AND q.queue_id <> ALL ($4)"
+			"   AND (q.concurrency_limit IS NULL OR"
+			"        (SELECT count(*) FROM queue_engine.runs x"
+			"          WHERE x.queue_id = q.queue_id AND x.status = 'executing')"
+			"        < q.concurrency_limit)"
+			" ORDER BY q.tenant_id, q.queue_id LIMIT 1",
+			5, (Oid[]) {INT4OID, INT4OID, INT4ARRAYOID, INT4ARRAYOID, INT4OID});
+	for (int i = 0; i < nexhausted; i++)
+		ex[i] = Int32GetDatum(exhausted[i]);
+	values[0] = Int32GetDatum(tenant_id);
+	values[2] = ids;
+	nulls[2] = ids_null ? 'n' : ' ';
+	values[3] = PointerGetDatum(construct_array(ex, nexhausted, INT4OID, 4, true,
+												TYPALIGN_INT));
+	/* After the cursor first, then from the start up to it. */
+	for (int pass = 0; pass < 2; pass++)
+	{
+		bool		isnull;
+
+		values[1] = Int32GetDatum(pass == 0 ? after : 0);
+		values[4] = Int32GetDatum(pass == 0 ? PG_INT32_MAX : after);
+		if (qe_exec(plan, values, nulls, 1) == 0)
+			continue;
+		memset(out, 0, sizeof(QeCandidate));
+		out->queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
+		out->queue = TextDatumGetCString(qe_get(0, 2, &isnull));
+		out->limit = DatumGetInt32(qe_get(0, 3, &isnull));
+		out->key_limit = DatumGetInt32(qe_get(0, 4, &isnull));
+		out->running = -1;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * dequeue() over several queues, or all: tenants in turn, and each
+ * tenant's queues in turn.
+ *
+ * The tenants' turn is a shared cursor, the sequence dequeue_tenant_cursor
+ * holding the tenant last served (a sequence: updated in place, never a
+ * row version, so no bloat and no row lock).  A dequeue serves the first
+ * tenant after it, in tenant id order and wrapping around, that has a
+ * startable queue, and moves the cursor there: while T tenants have
+ * startable runs, T consecutive single-run dequeues serve each of them
+ * once, and a tenant at its limit, or with nothing startable, is passed
+ * over without taking a turn.  Within the tenant the queue comes the same
+ * way from the tenant's cursor (tenant_cursor above).
+ *
+ * Finding the next startable queue walks past the ones that are not, so a
+ * dequeue's cost grows with the queues passed over (those at their limit,
+ * or empty), never with the runs waiting in them, and not with the number
+ * of queues that have work.  A batch (max_runs > 1) takes one run per
+ * tenant per round, then shares what is left among the tenants that still
+ * have work.
+ */
+static void
+dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
+{
+	static SPIPlanPtr tenants_plan = NULL;
+	static SPIPlanPtr cursor_plan = NULL;
+	static SPIPlanPtr set_cursor_plan = NULL;
+	Datum		values[1];
+	char		nulls[1] = {' '};
+	QeTenant   *tenants;
+	int			ntenants;
+	int			start = 0;
+	int64		cursor;
+	int32		served_tenant = -1;
+	QeCandidate *cands;
+	int			ncands = 0;
+	int			candcap = 8;
+	int32	   *exhausted;
+	int			nexhausted = 0;
+	int			excap = 8;
+	int			active;
+	int			share;
+
+	/* The tenants that have a live, unpaused queue (among those asked for). */
+	qe_plan(&tenants_plan,
+			"SELECT t.tenant_id, t.tenant, coalesce(t.concurrency_limit, 0)"
+			"  FROM queue_engine.tenants t"
+	/* LATERAL ... LIMIT 1: one index probe per tenant, not a scan of queues. */
+			" CROSS JOIN LATERAL (SELECT 1 FROM queue_engine.queues q"
+			"                      WHERE q.tenant_id = t.tenant_id AND q.dropped_at IS NULL"
+			"                        AND NOT q.paused"
+			"                        AND ($1::int[] IS NULL OR q.queue_id = ANY ($1))"
+			"                      ORDER BY q.tenant_id, q.queue_id LIMIT 1) AS has_queue"
+			" ORDER BY t.tenant_id",
+			1, (Oid[]) {INT4ARRAYOID});
+	values[0] = ids;
+	nulls[0] = ids_null ? 'n' : ' ';
+	ntenants = (int) qe_exec(tenants_plan, values, nulls, 0);
+	if (ntenants == 0)
+		return;
+	tenants = palloc0(sizeof(QeTenant) * ntenants);
+	for (int i = 0; i < ntenants; i++)
+	{
+		bool		isnull;
+
+		tenants[i].tenant_id = DatumGetInt32(qe_get(i, 1, &isnull));
+		tenants[i].tenant = TextDatumGetCString(qe_get(i, 2, &isnull));
+		tenants[i].limit = DatumGetInt32(qe_get(i, 3, &isnull));
+		tenants[i].running = -1;
+	}
+
+	qe_plan(&cursor_plan,
+			"SELECT last_value FROM queue_engine.dequeue_tenant_cursor", 0, NULL);
+	qe_exec(cursor_plan, NULL, NULL, 1);
+	cursor = qe_get_int64(0, 1);
+	while (start < ntenants && tenants[start].tenant_id <= cursor)
+		start++;
+
+	cands = palloc(sizeof(QeCandidate) * candcap);
+	exhausted = palloc(sizeof(int32) * excap);
+	active = ntenants;
+	while (call->remaining > 0 && active > 0)
+	{
+		bool		progress = false;
+
+		for (int k = 0; k < ntenants && call->remaining > 0; k++)
+		{
+			QeTenant   *t = &tenants[(start + k) % ntenants];
+			QeTenantCursor *tc;
+			bool		got;
+
+			if (t->locked_out)	/* done: nothing more from this tenant */
+				continue;
+			tc = tenant_cursor(t->tenant_id);
+			got = false;
+			for (;;)
+			{
+				QeCandidate found;
+				QeCandidate *q = NULL;
+				uint64		n;
+
+				CHECK_FOR_INTERRUPTS();
+				if (t->limit > 0 && t->running >= t->limit)
+					break;
+				if (!next_queue_of_tenant(t->tenant_id, tc->last_queue_id, ids, ids_null,
+										  exhausted, nexhausted, &found))
+					break;
+				/*
+				 * Keep what this call learnt of a queue (counts, slots).
+				 * Meeting a queue again means the tenant's startable queues
+				 * have all had one run: from then on they share the rest.
+				 */
+				for (int c = 0; c < ncands; c++)
+					if (cands[c].queue_id == found.queue_id)
+						q = &cands[c];
+				if (q != NULL)
+					t->cycled = true;
+				else
+				{
+					if (ncands == candcap)
+					{
+						candcap *= 2;
+						cands = repalloc(cands, sizeof(QeCandidate) * candcap);
+					}
+					cands[ncands] = found;
+					q = &cands[ncands++];
+				}
+				share = 1;
+				if (t->cycled)
+				{
+					int			open = 0;
+
+					for (int c = 0; c < ncands; c++)
+						if (!cands[c].exhausted)
+							open++;
+					share = Max(1, call->remaining / Max(open, 1));
+				}
+				n = claim_from_queue(call, q, t, share);
+				tc->last_queue_id = q->queue_id;
+				if (q->exhausted)
+				{
+					if (nexhausted == excap)
+					{
+						excap *= 2;
+						exhausted = repalloc(exhausted, sizeof(int32) * excap);
+					}
+					exhausted[nexhausted++] = q->queue_id;
+				}
+				if (n > 0)
+				{
+					call->remaining -= (int) n;
+					served_tenant = t->tenant_id;
+					progress = got = true;
+					break;
+				}
+				if (t->locked_out)
+					break;
+			}
+			if (!got)
+			{
+				/* Nothing startable in this tenant for the rest of the call. */
+				if (!t->locked_out)
+				{
+					t->locked_out = true;
+					active--;
+				}
+			}
+		}
+		if (!progress)
+			break;
+	}
+
+	if (served_tenant >= 0)
+	{
+		qe_plan(&set_cursor_plan,
+				"SELECT setval('queue_engine.dequeue_tenant_cursor', $1)",
+				1, (Oid[]) {INT8OID});
+		values[0] = Int64GetDatum((int64) served_tenant);
+		qe_exec(set_cursor_plan, values, NULL, 1);
+	}
+}
+
 Datum
 qe_dequeue(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr eligible_plan = NULL;
-	static SPIPlanPtr turn_plan = NULL;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	QeDequeueCall call;
 	Datum		values[1];
 	char		nulls[1] = {' '};
 	int			max_runs;
-	QeCandidate *cands;
-	QeTenant   *tenants;
-	int			ncands;
-	int			ntenants = 0;
-	int64		turn;
-	int			start;
-	int			active;
 	QeCandidate single;
 	QeTenant	single_tenant;
 	bool		have_single = false;
@@ -928,130 +1198,7 @@ qe_dequeue(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
-	/*
-	 * The queues that may start a run now: unpaused, with a queued run (one
-	 * index probe per queue; LATERAL ... ORDER BY ... LIMIT 1 keeps the
-	 * planner from a semi-join or a scan that reads every queued run), below
-	 * their queue and tenant limits (counting executing runs, which the
-	 * limits keep few).  Leaving out queues and tenants at their limits here
-	 * is what keeps the turns fair: a turn never lands on a tenant that
-	 * cannot be served.  The counts are re-taken under the limit locks
-	 * before anything is claimed.
-	 */
-	qe_plan(&eligible_plan,
-			"SELECT q.queue_id, q.tenant_id, q.queue, t.tenant,"
-			"       coalesce(q.concurrency_limit, 0),"
-			"       coalesce(q.key_concurrency_limit, 0),"
-			"       coalesce(t.concurrency_limit, 0)"
-			"  FROM queue_engine.queues q"
-			"  JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id"
-			" CROSS JOIN LATERAL (SELECT 1 FROM queue_engine.runs x"
-			"                      WHERE x.queue_id = q.queue_id AND x.status = 'queued'"
-			"                      ORDER BY x.priority DESC, x.run_at, x.run_id"
-			"                      LIMIT 1) AS has_queued"
-			" WHERE q.dropped_at IS NULL AND NOT q.paused"
-			"   AND ($1::int[] IS NULL OR q.queue_id = ANY ($1))"
-			"   AND (q.concurrency_limit IS NULL OR"
-			"        (SELECT count(*) FROM queue_engine.runs x"
-			"          WHERE x.queue_id = q.queue_id AND x.status = 'executing')"
-			"        < q.concurrency_limit)"
-			"   AND (t.concurrency_limit IS NULL OR"
-			"        (SELECT count(*) FROM queue_engine.runs x"
-			"          WHERE x.status = 'executing' AND x.queue_id = ANY (ARRAY("
-			"                SELECT q2.queue_id FROM queue_engine.queues q2"
-			"                 WHERE q2.tenant_id = t.tenant_id)))"
-			"        < t.concurrency_limit)"
-			" ORDER BY q.tenant_id, q.queue_id",
-			1, (Oid[]) {INT4ARRAYOID});
-	ncands = (int) qe_exec(eligible_plan, values, nulls, 0);
-	if (ncands == 0)
-	{
-		SPI_finish();
-		return (Datum) 0;
-	}
-
-	cands = palloc0(sizeof(QeCandidate) * ncands);
-	tenants = palloc0(sizeof(QeTenant) * ncands);
-	for (int i = 0; i < ncands; i++)
-	{
-		bool		isnull;
-		int32		tenant_id = DatumGetInt32(qe_get(i, 2, &isnull));
-
-		if (ntenants == 0 || tenants[ntenants - 1].tenant_id != tenant_id)
-		{
-			QeTenant   *t = &tenants[ntenants++];
-
-			t->tenant_id = tenant_id;
-			t->tenant = TextDatumGetCString(qe_get(i, 4, &isnull));
-			t->limit = DatumGetInt32(qe_get(i, 7, &isnull));
-			t->running = -1;
-			t->first = i;
-		}
-		tenants[ntenants - 1].n++;
-		cands[i].queue_id = DatumGetInt32(qe_get(i, 1, &isnull));
-		cands[i].tenant_index = ntenants - 1;
-		cands[i].queue = TextDatumGetCString(qe_get(i, 3, &isnull));
-		cands[i].limit = DatumGetInt32(qe_get(i, 5, &isnull));
-		cands[i].key_limit = DatumGetInt32(qe_get(i, 6, &isnull));
-		cands[i].running = -1;
-	}
-
-	/*
-	 * Take a turn number from a sequence (no row is written or locked).
-	 * Turn t serves tenant t mod T first and, within it, queue (t div T)
-	 * mod Q: so while T tenants have startable runs, T consecutive
-	 * single-run dequeues serve every one of them, and a tenant's Q queues
-	 * take turns likewise.
-	 */
-	qe_plan(&turn_plan, "SELECT nextval('queue_engine.dequeue_turn')", 0, NULL);
-	qe_exec(turn_plan, NULL, NULL, 1);
-	turn = qe_get_int64(0, 1);
-	if (turn < 0)
-		turn = -turn;
-	start = (int) (turn % ntenants);
-	for (int i = 0; i < ntenants; i++)
-		tenants[i].next = (int) ((turn / ntenants) % tenants[i].n);
-
-	/*
-	 * Visit tenants in turn, each time taking a share of what is still
-	 * wanted from the tenant's next queue, until enough runs are claimed
-	 * or every queue is exhausted.
-	 */
-	active = ncands;
-	while (call.remaining > 0 && active > 0)
-	{
-		bool		progress = false;
-
-		for (int k = 0; k < ntenants && call.remaining > 0; k++)
-		{
-			QeTenant   *t = &tenants[(start + k) % ntenants];
-			QeCandidate *q = NULL;
-			int			share;
-
-			for (int j = 0; j < t->n; j++)
-			{
-				QeCandidate *c = &cands[t->first + (t->next + j) % t->n];
-
-				if (!c->exhausted)
-				{
-					q = c;
-					t->next = (t->next + j + 1) % t->n;
-					break;
-				}
-			}
-			if (q == NULL)
-				continue;
-			CHECK_FOR_INTERRUPTS();
-			share = Max(1, call.remaining / active);
-			call.remaining -= (int) claim_from_queue(&call, q, t, share);
-			if (q->exhausted)
-				active--;
-			progress = true;
-		}
-		if (!progress)
-			break;
-	}
-
+	dequeue_in_turn(&call, nulls[0] == 'n' ? (Datum) 0 : values[0], nulls[0] == 'n');
 	SPI_finish();
 	return (Datum) 0;
 }
