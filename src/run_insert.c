@@ -38,6 +38,9 @@
 
 #define QE_MAX_RUN_INDEXES 16
 
+/* Rows handed to heap_multi_insert at a time. */
+#define QE_INSERT_GROUP 64
+
 typedef struct QeRunIndex
 {
 	Oid			indexoid;
@@ -260,7 +263,7 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 	Relation	rel = open_runs();
 	TupleDesc	desc;
 	Relation	indexes[QE_MAX_RUN_INDEXES];
-	TupleTableSlot *slot;
+	TupleTableSlot *slots[QE_INSERT_GROUP];
 	ExprContext *econtext;
 	Datum	   *row;
 	bool	   *row_nulls;
@@ -274,7 +277,8 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 		return;
 	}
 	desc = RelationGetDescr(rel);
-	slot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	for (int r = 0; r < Min(nrows, QE_INSERT_GROUP); r++)
+		slots[r] = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 	econtext = CreateStandaloneExprContext();
 	row = palloc(sizeof(Datum) * cache.natts);
 	row_nulls = palloc(sizeof(bool) * cache.natts);
@@ -296,51 +300,69 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 	row[cache.att[QE_RUN_STATUS] - 1] = delayed ? cache.status_delayed : cache.status_queued;
 	row_nulls[cache.att[QE_RUN_STATUS] - 1] = false;
 
-	for (int r = 0; r < nrows; r++)
+	/*
+	 * Rows go to the heap in groups (heap_multi_insert: one WAL record and
+	 * one buffer lock per page rather than per row, as COPY does), then each
+	 * row's index entries.
+	 */
+	for (int first = 0; first < nrows; first += QE_INSERT_GROUP)
 	{
-		HeapTuple	tuple;
-		int64		run_id;
+		int			n = Min(nrows - first, QE_INSERT_GROUP);
 
-		CHECK_FOR_INTERRUPTS();
-		run_id = given_id != NULL ? *given_id : nextval_internal(cache.seqoid, false);
-		row[cache.att[QE_RUN_RUN_ID] - 1] = Int64GetDatum(run_id);
-		row_nulls[cache.att[QE_RUN_RUN_ID] - 1] = false;
-		row[cache.att[QE_RUN_PAYLOAD] - 1] = payloads[r];
-		row_nulls[cache.att[QE_RUN_PAYLOAD] - 1] = false;
-
-		tuple = heap_form_tuple(desc, row, row_nulls);
-		heap_insert(rel, tuple, cid, 0, NULL);
-		ExecStoreHeapTuple(tuple, slot, false);
-		econtext->ecxt_scantuple = slot;
-
-		for (int i = 0; i < cache.nindexes; i++)
+		for (int r = 0; r < n; r++)
 		{
-			QeRunIndex *entry = &cache.indexes[i];
-			Datum		key[INDEX_MAX_KEYS];
-			bool		key_nulls[INDEX_MAX_KEYS];
+			int64		run_id;
 
-			if (entry->predicate != NULL)
-			{
-				ResetExprContext(econtext);
-				if (!ExecQual(entry->predicate, econtext))
-					continue;
-			}
-			if (!entry->info->ii_ReadyForInserts)
-				continue;		/* being built concurrently, not yet ready */
-			FormIndexDatum(entry->info, slot, NULL, key, key_nulls);
-			index_insert(indexes[i], key, key_nulls, &tuple->t_self, rel,
-						 entry->info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
-						 false, entry->info);
+			CHECK_FOR_INTERRUPTS();
+			run_id = given_id != NULL ? *given_id : nextval_internal(cache.seqoid, false);
+			row[cache.att[QE_RUN_RUN_ID] - 1] = Int64GetDatum(run_id);
+			row_nulls[cache.att[QE_RUN_RUN_ID] - 1] = false;
+			row[cache.att[QE_RUN_PAYLOAD] - 1] = payloads[first + r];
+			row_nulls[cache.att[QE_RUN_PAYLOAD] - 1] = false;
+			ExecStoreHeapTuple(heap_form_tuple(desc, row, row_nulls), slots[r], true);
+			run_ids_out[first + r] = run_id;
 		}
-		ExecClearTuple(slot);
-		heap_freetuple(tuple);
-		run_ids_out[r] = run_id;
+		if (n == 1)
+		{
+			HeapTuple	tuple = ExecFetchSlotHeapTuple(slots[0], false, NULL);
+
+			heap_insert(rel, tuple, cid, 0, NULL);
+			slots[0]->tts_tid = tuple->t_self;
+		}
+		else
+			heap_multi_insert(rel, slots, n, cid, 0, NULL);
+
+		for (int r = 0; r < n; r++)
+		{
+			econtext->ecxt_scantuple = slots[r];
+			for (int i = 0; i < cache.nindexes; i++)
+			{
+				QeRunIndex *entry = &cache.indexes[i];
+				Datum		key[INDEX_MAX_KEYS];
+				bool		key_nulls[INDEX_MAX_KEYS];
+
+				if (!entry->info->ii_ReadyForInserts)
+					continue;	/* being built concurrently, not yet ready */
+				if (entry->predicate != NULL)
+				{
+					ResetExprContext(econtext);
+					if (!ExecQual(entry->predicate, econtext))
+						continue;
+				}
+				FormIndexDatum(entry->info, slots[r], NULL, key, key_nulls);
+				index_insert(indexes[i], key, key_nulls, &slots[r]->tts_tid, rel,
+							 entry->info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+							 false, entry->info);
+			}
+			ExecClearTuple(slots[r]);
+		}
 	}
 
 	for (int i = 0; i < cache.nindexes; i++)
 		index_close(indexes[i], NoLock);
 	FreeExprContext(econtext, true);
-	ExecDropSingleTupleTableSlot(slot);
+	for (int r = 0; r < Min(nrows, QE_INSERT_GROUP); r++)
+		ExecDropSingleTupleTableSlot(slots[r]);
 	table_close(rel, NoLock);
 
 	/* Later statements of the transaction see the runs, as after an INSERT. */

@@ -19,7 +19,10 @@
 #   10 sustained mixed load at 70% of workload 3's 8-client capacity for BENCH_SUSTAIN_SECONDS
 #      with a REPEATABLE READ snapshot held open ("engine") vs without ("raw");
 #      engine table sizes, then release + run_maintenance + VACUUM: do sizes stop growing?
-#   mem one backend, BENCH_MEMORY_CALLS dequeue + complete calls: private memory before/peak/after
+#   mem one backend, BENCH_MEMORY_CALLS dequeue + complete calls from a procedure loop:
+#       private memory before/peak/after
+#   memclient one backend, BENCH_MEMORY_CALLS dequeue + complete calls as separate statements
+#       from a client (how workers call): private memory before/after
 #
 # Knobs: BENCH_WORKLOADS, BENCH_SECONDS (5), BENCH_RUNS (3), BENCH_SYNCS ("on off"),
 #   BENCH_BACKLOG (200000, workloads 3-5), BENCH_QUEUES (10000, workload 6),
@@ -38,7 +41,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 BENCH_SECONDS=${BENCH_SECONDS:-5}
 BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_SYNCS=${BENCH_SYNCS:-on off}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6 7 8 9 10 mem}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6 7 8 9 10 mem memclient}
 BACKLOG=${BENCH_BACKLOG:-200000}
 BENCH_QUEUES=${BENCH_QUEUES:-10000}
 BENCH_LATENCY_RATE=${BENCH_LATENCY_RATE:-250}
@@ -56,7 +59,7 @@ BENCH_OUT=${BENCH_OUT:-}
 SMALL_BACKLOG=10000   # workloads 7 and 8
 
 for w in $BENCH_WORKLOADS; do
-  case $w in 1|2|3|4|5|6|7|8|9|10|mem) ;; *) qe_die "BENCH_WORKLOADS: unknown workload '$w' (1-10, mem)" ;; esac
+  case $w in 1|2|3|4|5|6|7|8|9|10|mem|memclient) ;; *) qe_die "BENCH_WORKLOADS: unknown workload '$w' (1-10, mem, memclient)" ;; esac
 done
 want() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
 
@@ -474,6 +477,31 @@ if want mem; then
     if [ "$c" = 2 ]; then before=$(( before / 1024 )) after=$(( after / 1024 )) peak=$(( peak / 1024 )); fi
     row "mem: $name before->after $n calls ($(printf '%+d' $(( after - before ))), peak $(fmt "$peak"))" off 1 "$before" "$after"
   done
+fi
+
+# --- memclient: the same, called the way a worker calls (one statement each) ---
+# One psql session (one backend) runs BENCH_MEMORY_CALLS separate dequeue and
+# complete statements; its private memory is read before (after a warm-up)
+# and after, from the same session.
+if want memclient; then
+  reset_engine
+  pairs=$(( BENCH_MEMORY_CALLS / 2 ))
+  qe_psql -c "SELECT queue_engine.create_queue('bench_mem')" \
+          -c "SELECT count(*) FROM queue_engine.enqueue_batch('bench_mem', array_fill('{\"n\": 1}'::jsonb, ARRAY[$(( pairs + 10 ))]))" >/dev/null
+  t0=$SECONDS
+  out=$( { cat "$here/memory_client.sql"
+           seq 1 "$pairs" | awk '{ print "SELECT run_id AS rid FROM queue_engine.dequeue(ARRAY['"'"'bench_mem'"'"'], 1) \\gset"
+                                  print "SELECT queue_engine.complete(:rid);" }'
+           cat "$here/memory_client_end.sql"; } | qe_psql -X -At -q | grep -E '^(before|after|completed)' )
+  get() { awk -F '|' -v w="$1" -v c="$2" '$1 == w {print $c}' <<<"$out"; }
+  qe_log "memclient: $(( pairs * 2 )) calls in $(( SECONDS - t0 ))s, $(get completed 2) runs completed"
+  n=$(fmt "$(( pairs * 2 ))")
+  b=$(( $(get before_contexts 2) / 1024 )) a=$(( $(get after_contexts 2) / 1024 ))
+  row "memclient: contexts kB before->after $n calls ($(printf '%+d' $(( a - b ))))" off 1 "$b" "$a"
+  b=$(get before 2) a=$(get after 2)
+  row "memclient: RssAnon kB before->after $n calls ($(printf '%+d' $(( a - b ))))" off 1 "$b" "$a"
+  b=$(get before 3) a=$(get after 3)
+  row "memclient: VmRSS-RssShmem kB before->after $n calls ($(printf '%+d' $(( a - b ))))" off 1 "$b" "$a"
 fi
 
 # --- the final table ----------------------------------------------------------
