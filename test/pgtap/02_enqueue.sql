@@ -1,6 +1,6 @@
 -- 02_enqueue.sql: enqueue() and enqueue_batch() (SPEC "Triggering", "Errors").
 BEGIN;
-SELECT plan(71);
+SELECT plan(73);
 
 SELECT queue_engine.create_queue('e1') \gset
 SELECT queue_engine.create_queue('e2', tenant => 'acme', max_attempts => 5, ttl => '5 minutes', lease => '2 minutes') \gset
@@ -286,6 +286,14 @@ DROP TRIGGER runs_log_insert ON queue_engine.runs;
 SELECT queue_engine.enqueue('e1', '{"t": 4}') AS t4 \gset
 SELECT is((SELECT count(*)::int FROM inserted_runs), 3, 'once the trigger is gone, enqueue no longer fires it');
 SELECT is((SELECT payload FROM queue_engine.runs WHERE run_id = :t4), '{"t": 4}'::jsonb, 'and stores runs directly again');
+
+-- A CHECK constraint someone adds to runs is enforced too (INSERT fallback).
+ALTER TABLE queue_engine.runs ADD CONSTRAINT runs_priority_cap CHECK (priority < 100);
+SELECT throws_ok($$SELECT queue_engine.enqueue('e1', '{}', priority => 200)$$, '23514', NULL,
+                 'a CHECK constraint added to runs rejects an enqueue that breaks it');
+SELECT is((SELECT count(*)::int FROM queue_engine.enqueue_batch('e1', ARRAY['{"c": 1}', '{"c": 2}']::jsonb[], priority => 5)), 2,
+          'and lets the others through');
+ALTER TABLE queue_engine.runs DROP CONSTRAINT runs_priority_cap;
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -1,7 +1,7 @@
 -- 05_maintenance.sql: background tasks callable from SQL, check_consistency and
 -- run_maintenance (SPEC "Operating", "Background work").
 BEGIN;
-SELECT plan(72);
+SELECT plan(74);
 
 -- Enqueue one run on queue q and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, worker text DEFAULT NULL) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -243,6 +243,15 @@ SELECT is(pg_temp.checks(true),
 SELECT is((SELECT array_agg(r.queue_slot ORDER BY r.run_id) FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
             WHERE q.queue = 'slotted' AND r.status = 'executing'),
           ARRAY[0, 1, NULL], 'the later run gives up the slot; the earlier keeps it');
+-- A limit above 10,000 is not held by slots: starts are serialised and
+-- counted, and the runs hold no slot.
+SELECT queue_engine.create_queue('wide', concurrency_limit => 20000) \gset
+SELECT count(*) FROM queue_engine.enqueue_batch('wide', array_fill('{}'::jsonb, ARRAY[3])) \gset
+SELECT is((SELECT count(*)::int FROM queue_engine.dequeue(ARRAY['wide'], 5)), 3,
+          'a queue with limit 20,000 starts its runs');
+SELECT is((SELECT count(*)::int FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
+            WHERE q.queue = 'wide' AND r.status = 'executing' AND r.queue_slot IS NULL), 3,
+          'without slots');
 SELECT throws_ok($$SELECT * FROM queue_engine.check_consistency(NULL)$$, '22004', 'repair must not be null',
                  'check_consistency(NULL) is an error');
 
