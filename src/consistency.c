@@ -139,6 +139,13 @@ qe_run_consistency_checks(bool repair, QeCheckResult *results)
 	static SPIPlanPtr plans[QE_CHECK_COUNT];
 	static SPIPlanPtr log_plan = NULL;
 
+	/*
+	 * Claims start where the ready hints say; a run made queued behind the
+	 * engine's back (an UPDATE by hand) would be missed until the hint
+	 * moves back, so forget them all: they are rebuilt as claims go.
+	 */
+	qe_ready_hint_forget_all();
+
 	qe_plan(&log_plan,
 			"INSERT INTO queue_engine.consistency_log (check_name, found, repaired, detail)"
 			" VALUES ($1, $2, $3, $4)",

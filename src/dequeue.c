@@ -209,30 +209,75 @@ claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 	return n;
 }
 
+/*
+ * The queued runs of queue $1 to claim, up to $2 of them, in priority
+ * order, locked.  The HINTED form starts at the queue's ready hint
+ * (priority $5 from (run_at, run_id) ($6, $7) on, then lower priorities),
+ * so it does not
+ * walk entries that claims left behind (see ready_hint.c).
+ */
+#define PICK_FROM_START \
+	"SELECT x.run_id FROM queue_engine.runs x" \
+	" WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE \
+	" ORDER BY x.priority DESC, x.run_at, x.run_id" \
+	" LIMIT $2 FOR UPDATE SKIP LOCKED"
+#define PICK_HINTED \
+	"WITH at_hint AS (" \
+	"  SELECT x.run_id FROM queue_engine.runs x" \
+	"   WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE \
+	"     AND x.priority = $5 AND (x.run_at, x.run_id) >= ($6, $7)" \
+	"   ORDER BY x.run_at, x.run_id LIMIT $2 FOR UPDATE SKIP LOCKED)," \
+	" lower_priority AS (" \
+	"  SELECT x.run_id FROM queue_engine.runs x" \
+	"   WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE \
+	"     AND x.priority < $5" \
+	"   ORDER BY x.priority DESC, x.run_at, x.run_id" \
+	"   LIMIT $2 - (SELECT count(*) FROM at_hint) FOR UPDATE SKIP LOCKED)" \
+	"SELECT run_id FROM at_hint UNION ALL SELECT run_id FROM lower_priority"
+
 /* Claim up to want runs of an unkeyed queue in priority order. */
 static uint64
 claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr hinted_plan = NULL;
 	static SPIPlanPtr pick_plan = NULL;
-	Datum		values[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	static SPIPlanPtr hinted_pick_plan = NULL;
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	uint64		n;
+	QeReadyKey	hint;
+	bool		hinted = qe_ready_hint_get(q->queue_id, &hint);
 
+	/*
+	 * A hinted claim that comes up short looks from the queue's start as
+	 * well: a run moved before the hint behind the engine's back (its
+	 * priority raised by an UPDATE, say) is then still found, at the
+	 * latest once the runs after the hint are gone.
+	 */
+	values[0] = Int32GetDatum(q->queue_id);
+	values[1] = Int32GetDatum(want);
+	values[4] = Int32GetDatum(hint.priority);
+	values[5] = TimestampTzGetDatum(hint.run_at);
+	values[6] = Int64GetDatum(hint.run_id);
 	if (q->assign_slots)
 	{
 		/* Lock the runs first, then start them with their slots. */
 		Datum	   *ids;
 
-		qe_plan(&pick_plan,
-				"SELECT x.run_id FROM queue_engine.runs x"
-				" WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE
-				" ORDER BY x.priority DESC, x.run_at, x.run_id"
-				" LIMIT $2 FOR UPDATE SKIP LOCKED",
-				2, (Oid[]) {INT4OID, INT4OID});
-		values[0] = Int32GetDatum(q->queue_id);
-		values[1] = Int32GetDatum(want);
-		n = qe_exec(pick_plan, values, NULL, 0);
+		qe_plan(&pick_plan, PICK_FROM_START, 2, (Oid[]) {INT4OID, INT4OID});
+		qe_plan(&hinted_pick_plan, PICK_HINTED, 7,
+				(Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+			INT8OID});
+		n = 0;
+		if (hinted)
+		{
+			nulls[2] = nulls[3] = 'n';
+			n = qe_exec(hinted_pick_plan, values, nulls, 0);
+		}
+		/* (rows the hinted pick locked are ours: this pick sees them again) */
+		if (n < (uint64) want)
+			n = qe_exec(pick_plan, values, NULL, 0);
 		if (n == 0)
 			return 0;
 		ids = palloc(sizeof(Datum) * n);
@@ -243,22 +288,37 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 
 	qe_plan(&plan,
 			"UPDATE queue_engine.runs r" CLAIM_SET ", queue_slot = NULL"
-			"  WHERE r.run_id = ANY (ARRAY("
-			"        SELECT x.run_id FROM queue_engine.runs x"
-			"         WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE
-			"         ORDER BY x.priority DESC, x.run_at, x.run_id"
-			"         LIMIT $2 FOR UPDATE SKIP LOCKED))"
+			"  WHERE r.run_id = ANY (ARRAY(" PICK_FROM_START "))"
 			CLAIM_TAIL,
 			4, (Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID});
-	values[0] = Int32GetDatum(q->queue_id);
-	values[1] = Int32GetDatum(want);
+	qe_plan(&hinted_plan,
+			"UPDATE queue_engine.runs r" CLAIM_SET ", queue_slot = NULL"
+			"  WHERE r.run_id = ANY (ARRAY(" PICK_HINTED "))"
+			CLAIM_TAIL,
+			7, (Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		INT8OID});
 	values[2] = call->lease;
 	nulls[2] = call->lease_null ? 'n' : ' ';
 	values[3] = call->worker;
 	nulls[3] = call->worker_null ? 'n' : ' ';
-	n = qe_exec(plan, values, nulls, 0);
-	qe_add_count_delta(q->queue_id, -(int32) n, 0, (int32) n, 0);
-	emit_claimed(call, q, t, n);
+	n = 0;
+	if (hinted)
+	{
+		n = qe_exec(hinted_plan, values, nulls, 0);
+		qe_add_count_delta(q->queue_id, -(int32) n, 0, (int32) n, 0);
+		emit_claimed(call, q, t, n);
+	}
+	if (n < (uint64) want)
+	{
+		/* (the runs just started are executing now: this scan skips them) */
+		uint64		more;
+
+		values[1] = Int32GetDatum(want - (int) n);
+		more = qe_exec(plan, values, nulls, 0);
+		qe_add_count_delta(q->queue_id, -(int32) more, 0, (int32) more, 0);
+		emit_claimed(call, q, t, more);
+		n += more;
+	}
 	return n;
 }
 

@@ -23,6 +23,15 @@ PG_FUNCTION_INFO_V1(qe_complete_batch);
 PG_FUNCTION_INFO_V1(qe_fail);
 PG_FUNCTION_INFO_V1(qe_cancel);
 
+/*
+ * "The run is executing", for statements that find their run by id.  The
+ * IS TRUE hides the condition from the planner's partial-index matching:
+ * as a plain status = 'executing' it would pick the small runs_executing
+ * index and walk every executing run (and, while an old snapshot is open,
+ * every finished one still in that index) instead of one primary-key probe.
+ */
+#define EXECUTING_BY_ID "(r.status = 'executing') IS TRUE"
+
 static int64
 require_run_id(FunctionCallInfo fcinfo)
 {
@@ -51,7 +60,7 @@ qe_heartbeat(PG_FUNCTION_ARGS)
 	qe_plan(&plan,
 			"UPDATE queue_engine.runs r"
 			"   SET lease_expires_at = now() + coalesce($3, r.attempt_lease, r.lease)"
-			" WHERE r.run_id = $1 AND r.status = 'executing'"
+			" WHERE r.run_id = $1 AND " EXECUTING_BY_ID
 			"   AND ($2::int IS NULL OR r.attempt = $2)"
 			" RETURNING r.lease_expires_at",
 			3, (Oid[]) {INT8OID, INT4OID, INTERVALOID});
@@ -90,7 +99,7 @@ qe_complete(PG_FUNCTION_ARGS)
 			"UPDATE queue_engine.runs r"
 			"   SET status = 'completed', output = $2, finished_at = now(),"
 			"       lease_expires_at = NULL"
-			" WHERE r.run_id = $1 AND r.status = 'executing'"
+			" WHERE r.run_id = $1 AND " EXECUTING_BY_ID
 			"   AND ($3::int IS NULL OR r.attempt = $3)"
 			" RETURNING r.queue_id",
 			3, (Oid[]) {INT8OID, JSONBOID, INT4OID});
@@ -218,7 +227,7 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 			"       lease_expires_at = NULL"
 			"  FROM unnest($1::bigint[], $2::jsonb[], $3::int[])"
 			"       AS u(run_id, output, attempt)"
-			" WHERE r.run_id = u.run_id AND r.status = 'executing'"
+			" WHERE r.run_id = u.run_id AND " EXECUTING_BY_ID
 			"   AND (u.attempt IS NULL OR r.attempt = u.attempt)"
 			" RETURNING r.queue_id",
 			3, (Oid[]) {INT8ARRAYOID, JSONBARRAYOID, INT4ARRAYOID});
@@ -279,6 +288,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	int32		attempt;
 	int32		max_attempts;
 	int32		queue_id;
+	int32		priority;
 	Interval   *backoff;
 	Interval   *backoff_max;
 	const char *new_status;
@@ -297,7 +307,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	SPI_connect();
 	qe_plan(&lock_plan,
 			"SELECT r.status::text, r.attempt, r.max_attempts, r.queue_id,"
-			"       q.retry_backoff, q.retry_backoff_max"
+			"       q.retry_backoff, q.retry_backoff_max, r.priority"
 			"  FROM queue_engine.runs r"
 			"  JOIN queue_engine.queues q ON q.queue_id = r.queue_id"
 			" WHERE r.run_id = $1"
@@ -318,6 +328,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	queue_id = DatumGetInt32(qe_get(0, 4, &isnull));
 	backoff = DatumGetIntervalP(qe_get(0, 5, &isnull));
 	backoff_max = DatumGetIntervalP(qe_get(0, 6, &isnull));
+	priority = DatumGetInt32(qe_get(0, 7, &isnull));
 
 	if (permanent || attempt >= max_attempts)
 		new_status = "failed";
@@ -354,6 +365,12 @@ qe_fail(PG_FUNCTION_ARGS)
 	values[3] = TimestampTzGetDatum(run_at);
 	values[4] = Int32GetDatum(queue_id);
 	qe_exec(update_plan, values, nulls, 0);
+	if (strcmp(new_status, "queued") == 0)
+	{
+		QeReadyKey	key = {priority, run_at, run_id};
+
+		qe_ready_hint_lower(queue_id, &key);
+	}
 	SPI_finish();
 
 	/* run_status is an enum: return its label's OID via the input function. */

@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "utils/array.h"
 #include "utils/guc.h"
 
 PG_FUNCTION_INFO_V1(qe_promote_delayed);
@@ -27,6 +28,37 @@ PG_FUNCTION_INFO_V1(qe_rescue_stalled);
 PG_FUNCTION_INFO_V1(qe_purge_idempotency_keys);
 PG_FUNCTION_INFO_V1(qe_fold_counts);
 PG_FUNCTION_INFO_V1(qe_run_maintenance);
+
+/* Lower the ready hints a NEWLY_QUEUED_RESULT row names. */
+static void
+lower_ready_hints(void)
+{
+	bool		isnull;
+	Datum		queues = qe_get(0, 2, &isnull);
+	Datum	   *queue_ids;
+	Datum	   *priorities;
+	Datum	   *run_ats;
+	Datum	   *run_ids;
+	int			n;
+
+	if (isnull)
+		return;					/* none became queued */
+	deconstruct_array(DatumGetArrayTypeP(queues), INT4OID, 4, true, TYPALIGN_INT,
+					  &queue_ids, NULL, &n);
+	deconstruct_array(DatumGetArrayTypeP(qe_get(0, 3, &isnull)), INT4OID, 4, true,
+					  TYPALIGN_INT, &priorities, NULL, &n);
+	deconstruct_array(DatumGetArrayTypeP(qe_get(0, 4, &isnull)), TIMESTAMPTZOID, 8,
+					  true, TYPALIGN_DOUBLE, &run_ats, NULL, &n);
+	deconstruct_array(DatumGetArrayTypeP(qe_get(0, 5, &isnull)), INT8OID, 8,
+					  true, TYPALIGN_DOUBLE, &run_ids, NULL, &n);
+	for (int i = 0; i < n; i++)
+	{
+		QeReadyKey	key = {DatumGetInt32(priorities[i]), DatumGetTimestampTz(run_ats[i]),
+		DatumGetInt64(run_ids[i])};
+
+		qe_ready_hint_lower(DatumGetInt32(queue_ids[i]), &key);
+	}
+}
 
 /* Run a one-argument (the batch limit) task statement that returns a count. */
 static int64
@@ -37,8 +69,24 @@ run_task(SPIPlanPtr *slot, const char *sql, int limit)
 	qe_plan(slot, sql, 1, (Oid[]) {INT4OID});
 	values[0] = Int32GetDatum(limit);
 	qe_exec(*slot, values, NULL, 0);
+	if (SPI_tuptable->tupdesc->natts == 5)
+		lower_ready_hints();
 	return qe_get_int64(0, 1);
 }
+
+/*
+ * The tail of a task statement whose CTE m returns (queue_id, status,
+ * priority, run_at, run_id) of the runs it changed: how many, and per queue the
+ * lowest key in runs_queued among those now queued (a bound below
+ * every one of them: highest priority, earliest run_at, lowest run_id).  run_task() lowers
+ * those queues' ready hints.
+ */
+#define NEWLY_QUEUED_RESULT \
+	"SELECT (SELECT count(*) FROM m), array_agg(h.queue_id), array_agg(h.priority)," \
+	"       array_agg(h.run_at), array_agg(h.run_id)" \
+	"  FROM (SELECT queue_id, max(priority) AS priority, min(run_at) AS run_at," \
+	"               min(run_id) AS run_id" \
+	"          FROM m WHERE status = 'queued' GROUP BY queue_id) h"
 
 /* Delayed runs whose run_at has come become queued. */
 int64
@@ -55,11 +103,11 @@ qe_task_promote_delayed(int limit)
 					" m AS ("
 					"  UPDATE queue_engine.runs r SET status = 'queued'"
 					"    FROM due WHERE r.run_id = due.run_id"
-					"  RETURNING r.queue_id),"
+					"  RETURNING r.queue_id, r.status, r.priority, r.run_at, r.run_id),"
 					" d AS ("
 					"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed)"
 					"  SELECT queue_id, count(*), -count(*) FROM m GROUP BY queue_id)"
-					"SELECT count(*) FROM m",
+					NEWLY_QUEUED_RESULT,
 					limit);
 }
 
@@ -126,13 +174,13 @@ qe_task_rescue_stalled(int limit)
 					"         finished_at = CASE WHEN c.exhausted THEN now() END,"
 					"         lease_expires_at = NULL, last_error = c.error"
 					"    FROM calc c WHERE r.run_id = c.run_id"
-					"  RETURNING r.queue_id, r.status),"
+					"  RETURNING r.queue_id, r.status, r.priority, r.run_at, r.run_id),"
 					" d AS ("
 					"  INSERT INTO queue_engine.queue_count_deltas (queue_id, executing, queued, delayed)"
 					"  SELECT queue_id, -count(*), count(*) FILTER (WHERE status = 'queued'),"
 					"         count(*) FILTER (WHERE status = 'delayed')"
 					"    FROM m GROUP BY queue_id)"
-					"SELECT count(*) FROM m",
+					NEWLY_QUEUED_RESULT,
 					limit);
 }
 

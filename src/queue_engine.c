@@ -20,7 +20,13 @@ _PG_init(void)
 {
 	qe_guc_init();
 
-	/* The SQL API works without preloading; only the workers need it. */
+	/*
+	 * The SQL API works without preloading; the workers and the shared
+	 * ready hints need it.
+	 */
 	if (process_shared_preload_libraries_in_progress)
+	{
 		qe_worker_register();
+		qe_ready_hint_init();
+	}
 }

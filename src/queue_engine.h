@@ -70,6 +70,18 @@ extern void qe_check_interval(Interval *value, const char *name,
 extern int64 qe_interval_usecs(const Interval *value);
 extern void qe_check_run_exists(int64 run_id);
 
+/* ready_hint.c: a position in runs_queued within one queue */
+typedef struct QeReadyKey
+{
+	int32		priority;
+	TimestampTz run_at;
+	int64		run_id;
+} QeReadyKey;
+extern void qe_ready_hint_init(void);
+extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
+extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);
+extern void qe_ready_hint_forget_all(void);
+
 /* counts.c */
 extern void qe_add_count_delta(int32 queue_id, int32 queued, int32 delayed,
 							   int32 executing, int32 waiting);

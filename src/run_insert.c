@@ -208,6 +208,22 @@ open_runs(void)
 	return rel;
 }
 
+/* New queued entries are in runs_queued: claims must look from them on. */
+static void
+lower_ready_hint(const Datum *values, bool delayed, const int64 *run_ids, int nrows)
+{
+	QeReadyKey	key;
+
+	if (delayed || nrows == 0)
+		return;
+	key.priority = DatumGetInt32(values[QE_RUN_PRIORITY]);
+	key.run_at = DatumGetTimestampTz(values[QE_RUN_RUN_AT]);
+	key.run_id = run_ids[0];
+	for (int r = 1; r < nrows; r++)
+		key.run_id = Min(key.run_id, run_ids[r]);
+	qe_ready_hint_lower(DatumGetInt32(values[QE_RUN_QUEUE_ID]), &key);
+}
+
 /*
  * The same as an INSERT statement, for a runs table that has insert
  * triggers or anything else a heap insert would bypass.  SPI must be
@@ -274,6 +290,7 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 		table_close(rel, NoLock);
 		insert_runs_by_sql(values, nulls, delayed, payloads, nrows, given_id,
 						   run_ids_out);
+		lower_ready_hint(values, delayed, run_ids_out, nrows);
 		return;
 	}
 	desc = RelationGetDescr(rel);
@@ -367,4 +384,5 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 
 	/* Later statements of the transaction see the runs, as after an INSERT. */
 	CommandCounterIncrement();
+	lower_ready_hint(values, delayed, run_ids_out, nrows);
 }

@@ -11,6 +11,14 @@
  *	  database between passes, so DROP DATABASE and DROP EXTENSION are never
  *	  blocked, and no transaction is ever held across a sleep.
  *
+ *	  A task whose last call was slow (more than QE_SLOW_TASK_MS while not
+ *	  catching up on a full batch) sits out the next passes for
+ *	  QE_SLOW_TASK_FACTOR times as long.  Its statements are slow then
+ *	  because they wade through row versions an old snapshot keeps alive;
+ *	  repeating them every pass would spend the CPU the queue needs, and
+ *	  they find little to do.  The schedule lives in shared memory, since
+ *	  every pass is a new process.
+ *
  *-------------------------------------------------------------------------
  */
 #include "queue_engine.h"
@@ -28,6 +36,8 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "tcop/tcopprot.h"
@@ -58,6 +68,73 @@ static const QeNamedTask worker_tasks[] = {
 	{"fold_counts", qe_task_fold_counts},
 };
 
+/* A task call slower than this, not on a full batch, makes the task wait. */
+#define QE_SLOW_TASK_MS		10
+/* ... this many times as long as the call took. */
+#define QE_SLOW_TASK_FACTOR 20
+
+typedef struct QeTaskSchedule
+{
+	slock_t		mutex;
+	TimestampTz next_due[lengthof(worker_tasks)];	/* 0: every pass */
+} QeTaskSchedule;
+
+static QeTaskSchedule *task_schedule = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+worker_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(QeTaskSchedule)));
+}
+
+static void
+worker_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	task_schedule = ShmemInitStruct("queue_engine task schedule",
+									sizeof(QeTaskSchedule), &found);
+	if (!found)
+	{
+		SpinLockInit(&task_schedule->mutex);
+		for (int i = 0; i < lengthof(worker_tasks); i++)
+			task_schedule->next_due[i] = 0;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Is task i due in this pass? */
+static bool
+task_due(int i, TimestampTz now)
+{
+	TimestampTz due;
+
+	SpinLockAcquire(&task_schedule->mutex);
+	due = task_schedule->next_due[i];
+	SpinLockRelease(&task_schedule->mutex);
+	return now >= due;
+}
+
+/* The last call of task i took elapsed_us and ended the task's pass. */
+static void
+schedule_task(int i, int64 elapsed_us)
+{
+	TimestampTz due = 0;
+
+	if (elapsed_us > QE_SLOW_TASK_MS * 1000)
+		due = GetCurrentTimestamp() + elapsed_us * QE_SLOW_TASK_FACTOR;
+	SpinLockAcquire(&task_schedule->mutex);
+	task_schedule->next_due[i] = due;
+	SpinLockRelease(&task_schedule->mutex);
+}
+
 void
 qe_worker_register(void)
 {
@@ -72,6 +149,11 @@ qe_worker_register(void)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "queue_engine launcher");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "queue_engine launcher");
 	RegisterBackgroundWorker(&worker);
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = worker_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = worker_shmem_startup;
 }
 
 /* Start one maintenance pass and wait for it; false if none could start. */
@@ -303,10 +385,13 @@ qe_maintenance_main(Datum arg)
 
 		snprintf(activity, sizeof(activity), "queue_engine: %s",
 				 worker_tasks[i].name);
+		if (!task_due(i, GetCurrentTimestamp()))
+			continue;
 		for (;;)
 		{
 			volatile int64 n = 0;
 			volatile bool failed = false;
+			TimestampTz started = GetCurrentTimestamp();
 
 			CHECK_FOR_INTERRUPTS();
 			if (!begin_batch(activity))
@@ -334,7 +419,10 @@ qe_maintenance_main(Datum arg)
 				elog(DEBUG1, "queue_engine: %s handled " INT64_FORMAT,
 					 worker_tasks[i].name, n);
 			if (n < qe_maintenance_batch_size)
+			{
+				schedule_task(i, GetCurrentTimestamp() - started);
 				break;
+			}
 		}
 	}
 

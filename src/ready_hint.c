@@ -1,0 +1,472 @@
+/*-------------------------------------------------------------------------
+ *
+ * ready_hint.c
+ *	  Where each queue's ready entries begin: a per-queue lower bound, kept
+ *	  in shared memory, on the (priority, run_at, run_id) of the queue's queued runs
+ *	  in the runs_queued index, so that a claim can start its index scan
+ *	  there instead of at the queue's first entry.
+ *
+ *	  Why: a claim turns a queued run into an executing one, which leaves
+ *	  the run's old entry in runs_queued behind.  Normally the next scan
+ *	  that meets such an entry marks it dead and later scans skip it for
+ *	  free; but while any snapshot older than the claim is open (a
+ *	  long-running report, an idle-in-transaction session), the entry
+ *	  cannot be marked dead, and every claim would walk and check every run
+ *	  claimed since that snapshot began.  With the hint, that stretch is
+ *	  walked once, by one backend, instead of by every claim.
+ *
+ *	  The invariant: every entry of queue Q in runs_queued that is, or may
+ *	  still become, a queued run sorts at or after Q's hint.  It is kept by
+ *	  two rules:
+ *	  - Whoever adds a queued entry (enqueue, promotion, retry, rescue)
+ *	    lowers the hint to the entry's key after inserting the entry and
+ *	    before committing, and, if a walk is in progress, records the key
+ *	    for the walker.
+ *	  - A walk moves the hint forward only over entries whose heap tuples
+ *	    are dead for good: deleted or updated away by a committed (or never
+ *	    committed) transaction.  Runs being claimed, or being inserted, by
+ *	    transactions still in progress stop the walk.  When the walk ends it
+ *	    takes the lowest key recorded during it, if lower.
+ *	  An entry added during a walk is either met by the walk (and stops
+ *	  it) or recorded for it, because the adder records it after inserting
+ *	  it and the walk reads the record after walking.
+ *
+ *	  The hints live in a small direct-mapped table; a queue whose slot
+ *	  another queue took has no hint and is scanned from its start, which
+ *	  is always correct.  Without shared_preload_libraries there is no
+ *	  table and every claim scans from the start, as before.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+/* Hint slots (direct-mapped by queue id); about 64 bytes each. */
+#define QE_READY_HINT_SLOTS 4096
+
+/* Entries one walk checks at most; the next walk continues. */
+#define QE_READY_WALK_MAX	2000
+
+/* A walk that has not reported for this long is taken over. */
+#define QE_READY_WALK_STALE_US	(10 * USECS_PER_SEC)
+
+typedef struct QeReadyHintSlot
+{
+	slock_t		mutex;
+	Oid			database;		/* queue ids are per database */
+	int32		queue_id;		/* 0: free */
+	bool		valid;			/* false: no bound, scan from the start */
+	QeReadyKey	hint;
+	uint64		walk_id;		/* 0: nobody is walking */
+	TimestampTz walk_started;
+	bool		added_valid;	/* an entry was added during the walk */
+	QeReadyKey	added;			/* the lowest such entry */
+} QeReadyHintSlot;
+
+typedef struct QeReadyHintShared
+{
+	slock_t		mutex;
+	uint64		next_walk_id;
+	QeReadyHintSlot slots[QE_READY_HINT_SLOTS];
+} QeReadyHintShared;
+
+static QeReadyHintShared *hints = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* runs and runs_queued, looked up once per backend (and after DDL). */
+static Oid	runs_oid = InvalidOid;
+static Oid	runs_queued_oid = InvalidOid;
+static bool callback_registered = false;
+
+static void
+forget_oids(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == runs_oid || relid == runs_queued_oid)
+		runs_oid = runs_queued_oid = InvalidOid;
+}
+
+static void
+ready_hint_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(QeReadyHintShared)));
+}
+
+static void
+ready_hint_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	hints = ShmemInitStruct("queue_engine ready hints",
+							sizeof(QeReadyHintShared), &found);
+	if (!found)
+	{
+		SpinLockInit(&hints->mutex);
+		hints->next_walk_id = 1;
+		for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
+		{
+			QeReadyHintSlot *slot = &hints->slots[i];
+
+			SpinLockInit(&slot->mutex);
+			slot->database = InvalidOid;
+			slot->queue_id = 0;
+			slot->valid = false;
+			slot->walk_id = 0;
+			slot->added_valid = false;
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Called from _PG_init while shared_preload_libraries are loaded. */
+void
+qe_ready_hint_init(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ready_hint_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ready_hint_shmem_startup;
+}
+
+static inline QeReadyHintSlot *
+slot_of(int32 queue_id)
+{
+	return &hints->slots[((uint32) queue_id + (uint32) MyDatabaseId * 2654435761U) %
+						 QE_READY_HINT_SLOTS];
+}
+
+/* Does the slot hold this database's queue_id? */
+static inline bool
+slot_holds(QeReadyHintSlot *slot, int32 queue_id)
+{
+	return slot->queue_id == queue_id && slot->database == MyDatabaseId;
+}
+
+/* Index order of runs_queued within a queue: priority DESC, run_at, run_id. */
+static inline bool
+key_before(const QeReadyKey *a, const QeReadyKey *b)
+{
+	if (a->priority != b->priority)
+		return a->priority > b->priority;
+	if (a->run_at != b->run_at)
+		return a->run_at < b->run_at;
+	return a->run_id < b->run_id;
+}
+
+/*
+ * Queued entries were just added to queue_id's runs_queued (by the
+ * current, uncommitted transaction), none sorting before *key.
+ */
+void
+qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key)
+{
+	QeReadyHintSlot *slot;
+
+	if (hints == NULL)
+		return;
+	slot = slot_of(queue_id);
+	SpinLockAcquire(&slot->mutex);
+	if (slot_holds(slot, queue_id))
+	{
+		if (slot->valid && key_before(key, &slot->hint))
+			slot->hint = *key;
+		if (slot->walk_id != 0 &&
+			(!slot->added_valid || key_before(key, &slot->added)))
+		{
+			slot->added_valid = true;
+			slot->added = *key;
+		}
+	}
+	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * True when the heap tuple an index entry points to, and every later
+ * version of it reached by HOT updates, is dead for good: deleted, or
+ * updated into a version that left the index, by a transaction that
+ * committed, or inserted by one that aborted.
+ */
+static bool
+entry_dead_for_good(Relation heap, ItemPointer tid)
+{
+	BlockNumber block = ItemPointerGetBlockNumber(tid);
+	OffsetNumber offnum = ItemPointerGetOffsetNumber(tid);
+	Buffer		buffer = ReadBuffer(heap, block);
+	Page		page;
+	bool		dead = true;
+	TransactionId prev_xmax = InvalidTransactionId;
+
+	LockBuffer(buffer, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buffer);
+	for (int hops = 0; hops < MaxHeapTuplesPerPage; hops++)
+	{
+		ItemId		lp;
+		HeapTupleData tuple;
+		TransactionId dead_after;
+		HTSV_Result state;
+
+		if (offnum < FirstOffsetNumber || offnum > PageGetMaxOffsetNumber(page))
+			break;				/* pruned away */
+		lp = PageGetItemId(page, offnum);
+		if (ItemIdIsRedirected(lp))
+		{
+			offnum = ItemIdGetRedirect(lp);
+			continue;
+		}
+		if (!ItemIdIsNormal(lp))
+			break;				/* dead or unused: pruned away */
+		tuple.t_data = (HeapTupleHeader) PageGetItem(page, lp);
+		tuple.t_len = ItemIdGetLength(lp);
+		tuple.t_tableOid = RelationGetRelid(heap);
+		ItemPointerSet(&tuple.t_self, block, offnum);
+		/* A slot reused by an unrelated tuple ends the chain. */
+		if (TransactionIdIsValid(prev_xmax) &&
+			!TransactionIdEquals(prev_xmax, HeapTupleHeaderGetXmin(tuple.t_data)))
+			break;
+		state = HeapTupleSatisfiesVacuumHorizon(&tuple, buffer, &dead_after);
+		if (state != HEAPTUPLE_DEAD && state != HEAPTUPLE_RECENTLY_DEAD)
+		{
+			dead = false;		/* live, or its inserter or updater is running */
+			break;
+		}
+		if (!HeapTupleIsHotUpdated(&tuple))
+			break;				/* its successor has index entries of its own */
+		prev_xmax = HeapTupleHeaderGetUpdateXid(tuple.t_data);
+		offnum = ItemPointerGetOffsetNumber(&tuple.t_data->t_ctid);
+	}
+	UnlockReleaseBuffer(buffer);
+	return dead;
+}
+
+/*
+ * Walk queue_id's entries of runs_queued from *from (or from the start
+ * when from is NULL) over entries dead for good.  Sets *to to the key of
+ * the first entry that is not (the walk stops there), or of the last dead
+ * one when the walk ran out of entries or budget.  Returns false when it
+ * met no entry at all.
+ */
+static bool
+walk_dead_entries(int32 queue_id, const QeReadyKey *from, QeReadyKey *to)
+{
+	Relation	heap;
+	Relation	index;
+	int			budget = QE_READY_WALK_MAX;
+	bool		moved = false;
+	bool		stopped = false;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(forget_oids, (Datum) 0);
+		callback_registered = true;
+	}
+	if (!OidIsValid(runs_oid) || !OidIsValid(runs_queued_oid))
+	{
+		Oid			nsp = get_namespace_oid("queue_engine", false);
+
+		runs_oid = get_relname_relid("runs", nsp);
+		runs_queued_oid = get_relname_relid("runs_queued", nsp);
+		if (!OidIsValid(runs_oid) || !OidIsValid(runs_queued_oid))
+			return false;		/* someone dropped it: no hints then */
+	}
+	heap = table_open(runs_oid, AccessShareLock);
+	index = index_open(runs_queued_oid, AccessShareLock);
+
+	/*
+	 * From the hint on, in index order, as three ranges of plain scan keys:
+	 * its priority and run_at from its run_id on, its priority after its
+	 * run_at, then lower priorities.  Without a hint: the whole queue.
+	 */
+	for (int range = from != NULL ? 0 : 3; range < 4 && !stopped && budget > 0; range++)
+	{
+		ScanKeyData keys[4];
+		int			nkeys = 1;
+		IndexScanDesc scan;
+
+		if (range == 3 && from != NULL)
+			break;
+		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
+					Int32GetDatum(queue_id));
+		if (range <= 1)
+			ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_INT4EQ,
+						Int32GetDatum(from->priority));
+		if (range == 0)
+		{
+			ScanKeyInit(&keys[nkeys++], 3, BTEqualStrategyNumber,
+						F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(from->run_at));
+			ScanKeyInit(&keys[nkeys++], 4, BTGreaterEqualStrategyNumber,
+						F_INT8GE, Int64GetDatum(from->run_id));
+		}
+		else if (range == 1)
+			ScanKeyInit(&keys[nkeys++], 3, BTGreaterStrategyNumber,
+						F_TIMESTAMPTZ_GT, TimestampTzGetDatum(from->run_at));
+		else if (range == 2)
+			ScanKeyInit(&keys[nkeys++], 2, BTLessStrategyNumber, F_INT4LT,
+						Int32GetDatum(from->priority));
+
+		scan = index_beginscan(heap, index, SnapshotAny, nkeys, 0);
+		scan->xs_want_itup = true;
+		index_rescan(scan, keys, nkeys, NULL, 0);
+		while (budget-- > 0)
+		{
+			ItemPointer tid = index_getnext_tid(scan, ForwardScanDirection);
+			bool		isnull;
+
+			if (tid == NULL)
+				break;
+			to->priority = DatumGetInt32(index_getattr(scan->xs_itup, 2,
+													   scan->xs_itupdesc, &isnull));
+			to->run_at = DatumGetTimestampTz(index_getattr(scan->xs_itup, 3,
+														   scan->xs_itupdesc, &isnull));
+			to->run_id = DatumGetInt64(index_getattr(scan->xs_itup, 4,
+													 scan->xs_itupdesc, &isnull));
+			moved = true;
+			if (!entry_dead_for_good(heap, tid))
+			{
+				stopped = true;
+				break;
+			}
+		}
+		index_endscan(scan);
+	}
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	return moved;
+}
+
+/* walk_dead_entries(), giving the walk up if it fails. */
+static bool
+walk_or_release(QeReadyHintSlot *slot, int32 queue_id, uint64 walk_id,
+				const QeReadyKey *from, QeReadyKey *to)
+{
+	volatile bool moved = false;
+
+	PG_TRY();
+	{
+		moved = walk_dead_entries(queue_id, from, to);
+	}
+	PG_CATCH();
+	{
+		SpinLockAcquire(&slot->mutex);
+		if (slot_holds(slot, queue_id) && slot->walk_id == walk_id)
+			slot->walk_id = 0;
+		SpinLockRelease(&slot->mutex);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return moved;
+}
+
+/*
+ * The key to claim queue_id's runs from, first moved forward over dead
+ * entries unless another backend is doing that right now.  Returns false
+ * when there is no hint (scan from the queue's start).
+ */
+bool
+qe_ready_hint_get(int32 queue_id, QeReadyKey *key)
+{
+	QeReadyHintSlot *slot;
+	uint64		walk_id;
+	bool		from_valid;
+	QeReadyKey	from;
+	QeReadyKey	to;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		valid;
+
+	if (hints == NULL)
+		return false;
+	slot = slot_of(queue_id);
+
+	SpinLockAcquire(&hints->mutex);
+	walk_id = hints->next_walk_id++;
+	SpinLockRelease(&hints->mutex);
+
+	SpinLockAcquire(&slot->mutex);
+	if (!slot_holds(slot, queue_id))
+	{
+		/* Take the slot; the queue it held loses its hint. */
+		slot->database = MyDatabaseId;
+		slot->queue_id = queue_id;
+		slot->valid = false;
+		slot->walk_id = 0;
+	}
+	if (slot->walk_id != 0 && now - slot->walk_started < QE_READY_WALK_STALE_US)
+		walk_id = 0;			/* somebody else is walking: use the hint as is */
+	else
+	{
+		slot->walk_id = walk_id;
+		slot->walk_started = now;
+		slot->added_valid = false;
+	}
+	from_valid = slot->valid;
+	from = slot->hint;
+	SpinLockRelease(&slot->mutex);
+
+	if (walk_id == 0)
+	{
+		*key = from;
+		return from_valid;
+	}
+
+	if (walk_or_release(slot, queue_id, walk_id, from_valid ? &from : NULL, &to))
+	{
+		SpinLockAcquire(&slot->mutex);
+		if (slot_holds(slot, queue_id) && slot->walk_id == walk_id)
+		{
+			/* Entries added meanwhile may sort before where the walk ended. */
+			if (slot->added_valid && key_before(&slot->added, &to))
+				to = slot->added;
+			slot->valid = true;
+			slot->hint = to;
+		}
+		SpinLockRelease(&slot->mutex);
+	}
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot_holds(slot, queue_id) && slot->walk_id == walk_id)
+		slot->walk_id = 0;
+	valid = slot_holds(slot, queue_id) && slot->valid;
+	*key = slot->hint;
+	SpinLockRelease(&slot->mutex);
+	return valid;
+}
+
+/*
+ * Forget every hint (claims scan from each queue's start until walks set
+ * them again), and void the walks in progress.
+ */
+void
+qe_ready_hint_forget_all(void)
+{
+	if (hints == NULL)
+		return;
+	for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
+	{
+		QeReadyHintSlot *slot = &hints->slots[i];
+
+		SpinLockAcquire(&slot->mutex);
+		slot->valid = false;
+		slot->walk_id = 0;
+		SpinLockRelease(&slot->mutex);
+	}
+}
