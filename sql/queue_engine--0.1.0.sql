@@ -691,6 +691,13 @@ AS 'MODULE_PATHNAME', 'qe_fold_counts'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- Internal: dequeue(NULL)'s queue walk asks it whether a queue is known to
+-- be at its limit (a hint in shared memory; false when unknown).
+CREATE FUNCTION queue_engine.queue_at_limit_hint(queue_id int, concurrency_limit int)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'qe_queue_at_limit_hint'
+LANGUAGE C VOLATILE PARALLEL SAFE COST 1;
+
 -- Not SECURITY DEFINER: such a procedure could not commit between batches.
 CREATE PROCEDURE queue_engine.run_maintenance()
 AS 'MODULE_PATHNAME', 'qe_run_maintenance'

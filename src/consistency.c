@@ -142,9 +142,11 @@ qe_run_consistency_checks(bool repair, QeCheckResult *results)
 	/*
 	 * Claims start where the ready hints say; a run made queued behind the
 	 * engine's back (an UPDATE by hand) would be missed until the hint
-	 * moves back, so forget them all: they are rebuilt as claims go.
+	 * moves back, so forget them all: they are rebuilt as claims go.  The
+	 * same goes for limit hints (runs finished by hand).
 	 */
 	qe_ready_hint_forget_all();
+	qe_limit_hint_exit_all();
 
 	qe_plan(&log_plan,
 			"INSERT INTO queue_engine.consistency_log (check_name, found, repaired, detail)"

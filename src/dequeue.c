@@ -39,6 +39,7 @@ typedef struct QeCandidate
 	int32		limit;			/* 0: unlimited */
 	int32		key_limit;		/* 0: unlimited */
 	int64		running;		/* counted once under our lock; -1 unknown */
+	uint64		exits_seen;		/* its limit hint's exit count, read before counting */
 	bool		exhausted;		/* nothing more to get from it this call */
 	bool		slot_mode;		/* starts side by side, each under a slot lock */
 	bool		assign_slots;	/* new runs take slot numbers (limited queue) */
@@ -214,7 +215,7 @@ claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
  * order, locked.  The HINTED form starts at the queue's ready hint
  * (priority $5 from (run_at, run_id) ($6, $7) on, then lower priorities),
  * so it does not
- * walk entries that claims left behind (see ready_hint.c).
+ * walk entries that claims left behind (see dispatch_hints.c).
  */
 #define PICK_FROM_START \
 	"SELECT x.run_id FROM queue_engine.runs x" \
@@ -689,6 +690,7 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			 */
 			q->slot_mode = false;
 			q->assign_slots = (q->limit <= QE_MAX_SLOTTED_LIMIT);
+			q->exits_seen = qe_limit_hint_exits(q->queue_id);
 			if (q->assign_slots)
 			{
 				q->slot_used = palloc0(sizeof(bool) * q->limit);
@@ -766,6 +768,8 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		q->exhausted = true;
 	if (q->running >= 0)
 		q->running += n;
+	if (q->limit > 0 && q->running >= q->limit)
+		qe_limit_hint_mark(q->queue_id, q->limit, q->exits_seen);
 	if (t->running >= 0)
 		t->running += n;
 	return n;
@@ -953,6 +957,8 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 			"                      LIMIT 1) AS has_queued"
 			" WHERE q.tenant_id = $1 AND q.queue_id > $2 AND q.queue_id <= $5"
 			"   AND q.dropped_at IS NULL AND NOT q.paused"
+	/* Queues known to be at their limit are passed by without a probe. */
+			"   AND NOT queue_engine.queue_at_limit_hint(q.queue_id, q.concurrency_limit)"
 			"   AND ($3::int[] IS NULL OR q.queue_id = ANY ($3))"
 			"   AND q.queue_id <> ALL ($4)"
 			"   AND (q.concurrency_limit IS NULL OR"

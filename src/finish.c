@@ -110,7 +110,12 @@ qe_complete(PG_FUNCTION_ARGS)
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	done = qe_exec(plan, values, nulls, 0) == 1;
 	if (done)
-		qe_add_count_delta(DatumGetInt32(qe_get(0, 1, &isnull)), 0, 0, -1, 0);
+	{
+		int32		queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
+
+		qe_add_count_delta(queue_id, 0, 0, -1, 0);
+		qe_limit_hint_exit(queue_id);
+	}
 	else
 		qe_check_run_exists(run_id);
 	SPI_finish();
@@ -158,7 +163,10 @@ add_completed_deltas(int64 n)
 		counts[j]++;
 	}
 	for (int j = 0; j < nqueues; j++)
+	{
 		qe_add_count_delta(queue_ids[j], 0, 0, -counts[j], 0);
+		qe_limit_hint_exit(queue_ids[j]);
+	}
 }
 
 Datum
@@ -365,6 +373,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	values[3] = TimestampTzGetDatum(run_at);
 	values[4] = Int32GetDatum(queue_id);
 	qe_exec(update_plan, values, nulls, 0);
+	qe_limit_hint_exit(queue_id);
 	if (strcmp(new_status, "queued") == 0)
 	{
 		QeReadyKey	key = {priority, run_at, run_id};
@@ -392,13 +401,15 @@ qe_cancel(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	qe_plan(&lock_plan,
-			"SELECT r.status::text FROM queue_engine.runs r"
+			"SELECT r.status::text, r.queue_id FROM queue_engine.runs r"
 			" WHERE r.run_id = $1 FOR NO KEY UPDATE",
 			1, (Oid[]) {INT8OID});
 	values[0] = Int64GetDatum(run_id);
 	if (qe_exec(lock_plan, values, NULL, 1) == 0)
 		qe_check_run_exists(run_id);
 	status = TextDatumGetCString(qe_get(0, 1, &isnull));
+	if (strcmp(status, "executing") == 0)
+		qe_limit_hint_exit(DatumGetInt32(qe_get(0, 2, &isnull)));
 	if (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
 		strcmp(status, "canceled") == 0 || strcmp(status, "expired") == 0)
 	{

@@ -146,8 +146,9 @@ int64
 qe_task_rescue_stalled(int limit)
 {
 	static SPIPlanPtr plan = NULL;
+	int64		n;
 
-	return run_task(&plan,
+	n = run_task(&plan,
 					"WITH due AS ("
 					"  SELECT x.run_id FROM queue_engine.runs x"
 					"   WHERE x.status = 'executing' AND x.lease_expires_at < now()"
@@ -182,6 +183,10 @@ qe_task_rescue_stalled(int limit)
 					"    FROM m GROUP BY queue_id)"
 					NEWLY_QUEUED_RESULT,
 					limit);
+	/* Their queues' limit hints are void (rescue is rare: all of them). */
+	if (n > 0)
+		qe_limit_hint_exit_all();
+	return n;
 }
 
 /* Idempotency keys past their ttl are forgotten. */

@@ -70,7 +70,7 @@ extern void qe_check_interval(Interval *value, const char *name,
 extern int64 qe_interval_usecs(const Interval *value);
 extern void qe_check_run_exists(int64 run_id);
 
-/* ready_hint.c: a position in runs_queued within one queue */
+/* dispatch_hints.c: a position in runs_queued within one queue */
 typedef struct QeReadyKey
 {
 	int32		priority;
@@ -81,6 +81,10 @@ extern void qe_ready_hint_init(void);
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);
 extern void qe_ready_hint_forget_all(void);
+extern uint64 qe_limit_hint_exits(int32 queue_id);
+extern void qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits);
+extern void qe_limit_hint_exit(int32 queue_id);
+extern void qe_limit_hint_exit_all(void);
 
 /* counts.c */
 extern void qe_add_count_delta(int32 queue_id, int32 queued, int32 delayed,

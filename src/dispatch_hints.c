@@ -1,10 +1,16 @@
 /*-------------------------------------------------------------------------
  *
- * ready_hint.c
- *	  Where each queue's ready entries begin: a per-queue lower bound, kept
- *	  in shared memory, on the (priority, run_at, run_id) of the queue's queued runs
- *	  in the runs_queued index, so that a claim can start its index scan
- *	  there instead of at the queue's first entry.
+ * dispatch_hints.c
+ *	  Hints, in shared memory, that spare dequeue work it would otherwise
+ *	  repeat on every call; each is a safe bound, never the truth itself,
+ *	  and is lost (harmlessly) on restart:
+ *	  - ready hints: where each queue's ready entries begin, a lower bound
+ *	    on the (priority, run_at, run_id) of the queue's queued runs in the
+ *	    runs_queued index, so a claim can start its index scan there
+ *	    instead of at the queue's first entry;
+ *	  - limit hints: that a queue was at its concurrency limit and no run
+ *	    of it has finished since, so dequeue(NULL) can pass it by without
+ *	    probing its runs.
  *
  *	  Why: a claim turns a queued run into an executing one, which leaves
  *	  the run's old entry in runs_queued behind.  Normally the next scan
@@ -31,10 +37,19 @@
  *	  it) or recorded for it, because the adder records it after inserting
  *	  it and the walk reads the record after walking.
  *
+ *	  Limit hints.  A dequeuer that leaves a limited queue at its limit
+ *	  marks it so when it commits, stamped with the queue's count of
+ *	  finished executions it read before counting the executing runs.
+ *	  Every transaction that takes runs out of executing (complete, fail,
+ *	  cancel, rescue) adds to that count when it commits, which voids the
+ *	  mark; so does a changed limit, and age (QE_LIMIT_HINT_TTL_US, for
+ *	  anything done behind the engine's back).  A void mark only means the
+ *	  queue is probed as before.
+ *
  *	  The hints live in a small direct-mapped table; a queue whose slot
- *	  another queue took has no hint and is scanned from its start, which
- *	  is always correct.  Without shared_preload_libraries there is no
- *	  table and every claim scans from the start, as before.
+ *	  another queue took has no hints (scanned from its start, probed),
+ *	  which is always correct.  Without shared_preload_libraries there is
+ *	  no table and dequeue works as it would without hints.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,6 +60,7 @@
 #include "access/relscan.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
@@ -66,6 +82,12 @@
 /* A walk that has not reported for this long is taken over. */
 #define QE_READY_WALK_STALE_US	(10 * USECS_PER_SEC)
 
+/* A limit mark older than this is void (the queue is probed again). */
+#define QE_LIMIT_HINT_TTL_US	USECS_PER_SEC
+
+/* Limit-hint changes a transaction keeps for its commit. */
+#define QE_PENDING_MAX		64
+
 typedef struct QeReadyHintSlot
 {
 	slock_t		mutex;
@@ -77,6 +99,11 @@ typedef struct QeReadyHintSlot
 	TimestampTz walk_started;
 	bool		added_valid;	/* an entry was added during the walk */
 	QeReadyKey	added;			/* the lowest such entry */
+	uint64		exits;			/* runs that left executing (committed) */
+	bool		at_limit;		/* marked at its limit ... */
+	uint64		at_limit_exits; /* ... when exits was this */
+	int32		at_limit_limit; /* ... and the limit this */
+	TimestampTz at_limit_since;
 } QeReadyHintSlot;
 
 typedef struct QeReadyHintShared
@@ -134,6 +161,8 @@ ready_hint_shmem_startup(void)
 			slot->valid = false;
 			slot->walk_id = 0;
 			slot->added_valid = false;
+			slot->exits = 0;
+			slot->at_limit = false;
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -161,6 +190,18 @@ static inline bool
 slot_holds(QeReadyHintSlot *slot, int32 queue_id)
 {
 	return slot->queue_id == queue_id && slot->database == MyDatabaseId;
+}
+
+/* Make the slot queue_id's, with no hints yet (mutex held). */
+static void
+take_slot(QeReadyHintSlot *slot, int32 queue_id)
+{
+	slot->database = MyDatabaseId;
+	slot->queue_id = queue_id;
+	slot->valid = false;
+	slot->walk_id = 0;
+	slot->at_limit = false;
+	slot->exits++;				/* voids any count read for the slot's last queue */
 }
 
 /* Index order of runs_queued within a queue: priority DESC, run_at, run_id. */
@@ -404,11 +445,8 @@ qe_ready_hint_get(int32 queue_id, QeReadyKey *key)
 	SpinLockAcquire(&slot->mutex);
 	if (!slot_holds(slot, queue_id))
 	{
-		/* Take the slot; the queue it held loses its hint. */
-		slot->database = MyDatabaseId;
-		slot->queue_id = queue_id;
-		slot->valid = false;
-		slot->walk_id = 0;
+		/* Take the slot; the queue it held loses its hints. */
+		take_slot(slot, queue_id);
 	}
 	if (slot->walk_id != 0 && now - slot->walk_started < QE_READY_WALK_STALE_US)
 		walk_id = 0;			/* somebody else is walking: use the hint as is */
@@ -469,4 +507,202 @@ qe_ready_hint_forget_all(void)
 		slot->walk_id = 0;
 		SpinLockRelease(&slot->mutex);
 	}
+}
+
+/*
+ * Limit hints.
+ */
+
+typedef struct QePendingMark
+{
+	int32		queue_id;
+	int32		limit;
+	uint64		exits;
+	int			nest_level;
+} QePendingMark;
+
+static int32 pending_exits[QE_PENDING_MAX];
+static int	npending_exits = 0;
+static bool pending_exits_overflow = false;
+static QePendingMark pending_marks[QE_PENDING_MAX];
+static int	npending_marks = 0;
+static bool callbacks_registered = false;
+
+/* Commit: publish; abort: forget.  Must not fail: spinlocks only. */
+static void
+limit_hint_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		for (int i = 0; i < npending_exits; i++)
+		{
+			QeReadyHintSlot *slot = slot_of(pending_exits[i]);
+
+			SpinLockAcquire(&slot->mutex);
+			if (slot_holds(slot, pending_exits[i]))
+				slot->exits++;
+			SpinLockRelease(&slot->mutex);
+		}
+		if (pending_exits_overflow)
+		{
+			for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
+			{
+				QeReadyHintSlot *slot = &hints->slots[i];
+
+				SpinLockAcquire(&slot->mutex);
+				slot->exits++;
+				SpinLockRelease(&slot->mutex);
+			}
+		}
+		for (int i = 0; i < npending_marks; i++)
+		{
+			QePendingMark *m = &pending_marks[i];
+			QeReadyHintSlot *slot = slot_of(m->queue_id);
+
+			SpinLockAcquire(&slot->mutex);
+			if (!slot_holds(slot, m->queue_id))
+				take_slot(slot, m->queue_id);
+			if (slot->exits == m->exits)
+			{
+				slot->at_limit = true;
+				slot->at_limit_exits = m->exits;
+				slot->at_limit_limit = m->limit;
+				slot->at_limit_since = GetCurrentTimestamp();
+			}
+			SpinLockRelease(&slot->mutex);
+		}
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		npending_exits = 0;
+		pending_exits_overflow = false;
+		npending_marks = 0;
+	}
+}
+
+/* A rolled-back subtransaction's marks go (its exits may stay: harmless). */
+static void
+limit_hint_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		int			level = GetCurrentTransactionNestLevel();
+		int			kept = 0;
+
+		for (int i = 0; i < npending_marks; i++)
+			if (pending_marks[i].nest_level < level)
+				pending_marks[kept++] = pending_marks[i];
+		npending_marks = kept;
+	}
+}
+
+static void
+register_callbacks(void)
+{
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(limit_hint_xact_callback, NULL);
+		RegisterSubXactCallback(limit_hint_subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+}
+
+/*
+ * The queue's count of finished executions, read before counting its
+ * executing runs, for qe_limit_hint_mark().
+ */
+uint64
+qe_limit_hint_exits(int32 queue_id)
+{
+	QeReadyHintSlot *slot;
+	uint64		exits = 0;
+
+	if (hints == NULL)
+		return 0;
+	slot = slot_of(queue_id);
+	SpinLockAcquire(&slot->mutex);
+	if (!slot_holds(slot, queue_id))
+		take_slot(slot, queue_id);
+	exits = slot->exits;
+	SpinLockRelease(&slot->mutex);
+	return exits;
+}
+
+/*
+ * This transaction leaves queue_id at its limit; exits is what
+ * qe_limit_hint_exits() said before the executing runs were counted.
+ * Takes effect at commit, unless a run of the queue finished meanwhile.
+ */
+void
+qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits)
+{
+	if (hints == NULL || npending_marks == QE_PENDING_MAX)
+		return;					/* no mark: the queue is probed, as always */
+	register_callbacks();
+	pending_marks[npending_marks].queue_id = queue_id;
+	pending_marks[npending_marks].limit = limit;
+	pending_marks[npending_marks].exits = exits;
+	pending_marks[npending_marks].nest_level = GetCurrentTransactionNestLevel();
+	npending_marks++;
+}
+
+/* This transaction takes a run of queue_id out of executing. */
+void
+qe_limit_hint_exit(int32 queue_id)
+{
+	if (hints == NULL)
+		return;
+	register_callbacks();
+	for (int i = 0; i < npending_exits; i++)
+		if (pending_exits[i] == queue_id)
+			return;
+	if (npending_exits < QE_PENDING_MAX)
+		pending_exits[npending_exits++] = queue_id;
+	else
+		pending_exits_overflow = true;
+}
+
+/* This transaction takes runs of queues it cannot name out of executing. */
+void
+qe_limit_hint_exit_all(void)
+{
+	if (hints == NULL)
+		return;
+	register_callbacks();
+	pending_exits_overflow = true;
+}
+
+/*
+ * queue_engine.queue_at_limit_hint(queue_id, concurrency_limit): true when
+ * the queue is known to be at that limit (see the file header); false when
+ * unknown.  dequeue(NULL)'s queue walk calls it to pass such queues by.
+ */
+PG_FUNCTION_INFO_V1(qe_queue_at_limit_hint);
+
+Datum
+qe_queue_at_limit_hint(PG_FUNCTION_ARGS)
+{
+	int32		queue_id = PG_GETARG_INT32(0);
+	int32		limit;
+	QeReadyHintSlot *slot;
+	bool		at_limit = false;
+	TimestampTz since = 0;
+
+	if (hints == NULL || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	limit = PG_GETARG_INT32(1);
+	slot = slot_of(queue_id);
+	SpinLockAcquire(&slot->mutex);
+	if (slot_holds(slot, queue_id) && slot->at_limit &&
+		slot->at_limit_exits == slot->exits && slot->at_limit_limit == limit)
+	{
+		at_limit = true;
+		since = slot->at_limit_since;
+	}
+	SpinLockRelease(&slot->mutex);
+	if (at_limit && GetCurrentTimestamp() - since >= QE_LIMIT_HINT_TTL_US)
+		at_limit = false;
+	PG_RETURN_BOOL(at_limit);
 }
