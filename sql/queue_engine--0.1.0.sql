@@ -691,12 +691,28 @@ AS 'MODULE_PATHNAME', 'qe_fold_counts'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
--- Internal: dequeue(NULL)'s queue walk asks it whether a queue is known to
--- be at its limit (a hint in shared memory; false when unknown).
-CREATE FUNCTION queue_engine.queue_at_limit_hint(queue_id int, concurrency_limit int)
+-- Internal: any change to queues or tenants (by the API or by hand) voids
+-- the queue definitions that backends cache, when it commits.
+CREATE FUNCTION queue_engine.queue_definitions_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'qe_queue_definitions_changed'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+CREATE TRIGGER queues_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON queue_engine.queues
+	FOR EACH STATEMENT EXECUTE FUNCTION queue_engine.queue_definitions_changed();
+CREATE TRIGGER tenants_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON queue_engine.tenants
+	FOR EACH STATEMENT EXECUTE FUNCTION queue_engine.queue_definitions_changed();
+
+-- Internal: dequeue(NULL)'s queue walk asks it whether a queue may start a
+-- run as far as its own limit goes (from a shared-memory mark when the queue
+-- is known to be at its limit, else by counting its executing runs).  No SET
+-- clause: it runs once per queue walked, and its one query is qualified.
+CREATE FUNCTION queue_engine.queue_below_limit(queue_id int, concurrency_limit int)
 RETURNS boolean
-AS 'MODULE_PATHNAME', 'qe_queue_at_limit_hint'
-LANGUAGE C VOLATILE PARALLEL SAFE COST 1;
+AS 'MODULE_PATHNAME', 'qe_queue_below_limit'
+LANGUAGE C VOLATILE;
 
 -- Not SECURITY DEFINER: such a procedure could not commit between batches.
 CREATE PROCEDURE queue_engine.run_maintenance()

@@ -139,13 +139,7 @@ qe_run_consistency_checks(bool repair, QeCheckResult *results)
 	static SPIPlanPtr plans[QE_CHECK_COUNT];
 	static SPIPlanPtr log_plan = NULL;
 
-	/*
-	 * Claims start where the ready hints say; a run made queued behind the
-	 * engine's back (an UPDATE by hand) would be missed until the hint
-	 * moves back, so forget them all: they are rebuilt as claims go.  The
-	 * same goes for limit hints (runs finished by hand).
-	 */
-	qe_ready_hint_forget_all();
+	/* Limit hints are voided too: runs may have been finished by hand. */
 	qe_limit_hint_exit_all();
 
 	qe_plan(&log_plan,
@@ -198,6 +192,16 @@ qe_check_consistency(PG_FUNCTION_ARGS)
 	repair = PG_GETARG_BOOL(0);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	/*
+	 * Claims start where the ready hints say; a run made queued behind the
+	 * engine's back (an UPDATE by hand) is passed over while runs after the
+	 * hint remain, so forget them all: claims rebuild them.  Only when
+	 * called by hand: after a forget, while an old snapshot keeps many dead
+	 * entries, claims walk them all once more, which the worker's periodic
+	 * check should not cause every few minutes.
+	 */
+	qe_ready_hint_forget_all();
 	SPI_connect();
 	qe_run_consistency_checks(repair, results);
 	SPI_finish();

@@ -810,28 +810,38 @@ resolve_queue_names(ArrayType *names, QeCandidate *single, QeTenant *single_tena
 	values[0] = PointerGetDatum(names);
 	if (ARR_NDIM(names) == 1 && ARR_DIMS(names)[0] == 1 && !array_contains_nulls(names))
 	{
-		/* The common case of one name: a plain probe of the name index. */
-		static SPIPlanPtr one_plan = NULL;
+		/* The common case of one name: the cached definition, or one probe. */
 		int			ind = ARR_LBOUND(names)[0];
 		bool		isnull;
+		Datum		value;
+		const QeQueueDef *def;
+		char	   *name;
 
-		qe_plan(&one_plan,
-				"SELECT q.queue, q.queue_id, q.tenant_id, t.tenant,"
-				"       coalesce(q.concurrency_limit, 0),"
-				"       coalesce(q.key_concurrency_limit, 0),"
-				"       coalesce(t.concurrency_limit, 0), q.paused"
-				"  FROM queue_engine.queues q"
-				"  JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id"
-				" WHERE q.queue = $1 AND q.dropped_at IS NULL",
-				1, (Oid[]) {TEXTOID});
-		values[0] = array_get_element(PointerGetDatum(names), 1, &ind, -1, -1,
-									  false, TYPALIGN_INT, &isnull);
-		if (qe_exec(one_plan, values, NULL, 1) == 0)
+		value = array_get_element(PointerGetDatum(names), 1, &ind, -1, -1,
+								  false, TYPALIGN_INT, &isnull);
+		name = TextDatumGetCString(value);
+		def = qe_queue_def(name);
+		if (def == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("queue \"%s\" does not exist", TextDatumGetCString(values[0])),
+					 errmsg("queue \"%s\" does not exist", name),
 					 errhint("Create it with queue_engine.create_queue(), or fix the name passed to dequeue().")));
-		n = 1;
+		memset(single, 0, sizeof(QeCandidate));
+		memset(single_tenant, 0, sizeof(QeTenant));
+		single->queue_id = def->queue_id;
+		single->queue = name;
+		single->limit = def->limit;
+		single->key_limit = def->key_limit;
+		single->running = -1;
+		single_tenant->tenant_id = def->tenant_id;
+		single_tenant->tenant = pstrdup(def->tenant);
+		single_tenant->limit = def->tenant_limit;
+		single_tenant->running = -1;
+		*single_paused = def->paused;
+		*have_single = true;
+		ids = palloc(sizeof(Datum));
+		ids[0] = Int32GetDatum(def->queue_id);
+		return construct_array(ids, 1, INT4OID, 4, true, TYPALIGN_INT);
 	}
 	else
 		n = qe_exec(plan, values, NULL, 0);
@@ -957,14 +967,11 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 			"                      LIMIT 1) AS has_queued"
 			" WHERE q.tenant_id = $1 AND q.queue_id > $2 AND q.queue_id <= $5"
 			"   AND q.dropped_at IS NULL AND NOT q.paused"
-	/* Queues known to be at their limit are passed by without a probe. */
-			"   AND NOT queue_engine.queue_at_limit_hint(q.queue_id, q.concurrency_limit)"
+
 			"   AND ($3::int[] IS NULL OR q.queue_id = ANY ($3))"
 			"   AND q.queue_id <> ALL ($4)"
-			"   AND (q.concurrency_limit IS NULL OR"
-			"        (SELECT count(*) FROM queue_engine.runs x"
-			"          WHERE x.queue_id = q.queue_id AND x.status = 'executing')"
-			"        < q.concurrency_limit)"
+	/* At its limit (known from a mark, or counted and then marked): pass it. */
+			"   AND queue_engine.queue_below_limit(q.queue_id, q.concurrency_limit)"
 			" ORDER BY q.tenant_id, q.queue_id LIMIT 1",
 			5, (Oid[]) {INT4OID, INT4OID, INT4ARRAYOID, INT4ARRAYOID, INT4OID});
 	for (int i = 0; i < nexhausted; i++)

@@ -42,9 +42,10 @@
  *	  finished executions it read before counting the executing runs.
  *	  Every transaction that takes runs out of executing (complete, fail,
  *	  cancel, rescue) adds to that count when it commits, which voids the
- *	  mark; so does a changed limit, and age (QE_LIMIT_HINT_TTL_US, for
- *	  anything done behind the engine's back).  A void mark only means the
- *	  queue is probed as before.
+ *	  mark; so does a changed limit, a consistency check, and age
+ *	  (QE_LIMIT_HINT_TTL_US, for anything done behind the engine's back).
+ *	  A void mark only means the queue's executing runs are counted again,
+ *	  and a walk that counts a queue at its limit marks it too.
  *
  *	  The hints live in a small direct-mapped table; a queue whose slot
  *	  another queue took has no hints (scanned from its start, probed),
@@ -82,8 +83,11 @@
 /* A walk that has not reported for this long is taken over. */
 #define QE_READY_WALK_STALE_US	(10 * USECS_PER_SEC)
 
-/* A limit mark older than this is void (the queue is probed again). */
-#define QE_LIMIT_HINT_TTL_US	USECS_PER_SEC
+/*
+ * A limit mark older than this is void (the queue is counted again), for
+ * runs finished behind the engine's back; check_consistency() voids all.
+ */
+#define QE_LIMIT_HINT_TTL_US	(60 * USECS_PER_SEC)
 
 /* Limit-hint changes a transaction keeps for its commit. */
 #define QE_PENDING_MAX		64
@@ -674,26 +678,14 @@ qe_limit_hint_exit_all(void)
 	pending_exits_overflow = true;
 }
 
-/*
- * queue_engine.queue_at_limit_hint(queue_id, concurrency_limit): true when
- * the queue is known to be at that limit (see the file header); false when
- * unknown.  dequeue(NULL)'s queue walk calls it to pass such queues by.
- */
-PG_FUNCTION_INFO_V1(qe_queue_at_limit_hint);
-
-Datum
-qe_queue_at_limit_hint(PG_FUNCTION_ARGS)
+/* Is queue_id marked at exactly this limit, and the mark still good? */
+static bool
+marked_at_limit(int32 queue_id, int32 limit)
 {
-	int32		queue_id = PG_GETARG_INT32(0);
-	int32		limit;
-	QeReadyHintSlot *slot;
+	QeReadyHintSlot *slot = slot_of(queue_id);
 	bool		at_limit = false;
 	TimestampTz since = 0;
 
-	if (hints == NULL || PG_ARGISNULL(1))
-		PG_RETURN_BOOL(false);
-	limit = PG_GETARG_INT32(1);
-	slot = slot_of(queue_id);
 	SpinLockAcquire(&slot->mutex);
 	if (slot_holds(slot, queue_id) && slot->at_limit &&
 		slot->at_limit_exits == slot->exits && slot->at_limit_limit == limit)
@@ -702,7 +694,49 @@ qe_queue_at_limit_hint(PG_FUNCTION_ARGS)
 		since = slot->at_limit_since;
 	}
 	SpinLockRelease(&slot->mutex);
-	if (at_limit && GetCurrentTimestamp() - since >= QE_LIMIT_HINT_TTL_US)
-		at_limit = false;
-	PG_RETURN_BOOL(at_limit);
+	return at_limit && GetCurrentTimestamp() - since < QE_LIMIT_HINT_TTL_US;
+}
+
+/*
+ * queue_engine.queue_below_limit(queue_id, concurrency_limit): may the
+ * queue start a run as far as its own limit goes?  dequeue(NULL)'s queue
+ * walk asks it of every queue it passes.  A queue marked at its limit is
+ * answered from the mark; otherwise its executing runs are counted (few:
+ * the limit bounds them), and a queue found at its limit is marked when
+ * this transaction commits, so the next walks pass it by.
+ */
+PG_FUNCTION_INFO_V1(qe_queue_below_limit);
+
+Datum
+qe_queue_below_limit(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int32		queue_id = PG_GETARG_INT32(0);
+	int32		limit;
+	uint64		exits;
+	int64		running;
+	Datum		value;
+
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(true);	/* no limit */
+	limit = PG_GETARG_INT32(1);
+	if (hints != NULL && marked_at_limit(queue_id, limit))
+		PG_RETURN_BOOL(false);
+
+	exits = qe_limit_hint_exits(queue_id);	/* before counting */
+	SPI_connect();
+	qe_plan(&plan,
+			"SELECT count(*) FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.status = 'executing'",
+			1, (Oid[]) {INT4OID});
+	value = Int32GetDatum(queue_id);
+	qe_exec(plan, &value, NULL, 1);
+	running = qe_get_int64(0, 1);
+	SPI_finish();
+	if (running >= limit)
+	{
+		qe_limit_hint_mark(queue_id, limit, exits);
+		PG_RETURN_BOOL(false);
+	}
+	PG_RETURN_BOOL(true);
 }

@@ -25,7 +25,7 @@ typedef struct QeQueueInfo
 	int32		queue_id;
 	int32		tenant_id;
 	int32		max_attempts;
-	Datum		lease;			/* interval, in SPI memory */
+	Datum		lease;			/* interval, good until the next lookup */
 	bool		ttl_null;
 	Datum		ttl;
 } QeQueueInfo;
@@ -60,31 +60,22 @@ require_arg(FunctionCallInfo fcinfo, int argno, const char *name, const char *hi
 static QeQueueInfo
 lookup_queue(const char *queue)
 {
-	static SPIPlanPtr plan = NULL;
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
+	const QeQueueDef *def;
 	QeQueueInfo info;
-	bool		isnull;
 
 	qe_lock_queue_name(queue, false);
-	qe_plan(&plan,
-			"SELECT q.queue_id, q.tenant_id, q.max_attempts, q.lease, q.ttl"
-			"  FROM queue_engine.queues q"
-			" WHERE q.queue = $1 AND q.dropped_at IS NULL",
-			1, types);
-	values[0] = CStringGetTextDatum(queue);
-	if (qe_exec(plan, values, NULL, 1) == 0)
+	def = qe_queue_def(queue);
+	if (def == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("queue \"%s\" does not exist", queue),
 				 errhint("Create it with queue_engine.create_queue().")));
-	info.queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
-	info.tenant_id = DatumGetInt32(qe_get(0, 2, &isnull));
-	info.max_attempts = DatumGetInt32(qe_get(0, 3, &isnull));
-	info.lease = SPI_datumTransfer(qe_get(0, 4, &isnull), false, 16);
-	info.ttl = qe_get(0, 5, &info.ttl_null);
-	if (!info.ttl_null)
-		info.ttl = SPI_datumTransfer(info.ttl, false, 16);
+	info.queue_id = def->queue_id;
+	info.tenant_id = def->tenant_id;
+	info.max_attempts = def->max_attempts;
+	info.lease = IntervalPGetDatum(&def->lease);
+	info.ttl_null = def->ttl_null;
+	info.ttl = info.ttl_null ? (Datum) 0 : IntervalPGetDatum(&def->ttl);
 	return info;
 }
 

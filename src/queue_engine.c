@@ -28,5 +28,6 @@ _PG_init(void)
 	{
 		qe_worker_register();
 		qe_ready_hint_init();
+		qe_queue_cache_init();
 	}
 }

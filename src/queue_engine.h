@@ -15,6 +15,7 @@
 #include "executor/spi.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
+#include "datatype/timestamp.h"
 
 #include "compat.h"
 
@@ -85,6 +86,25 @@ extern uint64 qe_limit_hint_exits(int32 queue_id);
 extern void qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits);
 extern void qe_limit_hint_exit(int32 queue_id);
 extern void qe_limit_hint_exit_all(void);
+
+/* queue_cache.c: a live queue's definition */
+#define QE_QUEUE_CACHE_NAME_MAX 128	/* longer names are looked up each time */
+typedef struct QeQueueDef
+{
+	int32		queue_id;
+	int32		tenant_id;
+	char	   *tenant;
+	int32		limit;			/* 0: none */
+	int32		key_limit;		/* 0: none */
+	int32		tenant_limit;	/* 0: none */
+	bool		paused;
+	int32		max_attempts;
+	Interval	lease;
+	bool		ttl_null;
+	Interval	ttl;
+} QeQueueDef;
+extern void qe_queue_cache_init(void);
+extern const QeQueueDef *qe_queue_def(const char *name);
 
 /* counts.c */
 extern void qe_add_count_delta(int32 queue_id, int32 queued, int32 delayed,

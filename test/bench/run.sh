@@ -16,7 +16,7 @@
 #   8  the same latency (dequeue(NULL, 1)) with 1M runs blocked behind queues at their
 #      limit vs without (ratio = p99 with / p99 without)
 #   9  on-disk bytes per pending run beyond its payload, raw_jobs vs the engine's schema
-#   10 sustained mixed load at 70% of workload 3's 8-client capacity for BENCH_SUSTAIN_SECONDS
+#   10 sustained mixed load (enqueue + dequeue + complete) at 70% of what the same script reaches unthrottled, for BENCH_SUSTAIN_SECONDS
 #      with a REPEATABLE READ snapshot held open ("engine") vs without ("raw");
 #      engine table sizes, then release + run_maintenance + VACUUM: do sizes stop growing?
 #   mem one backend, BENCH_MEMORY_CALLS dequeue + complete calls from a procedure loop:
@@ -256,7 +256,6 @@ row() {
 
 qe_log "bench: workloads ${BENCH_WORKLOADS}; ${BENCH_RUNS} runs of ${BENCH_SECONDS}s each, median; backlog ${BACKLOG}; sync ${BENCH_SYNCS}"
 header
-declare -A cap3=()   # workload 3's 8-client engine throughput, per sync (for workload 10)
 
 # --- workloads 1-4 ----------------------------------------------------------
 if want 1 || want 2 || want 3 || want 4; then
@@ -278,7 +277,6 @@ if want 1 || want 2 || want 3 || want 4; then
         raw=$(run_pgbench raw_claim_ack.sql "$clients" "$sync" 1 refill)
         qe=$(run_pgbench qe_dequeue_complete.sql "$clients" "$sync" 1 refill)
         row "3 dequeue 1 + complete (runs/s)" "$sync" "$clients" "$raw" "$qe"
-        [ "$clients" != 8 ] || cap3[$sync]=$qe
       fi
       if want 4; then
         raw=$(run_pgbench raw_claim_ack.sql "$clients" "$sync" 10 refill)
@@ -412,12 +410,14 @@ fi
 # --- 10: sustained load with and without a held snapshot -------------------------
 if want 10; then
   for sync in $BENCH_SYNCS; do
-    if [ -z "${cap3[$sync]:-}" ]; then
-      qe_log "workload 10: measuring workload 3's 8-client capacity (sync $sync)"
-      cap3[$sync]=$(BENCH_RUNS=1 run_pgbench qe_dequeue_complete.sql 8 "$sync" 1 refill)
-    fi
-    rate=$(awk -v c="${cap3[$sync]}" 'BEGIN { r = int(c * 0.7); print (r < 1 ? 1 : r) }')
-    qe_log "workload 10 (sync $sync): $BENCH_SUSTAIN_RUNS x ${BENCH_SUSTAIN_SECONDS}s at $rate tx/s (70% of ${cap3[$sync]}), with and without a held snapshot"
+    # Capacity: the same script (enqueue + dequeue + complete) unthrottled,
+    # 8 clients, without a snapshot, from the same backlog.
+    reset_engine
+    enqueue_n bench "$BENCH_SUSTAIN_BACKLOG"
+    qe_psql -c "VACUUM ANALYZE" >/dev/null
+    read -r cap _ <<<"$(pgb "$sync" 8 0 -T "$BENCH_SECONDS" -f "$here/scripts/qe_sustain.sql")"
+    rate=$(awk -v c="$cap" 'BEGIN { r = int(c * 0.7); print (r < 1 ? 1 : r) }')
+    qe_log "workload 10 (sync $sync): $BENCH_SUSTAIN_RUNS x ${BENCH_SUSTAIN_SECONDS}s at $rate tx/s (70% of the $cap tx/s the same script reaches unthrottled), with and without a held snapshot"
     sus_args=(-T "$BENCH_SUSTAIN_SECONDS" -R "$rate" -f "$here/scripts/qe_sustain.sql")
     all=$work/sustain
     : >"$all"

@@ -95,12 +95,12 @@ SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttyp
           'consistency_log columns');
 
 -- 75-77: search_path is pinned, API functions are SECURITY DEFINER
--- (queue_at_limit_hint excepted: it reads shared memory and no catalog, and
--- a SET clause would cost a GUC save and restore on each of its calls, one
--- per queue that dequeue(NULL) walks past)
+-- (queue_below_limit excepted: its one query is schema-qualified, and a SET
+-- clause would cost a GUC save and restore on each of its calls, one per
+-- queue that dequeue(NULL) walks past)
 SELECT is((SELECT coalesce(array_agg(proname::text ORDER BY proname), '{}') FROM pg_proc
             WHERE pronamespace = 'queue_engine'::regnamespace AND prokind = 'f'
-              AND proname <> 'queue_at_limit_hint'
+              AND proname <> 'queue_below_limit'
               AND NOT coalesce(proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']),
           '{}'::text[], 'every function pins search_path = pg_catalog, pg_temp');
 SELECT is((SELECT coalesce(array_agg(a.name ORDER BY a.name), '{}') FROM api a

@@ -62,7 +62,11 @@ SELECT cmp_ok((SELECT pg_relation_size('queue_engine.runs') / 8192), '>', :large
 
 -- Many queues with work: dequeue(NULL) does not list them all (tenants and
 -- queues take turns through cursors), so 1,000 more queues with a run each
--- cost what one does.
+-- cost what one does, give or take the fixed cost of serving a queue for
+-- the first time (with the library preloaded, its first claim also walks
+-- its ready entries to set the queue's ready hint, and its limit hint slot
+-- is taken): a bound of 45 buffers more, where listing the 1,000 queues
+-- would touch thousands.
 DO $$
 BEGIN
 	FOR i IN 1..1000 LOOP
@@ -73,7 +77,7 @@ END $$;
 ANALYZE queue_engine.queues;
 SELECT pg_temp.dequeue_buffers(NULL) AS warmup \gset
 SELECT pg_temp.dequeue_buffers(NULL) AS many \gset
-SELECT cmp_ok(:many::bigint, '<=', :small::bigint + 30,
+SELECT cmp_ok(:many::bigint, '<=', :small::bigint + 45,
               format('buffers touched do not grow with queues that have work (%s with 1 such queue, %s with 1,001)', :small, :many));
 SELECT is((SELECT count(DISTINCT queue_id)::int FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
             WHERE r.status = 'executing' AND q.queue LIKE 'many\_%'), 2,

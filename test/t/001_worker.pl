@@ -27,7 +27,9 @@
 #    not FORCE) of the served database succeed promptly in the middle of a
 #    several-second pass, the worker logs nothing for the dropped extension and
 #    resumes after CREATE EXTENSION; pointing queue_engine.database elsewhere by
-#    reload works, and while the database is gone the log stays quiet.
+#    reload works, and while the database is gone the log stays quiet;
+#  - a task whose call was slow (without a full batch) sits out the next passes
+#    for 20 times as long, then works again.
 use strict;
 use warnings FATAL => 'all';
 
@@ -526,6 +528,34 @@ is(changed_by('postgres', $there, 'queued'), 'queue_engine maintenance', '... (t
 $pos = log_pos();
 sleep 1;
 is(join("\n", bad_lines(log_since($pos))), '', 'and the log is quiet again');
+
+# ------------------------------------------------ a slow task sits out passes
+# A promotion that takes 0.5s (a trigger sleeps) without filling a batch
+# makes the promote task sit out the next passes for 20 times as long; a
+# run that comes due meanwhile waits, then is promoted.
+sql('postgres', q{
+CREATE FUNCTION public.slow_promotion() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN PERFORM pg_catalog.pg_sleep(0.5); RETURN NULL; END $f$;
+CREATE TRIGGER runs_slow_promotion AFTER UPDATE ON queue_engine.runs
+	FOR EACH ROW WHEN (OLD.status = 'delayed' AND NEW.status = 'queued')
+	EXECUTE FUNCTION public.slow_promotion();
+});
+my $slow_run = delayed_run('postgres', 'work');
+make_due('postgres', $slow_run, 'slow');
+ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $slow_run", 'queued', 10),
+	'a slow promotion (0.5s) is done by the worker');
+sql('postgres', 'DROP TRIGGER runs_slow_promotion ON queue_engine.runs');
+my $waits = delayed_run('postgres', 'work');
+make_due('postgres', $waits, 'waits');
+sleep 2;
+is(status_of('postgres', $waits), 'delayed',
+	'after it the promote task sits out the next passes: a run due 2s ago (10 intervals) still waits');
+ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $waits", 'queued', 30),
+	'... and is promoted once the task is due again');
+my $waited = latency('postgres', $waits, 'queued', 'waits');
+ok($waited ne '' && $waited >= 5 && $waited <= 15,
+	"... about 20 x 0.5s after the slow call (took ${waited}s)");
+is(changed_by('postgres', $waits, 'queued'), 'queue_engine maintenance', '... by the worker');
 
 $node->stop;
 done_testing();
