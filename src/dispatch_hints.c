@@ -118,8 +118,6 @@ typedef struct QeReadyHintShared
 } QeReadyHintShared;
 
 static QeReadyHintShared *hints = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* runs and runs_queued, looked up once per backend (and after DDL). */
 static Oid	runs_oid = InvalidOid;
@@ -133,23 +131,19 @@ forget_oids(Datum arg, Oid relid)
 		runs_oid = runs_queued_oid = InvalidOid;
 }
 
-static void
-ready_hint_shmem_request(void)
+Size
+qe_dispatch_hints_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(QeReadyHintShared)));
+	return MAXALIGN(sizeof(QeReadyHintShared));
 }
 
-static void
-ready_hint_shmem_startup(void)
+/* Called by shmem.c's startup hook, under AddinShmemInitLock. */
+void
+qe_dispatch_hints_shmem_init(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	hints = ShmemInitStruct("queue_engine ready hints",
+	hints = ShmemInitStruct("queue_engine dispatch hints",
 							sizeof(QeReadyHintShared), &found);
 	if (!found)
 	{
@@ -169,17 +163,6 @@ ready_hint_shmem_startup(void)
 			slot->at_limit = false;
 		}
 	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Called from _PG_init while shared_preload_libraries are loaded. */
-void
-qe_ready_hint_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = ready_hint_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = ready_hint_shmem_startup;
 }
 
 static inline QeReadyHintSlot *

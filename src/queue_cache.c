@@ -45,8 +45,6 @@ typedef struct QeQueueCacheEntry
 } QeQueueCacheEntry;
 
 static QeQueueCacheShared *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static MemoryContext cache_cxt = NULL;	/* the table and its strings */
 static HTAB *cache = NULL;
@@ -57,37 +55,22 @@ static bool change_pending = false;
 static LocalTransactionId changed_in_lxid = InvalidLocalTransactionId;
 static bool callback_registered = false;
 
-static void
-queue_cache_shmem_request(void)
+Size
+qe_queue_cache_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(QeQueueCacheShared)));
+	return MAXALIGN(sizeof(QeQueueCacheShared));
 }
 
-static void
-queue_cache_shmem_startup(void)
+/* Called by shmem.c's startup hook, under AddinShmemInitLock. */
+void
+qe_queue_cache_shmem_init(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("queue_engine queue cache",
 							 sizeof(QeQueueCacheShared), &found);
 	if (!found)
 		pg_atomic_init_u64(&shared->generation, 1);
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Called from _PG_init while shared_preload_libraries are loaded. */
-void
-qe_queue_cache_init(void)
-{
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = queue_cache_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = queue_cache_shmem_startup;
 }
 
 static void

@@ -21,13 +21,12 @@ _PG_init(void)
 	qe_guc_init();
 
 	/*
-	 * The SQL API works without preloading; the workers and the shared
-	 * ready hints need it.
+	 * The SQL API works without preloading; the workers and everything in
+	 * shared memory need it.
 	 */
 	if (process_shared_preload_libraries_in_progress)
 	{
 		qe_worker_register();
-		qe_ready_hint_init();
-		qe_queue_cache_init();
+		qe_shmem_init();
 	}
 }

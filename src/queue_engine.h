@@ -50,6 +50,11 @@ extern void qe_guc_init(void);
 
 /* worker.c */
 extern void qe_worker_register(void);
+extern Size qe_worker_shmem_size(void);
+extern void qe_worker_shmem_init(void);
+
+/* shmem.c */
+extern void qe_shmem_init(void);
 
 /* spi_util.c */
 extern SPIPlanPtr qe_plan(SPIPlanPtr *slot, const char *sql, int nargs,
@@ -78,7 +83,8 @@ typedef struct QeReadyKey
 	TimestampTz run_at;
 	int64		run_id;
 } QeReadyKey;
-extern void qe_ready_hint_init(void);
+extern Size qe_dispatch_hints_shmem_size(void);
+extern void qe_dispatch_hints_shmem_init(void);
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);
 extern void qe_ready_hint_forget_all(void);
@@ -103,7 +109,8 @@ typedef struct QeQueueDef
 	bool		ttl_null;
 	Interval	ttl;
 } QeQueueDef;
-extern void qe_queue_cache_init(void);
+extern Size qe_queue_cache_shmem_size(void);
+extern void qe_queue_cache_shmem_init(void);
 extern const QeQueueDef *qe_queue_def(const char *name);
 
 /* counts.c */

@@ -80,25 +80,19 @@ typedef struct QeTaskSchedule
 } QeTaskSchedule;
 
 static QeTaskSchedule *task_schedule = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static void
-worker_shmem_request(void)
+Size
+qe_worker_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(QeTaskSchedule)));
+	return MAXALIGN(sizeof(QeTaskSchedule));
 }
 
-static void
-worker_shmem_startup(void)
+/* Called by shmem.c's startup hook, under AddinShmemInitLock. */
+void
+qe_worker_shmem_init(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	task_schedule = ShmemInitStruct("queue_engine task schedule",
 									sizeof(QeTaskSchedule), &found);
 	if (!found)
@@ -107,7 +101,6 @@ worker_shmem_startup(void)
 		for (int i = 0; i < lengthof(worker_tasks); i++)
 			task_schedule->next_due[i] = 0;
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 /* Is task i due in this pass? */
@@ -149,11 +142,6 @@ qe_worker_register(void)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "queue_engine launcher");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "queue_engine launcher");
 	RegisterBackgroundWorker(&worker);
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = worker_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = worker_shmem_startup;
 }
 
 /* Start one maintenance pass and wait for it; false if none could start. */

@@ -1,0 +1,51 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  The extension's shared memory (with shared_preload_libraries only):
+ *	  one request hook and one startup hook that size and set up each
+ *	  part's structures: the dispatch hints, the queue-definition
+ *	  generation, and the worker's task schedule.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "queue_engine.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+qe_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(add_size(add_size(qe_dispatch_hints_shmem_size(),
+											 qe_queue_cache_shmem_size()),
+									qe_worker_shmem_size()));
+}
+
+static void
+qe_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	qe_dispatch_hints_shmem_init();
+	qe_queue_cache_shmem_init();
+	qe_worker_shmem_init();
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Called from _PG_init while shared_preload_libraries are loaded. */
+void
+qe_shmem_init(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = qe_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = qe_shmem_startup;
+}
