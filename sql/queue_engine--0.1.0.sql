@@ -93,6 +93,10 @@ CREATE INDEX runs_executing ON queue_engine.runs (queue_id, concurrency_key)
 	WHERE status = 'executing';
 CREATE INDEX runs_expiry ON queue_engine.runs (expires_at)
 	WHERE status IN ('queued', 'delayed') AND attempt = 0 AND expires_at IS NOT NULL;
+-- Waiting runs per queue: what the consistency check counts in that state,
+-- without reading the whole table (which holds every finished run).
+CREATE INDEX runs_waiting ON queue_engine.runs (queue_id)
+	WHERE status = 'waiting';
 
 -- Idempotency keys, unique per tenant while live.
 CREATE TABLE queue_engine.idempotency_keys (
