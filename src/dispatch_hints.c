@@ -694,12 +694,18 @@ Datum
 qe_queue_below_limit(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	int32		queue_id = PG_GETARG_INT32(0);
+	int32		queue_id;
 	int32		limit;
 	uint64		exits;
 	int64		running;
 	Datum		value;
 
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue_id must not be null"),
+				 errhint("queue_below_limit() is internal to dequeue(); pass a queue's id.")));
+	queue_id = PG_GETARG_INT32(0);
 	if (PG_ARGISNULL(1))
 		PG_RETURN_BOOL(true);	/* no limit */
 	limit = PG_GETARG_INT32(1);

@@ -1,7 +1,7 @@
 -- 01_schema.sql: the public surface of queue_engine (SPEC "Functions", "Run states",
 -- "Reading", "Operating") and its privileges (README "Roles and grants").
 BEGIN;
-SELECT plan(94);
+SELECT plan(97);
 
 -- Every SPEC function: name, argument types, argument names with defaults, result.
 CREATE TEMP TABLE api (name text, argtypes text[], args text, result text);
@@ -215,6 +215,14 @@ SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE status = 'completed
 SET search_path = public, pg_catalog;
 CALL queue_engine.run_maintenance();
 SELECT is(current_setting('search_path'), 'public, pg_catalog', 'run_maintenance restores the caller''s search_path');
+
+-- The internal helpers refuse bad calls and change nothing.
+SELECT throws_ok($$SELECT queue_engine.queue_below_limit(NULL, 1)$$, '22004',
+                 'queue_id must not be null', 'queue_below_limit(NULL, ...) is refused (22004)');
+SELECT is(queue_engine.queue_below_limit(-1, NULL), true, 'queue_below_limit with no limit: true');
+SELECT throws_ok($$SELECT queue_engine.queue_definitions_changed()$$, '39P01',
+                 'queue_definitions_changed() must be called as a trigger',
+                 'the trigger function cannot be called directly');
 
 SELECT * FROM finish();
 ROLLBACK;
