@@ -367,6 +367,10 @@ SELECT * FROM err($$SELECT purge_idempotency_keys(NULL)$$);
 SELECT * FROM err($$SELECT purge_idempotency_keys(0)$$);
 SELECT * FROM err($$SELECT fold_counts(NULL)$$);
 SELECT * FROM err($$SELECT fold_counts(0)$$);
+SELECT * FROM err($$SELECT prune_finished_runs(NULL)$$);
+SELECT * FROM err($$SELECT prune_finished_runs(0)$$);
+SELECT * FROM err($$SET queue_engine.finished_run_retention = -2$$);
+SELECT * FROM err($$SET queue_engine.finished_run_retention = 'a week'$$);
 
 ---------------------------------------------------------------------------
 -- Privileges: nothing is granted to PUBLIC, and the size caps are
@@ -387,6 +391,7 @@ SELECT * FROM err($$SELECT count(*) FROM queue_engine.runs$$);
 SELECT * FROM err($$SET queue_engine.max_payload_bytes = '100MB'$$);
 SELECT * FROM err($$SET queue_engine.max_output_bytes = '100MB'$$);
 SELECT * FROM err($$SET queue_engine.max_error_field_bytes = '64kB'$$);
+SELECT * FROM err($$SET queue_engine.finished_run_retention = -1$$);
 RESET ROLE;
 DROP ROLE regress_qe_errors_nobody;
 

@@ -97,6 +97,11 @@ CREATE INDEX runs_expiry ON queue_engine.runs (expires_at)
 -- without reading the whole table (which holds every finished run).
 CREATE INDEX runs_waiting ON queue_engine.runs (queue_id)
 	WHERE status = 'waiting';
+-- Finished runs by when they finished: what retention deletes, oldest
+-- first.  Entries are made when a run finishes, an update that is never
+-- HOT anyway (its status leaves the partial indexes above).
+CREATE INDEX runs_finished ON queue_engine.runs (finished_at)
+	WHERE status IN ('completed', 'failed', 'canceled', 'expired');
 
 -- Idempotency keys, unique per tenant while live.
 CREATE TABLE queue_engine.idempotency_keys (
@@ -692,6 +697,12 @@ SET search_path = pg_catalog, pg_temp;
 CREATE FUNCTION queue_engine.fold_counts(batch_size int DEFAULT 10000)
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'qe_fold_counts'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION queue_engine.prune_finished_runs(batch_size int DEFAULT 1000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'qe_prune_finished_runs'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 

@@ -19,6 +19,7 @@ char	   *qe_database = NULL;
 int			qe_maintenance_interval_ms = 1000;
 int			qe_consistency_interval_ms = 60000;
 bool		qe_maintenance_enabled = true;
+int			qe_finished_run_retention_s = 7 * 24 * 3600;
 
 void
 qe_guc_init(void)
@@ -86,6 +87,14 @@ qe_guc_init(void)
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("queue_engine.finished_run_retention",
+							"How long finished runs stay readable before maintenance deletes them.",
+							"Counted from finished_at; -1 keeps them forever.",
+							&qe_finished_run_retention_s,
+							7 * 24 * 3600, -1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("queue_engine");
 }

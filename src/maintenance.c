@@ -4,7 +4,7 @@
  *	  The time-based background work of SPEC "Background work", one task a
  *	  function: promote due delayed runs, expire runs past their ttl,
  *	  rescue executing runs whose lease passed, purge spent idempotency
- *	  keys, fold count deltas.  Each handles at most a batch and returns how
+ *	  keys, fold count deltas, delete finished runs past their retention.  Each handles at most a batch and returns how
  *	  many it handled; run_maintenance() repeats each until it comes back
  *	  short, committing between batches.  All use SKIP LOCKED, so they are
  *	  safe to run concurrently with workers, with each other and with
@@ -27,6 +27,7 @@ PG_FUNCTION_INFO_V1(qe_expire_runs);
 PG_FUNCTION_INFO_V1(qe_rescue_stalled);
 PG_FUNCTION_INFO_V1(qe_purge_idempotency_keys);
 PG_FUNCTION_INFO_V1(qe_fold_counts);
+PG_FUNCTION_INFO_V1(qe_prune_finished_runs);
 PG_FUNCTION_INFO_V1(qe_run_maintenance);
 
 /* Lower the ready hints a NEWLY_QUEUED_RESULT row names. */
@@ -239,6 +240,43 @@ qe_task_fold_counts(int limit)
 					limit);
 }
 
+/*
+ * Finished runs whose finished_at is older than
+ * queue_engine.finished_run_retention are deleted, oldest first, with the
+ * idempotency keys that still name them: a retry with the same key then
+ * makes a new run rather than returning an id get_run no longer knows.
+ * Final runs never change again, so nothing but this task touches them.
+ */
+int64
+qe_task_prune_finished_runs(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+
+	if (qe_finished_run_retention_s < 0)
+		return 0;				/* kept forever */
+	qe_plan(&plan,
+			"WITH due AS ("
+			"  SELECT x.run_id FROM queue_engine.runs x"
+			"   WHERE x.status IN ('completed', 'failed', 'canceled', 'expired')"
+			"     AND x.finished_at < now() - make_interval(secs => $2)"
+			"   ORDER BY x.finished_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+			" m AS ("
+			"  DELETE FROM queue_engine.runs r USING due"
+			"   WHERE r.run_id = due.run_id"
+			"  RETURNING r.run_id, r.tenant_id, r.idempotency_key),"
+			" k AS ("
+			"  DELETE FROM queue_engine.idempotency_keys k USING m"
+			"   WHERE m.idempotency_key IS NOT NULL AND k.tenant_id = m.tenant_id"
+			"     AND k.idempotency_key = m.idempotency_key AND k.run_id = m.run_id)"
+			"SELECT count(*) FROM m",
+			2, (Oid[]) {INT4OID, FLOAT8OID});
+	values[0] = Int32GetDatum(limit);
+	values[1] = Float8GetDatum((double) qe_finished_run_retention_s);
+	qe_exec(plan, values, NULL, 0);
+	return qe_get_int64(0, 1);
+}
+
 static int
 batch_arg(FunctionCallInfo fcinfo)
 {
@@ -277,6 +315,7 @@ QE_TASK_WRAPPER(qe_expire_runs, qe_task_expire_runs)
 QE_TASK_WRAPPER(qe_rescue_stalled, qe_task_rescue_stalled)
 QE_TASK_WRAPPER(qe_purge_idempotency_keys, qe_task_purge_idempotency_keys)
 QE_TASK_WRAPPER(qe_fold_counts, qe_task_fold_counts)
+QE_TASK_WRAPPER(qe_prune_finished_runs, qe_task_prune_finished_runs)
 
 typedef int64 (*QeTask) (int limit);
 
@@ -311,6 +350,7 @@ qe_run_maintenance(PG_FUNCTION_ARGS)
 		qe_task_rescue_stalled,
 		qe_task_purge_idempotency_keys,
 		qe_task_fold_counts,
+		qe_task_prune_finished_runs,
 	};
 	bool		nonatomic;
 	int			limit = qe_maintenance_batch_size;

@@ -46,6 +46,7 @@ extern char *qe_database;
 extern int	qe_maintenance_interval_ms;
 extern int	qe_consistency_interval_ms;
 extern bool qe_maintenance_enabled;
+extern int	qe_finished_run_retention_s;
 extern void qe_guc_init(void);
 
 /* worker.c */
@@ -151,6 +152,7 @@ extern int64 qe_task_expire_runs(int limit);
 extern int64 qe_task_rescue_stalled(int limit);
 extern int64 qe_task_purge_idempotency_keys(int limit);
 extern int64 qe_task_fold_counts(int limit);
+extern int64 qe_task_prune_finished_runs(int limit);
 
 /* consistency.c */
 typedef struct QeCheckResult

@@ -66,6 +66,7 @@ static const QeNamedTask worker_tasks[] = {
 	{"rescue_stalled", qe_task_rescue_stalled},
 	{"purge_idempotency_keys", qe_task_purge_idempotency_keys},
 	{"fold_counts", qe_task_fold_counts},
+	{"prune_finished_runs", qe_task_prune_finished_runs},
 };
 
 /* A task call slower than this, not on a full batch, makes the task wait. */

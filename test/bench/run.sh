@@ -30,7 +30,8 @@
 #   BENCH_BLOCKED_QUEUES (100) x BENCH_BLOCKED_RUNS (10000) (workload 8),
 #   BENCH_SIZE_RUNS (100000, workload 9), BENCH_SUSTAIN_SECONDS (300), BENCH_SUSTAIN_RUNS
 #   (BENCH_RUNS), BENCH_SUSTAIN_AFTER (max(10, SUSTAIN/5) s of load after the release),
-#   BENCH_SUSTAIN_BACKLOG (10000) (workload 10), BENCH_MEMORY_CALLS (1000000),
+#   BENCH_SUSTAIN_BACKLOG (10000), BENCH_SUSTAIN_RETENTION (30s: finished_run_retention during
+#   workload 10, so that its steady state, where retention deletes what the load adds, comes within the run), BENCH_MEMORY_CALLS (1000000),
 #   BENCH_MEMORY_MAX_SECONDS (1800: the memory loop stops there), BENCH_OUT (also write the table there, as markdown).
 set -euo pipefail
 shopt -s inherit_errexit   # a failing step inside $(...) stops the bench too
@@ -53,6 +54,7 @@ BENCH_SUSTAIN_SECONDS=${BENCH_SUSTAIN_SECONDS:-300}
 BENCH_SUSTAIN_RUNS=${BENCH_SUSTAIN_RUNS:-$BENCH_RUNS}
 BENCH_SUSTAIN_AFTER=${BENCH_SUSTAIN_AFTER:-$(( BENCH_SUSTAIN_SECONDS / 5 > 10 ? BENCH_SUSTAIN_SECONDS / 5 : 10 ))}
 BENCH_SUSTAIN_BACKLOG=${BENCH_SUSTAIN_BACKLOG:-10000}
+BENCH_SUSTAIN_RETENTION=${BENCH_SUSTAIN_RETENTION:-30s}
 BENCH_MEMORY_CALLS=${BENCH_MEMORY_CALLS:-1000000}
 BENCH_MEMORY_MAX_SECONDS=${BENCH_MEMORY_MAX_SECONDS:-1800}
 BENCH_OUT=${BENCH_OUT:-}
@@ -152,6 +154,20 @@ run_pgbench() {
   local script=$1 clients=$2 sync=$3 batch=${4:-1} prep=${5:-}
   measure "$prep" "$sync" "$clients" 0 -T "$BENCH_SECONDS" -D batch="$batch" -f "$here/scripts/$script" |
     awk '{print $1}'
+}
+
+# run_pair RAW_SCRIPT QE_SCRIPT CLIENTS SYNC [BATCH] [PREP] -> "raw_tps engine_tps", each the
+# median of BENCH_RUNS runs, raw and engine runs alternating so that drift in the
+# machine's speed during the workload (noisy neighbours, checkpoints) falls on both.
+run_pair() {
+  local raw_script=$1 qe_script=$2 clients=$3 sync=$4 batch=${5:-1} prep=${6:-} i
+  local pair=$work/pair
+  : >"$pair.raw"; : >"$pair.qe"
+  for ((i = 0; i < BENCH_RUNS; i++)); do
+    BENCH_RUNS=1 run_pgbench "$raw_script" "$clients" "$sync" "$batch" "$prep" >>"$pair.raw"
+    BENCH_RUNS=1 run_pgbench "$qe_script" "$clients" "$sync" "$batch" "$prep" >>"$pair.qe"
+  done
+  echo "$(median <"$pair.raw") $(median <"$pair.qe")"
 }
 
 # --- engine state -----------------------------------------------------------
@@ -263,24 +279,20 @@ if want 1 || want 2 || want 3 || want 4; then
     for clients in 1 8; do
       if want 1; then
         empty
-        raw=$(run_pgbench raw_enqueue.sql "$clients" "$sync")
-        qe=$(run_pgbench qe_enqueue.sql "$clients" "$sync")
+        read -r raw qe <<<"$(run_pair raw_enqueue.sql qe_enqueue.sql "$clients" "$sync")"
         row "1 enqueue (runs/s)" "$sync" "$clients" "$raw" "$qe"
       fi
       if want 2; then
         empty
-        raw=$(run_pgbench raw_batch.sql "$clients" "$sync")
-        qe=$(run_pgbench qe_batch.sql "$clients" "$sync")
+        read -r raw qe <<<"$(run_pair raw_batch.sql qe_batch.sql "$clients" "$sync")"
         row "2 enqueue_batch 100 (batches/s)" "$sync" "$clients" "$raw" "$qe"
       fi
       if want 3; then
-        raw=$(run_pgbench raw_claim_ack.sql "$clients" "$sync" 1 refill)
-        qe=$(run_pgbench qe_dequeue_complete.sql "$clients" "$sync" 1 refill)
+        read -r raw qe <<<"$(run_pair raw_claim_ack.sql qe_dequeue_complete.sql "$clients" "$sync" 1 refill)"
         row "3 dequeue 1 + complete (runs/s)" "$sync" "$clients" "$raw" "$qe"
       fi
       if want 4; then
-        raw=$(run_pgbench raw_claim_ack.sql "$clients" "$sync" 10 refill)
-        qe=$(run_pgbench qe_dequeue_complete_batch.sql "$clients" "$sync" 10 refill)
+        read -r raw qe <<<"$(run_pair raw_claim_ack.sql qe_dequeue_complete_batch.sql "$clients" "$sync" 10 refill)"
         row "4 dequeue 10 + complete_batch (tx/s)" "$sync" "$clients" "$raw" "$qe"
       fi
     done
@@ -409,6 +421,11 @@ fi
 
 # --- 10: sustained load with and without a held snapshot -------------------------
 if want 10; then
+  # Retention short enough for the steady state to come within the run (the
+  # worker and run_maintenance() read it; the default is 7 days).
+  qe_psql -c "ALTER SYSTEM SET queue_engine.finished_run_retention = '$BENCH_SUSTAIN_RETENTION'" \
+          -c "SELECT pg_reload_conf()" >/dev/null
+  qe_log "workload 10: finished_run_retention = $BENCH_SUSTAIN_RETENTION"
   for sync in $BENCH_SYNCS; do
     # Capacity: the same script (enqueue + dequeue + complete) unthrottled,
     # 8 clients, without a snapshot, from the same backlog.
@@ -464,6 +481,7 @@ if want 10; then
     row "10 after release+maintenance+VACUUM, +${BENCH_SUSTAIN_AFTER}s load: MB, MB/s" "$sync" 8 \
         "+$g_without/s" "$(mb "$a0")->$(mb "$a1") +$g_after/s" "$verdict"
   done
+  qe_psql -c "ALTER SYSTEM RESET queue_engine.finished_run_retention" -c "SELECT pg_reload_conf()" >/dev/null
 fi
 
 # --- mem: one backend across BENCH_MEMORY_CALLS dequeue + complete calls ---------

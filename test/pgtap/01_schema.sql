@@ -1,7 +1,7 @@
 -- 01_schema.sql: the public surface of queue_engine (SPEC "Functions", "Run states",
 -- "Reading", "Operating") and its privileges (README "Roles and grants").
 BEGIN;
-SELECT plan(97);
+SELECT plan(100);
 
 -- Every SPEC function: name, argument types, argument names with defaults, result.
 CREATE TEMP TABLE api (name text, argtypes text[], args text, result text);
@@ -43,7 +43,8 @@ INSERT INTO api VALUES
 ('expire_runs', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
 ('rescue_stalled', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
 ('purge_idempotency_keys', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
-('fold_counts', ARRAY['integer'], 'batch_size integer DEFAULT 10000', 'bigint');
+('fold_counts', ARRAY['integer'], 'batch_size integer DEFAULT 10000', 'bigint'),
+('prune_finished_runs', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint');
 
 -- 1
 SELECT has_schema('queue_engine');
@@ -53,25 +54,25 @@ SELECT enum_has_labels('queue_engine', 'run_status',
        ARRAY['delayed', 'queued', 'executing', 'waiting', 'completed', 'failed', 'canceled', 'expired'],
        'run_status has exactly the SPEC labels, in order');
 
--- 4-24: has_function with argument types
+-- 4-25: has_function with argument types
 SELECT has_function('queue_engine', name, argtypes, format('has function %s(%s)', name, array_to_string(argtypes, ', ')))
   FROM api ORDER BY name;
--- 25-45: argument names, types and defaults exactly
+-- 26-47: argument names, types and defaults exactly
 SELECT is(pg_get_function_arguments(format('queue_engine.%I(%s)', name, array_to_string(argtypes, ','))::regprocedure),
           args, format('%s arguments (names, types, defaults)', name))
   FROM api ORDER BY name;
--- 46-66: result types
+-- 48-69: result types
 SELECT is(pg_get_function_result(format('queue_engine.%I(%s)', name, array_to_string(argtypes, ','))::regprocedure),
           result, format('%s returns %s', name, result))
   FROM api ORDER BY name;
 
--- 67-69: run_maintenance() is a procedure without arguments
+-- 70-72: run_maintenance() is a procedure without arguments
 SELECT has_function('queue_engine', 'run_maintenance', ARRAY[]::name[], 'has run_maintenance()');
 SELECT is_procedure('queue_engine', 'run_maintenance', ARRAY[]::name[], 'run_maintenance is a procedure');
 SELECT is((SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'queue_engine'::regnamespace
             AND proname = 'run_maintenance' AND pronargs = 0), 1, 'exactly one run_maintenance, no arguments');
 
--- 70: get_run's row has every SPEC field, in the SPEC's order
+-- 73: get_run's row has every SPEC field, in the SPEC's order
 SELECT is((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
             WHERE attrelid = 'queue_engine.run_info'::regclass AND attnum > 0 AND NOT attisdropped),
           ARRAY['run_id', 'queue', 'tenant', 'status', 'attempt', 'max_attempts', 'priority', 'concurrency_key',
@@ -79,7 +80,7 @@ SELECT is((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
                 'last_error', 'output', 'tags', 'parent_run_id', 'idempotency_key'],
           'get_run row has every SPEC field');
 
--- 71-72: queue_stats view
+-- 74-75: queue_stats view
 SELECT has_view('queue_engine', 'queue_stats', 'has view queue_stats');
 SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
             WHERE attrelid = 'queue_engine.queue_stats'::regclass AND attnum > 0 AND NOT attisdropped),
@@ -87,14 +88,14 @@ SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttyp
                 'delayed bigint', 'executing bigint', 'waiting bigint', 'oldest_queued_at timestamp with time zone'],
           'queue_stats columns');
 
--- 73-74: consistency_log table
+-- 76-77: consistency_log table
 SELECT has_table('queue_engine', 'consistency_log', 'has table consistency_log');
 SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
             WHERE attrelid = 'queue_engine.consistency_log'::regclass AND attnum > 0 AND NOT attisdropped),
           ARRAY['logged_at timestamp with time zone', 'check_name text', 'found bigint', 'repaired bigint', 'detail jsonb'],
           'consistency_log columns');
 
--- 75-77: search_path is pinned, API functions are SECURITY DEFINER
+-- 78-80: search_path is pinned, API functions are SECURITY DEFINER
 -- (queue_below_limit excepted: its one query is schema-qualified, and a SET
 -- clause would cost a GUC save and restore on each of its calls, one per
 -- queue that dequeue(NULL) walks past)
@@ -134,7 +135,7 @@ $$;
 SELECT queue_engine.create_queue('priv_q') \gset
 SELECT queue_engine.enqueue('priv_q', '{"a": 1}') AS priv_run \gset
 
--- 78-83: nothing is granted to PUBLIC
+-- 81-86: nothing is granted to PUBLIC
 SELECT ok(NOT has_schema_privilege('qe_t_nobody', 'queue_engine', 'USAGE'), 'PUBLIC has no USAGE on schema queue_engine');
 SELECT is((SELECT coalesce(array_agg(p.oid::regprocedure::text ORDER BY 1), '{}') FROM pg_proc p
             WHERE p.pronamespace = 'queue_engine'::regnamespace
@@ -154,7 +155,7 @@ SELECT is(pg_temp.as_role('qe_t_nobody', 'SELECT * FROM queue_engine.runs'),
 SELECT is(pg_temp.as_role('qe_t_nobody', 'SELECT queue_engine.enqueue(''priv_q'')'),
           '42501: permission denied for schema queue_engine', 'a role without grants cannot execute enqueue');
 
--- 84-86: schema USAGE alone gives nothing either
+-- 87-89: schema USAGE alone gives nothing either
 SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT * FROM queue_engine.runs'),
           '42501: permission denied for table runs', 'USAGE alone: cannot read runs');
 SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT queue_engine.enqueue(''priv_q'')'),
@@ -162,7 +163,7 @@ SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT queue_engine.enqueue(''priv_q'')
 SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT * FROM queue_engine.get_run(' || :priv_run || ')'),
           '42501: permission denied for function get_run', 'USAGE alone: cannot execute get_run');
 
--- 87-89: size caps are superuser settings
+-- 90-92: size caps are superuser settings
 SELECT is(pg_temp.as_role('qe_t_usage', 'SET queue_engine.max_payload_bytes = 1000000000'),
           '42501: permission denied to set parameter "queue_engine.max_payload_bytes"',
           'an application cannot lift max_payload_bytes');
@@ -173,7 +174,7 @@ SELECT is(pg_temp.as_role('qe_t_usage', 'SET queue_engine.max_error_field_bytes 
           '42501: permission denied to set parameter "queue_engine.max_error_field_bytes"',
           'an application cannot lift max_error_field_bytes');
 
--- 90-92: the README's roles work with exactly the documented grants
+-- 93-95: the README's roles work with exactly the documented grants
 CREATE ROLE qe_t_producer NOLOGIN;
 GRANT USAGE ON SCHEMA queue_engine TO qe_t_producer;
 GRANT EXECUTE ON FUNCTION
@@ -207,11 +208,11 @@ SELECT is(pg_temp.as_role('qe_t_worker',
 SELECT is(pg_temp.as_role('qe_t_monitor', 'SELECT * FROM queue_engine.queue_stats'),
           'ok', 'monitor role (README: GRANT SELECT ON queue_stats) can read queue_stats');
 
--- 93: the work above really happened (4 runs completed by the worker role)
+-- 96: the work above really happened (4 runs completed by the worker role)
 SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE status = 'completed' AND output = '{"ok": true}'),
           4, 'worker role completed the 4 runs');
 
--- 94: run_maintenance puts the caller's search_path back
+-- 97: run_maintenance puts the caller's search_path back
 SET search_path = public, pg_catalog;
 CALL queue_engine.run_maintenance();
 SELECT is(current_setting('search_path'), 'public, pg_catalog', 'run_maintenance restores the caller''s search_path');

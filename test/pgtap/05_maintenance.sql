@@ -1,7 +1,7 @@
 -- 05_maintenance.sql: background tasks callable from SQL, check_consistency and
 -- run_maintenance (SPEC "Operating", "Background work").
 BEGIN;
-SELECT plan(74);
+SELECT plan(87);
 
 -- Enqueue one run on queue q and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, worker text DEFAULT NULL) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -161,6 +161,67 @@ SELECT is(ARRAY[queue_engine.fold_counts(2), queue_engine.fold_counts(2), queue_
           'fold_counts(batch_size) folds at most batch_size deltas a call');
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0,
           'queue_stats equals the runs after folding in batches');
+
+---------------------------------------------------------------------------
+-- prune_finished_runs (queue_engine.finished_run_retention)
+---------------------------------------------------------------------------
+SET LOCAL queue_engine.finished_run_retention = '1h';
+SELECT queue_engine.create_queue('m6', ttl => '1 hour') \gset
+SELECT queue_id AS m6_id FROM queue_engine.queues WHERE queue = 'm6' \gset
+SELECT pg_temp.started('m6') AS f_done \gset
+SELECT queue_engine.complete(:f_done) \gset
+SELECT pg_temp.started('m6') AS f_failed \gset
+SELECT queue_engine.fail(:f_failed, '{"message": "x"}', permanent => true) \gset
+SELECT queue_engine.enqueue('m6', idempotency_key => 'prune-me') AS f_canceled \gset
+SELECT queue_engine.cancel(:f_canceled) \gset
+SELECT queue_engine.enqueue('m6') AS f_expired \gset
+UPDATE queue_engine.runs SET expires_at = now() - interval '1 second' WHERE run_id = :f_expired;
+SELECT queue_engine.expire_runs() \gset
+SELECT pg_temp.started('m6') AS f_recent \gset
+SELECT queue_engine.complete(:f_recent) \gset
+SELECT queue_engine.enqueue('m6', idempotency_key => 'keep-me') AS f_open \gset
+SELECT is((SELECT array_agg(g.status ORDER BY g.run_id)
+             FROM unnest(ARRAY[:f_done, :f_failed, :f_canceled, :f_expired, :f_recent, :f_open]::bigint[]) u(id),
+                  queue_engine.get_run(u.id) g),
+          ARRAY['completed', 'failed', 'canceled', 'expired', 'completed', 'queued']::queue_engine.run_status[],
+          'one run in each final state, one recent, one open');
+-- Two hours ago for the four old ones; the recent one 59 minutes ago; the open
+-- one was created and due long ago but has not finished.
+UPDATE queue_engine.runs SET finished_at = now() - interval '2 hours'
+ WHERE run_id IN (:f_done, :f_failed, :f_canceled, :f_expired);
+UPDATE queue_engine.runs SET finished_at = now() - interval '59 minutes' WHERE run_id = :f_recent;
+UPDATE queue_engine.runs SET created_at = now() - interval '3 days', run_at = now() - interval '3 days'
+ WHERE run_id = :f_open;
+SELECT queue_engine.fold_counts() \gset
+CREATE TEMP TABLE stats_before_prune AS SELECT * FROM queue_engine.queue_stats;
+SELECT is(queue_engine.prune_finished_runs(3), 3::bigint, 'a batch of 3 deletes 3 of the 4 runs finished 2 hours ago');
+SELECT is(queue_engine.prune_finished_runs(), 1::bigint, 'the next batch deletes the fourth');
+SELECT is(queue_engine.prune_finished_runs(), 0::bigint, 'nothing more is past the 1 hour retention');
+SELECT is((SELECT array_agg(run_id ORDER BY run_id) FROM queue_engine.runs WHERE queue_id = :m6_id),
+          ARRAY[:f_recent, :f_open]::bigint[], 'the run finished 59 minutes ago and the open run stay');
+SELECT throws_ok(format('SELECT * FROM queue_engine.get_run(%s)', :f_done), 'P0002', NULL,
+                 'get_run of a deleted run says it does not exist');
+SELECT is((SELECT array_agg(idempotency_key) FROM queue_engine.idempotency_keys
+            WHERE idempotency_key IN ('prune-me', 'keep-me')),
+          ARRAY['keep-me'], 'the deleted run''s idempotency key went with it; the open run''s stays');
+SELECT isnt(queue_engine.enqueue('m6', idempotency_key => 'prune-me'), :f_canceled::bigint,
+            'the same key now makes a new run');
+SELECT is(queue_engine.enqueue('m6', idempotency_key => 'keep-me'), :f_open::bigint,
+          'the live key still returns its run');
+SELECT queue_engine.fold_counts() \gset
+SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm6'),
+          (SELECT queued + 1 FROM stats_before_prune WHERE queue = 'm6'),
+          'counts are untouched by pruning (one more queued: the new run)');
+UPDATE queue_engine.runs SET finished_at = now() - interval '10 years' WHERE run_id = :f_recent;
+SET LOCAL queue_engine.finished_run_retention = -1;
+SELECT is(queue_engine.prune_finished_runs(), 0::bigint, 'retention -1 keeps finished runs forever');
+SET LOCAL queue_engine.finished_run_retention = '1h';
+CALL queue_engine.run_maintenance();
+SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE run_id = :f_recent), 0,
+          'run_maintenance prunes as well');
+SELECT is(pg_temp.checks(false),
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'shared_queue_slots=0/0'],
+          'the engine is consistent after pruning');
 
 ---------------------------------------------------------------------------
 -- check_consistency on a healthy engine

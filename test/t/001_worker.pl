@@ -14,6 +14,8 @@
 #    (plus a fixed allowance, QE_TAP_SLACK_MS, for forking and connecting the
 #    worker), measured on the server's clock by a trigger that logs every
 #    status change with the backend type that made it;
+#  - the worker alone deletes a run finished longer ago than
+#    finished_run_retention (7 days by default) and keeps one just finished;
 #  - pg_terminate_backend() of the launcher: it comes back with a new pid and works;
 #  - SIGHUP: maintenance_interval = 1h stops passes (a due run stays delayed and no
 #    worker starts), setting it back wakes the launcher at once; a reload that
@@ -299,6 +301,16 @@ is(sql('postgres', "SELECT run_id || ':' || attempt FROM queue_engine.dequeue(AR
 	'the rescued run starts again as attempt 2');
 is(sql('postgres', "SELECT finished_at IS NOT NULL FROM queue_engine.runs WHERE run_id = $exp"),
 	't', 'expired run has finished_at');
+
+# ------------------------------------------------ retention of finished runs
+
+# The default finished_run_retention is 7 days: a run that finished 8 days
+# ago is deleted by the worker alone, one that finished just now is kept.
+sql('postgres', "UPDATE queue_engine.runs SET finished_at = now() - interval '8 days' WHERE run_id = $exp");
+ok( defined wait_for('postgres', "SELECT count(*) FROM queue_engine.runs WHERE run_id = $exp", '0', 10),
+	'worker alone: a run finished 8 days ago is deleted (retention 7 days)');
+is(sql('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $last"), 'failed',
+	'a run that finished just now is kept');
 
 # ------------------------------------------------ launcher killed: comes back
 
