@@ -19,8 +19,11 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
 #include "utils/array.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(qe_promote_delayed);
 PG_FUNCTION_INFO_V1(qe_expire_runs);
@@ -241,17 +244,108 @@ qe_task_fold_counts(int limit)
 }
 
 /*
- * Finished runs whose finished_at is older than
- * queue_engine.finished_run_retention are deleted, oldest first, with the
- * idempotency keys that still name them: a retry with the same key then
- * makes a new run rather than returning an id get_run no longer knows.
- * Final runs never change again, so nothing but this task touches them.
+ * Where the worker's last prune stopped (shared memory, preloaded only):
+ * the finished_at of the newest run it deleted, less
+ * QE_PRUNE_CURSOR_MARGIN_S, since a run finished by a transaction that
+ * commits later carries an older finished_at.  The worker's next batch
+ * starts there instead of at the oldest entry of runs_finished: while a
+ * long-open snapshot keeps the entries of deleted runs from being cleaned
+ * up, every batch would otherwise walk all of them again (hundreds of
+ * thousands after a few minutes of load).  The worker forgets the cursor
+ * at each of its consistency passes, so a run that finished before it
+ * (in a long transaction) is pruned by the next full walk.
  */
-int64
-qe_task_prune_finished_runs(int limit)
+#define QE_PRUNE_CURSOR_MARGIN_S	10
+
+typedef struct QePruneCursor
+{
+	slock_t		mutex;
+	Oid			dbid;			/* database the cursor is for */
+	TimestampTz from;			/* DT_NOBEGIN: from the oldest */
+} QePruneCursor;
+
+static QePruneCursor *prune_cursor = NULL;
+
+Size
+qe_maintenance_shmem_size(void)
+{
+	return MAXALIGN(sizeof(QePruneCursor));
+}
+
+/* Called by shmem.c's startup hook, under AddinShmemInitLock. */
+void
+qe_maintenance_shmem_init(void)
+{
+	bool		found;
+
+	prune_cursor = ShmemInitStruct("queue_engine prune cursor",
+								   sizeof(QePruneCursor), &found);
+	if (!found)
+	{
+		SpinLockInit(&prune_cursor->mutex);
+		prune_cursor->dbid = InvalidOid;
+		prune_cursor->from = DT_NOBEGIN;
+	}
+}
+
+/* The worker's consistency pass: the next prune walks from the oldest. */
+void
+qe_prune_cursor_forget(void)
+{
+	if (prune_cursor == NULL)
+		return;
+	SpinLockAcquire(&prune_cursor->mutex);
+	prune_cursor->dbid = InvalidOid;
+	prune_cursor->from = DT_NOBEGIN;
+	SpinLockRelease(&prune_cursor->mutex);
+}
+
+static TimestampTz
+prune_cursor_get(void)
+{
+	TimestampTz from = DT_NOBEGIN;
+
+	if (prune_cursor == NULL)
+		return from;
+	SpinLockAcquire(&prune_cursor->mutex);
+	if (prune_cursor->dbid == MyDatabaseId)
+		from = prune_cursor->from;
+	SpinLockRelease(&prune_cursor->mutex);
+	return from;
+}
+
+static void
+prune_cursor_advance(TimestampTz newest_deleted)
+{
+	TimestampTz from = newest_deleted - QE_PRUNE_CURSOR_MARGIN_S * USECS_PER_SEC;
+
+	if (prune_cursor == NULL)
+		return;
+	SpinLockAcquire(&prune_cursor->mutex);
+	if (prune_cursor->dbid != MyDatabaseId || prune_cursor->from < from)
+	{
+		prune_cursor->dbid = MyDatabaseId;
+		prune_cursor->from = from;
+	}
+	SpinLockRelease(&prune_cursor->mutex);
+}
+
+/*
+ * Finished runs whose finished_at is older than
+ * queue_engine.finished_run_retention are deleted, oldest first (from
+ * finished_at "from" on), with the idempotency keys that still name them:
+ * a retry with the same key then makes a new run rather than returning an
+ * id get_run no longer knows.  Final runs never change again, so nothing
+ * but this task touches them.  Sets *newest to the latest finished_at
+ * deleted.
+ */
+static int64
+prune_finished_runs(int limit, TimestampTz from, TimestampTz *newest)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
+	Datum		values[3];
+	bool		isnull;
+	int64		n;
 
 	if (qe_finished_run_retention_s < 0)
 		return 0;				/* kept forever */
@@ -260,21 +354,47 @@ qe_task_prune_finished_runs(int limit)
 			"  SELECT x.run_id FROM queue_engine.runs x"
 			"   WHERE x.status IN ('completed', 'failed', 'canceled', 'expired')"
 			"     AND x.finished_at < now() - make_interval(secs => $2)"
+			"     AND x.finished_at >= $3"
 			"   ORDER BY x.finished_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
 			" m AS ("
 			"  DELETE FROM queue_engine.runs r USING due"
 			"   WHERE r.run_id = due.run_id"
-			"  RETURNING r.run_id, r.tenant_id, r.idempotency_key),"
+			"  RETURNING r.run_id, r.tenant_id, r.idempotency_key, r.finished_at),"
 			" k AS ("
 			"  DELETE FROM queue_engine.idempotency_keys k USING m"
 			"   WHERE m.idempotency_key IS NOT NULL AND k.tenant_id = m.tenant_id"
 			"     AND k.idempotency_key = m.idempotency_key AND k.run_id = m.run_id)"
-			"SELECT count(*) FROM m",
-			2, (Oid[]) {INT4OID, FLOAT8OID});
+			"SELECT count(*), max(finished_at) FROM m",
+			3, (Oid[]) {INT4OID, FLOAT8OID, TIMESTAMPTZOID});
 	values[0] = Int32GetDatum(limit);
 	values[1] = Float8GetDatum((double) qe_finished_run_retention_s);
+	values[2] = TimestampTzGetDatum(from);
 	qe_exec(plan, values, NULL, 0);
-	return qe_get_int64(0, 1);
+	n = qe_get_int64(0, 1);
+	*newest = n > 0 ? DatumGetTimestampTz(qe_get(0, 2, &isnull)) : DT_NOBEGIN;
+	return n;
+}
+
+/* By hand and run_maintenance(): every finished run past retention. */
+int64
+qe_task_prune_finished_runs(int limit)
+{
+	TimestampTz newest;
+
+	return prune_finished_runs(limit, DT_NOBEGIN, &newest);
+}
+
+/* The worker: from where its last batch stopped. */
+int64
+qe_task_prune_finished_runs_resume(int limit)
+{
+	TimestampTz newest;
+	int64		n;
+
+	n = prune_finished_runs(limit, prune_cursor_get(), &newest);
+	if (n > 0)
+		prune_cursor_advance(newest);
+	return n;
 }
 
 static int

@@ -153,6 +153,10 @@ extern int64 qe_task_rescue_stalled(int limit);
 extern int64 qe_task_purge_idempotency_keys(int limit);
 extern int64 qe_task_fold_counts(int limit);
 extern int64 qe_task_prune_finished_runs(int limit);
+extern int64 qe_task_prune_finished_runs_resume(int limit);
+extern void qe_prune_cursor_forget(void);
+extern Size qe_maintenance_shmem_size(void);
+extern void qe_maintenance_shmem_init(void);
 
 /* consistency.c */
 typedef struct QeCheckResult

@@ -4,7 +4,7 @@
  *	  The extension's shared memory (with shared_preload_libraries only):
  *	  one request hook and one startup hook that size and set up each
  *	  part's structures: the dispatch hints, the queue-definition
- *	  generation, and the worker's task schedule.
+ *	  generation, the worker's task schedule and the prune cursor.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,11 +21,14 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static void
 qe_shmem_request(void)
 {
+	Size		size = qe_dispatch_hints_shmem_size();
+
+	size = add_size(size, qe_queue_cache_shmem_size());
+	size = add_size(size, qe_worker_shmem_size());
+	size = add_size(size, qe_maintenance_shmem_size());
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(add_size(qe_dispatch_hints_shmem_size(),
-											 qe_queue_cache_shmem_size()),
-									qe_worker_shmem_size()));
+	RequestAddinShmemSpace(size);
 }
 
 static void
@@ -37,6 +40,7 @@ qe_shmem_startup(void)
 	qe_dispatch_hints_shmem_init();
 	qe_queue_cache_shmem_init();
 	qe_worker_shmem_init();
+	qe_maintenance_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -66,7 +66,7 @@ static const QeNamedTask worker_tasks[] = {
 	{"rescue_stalled", qe_task_rescue_stalled},
 	{"purge_idempotency_keys", qe_task_purge_idempotency_keys},
 	{"fold_counts", qe_task_fold_counts},
-	{"prune_finished_runs", qe_task_prune_finished_runs},
+	{"prune_finished_runs", qe_task_prune_finished_runs_resume},
 };
 
 /* A task call slower than this, not on a full batch, makes the task wait. */
@@ -367,6 +367,10 @@ qe_maintenance_main(Datum arg)
 
 	/* Every plan is schema-qualified; pin search_path all the same. */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/* A consistency pass also prunes from the oldest finished run. */
+	if (flags & QE_PASS_CONSISTENCY)
+		qe_prune_cursor_forget();
 
 	for (int i = 0; i < lengthof(worker_tasks); i++)
 	{

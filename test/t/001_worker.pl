@@ -16,6 +16,8 @@
 #    status change with the backend type that made it;
 #  - the worker alone deletes a run finished longer ago than
 #    finished_run_retention (7 days by default) and keeps one just finished;
+#    its next batches start where the last one stopped, a run finished
+#    before that is pruned at the next consistency pass;
 #  - pg_terminate_backend() of the launcher: it comes back with a new pid and works;
 #  - SIGHUP: maintenance_interval = 1h stops passes (a due run stays delayed and no
 #    worker starts), setting it back wakes the launcher at once; a reload that
@@ -311,6 +313,20 @@ ok( defined wait_for('postgres', "SELECT count(*) FROM queue_engine.runs WHERE r
 	'worker alone: a run finished 8 days ago is deleted (retention 7 days)');
 is(sql('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $last"), 'failed',
 	'a run that finished just now is kept');
+
+# The worker resumes pruning where its last batch stopped (less a 10 s
+# margin), so a held snapshot's undeletable index entries are not walked
+# again every pass.  A run with an older finished_at (as a long transaction
+# that finished it would leave) waits for the next consistency pass, which
+# walks from the oldest again.
+sql('postgres', "UPDATE queue_engine.runs SET finished_at = now() - interval '9 days' WHERE run_id = $last");
+sleep 2;    # ten passes
+is(sql('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $last"), 'failed',
+	'a run finished before where the last prune stopped is passed over by the next passes');
+set_conf('queue_engine.consistency_interval', '200ms');
+ok( defined wait_for('postgres', "SELECT count(*) FROM queue_engine.runs WHERE run_id = $last", '0', 10),
+	'the next consistency pass prunes it');
+set_conf('queue_engine.consistency_interval', '1h');
 
 # ------------------------------------------------ launcher killed: comes back
 
