@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/itemptr.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/array.h"
@@ -213,34 +214,119 @@ qe_task_purge_idempotency_keys(int limit)
 					limit);
 }
 
-/* Count deltas are added into queue_counts and deleted, atomically. */
+/*
+ * Where the last fold stopped in queue_count_deltas (shared memory when
+ * preloaded, else this backend's): the highest ctid it deleted.  Writers
+ * append deltas, so the unfolded ones lie mostly after it and the rows of
+ * folded ones before it; while a long-open snapshot keeps those rows from
+ * being removed, a scan from the table's first block would wade through
+ * all of them on every batch.  A call that comes back short goes round
+ * once more from the first block (see qe_task_fold_counts), which also
+ * picks up deltas stored in space VACUUM freed behind the cursor.
+ */
+typedef struct QeFoldCursor
+{
+	slock_t		mutex;
+	Oid			dbid;			/* database the cursor is for */
+	ItemPointerData from;
+} QeFoldCursor;
+
+static QeFoldCursor *fold_cursor = NULL;
+static ItemPointerData local_fold_cursor;	/* without shared memory */
+
+static void
+fold_cursor_get(ItemPointer from)
+{
+	ItemPointerSet(from, 0, 0);
+	if (fold_cursor == NULL)
+	{
+		ItemPointerCopy(&local_fold_cursor, from);
+		return;
+	}
+	SpinLockAcquire(&fold_cursor->mutex);
+	if (fold_cursor->dbid == MyDatabaseId)
+		ItemPointerCopy(&fold_cursor->from, from);
+	SpinLockRelease(&fold_cursor->mutex);
+}
+
+static void
+fold_cursor_set(ItemPointer from)
+{
+	if (fold_cursor == NULL)
+	{
+		ItemPointerCopy(from, &local_fold_cursor);
+		return;
+	}
+	SpinLockAcquire(&fold_cursor->mutex);
+	fold_cursor->dbid = MyDatabaseId;
+	ItemPointerCopy(from, &fold_cursor->from);
+	SpinLockRelease(&fold_cursor->mutex);
+}
+
+/* Count deltas from *cursor on are added into queue_counts and deleted. */
+static int64
+fold_counts_from(int limit, ItemPointer cursor)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+	bool		isnull;
+	int64		n;
+
+	qe_plan(&plan,
+			"WITH moved AS ("
+			"  DELETE FROM queue_engine.queue_count_deltas"
+			"   WHERE ctid = ANY (ARRAY("
+			"         SELECT ctid FROM queue_engine.queue_count_deltas"
+			"          WHERE ctid >= $2"
+			"          LIMIT $1 FOR UPDATE SKIP LOCKED))"
+			"  RETURNING ctid AS moved_from, *),"
+			" s AS ("
+			"  SELECT queue_id, sum(queued) AS queued, sum(delayed) AS delayed,"
+			"         sum(executing) AS executing, sum(waiting) AS waiting"
+			"    FROM moved GROUP BY queue_id),"
+			" u AS ("
+			"  INSERT INTO queue_engine.queue_counts AS c"
+			"         (queue_id, queued, delayed, executing, waiting)"
+			"  SELECT queue_id, queued, delayed, executing, waiting FROM s"
+			"  ON CONFLICT (queue_id) DO UPDATE"
+			"     SET queued = c.queued + EXCLUDED.queued,"
+			"         delayed = c.delayed + EXCLUDED.delayed,"
+			"         executing = c.executing + EXCLUDED.executing,"
+			"         waiting = c.waiting + EXCLUDED.waiting)"
+			"SELECT count(*), max(moved_from) FROM moved",
+			2, (Oid[]) {INT4OID, TIDOID});
+	values[0] = Int32GetDatum(limit);
+	values[1] = PointerGetDatum(cursor);
+	qe_exec(plan, values, NULL, 0);
+	n = qe_get_int64(0, 1);
+	if (n > 0)
+		ItemPointerCopy((ItemPointer) DatumGetPointer(qe_get(0, 2, &isnull)), cursor);
+	return n;
+}
+
+/*
+ * From where the last fold stopped, and, if that comes back short, once
+ * more from the first block, so that a short count still means every
+ * delta visible was folded.
+ */
 int64
 qe_task_fold_counts(int limit)
 {
-	static SPIPlanPtr plan = NULL;
+	ItemPointerData from;
+	bool		from_start;
+	int64		n;
 
-	return run_task(&plan,
-					"WITH moved AS ("
-					"  DELETE FROM queue_engine.queue_count_deltas"
-					"   WHERE ctid = ANY (ARRAY("
-					"         SELECT ctid FROM queue_engine.queue_count_deltas"
-					"          LIMIT $1 FOR UPDATE SKIP LOCKED))"
-					"  RETURNING *),"
-					" s AS ("
-					"  SELECT queue_id, sum(queued) AS queued, sum(delayed) AS delayed,"
-					"         sum(executing) AS executing, sum(waiting) AS waiting"
-					"    FROM moved GROUP BY queue_id),"
-					" u AS ("
-					"  INSERT INTO queue_engine.queue_counts AS c"
-					"         (queue_id, queued, delayed, executing, waiting)"
-					"  SELECT queue_id, queued, delayed, executing, waiting FROM s"
-					"  ON CONFLICT (queue_id) DO UPDATE"
-					"     SET queued = c.queued + EXCLUDED.queued,"
-					"         delayed = c.delayed + EXCLUDED.delayed,"
-					"         executing = c.executing + EXCLUDED.executing,"
-					"         waiting = c.waiting + EXCLUDED.waiting)"
-					"SELECT count(*) FROM moved",
-					limit);
+	fold_cursor_get(&from);
+	from_start = ItemPointerGetBlockNumberNoCheck(&from) == 0 &&
+		ItemPointerGetOffsetNumberNoCheck(&from) == 0;
+	n = fold_counts_from(limit, &from);
+	if (n < limit && !from_start)
+	{
+		ItemPointerSet(&from, 0, 0);
+		n += fold_counts_from(limit - (int) n, &from);
+	}
+	fold_cursor_set(&from);
+	return n;
 }
 
 /*
@@ -255,7 +341,7 @@ qe_task_fold_counts(int limit)
  * at each of its consistency passes, so a run that finished before it
  * (in a long transaction) is pruned by the next full walk.
  */
-#define QE_PRUNE_CURSOR_MARGIN_S	10
+#define QE_PRUNE_CURSOR_MARGIN_S	1
 
 typedef struct QePruneCursor
 {
@@ -269,7 +355,7 @@ static QePruneCursor *prune_cursor = NULL;
 Size
 qe_maintenance_shmem_size(void)
 {
-	return MAXALIGN(sizeof(QePruneCursor));
+	return add_size(MAXALIGN(sizeof(QePruneCursor)), MAXALIGN(sizeof(QeFoldCursor)));
 }
 
 /* Called by shmem.c's startup hook, under AddinShmemInitLock. */
@@ -285,6 +371,14 @@ qe_maintenance_shmem_init(void)
 		SpinLockInit(&prune_cursor->mutex);
 		prune_cursor->dbid = InvalidOid;
 		prune_cursor->from = DT_NOBEGIN;
+	}
+	fold_cursor = ShmemInitStruct("queue_engine fold cursor",
+								  sizeof(QeFoldCursor), &found);
+	if (!found)
+	{
+		SpinLockInit(&fold_cursor->mutex);
+		fold_cursor->dbid = InvalidOid;
+		ItemPointerSet(&fold_cursor->from, 0, 0);
 	}
 }
 
