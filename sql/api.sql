@@ -679,20 +679,21 @@ CALL queue_engine.run_maintenance();
 COMMIT;
 SHOW search_path;
 
--- fold_counts() resumes where this session's last fold stopped in
--- queue_count_deltas, and when that comes back short it goes round once
--- more from the first block: a delta stored before that point (in space
--- VACUUM freed) is folded by the same call.
+-- fold_counts() resumes a little (32 blocks) before where this session's
+-- last fold stopped in queue_count_deltas, and when that comes back short it
+-- goes round once more from the first block: a delta stored further back
+-- (in space VACUUM freed) is folded by the same call.
 SELECT create_queue('fold_wrap');
 SELECT queue_id AS fw FROM queues WHERE queue = 'fold_wrap' AND dropped_at IS NULL \gset
 SELECT fold_counts() >= 0 AS drained;
-INSERT INTO queue_count_deltas (queue_id, delayed) SELECT :fw, 1 FROM generate_series(1, 4);
-SELECT fold_counts(2) AS folded_first_two;
+INSERT INTO queue_count_deltas (queue_id, delayed) SELECT :fw, 1 FROM generate_series(1, 8000);
+SELECT fold_counts(6000) AS folded_first_6000;
 SELECT max(ctid) AS cursor_at FROM (SELECT ctid FROM queue_count_deltas) d \gset
-SELECT fold_counts(2) AS folded_last_two;
+SELECT fold_counts(6000) AS folded_last_2000;
 VACUUM queue_count_deltas;
 INSERT INTO queue_count_deltas (queue_id, delayed) VALUES (:fw, 10);
-SELECT ctid < :'cursor_at'::tid AS stored_before_the_cursor FROM queue_count_deltas;
+SELECT (:'cursor_at'::text::point)[0] - (ctid::text::point)[0] > 32 AS stored_over_32_blocks_before_the_cursor
+  FROM queue_count_deltas;
 SELECT fold_counts(2) AS folded_behind_the_cursor;
 SELECT delayed FROM queue_counts WHERE queue_id = :fw;
 SELECT count(*) AS deltas_left FROM queue_count_deltas;

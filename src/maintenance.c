@@ -223,12 +223,30 @@ qe_task_purge_idempotency_keys(int limit)
  * all of them on every batch.  A call that comes back short goes round
  * once more from the first block (see qe_task_fold_counts), which also
  * picks up deltas stored in space VACUUM freed behind the cursor.
+ *
+ * Each backend fills a block of its own, so when a fold reaches the newest
+ * block, the blocks other backends are still filling lie a little before
+ * it: a fold starts QE_FOLD_CURSOR_MARGIN_BLOCKS before the cursor, which
+ * covers that for as many writers as the margin has blocks.
+ *
+ * That round reads every row before the cursor, so under a long-open
+ * snapshot it costs as much as no cursor at all.  The worker therefore goes
+ * round only when its previous round folded something (VACUUM is freeing
+ * space, and writers are filling it), at each consistency pass, or when
+ * QE_FOLD_WRAP_INTERVAL_S passed since the last round: deltas behind the
+ * cursor then wait that long at most, which only the queue_stats view (it
+ * adds pending deltas) notices, and only in its cost.
  */
+#define QE_FOLD_WRAP_INTERVAL_S		10
+#define QE_FOLD_CURSOR_MARGIN_BLOCKS	32
+
 typedef struct QeFoldCursor
 {
 	slock_t		mutex;
 	Oid			dbid;			/* database the cursor is for */
 	ItemPointerData from;
+	TimestampTz last_wrap;		/* the worker's last round from block 0 */
+	bool		wrap_folded;	/* ... and whether it folded anything */
 } QeFoldCursor;
 
 static QeFoldCursor *fold_cursor = NULL;
@@ -305,27 +323,88 @@ fold_counts_from(int limit, ItemPointer cursor)
 }
 
 /*
- * From where the last fold stopped, and, if that comes back short, once
- * more from the first block, so that a short count still means every
- * delta visible was folded.
+ * From where the last fold stopped, and, if that comes back short and
+ * wrap is true, once more from the first block.  Sets *wrapped_folded to
+ * how many the second round folded, -1 when there was none.
+ */
+static int64
+fold_counts(int limit, bool wrap, int64 *wrapped_folded)
+{
+	ItemPointerData cursor;
+	ItemPointerData from;
+	BlockNumber block;
+	int64		n;
+
+	*wrapped_folded = -1;
+	fold_cursor_get(&cursor);
+	block = ItemPointerGetBlockNumberNoCheck(&cursor);
+	block = block > QE_FOLD_CURSOR_MARGIN_BLOCKS ?
+		block - QE_FOLD_CURSOR_MARGIN_BLOCKS : 0;
+	ItemPointerSet(&from, block, 0);
+	n = fold_counts_from(limit, &from);
+	if (n > 0)
+		ItemPointerCopy(&from, &cursor);
+	if (n < limit && wrap && block > 0)
+	{
+		/* The cursor stays where the first round found rows, if it did. */
+		ItemPointerSet(&from, 0, 0);
+		*wrapped_folded = fold_counts_from(limit - (int) n, &from);
+		if (n == 0 && *wrapped_folded > 0)
+			ItemPointerCopy(&from, &cursor);
+		n += *wrapped_folded;
+	}
+	fold_cursor_set(&cursor);
+	return n;
+}
+
+/*
+ * By hand and run_maintenance(): a short count means every delta visible
+ * was folded.
  */
 int64
 qe_task_fold_counts(int limit)
 {
-	ItemPointerData from;
-	bool		from_start;
+	int64		wrapped_folded;
+
+	return fold_counts(limit, true, &wrapped_folded);
+}
+
+/* The worker's consistency pass: its next fold goes round from block 0. */
+void
+qe_fold_cursor_force_wrap(void)
+{
+	if (fold_cursor == NULL)
+		return;
+	SpinLockAcquire(&fold_cursor->mutex);
+	fold_cursor->last_wrap = 0;
+	SpinLockRelease(&fold_cursor->mutex);
+}
+
+/* The worker: goes round from block 0 only as often as said above. */
+int64
+qe_task_fold_counts_resume(int limit)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		wrap = true;
+	int64		wrapped_folded;
 	int64		n;
 
-	fold_cursor_get(&from);
-	from_start = ItemPointerGetBlockNumberNoCheck(&from) == 0 &&
-		ItemPointerGetOffsetNumberNoCheck(&from) == 0;
-	n = fold_counts_from(limit, &from);
-	if (n < limit && !from_start)
+	if (fold_cursor != NULL)
 	{
-		ItemPointerSet(&from, 0, 0);
-		n += fold_counts_from(limit - (int) n, &from);
+		SpinLockAcquire(&fold_cursor->mutex);
+		wrap = fold_cursor->wrap_folded ||
+			TimestampDifferenceExceeds(fold_cursor->last_wrap, now,
+									   QE_FOLD_WRAP_INTERVAL_S * 1000);
+		SpinLockRelease(&fold_cursor->mutex);
 	}
-	fold_cursor_set(&from);
+	n = fold_counts(limit, wrap, &wrapped_folded);
+	if (fold_cursor != NULL && wrapped_folded >= 0)
+	{
+		SpinLockAcquire(&fold_cursor->mutex);
+		fold_cursor->last_wrap = now;
+		fold_cursor->wrap_folded = wrapped_folded > 0;
+		SpinLockRelease(&fold_cursor->mutex);
+	}
 	return n;
 }
 
@@ -379,6 +458,8 @@ qe_maintenance_shmem_init(void)
 		SpinLockInit(&fold_cursor->mutex);
 		fold_cursor->dbid = InvalidOid;
 		ItemPointerSet(&fold_cursor->from, 0, 0);
+		fold_cursor->last_wrap = 0;
+		fold_cursor->wrap_folded = false;
 	}
 }
 

@@ -152,6 +152,8 @@ extern int64 qe_task_expire_runs(int limit);
 extern int64 qe_task_rescue_stalled(int limit);
 extern int64 qe_task_purge_idempotency_keys(int limit);
 extern int64 qe_task_fold_counts(int limit);
+extern int64 qe_task_fold_counts_resume(int limit);
+extern void qe_fold_cursor_force_wrap(void);
 extern int64 qe_task_prune_finished_runs(int limit);
 extern int64 qe_task_prune_finished_runs_resume(int limit);
 extern void qe_prune_cursor_forget(void);

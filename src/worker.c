@@ -65,7 +65,7 @@ static const QeNamedTask worker_tasks[] = {
 	{"promote_delayed", qe_task_promote_delayed},
 	{"rescue_stalled", qe_task_rescue_stalled},
 	{"purge_idempotency_keys", qe_task_purge_idempotency_keys},
-	{"fold_counts", qe_task_fold_counts},
+	{"fold_counts", qe_task_fold_counts_resume},
 	{"prune_finished_runs", qe_task_prune_finished_runs_resume},
 };
 
@@ -368,9 +368,15 @@ qe_maintenance_main(Datum arg)
 	/* Every plan is schema-qualified; pin search_path all the same. */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
-	/* A consistency pass also prunes from the oldest finished run. */
+	/*
+	 * A consistency pass also prunes from the oldest finished run and folds
+	 * from the first block of the count deltas.
+	 */
 	if (flags & QE_PASS_CONSISTENCY)
+	{
 		qe_prune_cursor_forget();
+		qe_fold_cursor_force_wrap();
+	}
 
 	for (int i = 0; i < lengthof(worker_tasks); i++)
 	{

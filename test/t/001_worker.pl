@@ -18,6 +18,8 @@
 #    finished_run_retention (7 days by default) and keeps one just finished;
 #    its next batches start where the last one stopped, a run finished
 #    before that is pruned at the next consistency pass;
+#  - count deltas stored behind where the last fold stopped are folded
+#    without a consistency pass;
 #  - pg_terminate_backend() of the launcher: it comes back with a new pid and works;
 #  - SIGHUP: maintenance_interval = 1h stops passes (a due run stays delayed and no
 #    worker starts), setting it back wakes the launcher at once; a reload that
@@ -327,6 +329,37 @@ set_conf('queue_engine.consistency_interval', '200ms');
 ok( defined wait_for('postgres', "SELECT count(*) FROM queue_engine.runs WHERE run_id = $last", '0', 10),
 	'the next consistency pass prunes it');
 set_conf('queue_engine.consistency_interval', '1h');
+
+# ------------------------------------------------ count deltas behind the fold cursor
+
+# The worker folds count deltas from where its last fold stopped, and goes
+# round from the first block only when its last round folded something, at
+# a consistency pass, or 10 s after its last round.  A delta stored behind
+# the cursor (in space VACUUM freed) is still folded without a consistency
+# pass, within that interval.
+sql('postgres', q{SELECT queue_engine.create_queue('foldq')});
+my $wq = sql('postgres', q{
+SELECT queue_id FROM queue_engine.queues WHERE queue = 'foldq' AND dropped_at IS NULL});
+my $counted = sql('postgres', "SELECT delayed FROM queue_engine.queue_counts WHERE queue_id = $wq");
+sql('postgres', qq{
+INSERT INTO queue_engine.queue_count_deltas (queue_id, delayed)
+SELECT $wq, 0 FROM generate_series(1, 8000)});
+ok( defined wait_for('postgres', 'SELECT count(*) FROM queue_engine.queue_count_deltas', '0', 10),
+	'the worker folds 8000 deltas');
+cmp_ok(sql('postgres', q{SELECT pg_relation_size('queue_engine.queue_count_deltas') / 8192}),
+	'>', 40, 'they took more blocks than the 32 a fold starts before its cursor');
+sql('postgres', 'VACUUM queue_engine.queue_count_deltas');
+sql('postgres', "INSERT INTO queue_engine.queue_count_deltas (queue_id, delayed) VALUES ($wq, 5)");
+my $folded_after = wait_for('postgres', 'SELECT count(*) FROM queue_engine.queue_count_deltas', '0', 20);
+ok(defined $folded_after && $folded_after < 10 + 2 * $bound_s,
+	sprintf('a delta stored behind the fold cursor is folded without a consistency pass (after %.1fs)',
+		$folded_after // -1));
+# The worker's last round from block 0 came just before (when it folded the
+# 8000 and found nothing behind), so the passes in between left it alone.
+cmp_ok($folded_after // 0, '>', 5,
+	'... by the round from the first block 10 s after the last one, not by every pass');
+is(sql('postgres', "SELECT delayed FROM queue_engine.queue_counts WHERE queue_id = $wq"),
+	$counted + 5, 'and counted once');
 
 # ------------------------------------------------ launcher killed: comes back
 
