@@ -162,6 +162,11 @@ qe_run_consistency_checks(bool repair, QeCheckResult *results)
 		results[i].repaired = qe_get_int64(0, 2);
 		detail = qe_get(0, 3, &isnull);
 
+		/* A repaired run holds a lease that has passed: rescue it soon. */
+		if (results[i].repaired > 0 &&
+			strcmp(checks[i].name, "executing_without_lease") == 0)
+			qe_lease_granted(GetCurrentTransactionStartTimestamp());
+
 		if (results[i].found > 0)
 		{
 			values[0] = CStringGetTextDatum(checks[i].name);

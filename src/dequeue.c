@@ -155,6 +155,8 @@ emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
 		values[5] = qe_get(i, CLAIM_KEY, &nulls[5]);
 		values[6] = qe_get(i, CLAIM_PRIORITY, &nulls[6]);
 		values[7] = qe_get(i, CLAIM_LEASE_EXP, &nulls[7]);
+		if (!nulls[7])
+			qe_lease_granted(DatumGetTimestampTz(values[7]));
 		values[8] = (Datum) 0;
 		nulls[8] = true;
 		tuplestore_putvalues(call->store, call->desc, values, nulls);

@@ -76,6 +76,7 @@ qe_heartbeat(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	}
 	result = qe_get(0, 1, &isnull);
+	qe_lease_granted(DatumGetTimestampTz(result));
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }

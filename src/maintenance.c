@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "port/atomics.h"
 #include "storage/itemptr.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
@@ -143,6 +144,88 @@ qe_task_expire_runs(int limit)
 }
 
 /*
+ * The rescue horizon (shared memory, preloaded only): no executing run's
+ * lease passes before it, so until then the worker's rescue has nothing to
+ * find and skips its scan, which reads every executing run (and, under a
+ * long-open snapshot, every row version of one it keeps).
+ *
+ * Every transaction that grants a lease (dequeue, heartbeat) lowers the
+ * horizon to that lease once it has committed, from its commit callback,
+ * which runs after the commit became visible.  The worker's rescue first
+ * sets the horizon QE_RESCUE_HORIZON_MAX_S ahead, then scans, then lowers
+ * it to the earliest lease it still sees: a lease its scan could not see
+ * committed after the scan's snapshot, so its callback lowered the horizon
+ * after the worker raised it, and is kept.  Leases changed by other means
+ * (by hand, or by a prepared transaction committed elsewhere) are found by
+ * the scan at least every QE_RESCUE_HORIZON_MAX_S, and at every
+ * consistency pass, which sets the horizon back to "now".
+ */
+#define QE_RESCUE_HORIZON_MAX_S		60
+
+static pg_atomic_uint64 *rescue_horizon = NULL;	/* a TimestampTz */
+static TimestampTz lease_granted_min = DT_NOEND;	/* this transaction's */
+static bool lease_callback_registered = false;
+
+static void
+rescue_horizon_lower(TimestampTz to)
+{
+	uint64		current;
+
+	if (rescue_horizon == NULL)
+		return;
+	current = pg_atomic_read_u64(rescue_horizon);
+	while ((TimestampTz) current > to)
+	{
+		if (pg_atomic_compare_exchange_u64(rescue_horizon, &current, (uint64) to))
+			break;
+	}
+}
+
+static void
+lease_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			if (lease_granted_min != DT_NOEND)
+				rescue_horizon_lower(lease_granted_min);
+			lease_granted_min = DT_NOEND;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			lease_granted_min = DT_NOEND;
+			break;
+		default:
+			break;
+	}
+}
+
+/* A lease ending at expires_at was granted in this transaction. */
+void
+qe_lease_granted(TimestampTz expires_at)
+{
+	if (rescue_horizon == NULL)
+		return;
+	if (!lease_callback_registered)
+	{
+		RegisterXactCallback(lease_xact_callback, NULL);
+		lease_callback_registered = true;
+	}
+	if (expires_at < lease_granted_min)
+		lease_granted_min = expires_at;
+}
+
+/* The worker's consistency pass: the next rescue scans. */
+void
+qe_rescue_horizon_forget(void)
+{
+	if (rescue_horizon != NULL)
+		pg_atomic_write_u64(rescue_horizon, 0);
+}
+
+/*
  * Executing runs whose lease passed without a heartbeat: the stall is
  * recorded as the attempt's error, and the run retries with the queue's
  * backoff, or fails when its attempts are spent.
@@ -191,6 +274,36 @@ qe_task_rescue_stalled(int limit)
 	/* Their queues' limit hints are void (rescue is rare: all of them). */
 	if (n > 0)
 		qe_limit_hint_exit_all();
+	return n;
+}
+
+/* The worker: scans only once the rescue horizon has passed. */
+int64
+qe_task_rescue_stalled_resume(int limit)
+{
+	static SPIPlanPtr plan = NULL;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz earliest;
+	bool		isnull;
+	int64		n;
+
+	if (rescue_horizon == NULL)
+		return qe_task_rescue_stalled(limit);
+	if ((TimestampTz) pg_atomic_read_u64(rescue_horizon) > now)
+		return 0;
+	pg_atomic_write_u64(rescue_horizon,
+						(uint64) (now + QE_RESCUE_HORIZON_MAX_S * USECS_PER_SEC));
+	n = qe_task_rescue_stalled(limit);
+
+	/* A new snapshot: it sees this batch's rescues, and what came since. */
+	qe_plan(&plan,
+			"SELECT min(x.lease_expires_at) FROM queue_engine.runs x"
+			" WHERE x.status = 'executing'",
+			0, NULL);
+	qe_exec(plan, NULL, NULL, 0);
+	earliest = DatumGetTimestampTz(qe_get(0, 1, &isnull));
+	if (!isnull)
+		rescue_horizon_lower(earliest);
 	return n;
 }
 
@@ -434,7 +547,9 @@ static QePruneCursor *prune_cursor = NULL;
 Size
 qe_maintenance_shmem_size(void)
 {
-	return add_size(MAXALIGN(sizeof(QePruneCursor)), MAXALIGN(sizeof(QeFoldCursor)));
+	return add_size(add_size(MAXALIGN(sizeof(QePruneCursor)),
+							 MAXALIGN(sizeof(QeFoldCursor))),
+					MAXALIGN(sizeof(pg_atomic_uint64)));
 }
 
 /* Called by shmem.c's startup hook, under AddinShmemInitLock. */
@@ -461,6 +576,10 @@ qe_maintenance_shmem_init(void)
 		fold_cursor->last_wrap = 0;
 		fold_cursor->wrap_folded = false;
 	}
+	rescue_horizon = ShmemInitStruct("queue_engine rescue horizon",
+									 sizeof(pg_atomic_uint64), &found);
+	if (!found)
+		pg_atomic_init_u64(rescue_horizon, 0);	/* scan at once */
 }
 
 /* The worker's consistency pass: the next prune walks from the oldest. */

@@ -63,7 +63,7 @@ typedef struct QeNamedTask
 static const QeNamedTask worker_tasks[] = {
 	{"expire_runs", qe_task_expire_runs},
 	{"promote_delayed", qe_task_promote_delayed},
-	{"rescue_stalled", qe_task_rescue_stalled},
+	{"rescue_stalled", qe_task_rescue_stalled_resume},
 	{"purge_idempotency_keys", qe_task_purge_idempotency_keys},
 	{"fold_counts", qe_task_fold_counts_resume},
 	{"prune_finished_runs", qe_task_prune_finished_runs_resume},
@@ -369,13 +369,14 @@ qe_maintenance_main(Datum arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
-	 * A consistency pass also prunes from the oldest finished run and folds
-	 * from the first block of the count deltas.
+	 * A consistency pass also prunes from the oldest finished run, folds
+	 * from the first block of the count deltas and scans for stalled runs.
 	 */
 	if (flags & QE_PASS_CONSISTENCY)
 	{
 		qe_prune_cursor_forget();
 		qe_fold_cursor_force_wrap();
+		qe_rescue_horizon_forget();
 	}
 
 	for (int i = 0; i < lengthof(worker_tasks); i++)
@@ -434,6 +435,8 @@ qe_maintenance_main(Datum arg)
 
 			qe_run_consistency_checks(true, results);
 			end_batch();
+			/* Its repairs may have given runs an expired lease. */
+			qe_rescue_horizon_forget();
 		}
 		PG_CATCH();
 		{

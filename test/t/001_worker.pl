@@ -10,7 +10,8 @@
 #    in queue_engine.database;
 #  - ttl expiry, delayed promotion and stall rescue (retry, and failed when the
 #    attempts are spent) are done by a 'queue_engine maintenance' backend on its
-#    own (no dequeue or maintenance call), within two maintenance intervals
+#    own (no dequeue or maintenance call), within two maintenance intervals of
+#    being due (a lease passing by itself, as the worker learnt it at commit)
 #    (plus a fixed allowance, QE_TAP_SLACK_MS, for forking and connecting the
 #    worker), measured on the server's clock by a trigger that logs every
 #    status change with the backend type that made it;
@@ -18,6 +19,7 @@
 #    finished_run_retention (7 days by default) and keeps one just finished;
 #    its next batches start where the last one stopped, a run finished
 #    before that is pruned at the next consistency pass;
+#  - a lease moved into the past by hand waits for the next consistency pass;
 #  - count deltas stored behind where the last fold stopped are folded
 #    without a consistency pass;
 #  - pg_terminate_backend() of the launcher: it comes back with a new pid and works;
@@ -261,8 +263,13 @@ SELECT queue_engine.enqueue('work', '{"k":"expire"}', ttl => '1 hour'),
        queue_engine.enqueue('work', '{"k":"delay"}', delay => '1 hour'),
        queue_engine.enqueue('stallq', '{"k":"stall"}'),
        queue_engine.enqueue('once', '{"k":"last"}')});
-# Start the two to stall (lease of 1 hour: nothing expires by itself).
-is(sql('postgres', q{SELECT count(*) FROM queue_engine.dequeue(ARRAY['stallq','once'], 10)}),
+# Start the two to stall with a 4 s lease (their queues' is 1 hour): the
+# worker learns of the lease when the dequeue commits, and rescues them
+# once it passes; the mark 'lease_due' is when it does.
+is( sql('postgres', q{
+WITH d AS (SELECT * FROM queue_engine.dequeue(ARRAY['stallq','once'], 10, lease => '4 seconds')),
+     m AS (INSERT INTO public.marks SELECT 'lease_due', max(lease_expires_at) FROM d)
+SELECT count(*) FROM d}),
 	2, 'two runs started for the stall test');
 is(sql('postgres', "SELECT string_agg(status::text || attempt, ',' ORDER BY run_id) FROM queue_engine.runs WHERE run_id IN ($stall, $last)"),
 	'executing1,executing1', 'both executing, attempt 1');
@@ -275,7 +282,6 @@ sql('postgres', qq{
 BEGIN;
 UPDATE queue_engine.runs SET expires_at = now() - interval '1 second' WHERE run_id = $exp;
 UPDATE queue_engine.runs SET run_at = now() - interval '1 second' WHERE run_id = $del;
-UPDATE queue_engine.runs SET lease_expires_at = now() - interval '1 second' WHERE run_id IN ($stall, $last);
 INSERT INTO public.marks VALUES ('due', clock_timestamp());
 COMMIT;});
 
@@ -290,7 +296,8 @@ for my $id ($exp, $del, $stall, $last)
 {
 	is(changed_by('postgres', $id, $want{$id}), 'queue_engine maintenance',
 		"$what{$id} was done by the maintenance worker");
-	my $lat = latency('postgres', $id, $want{$id}, 'due');
+	my $lat = latency('postgres', $id, $want{$id},
+		($id == $stall || $id == $last) ? 'lease_due' : 'due');
 	ok(defined $lat && $lat ne '' && $lat <= $bound_s,
 		sprintf('%s within two intervals (took %ss, bound %.3fs)',
 			$what{$id}, $lat // '?', $bound_s));
@@ -305,6 +312,19 @@ is(sql('postgres', "SELECT run_id || ':' || attempt FROM queue_engine.dequeue(AR
 	'the rescued run starts again as attempt 2');
 is(sql('postgres', "SELECT finished_at IS NOT NULL FROM queue_engine.runs WHERE run_id = $exp"),
 	't', 'expired run has finished_at');
+
+# The worker scans for stalled runs only once the earliest lease it knows
+# of can have passed (at the latest 60 s after its last scan): a lease
+# moved into the past by hand, not by dequeue or heartbeat, is passed over
+# until then, or until the next consistency pass, which scans.
+sql('postgres', qq{UPDATE queue_engine.runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = $stall});
+sleep 2;    # ten passes
+is(sql('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $stall"), 'executing',
+	'a lease moved into the past by hand is passed over by the next passes');
+set_conf('queue_engine.consistency_interval', '200ms');
+ok( defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $stall", 'queued', 10),
+	'the next consistency pass rescues it');
+set_conf('queue_engine.consistency_interval', '1h');
 
 # ------------------------------------------------ retention of finished runs
 
