@@ -200,6 +200,18 @@ sub set_conf
 	sql('postgres', 'SELECT pg_reload_conf()');
 }
 
+# $query gives $before for ten passes (consistency_interval is 1h), then
+# $after once a consistency pass comes.
+sub passed_over_until_consistency_pass
+{
+	my ($query, $before, $after, $what, $done) = @_;
+	sleep 2;    # ten passes
+	is(sql('postgres', $query), $before, "$what is passed over by the next passes");
+	set_conf('queue_engine.consistency_interval', '200ms');
+	ok(defined wait_for('postgres', $query, $after, 10), "the next consistency pass $done");
+	set_conf('queue_engine.consistency_interval', '1h');
+}
+
 # ------------------------------------------------ not installed: quiet passes
 
 my $pos = log_pos();
@@ -318,13 +330,9 @@ is(sql('postgres', "SELECT finished_at IS NOT NULL FROM queue_engine.runs WHERE 
 # moved into the past by hand, not by dequeue or heartbeat, is passed over
 # until then, or until the next consistency pass, which scans.
 sql('postgres', qq{UPDATE queue_engine.runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = $stall});
-sleep 2;    # ten passes
-is(sql('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $stall"), 'executing',
-	'a lease moved into the past by hand is passed over by the next passes');
-set_conf('queue_engine.consistency_interval', '200ms');
-ok( defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $stall", 'queued', 10),
-	'the next consistency pass rescues it');
-set_conf('queue_engine.consistency_interval', '1h');
+passed_over_until_consistency_pass(
+	"SELECT status FROM queue_engine.runs WHERE run_id = $stall", 'executing', 'queued',
+	'a lease moved into the past by hand', 'rescues it');
 
 # ------------------------------------------------ retention of finished runs
 
@@ -342,13 +350,9 @@ is(sql('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $last"),
 # that finished it would leave) waits for the next consistency pass, which
 # walks from the oldest again.
 sql('postgres', "UPDATE queue_engine.runs SET finished_at = now() - interval '9 days' WHERE run_id = $last");
-sleep 2;    # ten passes
-is(sql('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $last"), 'failed',
-	'a run finished before where the last prune stopped is passed over by the next passes');
-set_conf('queue_engine.consistency_interval', '200ms');
-ok( defined wait_for('postgres', "SELECT count(*) FROM queue_engine.runs WHERE run_id = $last", '0', 10),
-	'the next consistency pass prunes it');
-set_conf('queue_engine.consistency_interval', '1h');
+passed_over_until_consistency_pass(
+	"SELECT count(*) FROM queue_engine.runs WHERE run_id = $last", '1', '0',
+	'a run finished before where the last prune stopped', 'prunes it');
 
 # ------------------------------------------------ count deltas behind the fold cursor
 
