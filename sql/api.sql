@@ -632,14 +632,19 @@ SELECT * FROM check_consistency(false);
 -- Drift is found, reported without repair, then repaired and logged.
 UPDATE queue_counts SET queued = queued + 5
  WHERE queue_id = (SELECT queue_id FROM queues WHERE queue = 'work');
+-- A stray lease on a queued run is found; one on a finished run is not
+-- looked for (finished runs never change again and nothing reads it).
+UPDATE runs SET lease_expires_at = now() WHERE run_id = :m2;
 UPDATE runs SET lease_expires_at = now() WHERE run_id = :l1;
 SELECT * FROM check_consistency(false);
 SELECT * FROM check_consistency(true);
 SELECT * FROM check_consistency();
 SELECT check_name, found, repaired FROM consistency_log ORDER BY logged_at, check_name, repaired;
-SELECT detail = jsonb_build_array(:l1) AS detail_names_run FROM consistency_log
+SELECT detail = jsonb_build_array(:m2) AS detail_names_run FROM consistency_log
  WHERE check_name = 'lease_on_idle_run' AND repaired = 1;
+SELECT run_line(:m2);
 SELECT run_line(:l1);
+UPDATE runs SET lease_expires_at = NULL WHERE run_id = :l1;
 SELECT queued FROM stats() WHERE queue = 'work';
 
 ---------------------------------------------------------------------------
