@@ -19,6 +19,7 @@ INSERT INTO queue_engine.tenants (tenant) VALUES ('default');
 
 -- Queues. A dropped queue keeps its row (dropped_at set) so that its
 -- finished runs still resolve their queue name; its name becomes free again.
+-- Maintenance deletes the row once retention has removed all its runs.
 CREATE TABLE queue_engine.queues (
 	queue_id			int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	queue				text NOT NULL,
@@ -36,6 +37,9 @@ CREATE TABLE queue_engine.queues (
 );
 CREATE UNIQUE INDEX queues_live_name ON queue_engine.queues (queue)
 	WHERE dropped_at IS NULL;
+-- Dropped queues, which maintenance deletes once none of their runs is left.
+CREATE INDEX queues_dropped ON queue_engine.queues (dropped_at)
+	WHERE dropped_at IS NOT NULL;
 -- A tenant's live queues in turn order (dequeue walks them from a cursor).
 CREATE INDEX queues_tenant ON queue_engine.queues (tenant_id, queue_id);
 

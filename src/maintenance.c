@@ -4,9 +4,10 @@
  *	  The time-based background work of SPEC "Background work", one task a
  *	  function: promote due delayed runs, expire runs past their ttl,
  *	  rescue executing runs whose lease passed, purge spent idempotency
- *	  keys, fold count deltas, delete finished runs past their retention.  Each handles at most a batch and returns how
- *	  many it handled; run_maintenance() repeats each until it comes back
- *	  short, committing between batches.  All use SKIP LOCKED, so they are
+ *	  keys, fold count deltas, delete finished runs past their retention
+ *	  (and then dropped queues none of whose runs is left).  Each handles
+ *	  at most a batch and returns how many it handled; run_maintenance()
+ *	  repeats each until it comes back short, committing between batches.  All use SKIP LOCKED, so they are
  *	  safe to run concurrently with workers, with each other and with
  *	  themselves.
  *
@@ -669,25 +670,104 @@ prune_finished_runs(int limit, TimestampTz from, TimestampTz *newest)
 	return n;
 }
 
-/* By hand and run_maintenance(): every finished run past retention. */
+/*
+ * Delete the rows of dropped queues (and their queue_counts rows) once
+ * none of their runs is left.  After drop_queue no run of the queue can
+ * start or finish again (it finished or canceled them all, and enqueue
+ * no longer finds the name), so every run of it finished by dropped_at;
+ * once retention has passed since then and no finished run of it that old
+ * remains (one probe of runs_finished when pruning has caught up), none
+ * remains at all.  Folded counts must be zero too, so a drop whose cancel
+ * deltas are not folded yet waits for a later pass.  Called when a prune
+ * comes back short; returns how many queues it deleted.
+ */
+static int64
+forget_dropped_queues(void)
+{
+	static SPIPlanPtr probe_plan = NULL;
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	if (qe_finished_run_retention_s < 0)
+		return 0;				/* their runs are kept forever */
+
+	/*
+	 * Probe first: a DELETE on queues fires the statement trigger that voids
+	 * every connection's cached queue definitions, even when it deletes
+	 * nothing.
+	 */
+	qe_plan(&probe_plan,
+			"SELECT count(*) FROM (SELECT 1 FROM queue_engine.queues q"
+			"                       WHERE q.dropped_at IS NOT NULL"
+			"                         AND q.dropped_at < now() - make_interval(secs => $1)"
+			"                       LIMIT 1) due",
+			1, (Oid[]) {FLOAT8OID});
+	values[0] = Float8GetDatum((double) qe_finished_run_retention_s);
+	qe_exec(probe_plan, values, NULL, 1);
+	if (qe_get_int64(0, 1) == 0)
+		return 0;
+
+	qe_plan(&plan,
+			"WITH gone AS ("
+			"  DELETE FROM queue_engine.queues q"
+			"   WHERE q.dropped_at IS NOT NULL"
+			"     AND q.dropped_at < now() - make_interval(secs => $1)"
+			"     AND NOT EXISTS (SELECT 1 FROM queue_engine.runs r"
+			"          WHERE r.status IN ('completed', 'failed', 'canceled', 'expired')"
+			"            AND r.finished_at <= q.dropped_at AND r.queue_id = q.queue_id)"
+			"     AND NOT EXISTS (SELECT 1 FROM queue_engine.queue_counts c"
+			"          WHERE c.queue_id = q.queue_id AND (c.queued <> 0 OR c.delayed <> 0"
+			"            OR c.executing <> 0 OR c.waiting <> 0))"
+			"  RETURNING q.queue_id),"
+			" counts AS ("
+			"  DELETE FROM queue_engine.queue_counts c USING gone"
+			"   WHERE c.queue_id = gone.queue_id),"
+			/* A fold racing the delete can bring a zero row back: drop those too. */
+			" stray AS ("
+			"  DELETE FROM queue_engine.queue_counts c"
+			"   WHERE c.queued = 0 AND c.delayed = 0 AND c.executing = 0 AND c.waiting = 0"
+			"     AND NOT EXISTS (SELECT 1 FROM queue_engine.queues q"
+			"                      WHERE q.queue_id = c.queue_id))"
+			"SELECT count(*) FROM gone",
+			1, (Oid[]) {FLOAT8OID});
+	values[0] = Float8GetDatum((double) qe_finished_run_retention_s);
+	qe_exec(plan, values, NULL, 0);
+	return qe_get_int64(0, 1);
+}
+
+/*
+ * By hand and run_maintenance(): every finished run past retention, then,
+ * once that comes back short, the dropped queues with no run left.
+ */
 int64
 qe_task_prune_finished_runs(int limit)
 {
 	TimestampTz newest;
+	int64		n;
 
-	return prune_finished_runs(limit, DT_NOBEGIN, &newest);
+	n = prune_finished_runs(limit, DT_NOBEGIN, &newest);
+	if (n < limit)
+		(void) forget_dropped_queues();
+	return n;
 }
 
-/* The worker: from where its last batch stopped. */
+/*
+ * The worker: from where its last batch stopped.  Dropped queues are
+ * looked at only by a prune from the oldest run (the first after a
+ * consistency pass), so as not to probe for them every second.
+ */
 int64
 qe_task_prune_finished_runs_resume(int limit)
 {
+	TimestampTz from = prune_cursor_get();
 	TimestampTz newest;
 	int64		n;
 
-	n = prune_finished_runs(limit, prune_cursor_get(), &newest);
+	n = prune_finished_runs(limit, from, &newest);
 	if (n > 0)
 		prune_cursor_advance(newest);
+	if (n < limit && from == DT_NOBEGIN)
+		(void) forget_dropped_queues();
 	return n;
 }
 

@@ -1,7 +1,7 @@
 -- 05_maintenance.sql: background tasks callable from SQL, check_consistency and
 -- run_maintenance (SPEC "Operating", "Background work").
 BEGIN;
-SELECT plan(87);
+SELECT plan(99);
 
 -- Enqueue one run on queue q and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, worker text DEFAULT NULL) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -219,6 +219,43 @@ SET LOCAL queue_engine.finished_run_retention = '1h';
 CALL queue_engine.run_maintenance();
 SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE run_id = :f_recent), 0,
           'run_maintenance prunes as well');
+
+-- A dropped queue's row goes once retention has removed all its runs.
+SELECT queue_engine.create_queue('m7') \gset
+SELECT queue_id AS m7_id FROM queue_engine.queues WHERE queue = 'm7' \gset
+SELECT pg_temp.started('m7') AS g_done \gset
+SELECT queue_engine.complete(:g_done) \gset
+SELECT queue_engine.enqueue('m7') AS g_open \gset
+SELECT queue_engine.drop_queue('m7', force => true) \gset
+SELECT queue_engine.fold_counts() \gset
+SELECT is(queue_engine.prune_finished_runs(), 0::bigint, 'a queue dropped just now: its runs are within retention');
+SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue_id = :m7_id), 1,
+          'so the dropped queue''s row stays, and its runs name their queue');
+-- Dropped (and its runs finished) 2 hours ago; one run still there.
+UPDATE queue_engine.queues SET dropped_at = now() - interval '2 hours' WHERE queue_id = :m7_id;
+UPDATE queue_engine.runs SET finished_at = now() - interval '2 hours' WHERE run_id = :g_open;
+SELECT is(queue_engine.prune_finished_runs(1), 1::bigint, 'a batch of 1 deletes one of its runs');
+SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue_id = :m7_id), 1,
+          'a full batch leaves dropped queues alone');
+SET LOCAL queue_engine.finished_run_retention = -1;
+SELECT is(queue_engine.prune_finished_runs(), 0::bigint, 'retention -1 prunes nothing');
+SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue_id = :m7_id), 1,
+          'and keeps dropped queues too');
+SET LOCAL queue_engine.finished_run_retention = '1h';
+SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE run_id = :g_done), 1,
+          'one run of the queue is left ...');
+UPDATE queue_engine.runs SET finished_at = now() - interval '3 hours' WHERE run_id = :g_done;
+UPDATE queue_engine.queue_counts SET queued = 1 WHERE queue_id = :m7_id;
+SELECT is(queue_engine.prune_finished_runs(), 1::bigint, '... and pruned by the next call');
+SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue_id = :m7_id), 1,
+          'a dropped queue whose folded counts are not zero stays (its deltas are not folded yet)');
+UPDATE queue_engine.queue_counts SET queued = 0 WHERE queue_id = :m7_id;
+SELECT is(queue_engine.prune_finished_runs(), 0::bigint, 'nothing left to prune');
+SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue_id = :m7_id)
+          + (SELECT count(*)::int FROM queue_engine.queue_counts WHERE queue_id = :m7_id), 0,
+          'then the dropped queue''s row and its counts row are deleted');
+SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue = 'm6'), 1,
+          'live queues stay');
 SELECT is(pg_temp.checks(false),
           ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'shared_queue_slots=0/0'],
           'the engine is consistent after pruning');
@@ -295,7 +332,11 @@ SELECT is((SELECT array_agg(r.queue_slot ORDER BY r.queue_slot)
              FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
             WHERE q.queue = 'slotted' AND r.status = 'executing'),
           ARRAY[0, 1, 2], 'the runs of a queue with limit 3 hold slots 0, 1 and 2');
-UPDATE queue_engine.runs SET queue_slot = 0
+-- Slots in run order before the drift: the last run is given the first's.
+SELECT array_agg(r.queue_slot ORDER BY r.run_id) AS slots_before
+  FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
+ WHERE q.queue = 'slotted' AND r.status = 'executing' \gset
+UPDATE queue_engine.runs SET queue_slot = (:'slots_before'::int[])[1]
  WHERE run_id = (SELECT max(run_id) FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
                   WHERE q.queue = 'slotted' AND r.status = 'executing');
 SELECT is(pg_temp.checks(true),
@@ -303,7 +344,8 @@ SELECT is(pg_temp.checks(true),
           'a slot held by two executing runs is found and repaired');
 SELECT is((SELECT array_agg(r.queue_slot ORDER BY r.run_id) FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
             WHERE q.queue = 'slotted' AND r.status = 'executing'),
-          ARRAY[0, 1, NULL], 'the later run gives up the slot; the earlier keeps it');
+          ARRAY[(:'slots_before'::int[])[1], (:'slots_before'::int[])[2], NULL],
+          'the later run gives up the slot; the earlier keeps it');
 -- A limit above 10,000 is not held by slots: starts are serialised and
 -- counted, and the runs hold no slot.
 SELECT queue_engine.create_queue('wide', concurrency_limit => 20000) \gset
