@@ -608,47 +608,108 @@ read_queue_slots(QeCandidate *q, bool *used, bool *out_of_range)
 }
 
 /*
- * Lock up to want free slots of a queue in slot mode, without waiting: a
- * slot whose lock is busy is being taken by another dequeue right now.  A
- * slot we locked may have gone to a run that committed after our last look
- * (its starter held the lock until then), so look again and let those go.
- * Returns how many slots are ours for the next claim (q->slots).
+ * The slot this backend's last start in a limited queue took: when the
+ * worker has finished that run, it is the slot most likely free for the
+ * worker's next dequeue, and other workers are unlikely to try it first.
  */
+static int32 last_slot_queue_id = 0;
+static int	last_slot = -1;
+
+/*
+ * Lock up to want free slots of a queue in slot mode, without waiting: a
+ * slot whose lock is busy is being taken by another dequeue right now.
+ * The slots are locked first and read after, with a fresh snapshot: a run
+ * that took a slot committed before we got its lock (its starter held the
+ * lock until then), so the read sees it, and we let that slot go and try
+ * the ones the read shows free.  Up to QE_SLOT_ROUNDS rounds, each of
+ * which locked a slot.  The first round starts at the slot this backend
+ * used last (else at slot 0), so that workers of one queue that keep
+ * dequeuing each try their own slot first.  Returns how many slots are ours for the next claim
+ * (q->slots), or -1 when some executing run holds no slot below the limit
+ * (having let go of every slot): the caller must serialise starts then.
+ */
+#define QE_SLOT_ROUNDS 4
+
 static int
 take_free_slots(QeCandidate *q, int want)
 {
 	bool	   *now_used = palloc(sizeof(bool) * q->limit);
-	bool		out_of_range;
-	int64		running;
-	int			kept = 0;
+	bool	   *held = palloc0(sizeof(bool) * q->limit);
+	bool		out_of_range = false;
+	int64		running = q->running;
+	int			first;
+
+	if (last_slot_queue_id == q->queue_id && last_slot >= 0 && last_slot < q->limit)
+		first = last_slot;
+	else
+		first = 0;
 
 	q->nslots = 0;
-	for (int slot = 0; slot < q->limit && q->nslots < want; slot++)
+	for (int round = 0; round < QE_SLOT_ROUNDS && q->nslots < want; round++)
 	{
-		if (q->slot_used[slot])
-			continue;
-		if (qe_try_xact_lock_mode(QE_LOCK_QUEUE_SLOT, (uint32) q->queue_id,
-								  (uint32) slot, ExclusiveLock))
-			q->slots[q->nslots++] = slot;
-	}
-	if (q->nslots == 0)
-		return 0;
+		int			locked = 0;
+		int			kept = 0;
 
-	running = read_queue_slots(q, now_used, &out_of_range);
-	for (int i = 0; i < q->nslots; i++)
-	{
-		if (now_used[q->slots[i]] || out_of_range)
-			qe_release_xact_lock(QE_LOCK_QUEUE_SLOT, (uint32) q->queue_id,
-								 (uint32) q->slots[i], ExclusiveLock);
-		else
-			q->slots[kept++] = q->slots[i];
+		for (int i = 0; i < q->limit && q->nslots < want; i++)
+		{
+			int			slot = (first + i) % q->limit;
+
+			if (q->slot_used[slot] || held[slot])
+				continue;
+			if (qe_try_xact_lock_mode(QE_LOCK_QUEUE_SLOT, (uint32) q->queue_id,
+									  (uint32) slot, ExclusiveLock))
+			{
+				q->slots[q->nslots++] = slot;
+				held[slot] = true;
+				locked++;
+			}
+		}
+		if (locked == 0)
+			break;
+
+		running = read_queue_slots(q, now_used, &out_of_range);
+		for (int i = 0; i < q->nslots; i++)
+		{
+			if (now_used[q->slots[i]] || out_of_range)
+			{
+				qe_release_xact_lock(QE_LOCK_QUEUE_SLOT, (uint32) q->queue_id,
+									 (uint32) q->slots[i], ExclusiveLock);
+				held[q->slots[i]] = false;
+			}
+			else
+				q->slots[kept++] = q->slots[i];
+		}
+		memcpy(q->slot_used, now_used, sizeof(bool) * q->limit);
+		q->nslots = kept;
+		q->running = running;
+		if (out_of_range)
+			return -1;
 	}
-	memcpy(q->slot_used, now_used, sizeof(bool) * q->limit);
-	q->nslots = kept;
-	q->running = running;
-	if (out_of_range)
-		return 0;
-	return (int) Min((int64) kept, q->limit - running);
+	return (int) Min((int64) q->nslots, q->limit - running);
+}
+
+/*
+ * Serialise a limited queue's starts: the exclusive queue lock (without
+ * waiting) keeps every other starter out, and the executing runs are
+ * counted under it.  False when another dequeue holds the queue.
+ */
+static bool
+serialise_queue(QeCandidate *q)
+{
+	bool		out_of_range;
+
+	if (q->slot_mode)
+	{
+		qe_release_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0, ShareLock);
+		q->slot_mode = false;
+	}
+	if (!qe_try_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0))
+		return false;
+	if (q->assign_slots)
+		q->running = read_queue_slots(q, q->slot_used, &out_of_range);
+	else
+		q->running = count_executing(false, q->queue_id);
+	return true;
 }
 
 /*
@@ -683,12 +744,11 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	{
 		if (q->running < 0)
 		{
-			bool		out_of_range;
-
 			/*
 			 * Slot mode when every executing run holds a slot below the
-			 * limit; otherwise (runs started before the limit was set or
-			 * lowered) starts are serialised by the exclusive queue lock.
+			 * limit (take_free_slots finds out, reading the slots once it
+			 * holds some); otherwise (runs started before the limit was set
+			 * or lowered) starts are serialised by the exclusive queue lock.
 			 */
 			q->slot_mode = false;
 			q->assign_slots = (q->limit <= QE_MAX_SLOTTED_LIMIT);
@@ -700,31 +760,32 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 				if (qe_try_xact_lock_mode(QE_LOCK_QUEUE, (uint32) q->queue_id, 0,
 										  ShareLock))
 				{
-					/* Read under the lock, with a fresh snapshot. */
-					q->running = read_queue_slots(q, q->slot_used, &out_of_range);
-					q->slot_mode = !out_of_range;
-					if (!q->slot_mode)
-						qe_release_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0,
-											 ShareLock);
+					q->slot_mode = true;
+					q->running = 0; /* until take_free_slots reads the slots */
 				}
 			}
-			if (!q->slot_mode)
+			if (!q->slot_mode && !serialise_queue(q))
 			{
-				if (!qe_try_xact_lock(QE_LOCK_QUEUE, (uint32) q->queue_id, 0))
-				{
-					q->exhausted = true;
-					return 0;
-				}
-				if (q->assign_slots)
-					q->running = read_queue_slots(q, q->slot_used, &out_of_range);
-				else
-					q->running = count_executing(false, q->queue_id);
+				q->exhausted = true;
+				return 0;
 			}
 		}
 		want = Min(want, q->limit - q->running);
 		if (q->slot_mode && want > 0)
-			want = take_free_slots(q, want);
-		else if (q->assign_slots && want > 0)
+		{
+			int			got = take_free_slots(q, want);
+
+			if (got >= 0)
+				want = got;
+			else if (!serialise_queue(q))
+			{
+				q->exhausted = true;
+				return 0;
+			}
+			else
+				want = Min(want, q->limit - q->running);
+		}
+		if (!q->slot_mode && q->assign_slots && want > 0)
 		{
 			/*
 			 * Serialised (the exclusive lock keeps every other starter
@@ -757,7 +818,11 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			Datum		slot = qe_get((int) i, CLAIM_SLOT, &isnull);
 
 			if (!isnull)
+			{
 				q->slot_used[DatumGetInt32(slot)] = true;
+				last_slot_queue_id = q->queue_id;
+				last_slot = DatumGetInt32(slot);
+			}
 		}
 		for (int i = 0; q->slot_mode && i < q->nslots; i++)
 			if (!q->slot_used[q->slots[i]])
