@@ -681,6 +681,10 @@ prune_finished_runs(int limit, TimestampTz from, TimestampTz *newest)
  * deltas are not folded yet waits for a later pass.  Called when a prune
  * comes back short; returns how many queues it deleted.
  */
+/* Queues dropped longer ago than retention ($1, in seconds). */
+#define DROPPED_PAST_RETENTION \
+	" q.dropped_at IS NOT NULL AND q.dropped_at < now() - make_interval(secs => $1)"
+
 static int64
 forget_dropped_queues(void)
 {
@@ -698,9 +702,7 @@ forget_dropped_queues(void)
 	 */
 	qe_plan(&probe_plan,
 			"SELECT count(*) FROM (SELECT 1 FROM queue_engine.queues q"
-			"                       WHERE q.dropped_at IS NOT NULL"
-			"                         AND q.dropped_at < now() - make_interval(secs => $1)"
-			"                       LIMIT 1) due",
+			"                       WHERE" DROPPED_PAST_RETENTION " LIMIT 1) due",
 			1, (Oid[]) {FLOAT8OID});
 	values[0] = Float8GetDatum((double) qe_finished_run_retention_s);
 	qe_exec(probe_plan, values, NULL, 1);
@@ -710,8 +712,7 @@ forget_dropped_queues(void)
 	qe_plan(&plan,
 			"WITH gone AS ("
 			"  DELETE FROM queue_engine.queues q"
-			"   WHERE q.dropped_at IS NOT NULL"
-			"     AND q.dropped_at < now() - make_interval(secs => $1)"
+			"   WHERE" DROPPED_PAST_RETENTION
 			"     AND NOT EXISTS (SELECT 1 FROM queue_engine.runs r"
 			"          WHERE r.status IN ('completed', 'failed', 'canceled', 'expired')"
 			"            AND r.finished_at <= q.dropped_at AND r.queue_id = q.queue_id)"
@@ -730,7 +731,6 @@ forget_dropped_queues(void)
 			"                      WHERE q.queue_id = c.queue_id))"
 			"SELECT count(*) FROM gone",
 			1, (Oid[]) {FLOAT8OID});
-	values[0] = Float8GetDatum((double) qe_finished_run_retention_s);
 	qe_exec(plan, values, NULL, 0);
 	return qe_get_int64(0, 1);
 }
