@@ -1,7 +1,7 @@
 -- 05_maintenance.sql: background tasks callable from SQL, check_consistency and
 -- run_maintenance (SPEC "Operating", "Background work").
 BEGIN;
-SELECT plan(99);
+SELECT plan(100);
 
 -- Enqueue one run on queue q and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, worker text DEFAULT NULL) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -250,10 +250,14 @@ SELECT is(queue_engine.prune_finished_runs(), 1::bigint, '... and pruned by the 
 SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue_id = :m7_id), 1,
           'a dropped queue whose folded counts are not zero stays (its deltas are not folded yet)');
 UPDATE queue_engine.queue_counts SET queued = 0 WHERE queue_id = :m7_id;
+-- A zero counts row naming no queue (a fold racing an earlier delete).
+INSERT INTO queue_engine.queue_counts (queue_id) VALUES (-7);
 SELECT is(queue_engine.prune_finished_runs(), 0::bigint, 'nothing left to prune');
 SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue_id = :m7_id)
           + (SELECT count(*)::int FROM queue_engine.queue_counts WHERE queue_id = :m7_id), 0,
           'then the dropped queue''s row and its counts row are deleted');
+SELECT is((SELECT count(*)::int FROM queue_engine.queue_counts WHERE queue_id = -7), 0,
+          'and a zero counts row naming no queue goes with them');
 SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue = 'm6'), 1,
           'live queues stay');
 SELECT is(pg_temp.checks(false),
