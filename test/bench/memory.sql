@@ -5,8 +5,14 @@
 -- "peak" is sampled inside the loop: memory that a call leaves in its caller's
 -- context (here the procedure's SPI context) shows there, and is freed only when
 -- the CALL ends, so before/after alone would miss it.
--- Run by run.sh with: psql -v calls=N -v max_seconds=S -f memory.sql
--- (output lines: before|.., after|.., peak|.. (ctx bytes, RssAnon kB, VmRSS-RssShmem kB), calls|N).
+-- Then the procedure's own context ("SPI Proc") is compared with a raw baseline in the
+-- same backend: spi_growth.calls iterations of the raw claim+ack (UPDATE ... RETURNING,
+-- COMMIT, DELETE, COMMIT on raw_jobs) and as many of dequeue, COMMIT, complete, COMMIT,
+-- each from the same kind of loop, with the bytes that context holds measured before
+-- and after each loop.
+-- Run by run.sh with: psql -v calls=N -v max_seconds=S -v spi_calls=M -f memory.sql
+-- (output lines: before|.., after|.., peak|.. (ctx bytes, RssAnon kB, VmRSS-RssShmem kB), calls|N,
+-- spi|M|raw bytes|engine bytes (SPI Proc growth over M iterations)).
 \set ON_ERROR_STOP 1
 SET synchronous_commit = off;
 SET client_min_messages = warning;
@@ -66,3 +72,51 @@ CALL pg_temp.loop(current_setting('bench.calls')::int, true);
 SELECT 'after', * FROM mem;
 SELECT 'peak', max(ctx_bytes), max(rss_anon_kb), max(rss_private_kb) FROM mem_peak;
 SELECT 'calls', n FROM mem_calls;
+
+-- SPI Proc growth, raw claim+ack against the engine, in this backend.
+CREATE FUNCTION pg_temp.spi_proc_bytes() RETURNS bigint LANGUAGE sql AS
+$$ SELECT coalesce(sum(total_bytes - free_bytes), 0)::bigint FROM pg_backend_memory_contexts
+    WHERE name = 'SPI Proc' $$;
+CREATE TEMP TABLE spi_growth (side text, before bigint, after bigint);
+CREATE PROCEDURE pg_temp.spi_loop(side text, n int)
+LANGUAGE plpgsql AS $$
+DECLARE
+	b bigint;
+	rid bigint;
+	ids bigint[];
+BEGIN
+	FOR i IN 1 .. n + 1000 LOOP
+		-- The first 1,000 iterations warm plans and caches up.
+		IF i = 1001 THEN
+			b := pg_temp.spi_proc_bytes();
+		END IF;
+		IF side = 'raw' THEN
+			WITH c AS (
+				UPDATE raw_jobs SET locked_at = now()
+				 WHERE id = ANY (ARRAY(SELECT id FROM raw_jobs WHERE locked_at IS NULL
+										ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED))
+				RETURNING id)
+			SELECT coalesce(array_agg(id), '{}') INTO ids FROM c;
+			COMMIT;
+			DELETE FROM raw_jobs WHERE id = ANY (ids);
+			COMMIT;
+		ELSE
+			SELECT d.run_id INTO rid FROM queue_engine.dequeue(ARRAY['bench'], 1) d;
+			COMMIT;
+			PERFORM queue_engine.complete(rid);
+			COMMIT;
+		END IF;
+	END LOOP;
+	INSERT INTO spi_growth VALUES (side, b, pg_temp.spi_proc_bytes());
+	COMMIT;
+END $$;
+INSERT INTO raw_jobs (payload) SELECT '{"n": 1}' FROM generate_series(1, :spi_calls + 1000);
+SELECT count(*) FROM queue_engine.enqueue_batch('bench',
+	array_fill('{"n": 1}'::jsonb, ARRAY[:spi_calls + 1000])) \gset
+CALL pg_temp.spi_loop('raw', :spi_calls);
+CALL pg_temp.spi_loop('engine', :spi_calls);
+\pset format unaligned
+\pset tuples_only on
+SELECT 'spi', :spi_calls,
+	   (SELECT after - before FROM spi_growth WHERE side = 'raw'),
+	   (SELECT after - before FROM spi_growth WHERE side = 'engine');

@@ -20,7 +20,8 @@
 #      with a REPEATABLE READ snapshot held open ("engine") vs without ("raw");
 #      engine table sizes, then release + run_maintenance + VACUUM: do sizes stop growing?
 #   mem one backend, BENCH_MEMORY_CALLS dequeue + complete calls from a procedure loop:
-#       private memory before/peak/after
+#       private memory before/peak/after; then the procedure's "SPI Proc" context's growth over
+#       BENCH_MEMORY_SPI_CALLS iterations of the raw claim+ack loop vs the engine's
 #   memclient one backend, BENCH_MEMORY_CALLS dequeue + complete calls as separate statements
 #       from a client (how workers call): private memory before/after
 #
@@ -33,7 +34,8 @@
 #   (BENCH_RUNS), BENCH_SUSTAIN_AFTER (max(10, SUSTAIN/5) s of load after the release),
 #   BENCH_SUSTAIN_BACKLOG (10000), BENCH_SUSTAIN_RETENTION (30s: finished_run_retention during
 #   workload 10, so that its steady state, where retention deletes what the load adds, comes within the run), BENCH_MEMORY_CALLS (1000000),
-#   BENCH_MEMORY_MAX_SECONDS (1800: the memory loop stops there), BENCH_OUT (also write the table there, as markdown).
+#   BENCH_MEMORY_MAX_SECONDS (1800: the memory loop stops there),
+#   BENCH_MEMORY_SPI_CALLS (20000), BENCH_OUT (also write the table there, as markdown).
 set -euo pipefail
 shopt -s inherit_errexit   # a failing step inside $(...) stops the bench too
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,6 +60,7 @@ BENCH_SUSTAIN_AFTER=${BENCH_SUSTAIN_AFTER:-$(( BENCH_SUSTAIN_SECONDS / 5 > 10 ? 
 BENCH_SUSTAIN_BACKLOG=${BENCH_SUSTAIN_BACKLOG:-10000}
 BENCH_SUSTAIN_RETENTION=${BENCH_SUSTAIN_RETENTION:-30s}
 BENCH_MEMORY_CALLS=${BENCH_MEMORY_CALLS:-1000000}
+BENCH_MEMORY_SPI_CALLS=${BENCH_MEMORY_SPI_CALLS:-20000}
 BENCH_MEMORY_MAX_SECONDS=${BENCH_MEMORY_MAX_SECONDS:-1800}
 BENCH_OUT=${BENCH_OUT:-}
 SMALL_BACKLOG=10000   # workloads 7 and 8
@@ -496,7 +499,8 @@ fi
 if want mem; then
   reset_engine
   t0=$SECONDS
-  out=$(qe_psql -v calls="$BENCH_MEMORY_CALLS" -v max_seconds="$BENCH_MEMORY_MAX_SECONDS" -f "$here/memory.sql")
+  out=$(qe_psql -v calls="$BENCH_MEMORY_CALLS" -v max_seconds="$BENCH_MEMORY_MAX_SECONDS" \
+                -v spi_calls="$BENCH_MEMORY_SPI_CALLS" -f "$here/memory.sql")
   get() { awk -F '|' -v w="$1" -v c="$2" '$1 == w {print $c}' <<<"$out"; }
   qe_log "mem: $(get calls 2) dequeue + complete calls in $(( SECONDS - t0 ))s"
   n=$(fmt "$(get calls 2)")
@@ -506,6 +510,10 @@ if want mem; then
     if [ "$c" = 2 ]; then before=$(( before / 1024 )) after=$(( after / 1024 )) peak=$(( peak / 1024 )); fi
     row "mem: $name before->after $n calls ($(printf '%+d' $(( after - before ))), peak $(fmt "$peak"))" off 1 "$before" "$after"
   done
+  # Bytes the procedure's SPI context gains per iteration (two write transactions each).
+  per_iter() { awk -v b="$1" -v n="$2" 'BEGIN { printf "%.1f", b / n }'; }
+  row "mem: SPI Proc bytes per dequeue+complete iteration, $(fmt "$(get spi 2)") in one CALL" off 1 \
+    "$(per_iter "$(get spi 3)" "$(get spi 2)")" "$(per_iter "$(get spi 4)" "$(get spi 2)")"
 fi
 
 # --- memclient: the same, called the way a worker calls (one statement each) ---

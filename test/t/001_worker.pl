@@ -19,6 +19,8 @@
 #    finished_run_retention (7 days by default) and keeps one just finished;
 #    its next batches start where the last one stopped, a run finished
 #    before that is pruned at the next consistency pass;
+#  - a queue dropped longer ago than retention loses its queues and queue_counts
+#    rows at the first consistency pass after its runs are gone, not before;
 #  - a lease moved into the past by hand waits for the next consistency pass;
 #    one a heartbeat shortened is rescued within two intervals of passing;
 #  - count deltas stored behind where the last fold stopped are folded
@@ -371,6 +373,26 @@ sql('postgres', "UPDATE queue_engine.runs SET finished_at = now() - interval '9 
 passed_over_until_consistency_pass(
 	"SELECT count(*) FROM queue_engine.runs WHERE run_id = $last", '1', '0',
 	'a run finished before where the last prune stopped', 'prunes it');
+
+# A dropped queue's row (and its counts row) goes once retention has removed
+# its runs.  The worker looks for such queues only when a prune from the
+# oldest comes back short, which it does after a consistency pass: a prune
+# resumed at its cursor deletes the queue's run but leaves the row.
+sql('postgres', q{SELECT queue_engine.create_queue('gone')});
+my $gone_id = sql('postgres', q{SELECT queue_id FROM queue_engine.queues WHERE queue = 'gone'});
+my $gone_run = sql('postgres', q{SELECT queue_engine.enqueue('gone')});
+sql('postgres', q{SELECT queue_engine.drop_queue('gone', force => true)});
+sql('postgres',
+	"UPDATE queue_engine.runs SET finished_at = now() - interval '8 days' WHERE run_id = $gone_run");
+sql('postgres',
+	"UPDATE queue_engine.queues SET dropped_at = now() - interval '8 days' WHERE queue_id = $gone_id");
+ok( defined wait_for('postgres', "SELECT count(*) FROM queue_engine.runs WHERE run_id = $gone_run", '0', 10),
+	'worker alone: the canceled run of a queue dropped 8 days ago is deleted');
+passed_over_until_consistency_pass(
+	"SELECT (SELECT count(*) FROM queue_engine.queues WHERE queue_id = $gone_id)
+	      + (SELECT count(*) FROM queue_engine.queue_counts WHERE queue_id = $gone_id)",
+	'2', '0', "the dropped queue's rows, once its runs are gone,",
+	'deletes its queues and queue_counts rows');
 
 # ------------------------------------------------ count deltas behind the fold cursor
 
