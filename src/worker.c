@@ -198,6 +198,13 @@ served_database_exists(void)
 	 * read shared catalogs but not their indexes' relcache entries.
 	 */
 	exists = false;
+
+	/*
+	 * Without a fresh statement timestamp the transaction would inherit the
+	 * launcher's start time as its xact_start, and pg_stat_activity would
+	 * show a transaction as old as the launcher.
+	 */
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	rel = table_open(DatabaseRelationId, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);

@@ -7,7 +7,8 @@
 #    the worker starts working as soon as CREATE EXTENSION commits;
 #  - the launcher shows in pg_stat_activity (backend_type 'queue_engine launcher',
 #    attached to no database), maintenance backends as 'queue_engine maintenance'
-#    in queue_engine.database;
+#    in queue_engine.database; the launcher's short transactions show their
+#    own xact_start, never one as old as the launcher;
 #  - ttl expiry, delayed promotion and stall rescue (retry, and failed when the
 #    attempts are spent) are done by a 'queue_engine maintenance' backend on its
 #    own (no dequeue or maintenance call), within two maintenance intervals of
@@ -270,6 +271,43 @@ cmp_ok(sql('postgres', 'SELECT public.catch_workers(2)'), '>', 0,
 	'maintenance backends show in pg_stat_activity as backend_type "queue_engine maintenance"');
 is(sql('postgres', q{SELECT string_agg(DISTINCT datname, ',') FROM public.seen}),
 	'postgres', '... connected to queue_engine.database');
+
+# The launcher opens a short transaction before each pass (to look up the
+# served database).  Its xact_start must be that transaction's start, not
+# the launcher's own start time, or monitoring that alerts on old
+# transactions would see one as old as the launcher.  Sample without pauses
+# so its few-microsecond transactions get caught.
+sql('postgres', q{
+CREATE FUNCTION public.catch_launcher_xacts(seconds float8) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+	stop timestamptz := clock_timestamp() + seconds * interval '1 second';
+	age float8;
+	caught int := 0;
+	oldest float8 := 0;
+	up float8;
+BEGIN
+	SELECT extract(epoch FROM clock_timestamp() - backend_start) INTO up
+	  FROM pg_stat_activity WHERE backend_type = 'queue_engine launcher';
+	WHILE clock_timestamp() < stop LOOP
+		PERFORM pg_stat_clear_snapshot();
+		SELECT extract(epoch FROM clock_timestamp() - xact_start) INTO age
+		  FROM pg_stat_activity
+		 WHERE backend_type = 'queue_engine launcher' AND xact_start IS NOT NULL;
+		IF FOUND THEN
+			caught := caught + 1;
+			oldest := greatest(oldest, age);
+		END IF;
+	END LOOP;
+	RETURN caught || '|' || round(oldest::numeric, 3) || '|' || round(up::numeric, 1);
+END $f$;
+});
+usleep(1_500_000);
+my ($launcher_caught, $launcher_oldest, $launcher_up) =
+  split /\|/, sql('postgres', 'SELECT public.catch_launcher_xacts(4)');
+note("launcher caught in a transaction $launcher_caught times, oldest ${launcher_oldest}s, launcher up ${launcher_up}s");
+cmp_ok($launcher_caught, '>', 0, "sampling caught the launcher inside its transactions ($launcher_caught times)");
+cmp_ok($launcher_oldest, '<', 1,
+	"the launcher's xact_start is its transaction's start, not its own (oldest ${launcher_oldest}s, up ${launcher_up}s)");
 
 # ------------------------------------------------ expiry, promotion, rescue
 
