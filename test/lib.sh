@@ -33,7 +33,9 @@
 # Sourced from scripts that use `set -euo pipefail`; keep every helper safe under it.
 
 QE_PG_MAJOR=15
-QE_PG_BIN=/usr/lib/postgresql/${QE_PG_MAJOR}/bin
+# QE_PG_BIN may point at a private copy of the server tree (pg_config finds its
+# share and lib directories relative to itself), e.g. for tests side by side.
+QE_PG_BIN=${QE_PG_BIN:-/usr/lib/postgresql/${QE_PG_MAJOR}/bin}
 # Debian's /usr/bin/pg_config picks the newest installed server; pin 15.
 PG_CONFIG=${QE_PG_BIN}/pg_config
 QE_REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
