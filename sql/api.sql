@@ -647,6 +647,27 @@ SELECT run_line(:l1);
 UPDATE runs SET lease_expires_at = NULL WHERE run_id = :l1;
 SELECT queued FROM stats() WHERE queue = 'work';
 
+-- A run of a queue that does not exist (its queue deleted by hand; before
+-- 0.1.1 also a session that cached a queue across DROP and CREATE
+-- EXTENSION) is found through the unfinished states' indexes, canceled, and
+-- the counts follow; one that is finished is not looked for.
+SELECT create_queue('orphaned');
+SELECT enqueue('orphaned', '{"n": 1}') AS or1 \gset
+SELECT enqueue('orphaned', '{"n": 2}', delay => '1 hour') AS or2 \gset
+SELECT queue_id AS orq FROM queues WHERE queue = 'orphaned' AND dropped_at IS NULL \gset
+SELECT fold_counts() >= 0 AS folded;
+DELETE FROM queue_counts WHERE queue_id = :orq;
+DELETE FROM queues WHERE queue_id = :orq;
+SELECT * FROM check_consistency(false);
+SELECT status FROM runs WHERE run_id IN (:or1, :or2) ORDER BY run_id;
+SELECT * FROM check_consistency(true);
+SELECT status, last_error, finished_at IS NOT NULL AS finished
+  FROM runs WHERE run_id IN (:or1, :or2) ORDER BY run_id;
+SELECT detail = jsonb_build_array(jsonb_build_object('run_id', :or1, 'queue_id', :orq),
+                                  jsonb_build_object('run_id', :or2, 'queue_id', :orq)) AS detail_names_runs
+  FROM consistency_log WHERE check_name = 'runs_of_unknown_queue' AND repaired > 0;
+SELECT * FROM check_consistency(false);
+
 ---------------------------------------------------------------------------
 -- Contract details found broken while this test was written (each comment
 -- names the promise checked)

@@ -9,6 +9,24 @@
 -- reinstall).
 ---------------------------------------------------------------------------
 
+-- A change to a queue or tenant (limits, pause, drop; through the API or by
+-- hand) waits for the claims in flight in its tenant and keeps new ones out
+-- until it commits: every claim holds the tenant's claim lock (dequeue.c),
+-- this takes it exclusive.  So no run starts under an old limit after a new
+-- one commits.  (The statement triggers queues_changed and tenants_changed
+-- now send PostgreSQL invalidations, which also reach sessions after COMMIT
+-- PREPARED and after DROP EXTENSION: no SQL change was needed for that.)
+CREATE FUNCTION queue_engine.definition_change_lock()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'qe_definition_change_lock'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+CREATE TRIGGER queues_change_lock
+	AFTER UPDATE ON queue_engine.queues
+	FOR EACH ROW EXECUTE FUNCTION queue_engine.definition_change_lock();
+CREATE TRIGGER tenants_change_lock
+	AFTER UPDATE ON queue_engine.tenants
+	FOR EACH ROW EXECUTE FUNCTION queue_engine.definition_change_lock();
 
 
 ---------------------------------------------------------------------------

@@ -28,6 +28,36 @@ typedef struct QeCheck
 
 static const QeCheck checks[QE_CHECK_COUNT] = {
 	/*
+	 * Unfinished runs must belong to a queue that exists (a run enqueued
+	 * into a queue that was deleted behind the engine's back, or by a
+	 * session that knew the queue before the extension was dropped and
+	 * created again, could never start); repaired by canceling them.  Read
+	 * through the unfinished states' partial indexes, never the history;
+	 * first, so that the counts check below sees the repair.
+	 */
+	{"runs_of_unknown_queue",
+		"WITH open AS ("
+		"  SELECT run_id, queue_id FROM queue_engine.runs WHERE status = 'queued'"
+		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.runs WHERE status = 'delayed'"
+		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.runs WHERE status = 'executing'"
+		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.runs WHERE status = 'waiting'),"
+		" bad AS ("
+		"  SELECT o.run_id, o.queue_id FROM open o"
+		"   WHERE NOT EXISTS (SELECT 1 FROM queue_engine.queues q WHERE q.queue_id = o.queue_id)),"
+		" fix AS ("
+		"  UPDATE queue_engine.runs r"
+		"     SET status = 'canceled', finished_at = now(), lease_expires_at = NULL,"
+		"         queue_slot = NULL,"
+		"         last_error = jsonb_build_object('message', 'canceled: its queue does not exist',"
+		"                                         'reason', 'queue does not exist', 'canceled', true)"
+		"    FROM bad WHERE $1 AND r.run_id = bad.run_id"
+		"     AND r.status IN ('queued', 'delayed', 'executing', 'waiting')"
+		"  RETURNING 1)"
+		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
+		"       (SELECT jsonb_agg(jsonb_build_object('run_id', run_id, 'queue_id', queue_id))"
+		"          FROM (SELECT * FROM bad LIMIT 100) b)"},
+
+	/*
 	 * Per-queue counts by state (queue_counts plus pending deltas) against
 	 * the runs; repaired by appending a correcting delta.
 	 */

@@ -56,6 +56,10 @@ typedef struct QeTenant
 	int64		running;		/* -1 until counted */
 	bool		locked_out;		/* its lock is busy, or nothing more is startable */
 	bool		cycled;			/* all its startable queues visited once */
+	bool		held_share;		/* its claim lock, in share mode ... */
+	bool		held_exclusive; /* ... or exclusive mode, taken by this call */
+	uint64		limit_generation;	/* definitions generation limit was read at */
+	int64		claimed;		/* runs this call started in it */
 } QeTenant;
 
 /*
@@ -77,6 +81,80 @@ typedef struct QeDequeueCall
 	bool		worker_null;
 	int			remaining;
 } QeDequeueCall;
+
+/*
+ * Hold the tenant's claim lock before claiming from any of its queues:
+ * shared, or exclusive when the tenant has a limit (its starts are then
+ * serialised), taken without waiting (busy: skip the tenant).  A change
+ * to a queue or tenant definition takes it exclusive and waits (the row
+ * trigger on queues and tenants, qe_definition_change_lock), so when a
+ * change commits no claim made under the old definition is still in
+ * flight, and a claim that gets the lock after the change sees it once it
+ * has processed the change's invalidation (refresh_definitions).
+ */
+static bool
+lock_tenant_for_claims(QeTenant *t)
+{
+	int			mode = (t->limit > 0) ? ExclusiveLock : ShareLock;
+
+	if (t->held_exclusive || (mode == ShareLock && t->held_share))
+		return true;
+	if (!qe_try_xact_lock_mode(QE_LOCK_TENANT, (uint32) t->tenant_id, 0, mode))
+		return false;
+	if (mode == ExclusiveLock)
+		t->held_exclusive = true;
+	else
+		t->held_share = true;
+	return true;
+}
+
+/*
+ * Take the tenant's claim lock, then make sure its limit is the one
+ * committed before the lock was had: re-read it when any definition
+ * changed since it was read.  False when the lock is busy.
+ */
+static bool
+lock_tenant_fresh(QeTenant *t)
+{
+	static SPIPlanPtr plan = NULL;
+
+	if (!lock_tenant_for_claims(t))
+		return false;
+	qe_queue_definitions_refresh();
+	while (qe_queue_definitions_generation() != t->limit_generation)
+	{
+		uint64		generation = qe_queue_definitions_generation();
+		Datum		value = Int32GetDatum(t->tenant_id);
+		bool		isnull;
+
+		qe_plan(&plan,
+				"SELECT coalesce(t.concurrency_limit, 0) FROM queue_engine.tenants t"
+				" WHERE t.tenant_id = $1",
+				1, (Oid[]) {INT4OID});
+		if (qe_exec(plan, &value, NULL, 1) == 0)
+			return false;
+		t->limit = DatumGetInt32(qe_get(0, 1, &isnull));
+		t->limit_generation = generation;
+		/* A limit set meanwhile needs the lock in exclusive mode. */
+		if (!lock_tenant_for_claims(t))
+			return false;
+		qe_queue_definitions_refresh();
+	}
+	return true;
+}
+
+/* Let a tenant's claim lock go when this call started nothing in it. */
+static void
+unlock_tenant_unclaimed(QeTenant *t)
+{
+	if (t->claimed > 0)
+		return;
+	if (t->held_share)
+		qe_release_xact_lock(QE_LOCK_TENANT, (uint32) t->tenant_id, 0, ShareLock);
+	if (t->held_exclusive)
+		qe_release_xact_lock(QE_LOCK_TENANT, (uint32) t->tenant_id, 0, ExclusiveLock);
+	t->held_share = t->held_exclusive = false;
+}
 
 /* Column numbers of the claim statements' results. */
 #define CLAIM_RUN_ID		1
@@ -730,7 +808,7 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		}
 		if (t->running < 0)
 		{
-			if (!qe_try_xact_lock(QE_LOCK_TENANT, (uint32) t->tenant_id, 0))
+			if (!lock_tenant_for_claims(t))
 			{
 				t->locked_out = true;
 				q->exhausted = true;
@@ -839,6 +917,7 @@ claim_from_queue(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		qe_limit_hint_mark(q->queue_id, q->limit, q->exits_seen);
 	if (t->running >= 0)
 		t->running += n;
+	t->claimed += n;
 	return n;
 }
 
@@ -1110,6 +1189,7 @@ dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
 	int			excap = 8;
 	int			active;
 	int			share;
+	uint64		generation;
 
 	/* The tenants that have a live, unpaused queue (among those asked for). */
 	qe_plan(&tenants_plan,
@@ -1125,6 +1205,7 @@ dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
 			1, (Oid[]) {INT4ARRAYOID});
 	values[0] = ids;
 	nulls[0] = ids_null ? 'n' : ' ';
+	generation = qe_queue_definitions_generation();
 	ntenants = (int) qe_exec(tenants_plan, values, nulls, 0);
 	if (ntenants == 0)
 		return;
@@ -1137,6 +1218,7 @@ dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
 		tenants[i].tenant = TextDatumGetCString(qe_get(i, 2, &isnull));
 		tenants[i].limit = DatumGetInt32(qe_get(i, 3, &isnull));
 		tenants[i].running = -1;
+		tenants[i].limit_generation = generation;
 	}
 
 	qe_plan(&cursor_plan,
@@ -1161,6 +1243,16 @@ dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
 
 			if (t->locked_out)	/* done: nothing more from this tenant */
 				continue;
+			/*
+			 * Its queues are walked under its claim lock, so the walk reads
+			 * their definitions as last committed.
+			 */
+			if (!lock_tenant_fresh(t))
+			{
+				t->locked_out = true;
+				active--;
+				continue;
+			}
 			tc = tenant_cursor(t->tenant_id);
 			got = false;
 			for (;;)
@@ -1234,6 +1326,8 @@ dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
 					t->locked_out = true;
 					active--;
 				}
+				/* (so a walk over many tenants holds few locks) */
+				unlock_tenant_unclaimed(t);
 			}
 		}
 		if (!progress)
@@ -1302,17 +1396,38 @@ qe_dequeue(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(0))
 	{
-		ArrayType  *ids = resolve_queue_names(PG_GETARG_ARRAYTYPE_P(0),
-											  &single, &single_tenant,
-											  &have_single, &single_paused);
-
-		if (ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids)) == 0 ||
-			(have_single && single_paused))
+		/*
+		 * One queue: resolve it, take its tenant's claim lock, and resolve
+		 * it again if a definition changed before the lock was had (see
+		 * lock_tenant_for_claims).  Changes keep coming only while someone
+		 * keeps changing queues: then give up for this call.
+		 */
+		for (int tries = 0;; tries++)
 		{
-			SPI_finish();
-			return (Datum) 0;
+			uint64		generation = qe_queue_definitions_generation();
+			ArrayType  *ids = resolve_queue_names(PG_GETARG_ARRAYTYPE_P(0),
+												  &single, &single_tenant,
+												  &have_single, &single_paused);
+
+			if (ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids)) == 0 ||
+				(have_single && single_paused))
+			{
+				SPI_finish();
+				return (Datum) 0;
+			}
+			values[0] = PointerGetDatum(ids);
+			if (!have_single)
+				break;
+			single_tenant.limit_generation = generation;
+			if (tries == 10 || !lock_tenant_for_claims(&single_tenant))
+			{
+				SPI_finish();
+				return (Datum) 0;
+			}
+			qe_queue_definitions_refresh();
+			if (qe_queue_definitions_generation() == generation)
+				break;
 		}
-		values[0] = PointerGetDatum(ids);
 	}
 	else
 		nulls[0] = 'n';

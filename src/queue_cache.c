@@ -3,40 +3,45 @@
  * queue_cache.c
  *	  A per-backend cache of queue definitions by name (ids, tenant,
  *	  limits, pause, run defaults), so that enqueue, and a dequeue naming
- *	  one queue, find their queue without a query.
+ *	  one queue, find their queue without a query; and the counter that
+ *	  tells dequeue whether any definition changed since it last read one.
  *
- *	  The cache is valid while a shared generation number is unchanged.
- *	  Statement triggers on queue_engine.queues and queue_engine.tenants
- *	  (any change, by the API or by hand) make the changing transaction
- *	  bump it just before and again just after its commit becomes visible:
- *	  a backend that read the number before the second bump can only have
- *	  cached what a snapshot from before the commit shows, and drops it at
- *	  its next call.  The changing transaction itself bypasses the cache
- *	  until it ends.  Without shared_preload_libraries there is no shared
- *	  number, and every call queries.
+ *	  The cache lives on PostgreSQL's own invalidation messages, not on a
+ *	  flag of ours: statement triggers on queue_engine.queues and
+ *	  queue_engine.tenants (any change, by the API or by hand) register a
+ *	  relcache invalidation of the changed table, which PostgreSQL sends
+ *	  to every backend when the change commits, however it commits (a
+ *	  plain COMMIT, or COMMIT PREPARED of a two-phase transaction, whose
+ *	  invalidations travel in its state file), and which dropping the
+ *	  tables sends too (DROP EXTENSION).  Each backend's relcache callback
+ *	  then voids the cache.  The messages go out after the commit is
+ *	  visible and before the committer's locks are released, so a backend
+ *	  that reads after processing them sees the change, and one that read
+ *	  before it was visible drops what it read at its next call, which
+ *	  processes pending messages first.
+ *
+ *	  The changing transaction itself reads the tables until it ends.
+ *	  Works with or without shared_preload_libraries.
  *
  *-------------------------------------------------------------------------
  */
 #include "queue_engine.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
-#include "port/atomics.h"
-#include "storage/ipc.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
-#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(qe_queue_definitions_changed);
-
-typedef struct QeQueueCacheShared
-{
-	pg_atomic_uint64 generation;
-} QeQueueCacheShared;
+PG_FUNCTION_INFO_V1(qe_definition_change_lock);
 
 typedef struct QeQueueCacheEntry
 {
@@ -44,58 +49,73 @@ typedef struct QeQueueCacheEntry
 	QeQueueDef	def;
 } QeQueueCacheEntry;
 
-static QeQueueCacheShared *shared = NULL;
-
 static MemoryContext cache_cxt = NULL;	/* the table and its strings */
 static HTAB *cache = NULL;
+
+/*
+ * Bumped by every invalidation of queues or tenants this backend
+ * processes (and whenever it cannot tell which relation changed).
+ */
+static uint64 definitions_generation = 1;
 static uint64 cache_generation = 0;
 
-/* This transaction changed queues or tenants: bump at commit, bypass till then. */
-static bool change_pending = false;
-static LocalTransactionId changed_in_lxid = InvalidLocalTransactionId;
+/* The tables whose invalidations void the cache; looked up again after one. */
+static Oid	queues_relid = InvalidOid;
+static Oid	tenants_relid = InvalidOid;
 static bool callback_registered = false;
 
-Size
-qe_queue_cache_shmem_size(void)
-{
-	return MAXALIGN(sizeof(QeQueueCacheShared));
-}
-
-/* Called by shmem.c's startup hook, under AddinShmemInitLock. */
-void
-qe_queue_cache_shmem_init(void)
-{
-	bool		found;
-
-	shared = ShmemInitStruct("queue_engine queue cache",
-							 sizeof(QeQueueCacheShared), &found);
-	if (!found)
-		pg_atomic_init_u64(&shared->generation, 1);
-}
+/* This transaction changed queues or tenants: bypass the cache till it ends. */
+static LocalTransactionId changed_in_lxid = InvalidLocalTransactionId;
 
 static void
-queue_cache_xact_callback(XactEvent event, void *arg)
+definitions_invalidated(Datum arg, Oid relid)
 {
-	if (!change_pending)
-		return;
-	switch (event)
+	if (relid == InvalidOid || relid == queues_relid || relid == tenants_relid)
 	{
-		case XACT_EVENT_PRE_COMMIT:
-		case XACT_EVENT_PARALLEL_PRE_COMMIT:
-			pg_atomic_fetch_add_u64(&shared->generation, 1);
-			break;
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			pg_atomic_fetch_add_u64(&shared->generation, 1);
-			change_pending = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			change_pending = false;
-			break;
-		default:
-			break;
+		definitions_generation++;
+		queues_relid = tenants_relid = InvalidOid;
 	}
+}
+
+/* Watch queues and tenants (the first call, and after each invalidation). */
+static void
+watch_definition_tables(void)
+{
+	Oid			nsp;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(definitions_invalidated, (Datum) 0);
+		callback_registered = true;
+	}
+	if (OidIsValid(queues_relid) && OidIsValid(tenants_relid))
+		return;
+	nsp = get_namespace_oid("queue_engine", true);
+	if (OidIsValid(nsp))
+	{
+		queues_relid = get_relname_relid("queues", nsp);
+		tenants_relid = get_relname_relid("tenants", nsp);
+	}
+}
+
+/*
+ * A counter that moves whenever this backend processes a change to any
+ * queue or tenant definition.  Process pending invalidations first
+ * (qe_queue_definitions_refresh) when the answer must include changes
+ * committed before a lock was taken.
+ */
+uint64
+qe_queue_definitions_generation(void)
+{
+	watch_definition_tables();
+	return definitions_generation;
+}
+
+/* Process the invalidations other backends' commits have sent so far. */
+void
+qe_queue_definitions_refresh(void)
+{
+	AcceptInvalidationMessages();
 }
 
 /*
@@ -105,21 +125,62 @@ queue_cache_xact_callback(XactEvent event, void *arg)
 Datum
 qe_queue_definitions_changed(PG_FUNCTION_ARGS)
 {
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("queue_definitions_changed() must be called as a trigger"),
 				 errhint("It is the statement trigger on queue_engine.queues and queue_engine.tenants.")));
-	if (shared != NULL)
-	{
-		if (!callback_registered)
-		{
-			RegisterXactCallback(queue_cache_xact_callback, NULL);
-			callback_registered = true;
-		}
-		change_pending = true;
-		changed_in_lxid = MyProc->lxid;
-	}
+	/* Sent to every backend at commit (or COMMIT PREPARED); here at once. */
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	changed_in_lxid = MyProc->lxid;
+	return PointerGetDatum(NULL);
+}
+
+/* Wait for the claims in flight in a tenant, and keep new ones out. */
+static void
+lock_tenant_for_change(HeapTuple tuple, TupleDesc desc)
+{
+	int			attnum = SPI_fnumber(desc, "tenant_id");
+	bool		isnull;
+	Datum		value;
+	LOCKTAG		tag;
+
+	if (attnum <= 0)
+		elog(ERROR, "queue_engine: no tenant_id column in the changed table");
+	value = heap_getattr(tuple, attnum, desc, &isnull);
+	if (isnull)
+		return;
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) DatumGetInt32(value), 0,
+						 QE_LOCK_TENANT);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
+ * queue_engine.definition_change_lock(): the row trigger after an UPDATE
+ * of queues or tenants (a limit, a pause, a drop; through the API or by
+ * hand).  It takes the tenant's claim lock in exclusive mode, waiting for
+ * the dequeues that hold it (every claim holds it, see dequeue.c) to end,
+ * and keeping new ones out until this transaction ends: so no run is
+ * started under the old definition after the change commits, and a claim
+ * that comes later reads the new one.
+ */
+Datum
+qe_definition_change_lock(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("definition_change_lock() must be called as a row trigger on update"),
+				 errhint("It is the row trigger on queue_engine.queues and queue_engine.tenants.")));
+	desc = RelationGetDescr(trigdata->tg_relation);
+	lock_tenant_for_change(trigdata->tg_trigtuple, desc);
+	lock_tenant_for_change(trigdata->tg_newtuple, desc);
 	return PointerGetDatum(NULL);
 }
 
@@ -136,13 +197,13 @@ qe_queue_def(const char *name)
 	bool		use_cache;
 	bool		isnull;
 	Datum		value;
+	uint64		generation;
 
-	use_cache = shared != NULL && strlen(name) < QE_QUEUE_CACHE_NAME_MAX &&
+	generation = qe_queue_definitions_generation();
+	use_cache = strlen(name) < QE_QUEUE_CACHE_NAME_MAX &&
 		changed_in_lxid != MyProc->lxid;
 	if (use_cache)
 	{
-		uint64		generation = pg_atomic_read_u64(&shared->generation);
-
 		if (cache == NULL || generation != cache_generation)
 		{
 			HASHCTL		ctl;
@@ -158,7 +219,6 @@ qe_queue_def(const char *name)
 			ctl.hcxt = cache_cxt;
 			cache = hash_create("queue_engine queue definitions", 64, &ctl,
 								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-			/* Read before the query below: a later change voids what it reads. */
 			cache_generation = generation;
 		}
 		entry = hash_search(cache, name, HASH_FIND, NULL);
@@ -191,7 +251,12 @@ qe_queue_def(const char *name)
 	value = qe_get(0, 10, &def->ttl_null);
 	if (!def->ttl_null)
 		def->ttl = *DatumGetIntervalP(value);
-	if (use_cache)
+
+	/*
+	 * Keep it only if no invalidation came while the query ran (taking its
+	 * locks processes them): what it read may predate that change.
+	 */
+	if (use_cache && qe_queue_definitions_generation() == cache_generation)
 	{
 		char	   *tenant = MemoryContextStrdup(cache_cxt, def->tenant);
 

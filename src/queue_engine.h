@@ -110,9 +110,9 @@ typedef struct QeQueueDef
 	bool		ttl_null;
 	Interval	ttl;
 } QeQueueDef;
-extern Size qe_queue_cache_shmem_size(void);
-extern void qe_queue_cache_shmem_init(void);
 extern const QeQueueDef *qe_queue_def(const char *name);
+extern uint64 qe_queue_definitions_generation(void);
+extern void qe_queue_definitions_refresh(void);
 
 /* counts.c */
 extern void qe_add_count_delta(int32 queue_id, int32 queued, int32 delayed,
@@ -171,7 +171,7 @@ typedef struct QeCheckResult
 	int64		repaired;
 } QeCheckResult;
 
-#define QE_CHECK_COUNT 5
+#define QE_CHECK_COUNT 6
 extern void qe_run_consistency_checks(bool repair, QeCheckResult *results);
 
 #endif							/* QUEUE_ENGINE_H */

@@ -3,8 +3,8 @@
  * shmem.c
  *	  The extension's shared memory (with shared_preload_libraries only):
  *	  one request hook and one startup hook that size and set up each
- *	  part's structures: the dispatch hints, the queue-definition
- *	  generation, the worker's task schedule and the prune cursor.
+ *	  part's structures: the dispatch hints, the worker's task schedule
+ *	  and the prune cursor.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,7 +23,6 @@ qe_shmem_request(void)
 {
 	Size		size = qe_dispatch_hints_shmem_size();
 
-	size = add_size(size, qe_queue_cache_shmem_size());
 	size = add_size(size, qe_worker_shmem_size());
 	size = add_size(size, qe_maintenance_shmem_size());
 	if (prev_shmem_request_hook)
@@ -38,7 +37,6 @@ qe_shmem_startup(void)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	qe_dispatch_hints_shmem_init();
-	qe_queue_cache_shmem_init();
 	qe_worker_shmem_init();
 	qe_maintenance_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
