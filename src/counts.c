@@ -30,8 +30,6 @@ void
 qe_add_count_delta(int32 queue_id, int32 queued, int32 delayed,
 				   int32 executing, int32 waiting)
 {
-	Oid			nsp;
-	Oid			relid;
 	Relation	rel;
 	Datum		values[DELTA_NATTS];
 	bool		nulls[DELTA_NATTS] = {false, false, false, false, false};
@@ -40,13 +38,8 @@ qe_add_count_delta(int32 queue_id, int32 queued, int32 delayed,
 	if (queued == 0 && delayed == 0 && executing == 0 && waiting == 0)
 		return;
 
-	/* Two syscache probes: cheap, and always right after DROP/CREATE EXTENSION. */
-	nsp = get_namespace_oid("queue_engine", false);
-	relid = get_relname_relid("queue_count_deltas", nsp);
-	if (!OidIsValid(relid))
-		elog(ERROR, "queue_engine: table queue_engine.queue_count_deltas is missing");
-
-	rel = table_open(relid, RowExclusiveLock);
+	/* By name each time: cheap, and always right after DROP/CREATE EXTENSION. */
+	rel = qe_open_table("queue_count_deltas", RowExclusiveLock);
 	if (RelationGetDescr(rel)->natts != DELTA_NATTS)
 		elog(ERROR, "queue_engine: queue_engine.queue_count_deltas has an unexpected shape");
 

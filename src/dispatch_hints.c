@@ -95,7 +95,8 @@
 typedef struct QeReadyHintSlot
 {
 	slock_t		mutex;
-	Oid			database;		/* queue ids are per database */
+	Oid			database;		/* queue ids are per database ... */
+	Oid			epoch;			/* ... and per installation: runs' relid */
 	int32		queue_id;		/* 0: free */
 	bool		valid;			/* false: no bound, scan from the start */
 	QeReadyKey	hint;
@@ -124,11 +125,38 @@ static Oid	runs_oid = InvalidOid;
 static Oid	runs_queued_oid = InvalidOid;
 static bool callback_registered = false;
 
+/*
+ * The relid of runs when this backend last looked in a transaction: hints
+ * of an earlier installation (DROP and CREATE EXTENSION reuse queue ids)
+ * are not this one's.
+ */
+static Oid	hints_epoch = InvalidOid;
+
 static void
 forget_oids(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == runs_oid || relid == runs_queued_oid)
 		runs_oid = runs_queued_oid = InvalidOid;
+}
+
+/* Look runs and runs_queued up when an invalidation made us forget them. */
+static void
+lookup_oids(void)
+{
+	Oid			nsp;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(forget_oids, (Datum) 0);
+		callback_registered = true;
+	}
+	if (OidIsValid(runs_oid) && OidIsValid(runs_queued_oid))
+		return;
+	nsp = get_namespace_oid("queue_engine", true);
+	if (!OidIsValid(nsp))
+		return;
+	runs_oid = get_relname_relid("runs", nsp);
+	runs_queued_oid = get_relname_relid("runs_queued", nsp);
 }
 
 Size
@@ -155,6 +183,7 @@ qe_dispatch_hints_shmem_init(void)
 
 			SpinLockInit(&slot->mutex);
 			slot->database = InvalidOid;
+			slot->epoch = InvalidOid;
 			slot->queue_id = 0;
 			slot->valid = false;
 			slot->walk_id = 0;
@@ -165,9 +194,21 @@ qe_dispatch_hints_shmem_init(void)
 	}
 }
 
+/* (at commit, in the callbacks below, the transaction's epoch holds) */
+static inline void
+refresh_epoch(void)
+{
+	if (IsTransactionState())
+	{
+		lookup_oids();
+		hints_epoch = runs_oid;
+	}
+}
+
 static inline QeReadyHintSlot *
 slot_of(int32 queue_id)
 {
+	refresh_epoch();
 	return &hints->slots[((uint32) queue_id + (uint32) MyDatabaseId * 2654435761U) %
 						 QE_READY_HINT_SLOTS];
 }
@@ -176,7 +217,8 @@ slot_of(int32 queue_id)
 static inline bool
 slot_holds(QeReadyHintSlot *slot, int32 queue_id)
 {
-	return slot->queue_id == queue_id && slot->database == MyDatabaseId;
+	return slot->queue_id == queue_id && slot->database == MyDatabaseId &&
+		slot->epoch == hints_epoch;
 }
 
 /* Make the slot queue_id's, with no hints yet (mutex held). */
@@ -184,6 +226,7 @@ static void
 take_slot(QeReadyHintSlot *slot, int32 queue_id)
 {
 	slot->database = MyDatabaseId;
+	slot->epoch = hints_epoch;
 	slot->queue_id = queue_id;
 	slot->valid = false;
 	slot->walk_id = 0;
@@ -303,21 +346,13 @@ walk_dead_entries(int32 queue_id, const QeReadyKey *from, QeReadyKey *to)
 	bool		moved = false;
 	bool		stopped = false;
 
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(forget_oids, (Datum) 0);
-		callback_registered = true;
-	}
+	lookup_oids();
 	if (!OidIsValid(runs_oid) || !OidIsValid(runs_queued_oid))
-	{
-		Oid			nsp = get_namespace_oid("queue_engine", false);
-
-		runs_oid = get_relname_relid("runs", nsp);
-		runs_queued_oid = get_relname_relid("runs_queued", nsp);
-		if (!OidIsValid(runs_oid) || !OidIsValid(runs_queued_oid))
-			return false;		/* someone dropped it: no hints then */
-	}
-	heap = table_open(runs_oid, AccessShareLock);
+		return false;			/* someone dropped it: no hints then */
+	/* (dropped while we waited for the lock: no hints either) */
+	heap = try_relation_open(runs_oid, AccessShareLock);
+	if (heap == NULL)
+		return false;
 	index = index_open(runs_queued_oid, AccessShareLock);
 
 	/*
@@ -628,6 +663,7 @@ qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits)
 	if (hints == NULL || npending_marks == QE_PENDING_MAX)
 		return;					/* no mark: the queue is probed, as always */
 	register_callbacks();
+	refresh_epoch();
 	pending_marks[npending_marks].queue_id = queue_id;
 	pending_marks[npending_marks].limit = limit;
 	pending_marks[npending_marks].exits = exits;
@@ -642,6 +678,7 @@ qe_limit_hint_exit(int32 queue_id)
 	if (hints == NULL)
 		return;
 	register_callbacks();
+	refresh_epoch();
 	for (int i = 0; i < npending_exits; i++)
 		if (pending_exits[i] == queue_id)
 			return;

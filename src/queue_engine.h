@@ -13,6 +13,8 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "storage/lockdefs.h"
+#include "utils/relcache.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "datatype/timestamp.h"
@@ -76,6 +78,7 @@ extern void qe_check_interval(Interval *value, const char *name,
 							  bool allow_zero);
 extern int64 qe_interval_usecs(const Interval *value);
 extern void qe_check_run_exists(int64 run_id);
+extern Relation qe_open_table(const char *relname, LOCKMODE lockmode);
 
 /* dispatch_hints.c: a position in runs_queued within one queue */
 typedef struct QeReadyKey

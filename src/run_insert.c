@@ -190,20 +190,12 @@ build_cache(Relation rel)
 static Relation
 open_runs(void)
 {
-	Oid			relid;
 	Relation	rel;
 
-	if (cache.valid)
-		relid = cache.relid;
-	else
-	{
-		relid = get_relname_relid("runs", get_namespace_oid("queue_engine", false));
-		if (!OidIsValid(relid))
-			elog(ERROR, "queue_engine: table queue_engine.runs is missing");
-	}
-	rel = table_open(relid, RowExclusiveLock);
+	/* By name: a cached relid could name a table dropped meanwhile. */
+	rel = qe_open_table("runs", RowExclusiveLock);
 	/* Taking the lock may have processed an invalidation. */
-	if (!cache.valid || cache.relid != relid)
+	if (!cache.valid || cache.relid != RelationGetRelid(rel))
 		build_cache(rel);
 	return rel;
 }

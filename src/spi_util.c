@@ -9,10 +9,12 @@
 #include "queue_engine.h"
 
 #include "access/detoast.h"
+#include "access/table.h"
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
 
@@ -209,4 +211,26 @@ qe_check_run_exists(int64 run_id)
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("run %lld does not exist", (long long) run_id),
 				 errhint("Pass an id returned by enqueue() or dequeue(); retention may have removed old runs.")));
+}
+
+/*
+ * Open one of the engine's tables by name, locked.  Looking the name up
+ * and locking are done together (RangeVarGetRelid's retry loop), so a
+ * table dropped meanwhile (DROP EXTENSION committed while this waited for
+ * the lock) gives this error instead of a missing relation OID.
+ */
+Relation
+qe_open_table(const char *relname, LOCKMODE lockmode)
+{
+	Relation	rel;
+
+	rel = table_openrv_extended(makeRangeVar("queue_engine", pstrdup(relname), -1),
+								lockmode, true);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table queue_engine.%s does not exist", relname),
+				 errdetail("The queue_engine extension was dropped from this database, or is being dropped."),
+				 errhint("Create it again with CREATE EXTENSION queue_engine.")));
+	return rel;
 }

@@ -237,8 +237,9 @@ fi
 # The shared cluster preloads the library, as the README recommends: claims
 # then use the shared-memory ready hints (dequeue_ready_hint.spec needs them).
 # Its worker maintains the postgres database, which no suite uses.
-conf=("shared_preload_libraries = '$QE_EXTENSION'")
-if [ -n "${QE_TEST_CONF:-}" ]; then mapfile -t -O 1 conf <<<"$QE_TEST_CONF"; fi
+# Two-phase commit is on for prepared_change.spec.
+conf=("shared_preload_libraries = '$QE_EXTENSION'" "max_prepared_transactions = 10")
+if [ -n "${QE_TEST_CONF:-}" ]; then mapfile -t -O 2 conf <<<"$QE_TEST_CONF"; fi
 qe_cluster_start tests ${conf[@]+"${conf[@]}"}
 
 run_suite install suite_install
