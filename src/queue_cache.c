@@ -199,6 +199,8 @@ qe_queue_def(const char *name)
 	Datum		value;
 	uint64		generation;
 
+	/* Changes committed before this statement: a flag check when none. */
+	AcceptInvalidationMessages();
 	generation = qe_queue_definitions_generation();
 	use_cache = strlen(name) < QE_QUEUE_CACHE_NAME_MAX &&
 		changed_in_lxid != MyProc->lxid;
