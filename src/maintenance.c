@@ -229,7 +229,11 @@ qe_rescue_horizon_forget(void)
 /*
  * Executing runs whose lease passed without a heartbeat: the stall is
  * recorded as the attempt's error, and the run retries with the queue's
- * backoff, or fails when its attempts are spent.
+ * backoff, or fails when its attempts are spent.  The worker name in the
+ * error is cut like any stored error's strings (to max_error_field_bytes,
+ * on a character boundary: no server encoding has characters over 4
+ * bytes), and to the worker limit, for names stored before dequeue capped
+ * them.
  */
 int64
 qe_task_rescue_stalled(int limit)
@@ -252,9 +256,17 @@ qe_task_rescue_stalled(int limit)
 					"           'message', format('lease expired at %s without a heartbeat',"
 					"                             r.lease_expires_at),"
 					"           'stalled', true, 'attempt', r.attempt,"
-					"           'worker', r.worker) AS error"
+					"           'worker', CASE WHEN octet_length(r.worker) <= w.cap THEN r.worker"
+					"                          WHEN octet_length(left(r.worker, w.cap)) <= w.cap"
+					"                          THEN left(r.worker, w.cap)"
+					"                          ELSE left(r.worker, w.cap / 4) END)"
+					"         || CASE WHEN octet_length(r.worker) > w.cap"
+					"                 THEN '{\"truncated\": true}'::jsonb ELSE '{}' END AS error"
 					"    FROM due JOIN queue_engine.runs r ON r.run_id = due.run_id"
-					"    JOIN queue_engine.queues q ON q.queue_id = r.queue_id),"
+					"    JOIN queue_engine.queues q ON q.queue_id = r.queue_id"
+					"   CROSS JOIN (SELECT least(pg_size_bytes(current_setting("
+					"                 'queue_engine.max_error_field_bytes')),"
+					"                 " CppAsString2(QE_MAX_WORKER_BYTES) ")::int AS cap) w),"
 					" m AS ("
 					"  UPDATE queue_engine.runs r"
 					"     SET status = (CASE WHEN c.exhausted THEN 'failed'"
