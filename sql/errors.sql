@@ -377,6 +377,18 @@ SELECT * FROM err($$SELECT create_queue('new', tenant => repeat('t', 128))$$);
 SELECT * FROM err($$SELECT set_tenant_limit('**', 1)$$);
 SELECT octet_length(tenant) FROM tenants WHERE tenant LIKE 'ttt%' OR tenant = '**' ORDER BY 1;
 ROLLBACK;
+-- a new tenant whose identity id is taken (the sequence left behind its
+-- rows, as by a restore) is an error saying so, not a NULL tenant id; so is
+-- an insert that a trigger suppressed
+SELECT setval(pg_get_serial_sequence('queue_engine.tenants', 'tenant_id'), 1) AS seq_moved_back;
+SELECT * FROM err($$SELECT create_queue('new', tenant => 'restored')$$);
+SELECT setval(pg_get_serial_sequence('queue_engine.tenants', 'tenant_id'), max(tenant_id)) > 1 AS seq_restored
+  FROM tenants;
+BEGIN;
+CREATE FUNCTION pg_temp.drop_row() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+CREATE TRIGGER drop_row BEFORE INSERT ON tenants FOR EACH ROW EXECUTE FUNCTION pg_temp.drop_row();
+SELECT * FROM err($$SELECT create_queue('new', tenant => 'ghost')$$);
+ROLLBACK;
 -- a name over the limit given to a lookup says so (no live queue has it);
 -- one at the limit is looked up
 SELECT * FROM err($$SELECT alter_queue(repeat('q', 129), concurrency_limit => 1)$$);
