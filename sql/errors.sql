@@ -354,6 +354,183 @@ SELECT * FROM err($$SELECT * FROM get_run(0)$$);
 SELECT status, attempt, last_error FROM get_run(:r_exec);
 
 ---------------------------------------------------------------------------
+-- Limits (README "Limits"): text the engine stores or looks up is capped;
+-- a value at the limit is accepted, one byte over is rejected (54000).
+---------------------------------------------------------------------------
+-- queue names: 128 bytes, counted in bytes (é is 2)
+SELECT * FROM err($$SELECT create_queue(repeat('q', 129))$$);
+SELECT * FROM err($$SELECT create_queue(repeat('q', 1024 * 1024))$$);
+SELECT * FROM err($$SELECT create_queue('x' || repeat('é', 64))$$);
+BEGIN;
+SELECT * FROM err($$SELECT create_queue(repeat('q', 128))$$);
+SELECT * FROM err($$SELECT create_queue(repeat('é', 64))$$);
+SELECT octet_length(queue) FROM queues WHERE queue LIKE 'qqq%' OR queue LIKE 'é%' ORDER BY 1;
+ROLLBACK;
+-- tenant names: 128 bytes; "*" is reserved
+SELECT * FROM err($$SELECT create_queue('new', tenant => repeat('t', 129))$$);
+SELECT * FROM err($$SELECT set_tenant_limit(repeat('t', 129), 1)$$);
+SELECT * FROM err($$SELECT set_tenant_limit(repeat('t', 1024 * 1024), 1)$$);
+SELECT * FROM err($$SELECT create_queue('new', tenant => '*')$$);
+SELECT * FROM err($$SELECT set_tenant_limit('*', 1)$$);
+BEGIN;
+SELECT * FROM err($$SELECT create_queue('new', tenant => repeat('t', 128))$$);
+SELECT * FROM err($$SELECT set_tenant_limit('**', 1)$$);
+SELECT octet_length(tenant) FROM tenants WHERE tenant LIKE 'ttt%' OR tenant = '**' ORDER BY 1;
+ROLLBACK;
+-- a new tenant whose identity id is taken (the sequence left behind its
+-- rows, as by a restore) is an error saying so, not a NULL tenant id; so is
+-- an insert that a trigger suppressed
+SELECT setval(pg_get_serial_sequence('queue_engine.tenants', 'tenant_id'), 1) AS seq_moved_back;
+SELECT * FROM err($$SELECT create_queue('new', tenant => 'restored')$$);
+SELECT setval(pg_get_serial_sequence('queue_engine.tenants', 'tenant_id'), max(tenant_id)) > 1 AS seq_restored
+  FROM tenants;
+BEGIN;
+CREATE FUNCTION pg_temp.drop_row() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+CREATE TRIGGER drop_row BEFORE INSERT ON tenants FOR EACH ROW EXECUTE FUNCTION pg_temp.drop_row();
+SELECT * FROM err($$SELECT create_queue('new', tenant => 'ghost')$$);
+ROLLBACK;
+-- a name over the limit given to a lookup says so (no live queue has it);
+-- one at the limit is looked up
+SELECT * FROM err($$SELECT alter_queue(repeat('q', 129), concurrency_limit => 1)$$);
+SELECT * FROM err($$SELECT pause_queue(repeat('q', 129))$$);
+SELECT * FROM err($$SELECT resume_queue(repeat('q', 129))$$);
+SELECT * FROM err($$SELECT drop_queue(repeat('q', 1024 * 1024), force => true)$$);
+SELECT * FROM err($$SELECT enqueue(repeat('q', 129))$$);
+SELECT * FROM err($$SELECT enqueue(repeat('q', 1024 * 1024))$$);
+SELECT * FROM err($$SELECT enqueue_batch(repeat('q', 129), ARRAY['{}']::jsonb[])$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY[repeat('q', 129)])$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q', repeat('q', 1024 * 1024)])$$);
+SELECT * FROM err($$SELECT enqueue(repeat('q', 128))$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q_empty', repeat('q', 128)])$$);
+-- concurrency_key: 256 bytes
+SELECT * FROM err($$SELECT enqueue('q', concurrency_key => repeat('k', 257))$$);
+SELECT * FROM err($$SELECT enqueue('q', concurrency_key => repeat('k', 1024 * 1024))$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], concurrency_key => repeat('k', 257))$$);
+-- idempotency_key: 1024 bytes
+SELECT * FROM err($$SELECT enqueue('q', idempotency_key => repeat('i', 1025))$$);
+SELECT * FROM err($$SELECT enqueue('q', idempotency_key => repeat('i', 1024 * 1024))$$);
+-- worker: 1024 bytes
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q_empty'], worker => repeat('w', 1025))$$);
+SELECT * FROM err($$SELECT * FROM dequeue(worker => repeat('w', 10 * 1024 * 1024))$$);
+SELECT * FROM err($$SELECT * FROM dequeue(ARRAY['q_empty'], worker => repeat('w', 1024))$$);
+-- tags: at most 64, each at most 256 bytes, one-dimensional, no nulls
+SELECT * FROM err($$SELECT enqueue('q', tags => (SELECT array_agg(i::text) FROM generate_series(1, 65) i))$$);
+SELECT * FROM err($$SELECT enqueue('q', tags => ARRAY['a', repeat('t', 257)])$$);
+SELECT * FROM err($$SELECT enqueue('q', tags => ARRAY[repeat('t', 10 * 1024 * 1024)])$$);
+SELECT * FROM err($$SELECT enqueue('q', tags => '{{a,b},{c,d}}')$$);
+SELECT * FROM err($$SELECT enqueue('q', tags => '{NULL}')$$);
+SELECT * FROM err($$SELECT enqueue('q', tags => ARRAY['a', NULL])$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], tags => '{{a}}')$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], tags => '{NULL}')$$);
+SELECT * FROM err($$SELECT enqueue_batch('q', ARRAY['{}']::jsonb[], tags => ARRAY[repeat('t', 257)])$$);
+-- (every value at its limit is accepted and stored whole)
+BEGIN;
+SELECT enqueue('q_empty', concurrency_key => repeat('k', 256), idempotency_key => repeat('i', 1024),
+               tags => (SELECT array_agg(repeat(i::text, 256 / length(i::text))) FROM generate_series(1, 64) i)
+                       || '{}'::text[]) AS r_limits \gset
+SELECT octet_length(concurrency_key) AS key_bytes, octet_length(idempotency_key) AS idem_bytes,
+       cardinality(tags) AS tags, (SELECT max(octet_length(t)) FROM unnest(tags) t) AS longest_tag
+  FROM get_run(:r_limits);
+SELECT count(*) AS batch FROM enqueue_batch('q_empty', ARRAY['{}']::jsonb[], concurrency_key => repeat('k', 256),
+                                            tags => ARRAY[repeat('t', 256)]);
+ROLLBACK;
+-- clear: one-dimensional, no nulls
+SELECT * FROM err($$SELECT alter_queue('q', clear => '{{ttl}}')$$);
+SELECT * FROM err($$SELECT alter_queue('q', clear => '{{ttl},{lease}}')$$);
+SELECT * FROM err($$SELECT alter_queue('q', clear => '{ttl,NULL}')$$);
+-- complete_batch: attempts without nulls (payloads and run_ids above)
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s], attempts => ARRAY[NULL]::int[])$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s, %s], attempts => ARRAY[1, NULL])$$, :r_exec, :r_done));
+
+-- A 10 MB cancel reason is stored once and trimmed like a stored error
+-- (each string at most max_error_field_bytes, the whole under 64 kB); the
+-- message repeats the first 256 bytes of the reason.
+BEGIN;
+SELECT cancel(:r_queued, repeat('R', 10 * 1024 * 1024));
+SELECT pg_column_size(last_error) < 65536 AS stored_under_64kB,
+       octet_length(last_error::text) < 65536 AS text_under_64kB,
+       octet_length(last_error->>'reason') AS reason_bytes,
+       octet_length(last_error->>'message') AS message_bytes,
+       right(last_error->>'message', 5) AS message_end,
+       last_error->'canceled' AS canceled, last_error->'truncated' AS truncated
+  FROM runs WHERE run_id = :r_queued;
+ROLLBACK;
+BEGIN;
+SELECT cancel(:r_queued, repeat('r', 256));
+SELECT last_error->>'message' = 'canceled: ' || repeat('r', 256) AS whole_reason_in_message,
+       last_error->>'reason' = repeat('r', 256) AS whole_reason, last_error ? 'truncated' AS truncated
+  FROM runs WHERE run_id = :r_queued;
+ROLLBACK;
+BEGIN;
+SELECT cancel(:r_queued, repeat('é', 200));
+SELECT octet_length(last_error->>'message') AS message_bytes, right(last_error->>'message', 4) AS message_end,
+       last_error->>'reason' = repeat('é', 200) AS whole_reason, last_error ? 'truncated' AS truncated
+  FROM runs WHERE run_id = :r_queued;
+ROLLBACK;
+BEGIN;
+SET LOCAL queue_engine.max_error_field_bytes = '1kB';
+SELECT cancel(:r_queued, 'why: ' || repeat('é', 1000));
+SELECT octet_length(last_error->>'reason') AS reason_bytes, last_error->'truncated' AS truncated
+  FROM runs WHERE run_id = :r_queued;
+ROLLBACK;
+
+-- A stall error names the worker, trimmed the same way: a worker name
+-- stored before dequeue capped it (10 MB, set by hand here) is cut to the
+-- worker limit, one at the limit is kept whole, and max_error_field_bytes
+-- applies (on a character boundary).
+BEGIN;
+UPDATE runs SET worker = repeat('W', 10 * 1024 * 1024), lease_expires_at = now() - interval '1 second'
+ WHERE run_id = :r_exec;
+SELECT rescue_stalled();
+SELECT status, pg_column_size(last_error) < 65536 AS stored_under_64kB,
+       octet_length(last_error::text) < 65536 AS text_under_64kB,
+       octet_length(last_error->>'worker') AS worker_bytes, last_error->'truncated' AS truncated,
+       last_error->'stalled' AS stalled
+  FROM runs WHERE run_id = :r_exec;
+ROLLBACK;
+BEGIN;
+SELECT run_id = :r_queued AS claimed FROM dequeue(ARRAY['q'], worker => repeat('w', 1024));
+UPDATE runs SET lease_expires_at = now() - interval '1 second' WHERE run_id = :r_queued;
+SELECT rescue_stalled();
+SELECT last_error->>'worker' = repeat('w', 1024) AS whole_worker, last_error ? 'truncated' AS truncated
+  FROM runs WHERE run_id = :r_queued;
+ROLLBACK;
+BEGIN;
+SET LOCAL queue_engine.max_error_field_bytes = 100;
+UPDATE runs SET worker = 'w-' || repeat('é', 100), lease_expires_at = now() - interval '1 second'
+ WHERE run_id = :r_exec;
+SELECT rescue_stalled();
+SELECT octet_length(last_error->>'worker') <= 100 AS worker_within_cap,
+       left(last_error->>'worker', 3) AS worker_start, last_error->'truncated' AS truncated
+  FROM runs WHERE run_id = :r_exec;
+ROLLBACK;
+
+---------------------------------------------------------------------------
+-- queue_engine.require_attempt: omitting attempt is an error naming the
+-- function (a worker whose attempt was rescued would act on the new one).
+---------------------------------------------------------------------------
+SHOW queue_engine.require_attempt;
+SET queue_engine.require_attempt = on;
+SELECT * FROM err(format($$SELECT heartbeat(%s)$$, :r_exec));
+SELECT * FROM err(format($$SELECT heartbeat(%s, extend => '1 minute')$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete(%s)$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete(%s, '{"ok": true}')$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s])$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s], outputs => ARRAY['{}']::jsonb[])$$, :r_exec));
+SELECT * FROM err(format($$SELECT fail(%s, '{"message": "x"}')$$, :r_exec));
+SELECT * FROM err(format($$SELECT fail(%s, '{}', permanent => true)$$, :r_exec));
+-- (with attempt they work as before: a stale attempt changes nothing)
+SELECT * FROM err(format($$SELECT heartbeat(%s, attempt => 99)$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete(%s, attempt => 99)$$, :r_exec));
+SELECT * FROM err(format($$SELECT complete_batch(ARRAY[%s], attempts => ARRAY[99])$$, :r_exec));
+SELECT * FROM err(format($$SELECT fail(%s, '{}', attempt => 99)$$, :r_exec));
+BEGIN;
+SELECT heartbeat(:r_exec, attempt => 1) IS NOT NULL AS extended;
+SELECT complete(:r_exec, attempt => 1) AS completed;
+ROLLBACK;
+RESET queue_engine.require_attempt;
+
+---------------------------------------------------------------------------
 -- Operating: check_consistency and the maintenance tasks
 ---------------------------------------------------------------------------
 SELECT * FROM err($$SELECT * FROM check_consistency(NULL)$$);
@@ -392,6 +569,9 @@ SELECT * FROM err($$SET queue_engine.max_payload_bytes = '100MB'$$);
 SELECT * FROM err($$SET queue_engine.max_output_bytes = '100MB'$$);
 SELECT * FROM err($$SET queue_engine.max_error_field_bytes = '64kB'$$);
 SELECT * FROM err($$SET queue_engine.finished_run_retention = -1$$);
+-- (require_attempt is the application's own choice: any role may set it)
+SELECT * FROM err($$SET queue_engine.require_attempt = on$$);
+RESET queue_engine.require_attempt;
 RESET ROLE;
 DROP ROLE regress_qe_errors_nobody;
 

@@ -942,6 +942,18 @@ resolve_queue_names(ArrayType *names, QeCandidate *single, QeTenant *single_tena
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("queues must be a one-dimensional array"),
 				 errhint("Pass ARRAY['emails', 'reports'], or NULL for every queue.")));
+	{
+		ArrayIterator it = array_create_iterator(names, 0, NULL);
+		Datum		name;
+		bool		isnull;
+
+		/* No live queue has a longer name: say so, not "does not exist". */
+		while (array_iterate(it, &name, &isnull))
+			if (!isnull)
+				qe_check_text_bytes(name, QE_MAX_NAME_BYTES, "queue name",
+									"Pass the names of queues made with create_queue().");
+		array_free_iterator(it);
+	}
 	qe_plan(&plan,
 			"SELECT u.name, q.queue_id, q.tenant_id, t.tenant,"
 			"       coalesce(q.concurrency_limit, 0),"
@@ -1373,6 +1385,9 @@ qe_dequeue(PG_FUNCTION_ARGS)
 	call.lease = call.lease_null ? (Datum) 0 : PG_GETARG_DATUM(2);
 	if (!call.lease_null)
 		qe_check_interval(PG_GETARG_INTERVAL_P(2), "lease", false);
+	if (!PG_ARGISNULL(3))
+		qe_check_text_bytes(PG_GETARG_DATUM(3), QE_MAX_WORKER_BYTES, "worker",
+							"Pass a short name for the worker, such as its host and process id.");
 	call.worker_null = PG_ARGISNULL(3);
 	call.worker = call.worker_null ? (Datum) 0 : PG_GETARG_DATUM(3);
 

@@ -96,7 +96,13 @@ read_options(FunctionCallInfo fcinfo, int first_opt, int tags_arg,
 				a_attempts = first_opt + 5;
 
 	require_arg(fcinfo, 0, "queue", "Pass the name of a queue made with create_queue().");
+	qe_check_text_bytes(PG_GETARG_DATUM(0), QE_MAX_NAME_BYTES, "queue name",
+						"Pass the name of a queue made with create_queue().");
 	opt->queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!PG_ARGISNULL(a_key))
+		qe_check_text_bytes(PG_GETARG_DATUM(a_key), QE_MAX_CONCURRENCY_KEY_BYTES,
+							"concurrency_key",
+							"Pass a shorter key that identifies the group, such as an id or a hash of it.");
 	opt->concurrency_key = PG_ARGISNULL(a_key) ? NULL : PG_GETARG_TEXT_PP(a_key);
 
 	require_arg(fcinfo, a_prio, "priority", "Omit priority to use 0; higher starts sooner.");
@@ -146,6 +152,12 @@ read_options(FunctionCallInfo fcinfo, int first_opt, int tags_arg,
 					 errhint("Pass at least 1, or omit it to use the queue's max_attempts.")));
 	}
 
+	if (!PG_ARGISNULL(tags_arg))
+		qe_check_text_array(PG_GETARG_DATUM(tags_arg), "tags", QE_MAX_TAGS,
+							QE_MAX_TAG_BYTES, "tag",
+							"Pass tags as a plain array such as ARRAY['billing', 'eu'].",
+							"Leave nulls out of tags, or pass NULL instead of the whole array for no tags.",
+							"Use fewer and shorter tags; keep other data in the payload.");
 	opt->tags_null = PG_ARGISNULL(tags_arg);
 	opt->tags = opt->tags_null ? (Datum) 0 : PG_GETARG_DATUM(tags_arg);
 	opt->parent_null = PG_ARGISNULL(tags_arg + 1);
@@ -274,6 +286,9 @@ qe_enqueue(PG_FUNCTION_ARGS)
 						"queue_engine.max_payload_bytes");
 	if (!PG_ARGISNULL(8))
 	{
+		qe_check_text_bytes(PG_GETARG_DATUM(8), QE_MAX_IDEMPOTENCY_KEY_BYTES,
+							"idempotency_key",
+							"Pass a shorter key, such as a hash (md5 or sha256) of a long one.");
 		idem_key = PG_GETARG_TEXT_PP(8);
 		require_arg(fcinfo, 9, "idempotency_ttl",
 					"Omit idempotency_ttl to keep the key for 1 day.");

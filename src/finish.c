@@ -14,6 +14,8 @@
 
 #include "catalog/pg_type_d.h"
 #include "common/pg_prng.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
@@ -53,6 +55,8 @@ qe_heartbeat(PG_FUNCTION_ARGS)
 	bool		isnull;
 	Datum		result;
 
+	qe_require_attempt_arg(fcinfo, 1, "heartbeat", "attempt",
+						   "Pass the attempt that dequeue() returned: heartbeat(run_id, attempt => 1).");
 	if (!PG_ARGISNULL(2))
 		qe_check_interval(PG_GETARG_INTERVAL_P(2), "extend", false);
 
@@ -91,6 +95,8 @@ qe_complete(PG_FUNCTION_ARGS)
 	bool		done;
 	bool		isnull;
 
+	qe_require_attempt_arg(fcinfo, 2, "complete", "attempt",
+						   "Pass the attempt that dequeue() returned: complete(run_id, output, attempt => 1).");
 	if (!PG_ARGISNULL(1))
 		qe_check_jsonb_size(PG_GETARG_DATUM(1), qe_max_output_bytes, "output",
 							"queue_engine.max_output_bytes");
@@ -219,6 +225,8 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 								"queue_engine.max_output_bytes");
 		}
 	}
+	qe_require_attempt_arg(fcinfo, 2, "complete_batch", "attempts",
+						   "Pass the attempts that dequeue() returned, one per run id: complete_batch(run_ids, attempts => ARRAY[1, 1]).");
 	if (!PG_ARGISNULL(2) &&
 		array_length_checked(PG_GETARG_ARRAYTYPE_P(2), "attempts") != nids)
 		ereport(ERROR,
@@ -226,6 +234,11 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 				 errmsg("attempts has %d elements but run_ids has %d",
 						array_length_checked(PG_GETARG_ARRAYTYPE_P(2), "attempts"), nids),
 				 errhint("Pass one attempt per run id, or NULL to skip fencing.")));
+	if (!PG_ARGISNULL(2) && array_contains_nulls(PG_GETARG_ARRAYTYPE_P(2)))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("attempts must not contain nulls"),
+				 errhint("Pass the attempt dequeue() returned for every run id, or NULL instead of the whole array to skip fencing.")));
 	if (nids == 0)
 		PG_RETURN_INT64(0);
 
@@ -309,6 +322,8 @@ qe_fail(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("error must not be null"),
 				 errhint("Pass the error as jsonb, such as '{\"message\": \"timeout\"}'.")));
+	qe_require_attempt_arg(fcinfo, 2, "fail", "attempt",
+						   "Pass the attempt that dequeue() returned: fail(run_id, error, attempt => 1).");
 	if (!PG_ARGISNULL(3))
 		qe_check_interval(PG_GETARG_INTERVAL_P(3), "retry_in", true);
 	permanent = PG_ARGISNULL(4) ? false : PG_GETARG_BOOL(4);
@@ -389,6 +404,64 @@ qe_fail(PG_FUNCTION_ARGS)
 										ObjectIdGetDatum(get_fn_expr_rettype(fcinfo->flinfo))));
 }
 
+/*
+ * The stored form of a cancel reason: {"message": "canceled: <reason>",
+ * "reason": <reason>, "canceled": true}, trimmed like any stored error.
+ * The message repeats only the start of a long reason, so the reason is
+ * stored once.
+ */
+static Jsonb *
+cancel_error(text *reason_text)
+{
+	const char *reason = VARDATA_ANY(reason_text);
+	int			len = VARSIZE_ANY_EXHDR(reason_text);
+	int			head = pg_mbcliplen(reason, len, QE_CANCEL_MESSAGE_REASON_BYTES);
+	StringInfoData message;
+	JsonbParseState *state = NULL;
+	JsonbValue	key;
+	JsonbValue	val;
+	JsonbValue *res;
+
+	initStringInfo(&message);
+	appendStringInfoString(&message, "canceled: ");
+	appendBinaryStringInfo(&message, reason, head);
+	if (head < len)
+		appendStringInfoString(&message, "...");
+
+	/*
+	 * Longer than trimming keeps anyway: cut before building the jsonb (a
+	 * few bytes over the cap, so that trimming still cuts and says so).
+	 */
+	if (len > qe_max_error_field_bytes + MAX_MULTIBYTE_CHAR_LEN)
+		len = pg_mbcliplen(reason, len,
+						   qe_max_error_field_bytes + MAX_MULTIBYTE_CHAR_LEN);
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	key.type = jbvString;
+	val.type = jbvString;
+	key.val.string.val = "message";
+	key.val.string.len = 7;
+	val.val.string.val = message.data;
+	val.val.string.len = message.len;
+	pushJsonbValue(&state, WJB_KEY, &key);
+	pushJsonbValue(&state, WJB_VALUE, &val);
+	key.val.string.val = "reason";
+	key.val.string.len = 6;
+	val.val.string.val = (char *) reason;
+	val.val.string.len = len;
+	pushJsonbValue(&state, WJB_KEY, &key);
+	pushJsonbValue(&state, WJB_VALUE, &val);
+	key.val.string.val = "canceled";
+	key.val.string.len = 8;
+	val.type = jbvBool;
+	val.val.boolean = true;
+	pushJsonbValue(&state, WJB_KEY, &key);
+	pushJsonbValue(&state, WJB_VALUE, &val);
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return qe_trim_error(JsonbValueToJsonb(res), qe_max_error_field_bytes,
+						 QE_MAX_ERROR_BYTES);
+}
+
 Datum
 qe_cancel(PG_FUNCTION_ARGS)
 {
@@ -399,6 +472,10 @@ qe_cancel(PG_FUNCTION_ARGS)
 	char		nulls[3] = {' ', ' ', ' '};
 	bool		isnull;
 	char	   *status;
+	Jsonb	   *error = NULL;
+
+	if (!PG_ARGISNULL(1))
+		error = cancel_error(PG_GETARG_TEXT_PP(1));
 
 	SPI_connect();
 	qe_plan(&lock_plan,
@@ -422,18 +499,16 @@ qe_cancel(PG_FUNCTION_ARGS)
 			"WITH c AS ("
 			"  UPDATE queue_engine.runs r"
 			"     SET status = 'canceled', finished_at = now(), lease_expires_at = NULL,"
-			"         last_error = CASE WHEN $3::text IS NULL THEN r.last_error"
-			"                      ELSE jsonb_build_object('message', 'canceled: ' || $3,"
-			"                                              'reason', $3, 'canceled', true) END"
+			"         last_error = coalesce($3, r.last_error)"
 			"   WHERE r.run_id = $1"
 			"  RETURNING r.queue_id)"
 			"INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed, executing, waiting)"
 			"SELECT queue_id, ($2 = 'queued')::int * -1, ($2 = 'delayed')::int * -1,"
 			"       ($2 = 'executing')::int * -1, ($2 = 'waiting')::int * -1 FROM c",
-			3, (Oid[]) {INT8OID, TEXTOID, TEXTOID});
+			3, (Oid[]) {INT8OID, TEXTOID, JSONBOID});
 	values[1] = CStringGetTextDatum(status);
-	values[2] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
-	nulls[2] = PG_ARGISNULL(1) ? 'n' : ' ';
+	values[2] = error == NULL ? (Datum) 0 : JsonbPGetDatum(error);
+	nulls[2] = error == NULL ? 'n' : ' ';
 	qe_exec(update_plan, values, nulls, 0);
 	SPI_finish();
 	PG_RETURN_BOOL(true);

@@ -20,6 +20,7 @@ int			qe_maintenance_interval_ms = 1000;
 int			qe_consistency_interval_ms = 60000;
 bool		qe_maintenance_enabled = true;
 int			qe_finished_run_retention_s = 7 * 24 * 3600;
+bool		qe_require_attempt = false;
 
 void
 qe_guc_init(void)
@@ -95,6 +96,14 @@ qe_guc_init(void)
 							7 * 24 * 3600, -1, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("queue_engine.require_attempt",
+							 "Makes heartbeat, complete, complete_batch and fail without attempt an error.",
+							 "Without attempt they act on whatever attempt is current, even one started after this worker's lease was rescued.",
+							 &qe_require_attempt,
+							 false,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("queue_engine");
 }

@@ -229,15 +229,20 @@ qe_rescue_horizon_forget(void)
 /*
  * Executing runs whose lease passed without a heartbeat: the stall is
  * recorded as the attempt's error, and the run retries with the queue's
- * backoff, or fails when its attempts are spent.
+ * backoff, or fails when its attempts are spent.  The worker name in the
+ * error ($2: max_error_field_bytes, and the worker limit for names stored
+ * before dequeue capped them) is cut on a character boundary like any
+ * stored error's strings: to $2 characters when they fit in $2 bytes, else
+ * to $2 / 4 (no server encoding has characters over 4 bytes).
  */
 int64
 qe_task_rescue_stalled(int limit)
 {
 	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
 	int64		n;
 
-	n = run_task(&plan,
+	qe_plan(&plan,
 					"WITH due AS ("
 					"  SELECT x.run_id FROM queue_engine.runs x"
 					"   WHERE x.status = 'executing' AND x.lease_expires_at < now()"
@@ -252,7 +257,12 @@ qe_task_rescue_stalled(int limit)
 					"           'message', format('lease expired at %s without a heartbeat',"
 					"                             r.lease_expires_at),"
 					"           'stalled', true, 'attempt', r.attempt,"
-					"           'worker', r.worker) AS error"
+					"           'worker', CASE WHEN octet_length(r.worker) <= $2 THEN r.worker"
+					"                          WHEN octet_length(left(r.worker, $2)) <= $2"
+					"                          THEN left(r.worker, $2)"
+					"                          ELSE left(r.worker, $2 / 4) END)"
+					"         || CASE WHEN octet_length(r.worker) > $2"
+					"                 THEN '{\"truncated\": true}'::jsonb ELSE '{}' END AS error"
 					"    FROM due JOIN queue_engine.runs r ON r.run_id = due.run_id"
 					"    JOIN queue_engine.queues q ON q.queue_id = r.queue_id),"
 					" m AS ("
@@ -271,7 +281,12 @@ qe_task_rescue_stalled(int limit)
 					"         count(*) FILTER (WHERE status = 'delayed')"
 					"    FROM m GROUP BY queue_id)"
 					NEWLY_QUEUED_RESULT,
-					limit);
+			2, (Oid[]) {INT4OID, INT4OID});
+	values[0] = Int32GetDatum(limit);
+	values[1] = Int32GetDatum(Min(qe_max_error_field_bytes, QE_MAX_WORKER_BYTES));
+	qe_exec(plan, values, NULL, 0);
+	lower_ready_hints();
+	n = qe_get_int64(0, 1);
 	/* Their queues' limit hints are void (rescue is rare: all of them). */
 	if (n > 0)
 		qe_limit_hint_exit_all();

@@ -28,6 +28,21 @@
 #define QE_MAX_DEQUEUE_RUNS 10000
 
 /*
+ * Longest text values the engine stores or looks up, in bytes (README
+ * "Limits"); longer ones are rejected with program_limit_exceeded.  The
+ * SQL side (sql/queue_engine--0.1.0--0.1.1.sql, Section 3) repeats the
+ * name limit.
+ */
+#define QE_MAX_NAME_BYTES		128 /* queue and tenant names */
+#define QE_MAX_CONCURRENCY_KEY_BYTES 256
+#define QE_MAX_IDEMPOTENCY_KEY_BYTES 1024
+#define QE_MAX_WORKER_BYTES		1024
+#define QE_MAX_TAGS				64
+#define QE_MAX_TAG_BYTES		256
+/* How much of a cancel reason is repeated in the stored error's message. */
+#define QE_CANCEL_MESSAGE_REASON_BYTES 256
+
+/*
  * Transaction-level locks that serialise starts against one limit.  They
  * live in the advisory lock space under our own field4 values, so they can
  * never collide with an application's pg_advisory_lock() calls (which use
@@ -49,6 +64,7 @@ extern int	qe_maintenance_interval_ms;
 extern int	qe_consistency_interval_ms;
 extern bool qe_maintenance_enabled;
 extern int	qe_finished_run_retention_s;
+extern bool qe_require_attempt;
 extern void qe_guc_init(void);
 
 /* worker.c */
@@ -79,6 +95,15 @@ extern void qe_check_interval(Interval *value, const char *name,
 extern int64 qe_interval_usecs(const Interval *value);
 extern void qe_check_run_exists(int64 run_id);
 extern Relation qe_open_table(const char *relname, LOCKMODE lockmode);
+extern void qe_check_text_bytes(Datum value, int limit, const char *what,
+								const char *hint);
+extern void qe_check_text_array(Datum value, const char *name, int max_elems,
+								int max_elem_bytes, const char *elem_noun,
+								const char *dims_hint,
+								const char *null_hint, const char *length_hint);
+extern void qe_require_attempt_arg(FunctionCallInfo fcinfo, int argno,
+								   const char *func, const char *arg,
+								   const char *hint);
 
 /* dispatch_hints.c: a position in runs_queued within one queue */
 typedef struct QeReadyKey

@@ -15,7 +15,9 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "mb/pg_wchar.h"
 #include "storage/lock.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 
 /*
@@ -233,4 +235,101 @@ qe_open_table(const char *relname, LOCKMODE lockmode)
 				 errdetail("The queue_engine extension was dropped from this database, or is being dropped."),
 				 errhint("Create it again with CREATE EXTENSION queue_engine.")));
 	return rel;
+}
+
+/*
+ * Reject a text value longer than limit bytes (README "Limits"), measured
+ * without detoasting it.  The message shows the start of the value only (20
+ * characters, as queue_engine.check_name_length() does).
+ */
+static void
+check_text_bytes(Datum value, int limit, const char *what, const char *noun,
+				 const char *hint)
+{
+	Size		len = toast_raw_datum_size(value) - VARHDRSZ;
+	text	   *head;
+	int			headlen;
+
+	if (len <= (Size) limit)
+		return;
+	head = DatumGetTextPSlice(value, 0, 20 * MAX_MULTIBYTE_CHAR_LEN);
+	headlen = pg_mbcharcliplen(VARDATA_ANY(head), VARSIZE_ANY_EXHDR(head), 20);
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("%s \"%.*s...\" is too long: %zu bytes",
+					what, headlen, VARDATA_ANY(head), len),
+			 noun ? errdetail("The limit is %d bytes per %s.", limit, noun) :
+			 errdetail("The limit is %d bytes.", limit),
+			 errhint("%s", hint)));
+}
+
+void
+qe_check_text_bytes(Datum value, int limit, const char *what,
+					const char *hint)
+{
+	check_text_bytes(value, limit, what, NULL, hint);
+}
+
+/*
+ * Check a text[] argument: one-dimensional (2202E), no NULL elements
+ * (22004), at most max_elems elements (0: any number) of at most
+ * max_elem_bytes bytes each (54000; elem_noun names one in the detail).
+ */
+void
+qe_check_text_array(Datum value, const char *name, int max_elems,
+					int max_elem_bytes, const char *elem_noun,
+					const char *dims_hint,
+					const char *null_hint, const char *length_hint)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(value);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array, not %d-dimensional",
+						name, ARR_NDIM(arr)),
+				 errhint("%s", dims_hint)));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s[%d] must not be null", name, i + 1),
+					 errhint("%s", null_hint)));
+	if (max_elems > 0 && n > max_elems)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s has too many elements: %d", name, n),
+				 errdetail("The limit is %d elements.", max_elems),
+				 errhint("%s", length_hint)));
+	for (int i = 0; i < n; i++)
+	{
+		char		what[64];
+
+		snprintf(what, sizeof(what), "%s[%d]", name, i + 1);
+		check_text_bytes(elems[i], max_elem_bytes, what, elem_noun,
+						 length_hint);
+	}
+}
+
+/*
+ * With queue_engine.require_attempt on, a call that omits its attempt (and
+ * so would act on whatever attempt is current) is an error.
+ */
+void
+qe_require_attempt_arg(FunctionCallInfo fcinfo, int argno, const char *func,
+					   const char *arg, const char *hint)
+{
+	if (qe_require_attempt && PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s() requires %s while queue_engine.require_attempt is on",
+						func, arg),
+				 errdetail("Without %s, %s() acts on whatever attempt of the run is current, even one started after this worker's lease expired.",
+						   arg, func),
+				 errhint("%s", hint)));
 }
