@@ -376,8 +376,9 @@ qe_access_require_unscoped(const char *what)
 
 /*
  * The tenants the session's role may act on with one of the accesses in
- * need, as an int[]; NULL when it may act on every tenant (unscoped, or
- * granted "*").  The array lives until the cache is rebuilt.
+ * need, as an int[] in the current memory context; NULL when it may act on
+ * every tenant (unscoped, or granted "*").  A copy: an invalidation while
+ * the caller's statement runs frees the cached array.
  */
 ArrayType *
 qe_access_tenant_array(uint8 need)
@@ -393,7 +394,7 @@ qe_access_tenant_array(uint8 need)
 		return NULL;
 	need &= 15;
 	if (access_arrays[need] != NULL)
-		return access_arrays[need];
+		return (ArrayType *) pg_detoast_datum_copy((struct varlena *) access_arrays[need]);
 	ids = palloc(sizeof(Datum) * Max(access_ntenants, 1));
 	for (int i = 0; i < access_ntenants; i++)
 		if (access_tenants[i].mask & need)
@@ -402,7 +403,7 @@ qe_access_tenant_array(uint8 need)
 	access_arrays[need] = construct_array(ids, n, INT4OID, 4, true, TYPALIGN_INT);
 	MemoryContextSwitchTo(old);
 	pfree(ids);
-	return access_arrays[need];
+	return (ArrayType *) pg_detoast_datum_copy((struct varlena *) access_arrays[need]);
 }
 
 /*
