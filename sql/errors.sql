@@ -577,23 +577,13 @@ DROP ROLE regress_qe_errors_nobody;
 
 -- The roles of README "Roles and grants": each may do its part only.
 CREATE ROLE regress_qe_errors_producer;
-GRANT USAGE ON SCHEMA queue_engine TO regress_qe_errors_producer;
-GRANT EXECUTE ON FUNCTION
-    queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint),
-    queue_engine.enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval, int, text[], bigint)
-  TO regress_qe_errors_producer;
 CREATE ROLE regress_qe_errors_worker;
-GRANT USAGE ON SCHEMA queue_engine TO regress_qe_errors_worker;
-GRANT EXECUTE ON FUNCTION
-    queue_engine.dequeue(text[], int, interval, text),
-    queue_engine.heartbeat(bigint, int, interval),
-    queue_engine.complete(bigint, jsonb, int),
-    queue_engine.complete_batch(bigint[], jsonb[], int[]),
-    queue_engine.fail(bigint, jsonb, int, interval, boolean)
-  TO regress_qe_errors_worker;
 CREATE ROLE regress_qe_errors_monitor;
-GRANT USAGE ON SCHEMA queue_engine TO regress_qe_errors_monitor;
-GRANT SELECT ON queue_engine.queue_stats TO regress_qe_errors_monitor;
+SELECT queue_engine.grant_tenant(r.role, t.tenant, r.access)
+  FROM queue_engine.queues q JOIN queue_engine.tenants t USING (tenant_id),
+       (VALUES ('regress_qe_errors_producer', 'producer'), ('regress_qe_errors_worker', 'worker')) r(role, access)
+ WHERE q.queue = 'q_empty' AND q.dropped_at IS NULL;
+SELECT queue_engine.grant_tenant('regress_qe_errors_monitor', '*', 'reader');
 
 SET ROLE regress_qe_errors_producer;
 BEGIN;
@@ -617,12 +607,14 @@ SELECT * FROM err($$UPDATE queue_engine.runs SET status = 'queued'$$);
 RESET ROLE;
 
 SET ROLE regress_qe_errors_monitor;
--- (README: GRANT SELECT on queue_stats is all a dashboard needs)
+-- (README: reader on '*' is all a dashboard needs)
 SELECT * FROM err($$SELECT * FROM queue_engine.queue_stats$$);
 SELECT * FROM err($$SELECT queue_engine.enqueue('q_empty')$$);
 SELECT * FROM err($$SELECT count(*) FROM queue_engine.runs$$);
 RESET ROLE;
 
+SELECT queue_engine.revoke_tenant(a.role::text, CASE a.tenant_id WHEN 0 THEN '*' ELSE t.tenant END)
+  FROM queue_engine.tenant_access a LEFT JOIN queue_engine.tenants t USING (tenant_id);
 DROP OWNED BY regress_qe_errors_producer, regress_qe_errors_worker, regress_qe_errors_monitor;
 DROP ROLE regress_qe_errors_producer;
 DROP ROLE regress_qe_errors_worker;

@@ -235,6 +235,7 @@ qe_check_consistency(PG_FUNCTION_ARGS)
 				 errmsg("repair must not be null"),
 				 errhint("Pass true to repair drift, false only to report it.")));
 	repair = PG_GETARG_BOOL(0);
+	qe_access_require_unscoped("check_consistency()");
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 

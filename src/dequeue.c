@@ -984,6 +984,7 @@ resolve_queue_names(ArrayType *names, QeCandidate *single, QeTenant *single_tena
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("queue \"%s\" does not exist", name),
 					 errhint("Create it with queue_engine.create_queue(), or fix the name passed to dequeue().")));
+		qe_access_require_queue(QE_NEED_WORK, name, def->tenant_id);
 		memset(single, 0, sizeof(QeCandidate));
 		memset(single_tenant, 0, sizeof(QeTenant));
 		single->queue_id = def->queue_id;
@@ -1008,6 +1009,7 @@ resolve_queue_names(ArrayType *names, QeCandidate *single, QeTenant *single_tena
 	{
 		bool		name_null;
 		bool		id_null;
+		bool		tenant_null;
 		Datum		name = qe_get(i, 1, &name_null);
 		Datum		id = qe_get(i, 2, &id_null);
 
@@ -1021,6 +1023,8 @@ resolve_queue_names(ArrayType *names, QeCandidate *single, QeTenant *single_tena
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("queue \"%s\" does not exist", TextDatumGetCString(name)),
 					 errhint("Create it with queue_engine.create_queue(), or fix the name passed to dequeue().")));
+		qe_access_require_queue(QE_NEED_WORK, TextDatumGetCString(name),
+								DatumGetInt32(qe_get(i, 3, &tenant_null)));
 		ids[i] = id;
 		if (i == 0 || DatumGetInt32(id) != DatumGetInt32(ids[0]))
 			ndistinct++;
@@ -1189,6 +1193,7 @@ dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
 	Datum		values[1];
 	char		nulls[1] = {' '};
 	QeTenant   *tenants;
+	int			nrows;
 	int			ntenants;
 	int			start = 0;
 	int64		cursor;
@@ -1218,20 +1223,26 @@ dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
 	values[0] = ids;
 	nulls[0] = ids_null ? 'n' : ' ';
 	generation = qe_queue_definitions_generation();
-	ntenants = (int) qe_exec(tenants_plan, values, nulls, 0);
-	if (ntenants == 0)
-		return;
-	tenants = palloc0(sizeof(QeTenant) * ntenants);
-	for (int i = 0; i < ntenants; i++)
+	nrows = (int) qe_exec(tenants_plan, values, nulls, 0);
+	tenants = palloc0(sizeof(QeTenant) * Max(nrows, 1));
+	ntenants = 0;
+	for (int i = 0; i < nrows; i++)
 	{
 		bool		isnull;
+		int32		tenant_id = DatumGetInt32(qe_get(i, 1, &isnull));
 
-		tenants[i].tenant_id = DatumGetInt32(qe_get(i, 1, &isnull));
-		tenants[i].tenant = TextDatumGetCString(qe_get(i, 2, &isnull));
-		tenants[i].limit = DatumGetInt32(qe_get(i, 3, &isnull));
-		tenants[i].running = -1;
-		tenants[i].limit_generation = generation;
+		/* A tenant-scoped role is served its worker tenants only. */
+		if (!qe_access_tenant(QE_NEED_WORK, tenant_id))
+			continue;
+		tenants[ntenants].tenant_id = tenant_id;
+		tenants[ntenants].tenant = TextDatumGetCString(qe_get(i, 2, &isnull));
+		tenants[ntenants].limit = DatumGetInt32(qe_get(i, 3, &isnull));
+		tenants[ntenants].running = -1;
+		tenants[ntenants].limit_generation = generation;
+		ntenants++;
 	}
+	if (ntenants == 0)
+		return;
 
 	qe_plan(&cursor_plan,
 			"SELECT last_value FROM queue_engine.dequeue_tenant_cursor", 0, NULL);

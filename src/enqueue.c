@@ -70,6 +70,7 @@ lookup_queue(const char *queue)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("queue \"%s\" does not exist", queue),
 				 errhint("Create it with queue_engine.create_queue().")));
+	qe_access_require_queue(QE_NEED_PRODUCE, queue, def->tenant_id);
 	info.queue_id = def->queue_id;
 	info.tenant_id = def->tenant_id;
 	info.max_attempts = def->max_attempts;

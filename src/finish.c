@@ -59,6 +59,9 @@ qe_heartbeat(PG_FUNCTION_ARGS)
 						   "Pass the attempt that dequeue() returned: heartbeat(run_id, attempt => 1).");
 	if (!PG_ARGISNULL(2))
 		qe_check_interval(PG_GETARG_INTERVAL_P(2), "extend", false);
+	/* Another tenant's run: as if it were not executing (access.c). */
+	if (!qe_access_run(QE_NEED_WORK, run_id))
+		PG_RETURN_NULL();
 
 	SPI_connect();
 	qe_plan(&plan,
@@ -90,8 +93,8 @@ qe_complete(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	int64		run_id = require_run_id(fcinfo);
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		done;
 	bool		isnull;
 
@@ -108,13 +111,17 @@ qe_complete(PG_FUNCTION_ARGS)
 			"       lease_expires_at = NULL"
 			" WHERE r.run_id = $1 AND " EXECUTING_BY_ID
 			"   AND ($3::int IS NULL OR r.attempt = $3)"
+	/* A tenant-scoped role's tenants ($4; NULL: all): access.c */
+			"   AND ($4::int[] IS NULL OR r.tenant_id = ANY ($4))"
 			" RETURNING r.queue_id",
-			3, (Oid[]) {INT8OID, JSONBOID, INT4OID});
+			4, (Oid[]) {INT8OID, JSONBOID, INT4OID, INT4ARRAYOID});
 	values[0] = Int64GetDatum(run_id);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
+	values[3] = PointerGetDatum(qe_access_tenant_array(QE_NEED_WORK));
+	nulls[3] = values[3] == (Datum) 0 ? 'n' : ' ';
 	done = qe_exec(plan, values, nulls, 0) == 1;
 	if (done)
 	{
@@ -183,8 +190,8 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	static SPIPlanPtr missing_plan = NULL;
 	ArrayType  *ids;
 	int			nids;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int64		completed = 0;
 
 	if (PG_ARGISNULL(0))
@@ -251,13 +258,17 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 			"       AS u(run_id, output, attempt)"
 			" WHERE r.run_id = u.run_id AND " EXECUTING_BY_ID
 			"   AND (u.attempt IS NULL OR r.attempt = u.attempt)"
+	/* A tenant-scoped role's tenants ($4; NULL: all): access.c */
+			"   AND ($4::int[] IS NULL OR r.tenant_id = ANY ($4))"
 			" RETURNING r.queue_id",
-			3, (Oid[]) {INT8ARRAYOID, JSONBARRAYOID, INT4ARRAYOID});
+			4, (Oid[]) {INT8ARRAYOID, JSONBARRAYOID, INT4ARRAYOID, INT4ARRAYOID});
 	values[0] = PointerGetDatum(ids);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
+	values[3] = PointerGetDatum(qe_access_tenant_array(QE_NEED_WORK));
+	nulls[3] = values[3] == (Datum) 0 ? 'n' : ' ';
 	completed = (int64) qe_exec(plan, values, nulls, 0);
 	add_completed_deltas(completed);
 
@@ -327,6 +338,9 @@ qe_fail(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 		qe_check_interval(PG_GETARG_INTERVAL_P(3), "retry_in", true);
 	permanent = PG_ARGISNULL(4) ? false : PG_GETARG_BOOL(4);
+	/* Another tenant's run: as if it were not executing (access.c). */
+	if (!qe_access_run(QE_NEED_WORK, run_id))
+		PG_RETURN_NULL();
 
 	SPI_connect();
 	qe_plan(&lock_plan,
@@ -476,6 +490,10 @@ qe_cancel(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(1))
 		error = cancel_error(PG_GETARG_TEXT_PP(1));
+
+	/* Another tenant's run: as if it did not exist (access.c). */
+	if (!qe_access_run(QE_NEED_PRODUCE, run_id))
+		qe_access_run_not_found(run_id);
 
 	SPI_connect();
 	qe_plan(&lock_plan,

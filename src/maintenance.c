@@ -813,6 +813,7 @@ sqlname(PG_FUNCTION_ARGS) \
 	int			limit = batch_arg(fcinfo); \
 	int64		n; \
 \
+	qe_access_require_unscoped(&(#sqlname "()")[3]);	/* without "qe_" */ \
 	SPI_connect(); \
 	n = task(limit); \
 	SPI_finish(); \

@@ -14,6 +14,7 @@
 
 #include "executor/spi.h"
 #include "storage/lockdefs.h"
+#include "utils/array.h"
 #include "utils/relcache.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -201,5 +202,24 @@ typedef struct QeCheckResult
 
 #define QE_CHECK_COUNT 6
 extern void qe_run_consistency_checks(bool repair, QeCheckResult *results);
+
+/* access.c: tenant-scoped roles.  Granted accesses, as bits ... */
+#define QE_ACCESS_READER	0x01
+#define QE_ACCESS_PRODUCER	0x02
+#define QE_ACCESS_WORKER	0x04
+#define QE_ACCESS_ADMIN		0x08
+/* ... and the grants that let a role do each kind of thing. */
+#define QE_NEED_READ		(QE_ACCESS_READER | QE_ACCESS_PRODUCER | QE_ACCESS_WORKER | QE_ACCESS_ADMIN)
+#define QE_NEED_PRODUCE		(QE_ACCESS_PRODUCER | QE_ACCESS_ADMIN)
+#define QE_NEED_WORK		(QE_ACCESS_WORKER | QE_ACCESS_ADMIN)
+#define QE_NEED_ADMIN		QE_ACCESS_ADMIN
+extern bool qe_access_unscoped(void);
+extern bool qe_access_tenant(uint8 need, int32 tenant_id);
+extern void qe_access_require_queue(uint8 need, const char *queue,
+									int32 tenant_id);
+extern void qe_access_require_unscoped(const char *what);
+extern ArrayType *qe_access_tenant_array(uint8 need);
+extern bool qe_access_run(uint8 need, int64 run_id);
+extern void qe_access_run_not_found(int64 run_id);
 
 #endif							/* QUEUE_ENGINE_H */

@@ -19,6 +19,10 @@
 #   10 sustained mixed load (enqueue + dequeue + complete) at 70% of what the same script reaches unthrottled, for BENCH_SUSTAIN_SECONDS
 #      with a REPEATABLE READ snapshot held open ("engine") vs without ("raw");
 #      engine table sizes, then release + run_maintenance + VACUUM: do sizes stop growing?
+#   11 a tenant-scoped role (producer and worker on the bench queue's tenant, among
+#      BENCH_SCOPED_TENANTS granted tenants) vs the extension owner: enqueue, and dequeue 1 +
+#      complete from a backlog, BENCH_SCOPED_CLIENTS clients ("raw" = the owner, "engine" =
+#      the scoped role; owner and scoped runs alternate; ratio = scoped / owner)
 #   mem one backend, BENCH_MEMORY_CALLS dequeue + complete calls from a procedure loop:
 #       private memory before/peak/after; then the procedure's "SPI Proc" context's growth over
 #       BENCH_MEMORY_SPI_CALLS iterations of the raw claim+ack loop vs the engine's
@@ -37,7 +41,8 @@
 #   BENCH_SUSTAIN_WARMUP (60 s of unthrottled load before workload 10 measures its capacity,
 #   so that retention is pruning by then), BENCH_MEMORY_CALLS (1000000),
 #   BENCH_MEMORY_MAX_SECONDS (1800: the memory loop stops there),
-#   BENCH_MEMORY_SPI_CALLS (20000), BENCH_OUT (also write the table there, as markdown).
+#   BENCH_MEMORY_SPI_CALLS (20000), BENCH_SCOPED_CLIENTS ("1", workload 11),
+#   BENCH_SCOPED_TENANTS (20, workload 11), BENCH_OUT (also write the table there, as markdown).
 set -euo pipefail
 shopt -s inherit_errexit   # a failing step inside $(...) stops the bench too
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,7 +52,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 BENCH_SECONDS=${BENCH_SECONDS:-5}
 BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_SYNCS=${BENCH_SYNCS:-on off}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6 7 8 9 10 mem memclient}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6 7 8 9 10 11 mem memclient}
 BACKLOG=${BENCH_BACKLOG:-200000}
 BENCH_QUEUES=${BENCH_QUEUES:-10000}
 BENCH_LATENCY_RATE=${BENCH_LATENCY_RATE:-250}
@@ -65,11 +70,13 @@ BENCH_SUSTAIN_RETENTION=${BENCH_SUSTAIN_RETENTION:-30s}
 BENCH_MEMORY_CALLS=${BENCH_MEMORY_CALLS:-1000000}
 BENCH_MEMORY_SPI_CALLS=${BENCH_MEMORY_SPI_CALLS:-20000}
 BENCH_MEMORY_MAX_SECONDS=${BENCH_MEMORY_MAX_SECONDS:-1800}
+BENCH_SCOPED_CLIENTS=${BENCH_SCOPED_CLIENTS:-1}
+BENCH_SCOPED_TENANTS=${BENCH_SCOPED_TENANTS:-20}
 BENCH_OUT=${BENCH_OUT:-}
 SMALL_BACKLOG=10000   # workloads 7 and 8
 
 for w in $BENCH_WORKLOADS; do
-  case $w in 1|2|3|4|5|6|7|8|9|10|mem|memclient) ;; *) qe_die "BENCH_WORKLOADS: unknown workload '$w' (1-10, mem, memclient)" ;; esac
+  case $w in 1|2|3|4|5|6|7|8|9|10|11|mem|memclient) ;; *) qe_die "BENCH_WORKLOADS: unknown workload '$w' (1-11, mem, memclient)" ;; esac
 done
 want() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
 
@@ -500,6 +507,42 @@ if want 10; then
         "+$g_without/s" "$(mb "$a0")->$(mb "$a1") +$g_after/s" "$verdict"
   done
   qe_psql -c "ALTER SYSTEM RESET queue_engine.finished_run_retention" -c "SELECT pg_reload_conf()" >/dev/null
+fi
+
+# --- 11: a tenant-scoped role vs the extension owner --------------------------
+# The same scripts as workloads 1 and 3, run as the owner (postgres) and as a
+# role scoped to BENCH_SCOPED_TENANTS tenants (producer and worker on 'default',
+# the bench queue's, and reader on the others), alternating owner and scoped
+# runs; the state is reset before each run as the owner.
+if want 11; then
+  reset_engine
+  qe_psql -c "SET client_min_messages = warning" -c "DROP ROLE IF EXISTS bench_scoped" \
+          -c "CREATE ROLE bench_scoped LOGIN" \
+          -c "SELECT queue_engine.grant_tenant('bench_scoped', 'default', 'producer')" \
+          -c "SELECT queue_engine.grant_tenant('bench_scoped', 'default', 'worker')" \
+          -c "SELECT queue_engine.grant_tenant('bench_scoped', 'scoped_' || i, 'reader')
+                FROM generate_series(2, $BENCH_SCOPED_TENANTS) i" >/dev/null
+  scoped_pair() {  # scoped_pair SCRIPT CLIENTS SYNC PREP -> "owner_tps scoped_tps"
+    local script=$1 clients=$2 sync=$3 prep=$4 i pair=$work/scoped
+    : >"$pair.owner"; : >"$pair.scoped"
+    for ((i = 0; i < BENCH_RUNS; i++)); do
+      $prep
+      BENCH_RUNS=1 run_pgbench "$script" "$clients" "$sync" >>"$pair.owner"
+      $prep
+      PGUSER=bench_scoped BENCH_RUNS=1 run_pgbench "$script" "$clients" "$sync" >>"$pair.scoped"
+    done
+    echo "$(median <"$pair.owner") $(median <"$pair.scoped")"
+  }
+  for sync in $BENCH_SYNCS; do
+    for clients in $BENCH_SCOPED_CLIENTS; do
+      read -r raw qe <<<"$(scoped_pair qe_enqueue.sql "$clients" "$sync" empty)"
+      row "11 enqueue, scoped role vs owner (runs/s)" "$sync" "$clients" "$raw" "$qe"
+      read -r raw qe <<<"$(scoped_pair qe_dequeue_complete.sql "$clients" "$sync" refill)"
+      row "11 dequeue 1 + complete, scoped role vs owner (runs/s)" "$sync" "$clients" "$raw" "$qe"
+    done
+  done
+  qe_psql -c "SELECT queue_engine.revoke_tenant('bench_scoped', t.tenant) FROM queue_engine.tenants t
+               WHERE t.tenant = 'default' OR t.tenant LIKE 'scoped_%'" -c "DROP ROLE bench_scoped" >/dev/null
 fi
 
 # --- mem: one backend across BENCH_MEMORY_CALLS dequeue + complete calls ---------

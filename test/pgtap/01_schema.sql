@@ -1,7 +1,7 @@
 -- 01_schema.sql: the public surface of queue_engine (SPEC "Functions", "Run states",
 -- "Reading", "Operating") and its privileges (README "Roles and grants").
 BEGIN;
-SELECT plan(100);
+SELECT plan(112);
 
 -- Every SPEC function: name, argument types, argument names with defaults, result.
 CREATE TEMP TABLE api (name text, argtypes text[], args text, result text);
@@ -44,7 +44,10 @@ INSERT INTO api VALUES
 ('rescue_stalled', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
 ('purge_idempotency_keys', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
 ('fold_counts', ARRAY['integer'], 'batch_size integer DEFAULT 10000', 'bigint'),
-('prune_finished_runs', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint');
+('prune_finished_runs', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
+('grant_tenant', ARRAY['name','text','text'], 'role name, tenant text, access text', 'void'),
+('revoke_tenant', ARRAY['name','text','text'], 'role name, tenant text, access text DEFAULT NULL::text', 'void'),
+('access_tenants', ARRAY['text'], 'access text', 'integer[]');
 
 -- 1
 SELECT has_schema('queue_engine');
@@ -54,25 +57,25 @@ SELECT enum_has_labels('queue_engine', 'run_status',
        ARRAY['delayed', 'queued', 'executing', 'waiting', 'completed', 'failed', 'canceled', 'expired'],
        'run_status has exactly the SPEC labels, in order');
 
--- 4-25: has_function with argument types
+-- 4-28: has_function with argument types
 SELECT has_function('queue_engine', name, argtypes, format('has function %s(%s)', name, array_to_string(argtypes, ', ')))
   FROM api ORDER BY name;
--- 26-47: argument names, types and defaults exactly
+-- 29-53: argument names, types and defaults exactly
 SELECT is(pg_get_function_arguments(format('queue_engine.%I(%s)', name, array_to_string(argtypes, ','))::regprocedure),
           args, format('%s arguments (names, types, defaults)', name))
   FROM api ORDER BY name;
--- 48-69: result types
+-- 54-78: result types
 SELECT is(pg_get_function_result(format('queue_engine.%I(%s)', name, array_to_string(argtypes, ','))::regprocedure),
           result, format('%s returns %s', name, result))
   FROM api ORDER BY name;
 
--- 70-72: run_maintenance() is a procedure without arguments
+-- 79-81: run_maintenance() is a procedure without arguments
 SELECT has_function('queue_engine', 'run_maintenance', ARRAY[]::name[], 'has run_maintenance()');
 SELECT is_procedure('queue_engine', 'run_maintenance', ARRAY[]::name[], 'run_maintenance is a procedure');
 SELECT is((SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'queue_engine'::regnamespace
             AND proname = 'run_maintenance' AND pronargs = 0), 1, 'exactly one run_maintenance, no arguments');
 
--- 73: get_run's row has every SPEC field, in the SPEC's order
+-- 82: get_run's row has every SPEC field, in the SPEC's order
 SELECT is((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
             WHERE attrelid = 'queue_engine.run_info'::regclass AND attnum > 0 AND NOT attisdropped),
           ARRAY['run_id', 'queue', 'tenant', 'status', 'attempt', 'max_attempts', 'priority', 'concurrency_key',
@@ -80,7 +83,7 @@ SELECT is((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
                 'last_error', 'output', 'tags', 'parent_run_id', 'idempotency_key'],
           'get_run row has every SPEC field');
 
--- 74-75: queue_stats view
+-- 83-84: queue_stats view
 SELECT has_view('queue_engine', 'queue_stats', 'has view queue_stats');
 SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
             WHERE attrelid = 'queue_engine.queue_stats'::regclass AND attnum > 0 AND NOT attisdropped),
@@ -88,14 +91,19 @@ SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttyp
                 'delayed bigint', 'executing bigint', 'waiting bigint', 'oldest_queued_at timestamp with time zone'],
           'queue_stats columns');
 
--- 76-77: consistency_log table
+-- 85-88: consistency_log and tenant_access tables
 SELECT has_table('queue_engine', 'consistency_log', 'has table consistency_log');
 SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
             WHERE attrelid = 'queue_engine.consistency_log'::regclass AND attnum > 0 AND NOT attisdropped),
           ARRAY['logged_at timestamp with time zone', 'check_name text', 'found bigint', 'repaired bigint', 'detail jsonb'],
           'consistency_log columns');
+SELECT has_table('queue_engine', 'tenant_access', 'has table tenant_access');
+SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
+            WHERE attrelid = 'queue_engine.tenant_access'::regclass AND attnum > 0 AND NOT attisdropped),
+          ARRAY['role regrole', 'tenant_id integer', 'access text'],
+          'tenant_access columns');
 
--- 78-80: search_path is pinned, API functions are SECURITY DEFINER
+-- 89-91: search_path is pinned, API functions are SECURITY DEFINER
 -- (queue_below_limit excepted: its one query is schema-qualified, and a SET
 -- clause would cost a GUC save and restore on each of its calls, one per
 -- queue that dequeue(NULL) walks past)
@@ -135,7 +143,7 @@ $$;
 SELECT queue_engine.create_queue('priv_q') \gset
 SELECT queue_engine.enqueue('priv_q', '{"a": 1}') AS priv_run \gset
 
--- 81-86: nothing is granted to PUBLIC
+-- 92-97: nothing is granted to PUBLIC
 SELECT ok(NOT has_schema_privilege('qe_t_nobody', 'queue_engine', 'USAGE'), 'PUBLIC has no USAGE on schema queue_engine');
 SELECT is((SELECT coalesce(array_agg(p.oid::regprocedure::text ORDER BY 1), '{}') FROM pg_proc p
             WHERE p.pronamespace = 'queue_engine'::regnamespace
@@ -155,7 +163,7 @@ SELECT is(pg_temp.as_role('qe_t_nobody', 'SELECT * FROM queue_engine.runs'),
 SELECT is(pg_temp.as_role('qe_t_nobody', 'SELECT queue_engine.enqueue(''priv_q'')'),
           '42501: permission denied for schema queue_engine', 'a role without grants cannot execute enqueue');
 
--- 87-89: schema USAGE alone gives nothing either
+-- 98-100: schema USAGE alone gives nothing either
 SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT * FROM queue_engine.runs'),
           '42501: permission denied for table runs', 'USAGE alone: cannot read runs');
 SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT queue_engine.enqueue(''priv_q'')'),
@@ -163,7 +171,7 @@ SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT queue_engine.enqueue(''priv_q'')
 SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT * FROM queue_engine.get_run(' || :priv_run || ')'),
           '42501: permission denied for function get_run', 'USAGE alone: cannot execute get_run');
 
--- 90-92: size caps are superuser settings
+-- 101-103: size caps are superuser settings
 SELECT is(pg_temp.as_role('qe_t_usage', 'SET queue_engine.max_payload_bytes = 1000000000'),
           '42501: permission denied to set parameter "queue_engine.max_payload_bytes"',
           'an application cannot lift max_payload_bytes');
@@ -174,45 +182,34 @@ SELECT is(pg_temp.as_role('qe_t_usage', 'SET queue_engine.max_error_field_bytes 
           '42501: permission denied to set parameter "queue_engine.max_error_field_bytes"',
           'an application cannot lift max_error_field_bytes');
 
--- 93-95: the README's roles work with exactly the documented grants
+-- 104-106: the README's roles work with exactly the documented grant_tenant calls
 CREATE ROLE qe_t_producer NOLOGIN;
-GRANT USAGE ON SCHEMA queue_engine TO qe_t_producer;
-GRANT EXECUTE ON FUNCTION
-	queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint),
-	queue_engine.enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval, int, text[], bigint)
-  TO qe_t_producer;
+SELECT queue_engine.grant_tenant('qe_t_producer', 'default', 'producer');
 CREATE ROLE qe_t_worker NOLOGIN;
-GRANT USAGE ON SCHEMA queue_engine TO qe_t_worker;
-GRANT EXECUTE ON FUNCTION
-	queue_engine.dequeue(text[], int, interval, text),
-	queue_engine.heartbeat(bigint, int, interval),
-	queue_engine.complete(bigint, jsonb, int),
-	queue_engine.complete_batch(bigint[], jsonb[], int[]),
-	queue_engine.fail(bigint, jsonb, int, interval, boolean)
-  TO qe_t_worker;
+SELECT queue_engine.grant_tenant('qe_t_worker', 'default', 'worker');
 CREATE ROLE qe_t_monitor NOLOGIN;
-GRANT USAGE ON SCHEMA queue_engine TO qe_t_monitor;
-GRANT SELECT ON queue_engine.queue_stats TO qe_t_monitor;
+SELECT queue_engine.grant_tenant('qe_t_monitor', '*', 'reader');
 
 SELECT is(pg_temp.as_role('qe_t_producer',
           'SELECT queue_engine.enqueue(''priv_q'', ''{"by": "producer"}'', idempotency_key => ''p1'');'
           'SELECT * FROM queue_engine.enqueue_batch(''priv_q'', ARRAY[''{}'', ''{}'']::jsonb[])'),
-          'ok', 'producer role (README grants) can enqueue and enqueue_batch');
+          'ok', 'producer role (README grant_tenant) can enqueue and enqueue_batch');
 SELECT is(pg_temp.as_role('qe_t_worker',
           'DO $x$ DECLARE r record; BEGIN
              FOR r IN SELECT * FROM queue_engine.dequeue(ARRAY[''priv_q''], 10) LOOP
                PERFORM queue_engine.heartbeat(r.run_id, r.attempt);
                PERFORM queue_engine.complete(r.run_id, ''{"ok": true}'', r.attempt);
              END LOOP; END $x$'),
-          'ok', 'worker role (README grants) can dequeue, heartbeat and complete');
-SELECT is(pg_temp.as_role('qe_t_monitor', 'SELECT * FROM queue_engine.queue_stats'),
-          'ok', 'monitor role (README: GRANT SELECT ON queue_stats) can read queue_stats');
+          'ok', 'worker role (README grant_tenant) can dequeue, heartbeat and complete');
+SELECT is(pg_temp.as_role('qe_t_monitor', 'SELECT * FROM queue_engine.queue_stats;'
+                                          'SELECT * FROM queue_engine.consistency_log ORDER BY logged_at DESC LIMIT 20'),
+          'ok', 'monitor role (README grant_tenant on *) can read queue_stats and consistency_log');
 
--- 96: the work above really happened (4 runs completed by the worker role)
+-- 107: the work above really happened (4 runs completed by the worker role)
 SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE status = 'completed' AND output = '{"ok": true}'),
           4, 'worker role completed the 4 runs');
 
--- 97: run_maintenance puts the caller's search_path back
+-- 108: run_maintenance puts the caller's search_path back
 SET search_path = public, pg_catalog;
 CALL queue_engine.run_maintenance();
 SELECT is(current_setting('search_path'), 'public, pg_catalog', 'run_maintenance restores the caller''s search_path');
@@ -224,6 +221,9 @@ SELECT is(queue_engine.queue_below_limit(-1, NULL), true, 'queue_below_limit wit
 SELECT throws_ok($$SELECT queue_engine.queue_definitions_changed()$$, '39P01',
                  'queue_definitions_changed() must be called as a trigger',
                  'the trigger function cannot be called directly');
+SELECT throws_ok($$SELECT queue_engine.tenant_access_changed()$$, '39P01',
+                 'tenant_access_changed() must be called as a trigger',
+                 'the tenant_access trigger function cannot be called directly');
 
 SELECT * FROM finish();
 ROLLBACK;
