@@ -86,8 +86,8 @@
 #   (started_at against expires_at, as dequeue compares them), no attempt
 #   beyond max_attempts, and that a final run never changes again.
 #
-# Knobs: QE_FUZZ_SEED (printed; the same seed replays each client's sequence of
-# calls, though not their timing), QE_FUZZ_SECONDS (30), QE_FUZZ_ITERATIONS
+# Knobs: QE_FUZZ_SEED (printed; the same seed gives each client the same random
+# stream, though timing makes the calls diverge sooner or later), QE_FUZZ_SECONDS (30), QE_FUZZ_ITERATIONS
 # (per client, 100000), QE_FUZZ_TOLERANCE_MS (20).
 use strict;
 use warnings FATAL => 'all';
@@ -608,6 +608,9 @@ for my $c (1 .. $nclients)
 	is($h->{err}, '', "client $c printed no error");
 }
 is(sql('SELECT count(*) FROM pg_prepared_xacts'), '0', 'no prepared transaction left');
+# One session for everything after the load (a psql per query is slow on a busy machine).
+my $session = $node->background_psql('postgres');
+sub bq { return scalar $session->query_safe(@_); }
 is(join("\n", @prepare_errors), '', 'every PREPARE TRANSACTION of a dequeue or a limit change worked');
 
 # ---------------------------------------------------------------- drain
@@ -619,7 +622,7 @@ my ($rc, $out, $err) = $node->psql('postgres',
 like($err, qr/ERROR:  25000/, 'dequeue in REPEATABLE READ is refused with 25000');
 
 # Limits off, queues resumed, then everything to a final state.
-sql(q{
+bq(q{
 SELECT queue_engine.alter_queue(queue, clear => ARRAY['concurrency_limit', 'key_concurrency_limit'])
   FROM queue_engine.queues WHERE dropped_at IS NULL;
 SELECT queue_engine.resume_queue(queue) FROM queue_engine.queues WHERE dropped_at IS NULL AND paused;
@@ -645,25 +648,25 @@ BEGIN
 END $$;
 });
 my $drain_start = time;
-sql('CALL fuzz_drain(30)');
+bq('CALL fuzz_drain(30)');
 my $drain_s = time - $drain_start;
-is( sql(q{SELECT count(*) FROM queue_engine.runs WHERE status IN ('delayed', 'queued', 'executing', 'waiting')}),
+is( bq(q{SELECT count(*) FROM queue_engine.runs WHERE status IN ('delayed', 'queued', 'executing', 'waiting')}),
 	'0', sprintf('every run reached a final state (drain took %.1fs)', $drain_s));
-sql(q{DO $$ BEGIN WHILE queue_engine.fold_counts() >= 10000 LOOP END LOOP; END $$});
-my ($found, $nchecks) = split m{/}, sql($check);
+bq(q{DO $$ BEGIN WHILE queue_engine.fold_counts() >= 10000 LOOP END LOOP; END $$});
+my ($found, $nchecks) = split m{/}, bq($check);
 is($found, '', "check_consistency(repair => false) finds nothing in any of its $nchecks checks");
-is(sql('SELECT count(*) FROM queue_engine.consistency_log'), '0',
+is(bq('SELECT count(*) FROM queue_engine.consistency_log'), '0',
 	'consistency_log is empty (the worker never repaired anything during the load)');
-is( sql(q{SELECT coalesce(string_agg(format('client %s: %s=%s at %s', client, check_name, found, at), '; '), '')
+is( bq(q{SELECT coalesce(string_agg(format('client %s: %s=%s at %s', client, check_name, found, at), '; '), '')
             FROM fuzz_drift}),
 	'', 'check_consistency(false) in the middle of the load found nothing');
-is( sql(q{SELECT coalesce(sum(executing), 0) || '/' || coalesce(sum(queued), 0) || '/' || coalesce(sum(delayed), 0)
+is( bq(q{SELECT coalesce(sum(executing), 0) || '/' || coalesce(sum(queued), 0) || '/' || coalesce(sum(delayed), 0)
             FROM queue_engine.queue_stats}),
 	'0/0/0', 'queue_stats: nothing executing, queued or delayed');
 
 # ---------------------------------------------------------------- unexpected errors
 
-my $unexpected = sql(q{
+my $unexpected = bq(q{
 SELECT coalesce(string_agg(format('%s x%s (%s), e.g. client %s iteration %s: %s', call, n, sqlstate,
 								  client, iteration, message), E'\n' ORDER BY n DESC), '')
   FROM (SELECT call, sqlstate, count(*) AS n, min(client) AS client, min(iteration) AS iteration,
@@ -673,7 +676,7 @@ is($unexpected, '', 'no call raised a SQLSTATE it must not raise (XX000, deadloc
 
 # ---------------------------------------------------------------- the limit replay
 
-my $events = sql(q{
+my $events = bq(q{
 SELECT e.kind, (extract(epoch FROM pg_xact_commit_timestamp(e.txid::text::xid)) * 1000000)::bigint, e.txid, e.seq,
 	   e.a, e.b, e.c, e.d, e.e, e.f, e.g, e.h, e.i, e.j
   FROM (SELECT 'r' AS kind, txid, seq, run_id::text AS a, queue_id::text AS b, tenant_id::text AS c,
@@ -688,9 +691,9 @@ SELECT e.kind, (extract(epoch FROM pg_xact_commit_timestamp(e.txid::text::xid)) 
 			   coalesce(qlimit::text, ''), coalesce(klimit::text, ''), coalesce(paused::text, 'false'), NULL, NULL
 		  FROM fuzz_defs) e
  ORDER BY 2, 3, 4});
-my $qnames = sql(q{SELECT string_agg(q.queue_id || '=' || q.queue, ' ') FROM queue_engine.queues q});
+my $qnames = bq(q{SELECT string_agg(q.queue_id || '=' || q.queue, ' ') FROM queue_engine.queues q});
 my %qname = map { split /=/ } split / /, $qnames;
-my $tnames = sql(q{SELECT string_agg(tenant_id || '=' || tenant, ' ') FROM queue_engine.tenants});
+my $tnames = bq(q{SELECT string_agg(tenant_id || '=' || tenant, ' ') FROM queue_engine.tenants});
 my %tname = map { split /=/ } split / /, $tnames;
 
 my (%hist, %exec_q, %exec_t, %exec_k);
@@ -831,16 +834,16 @@ if (@examples)
 
 # ---------------------------------------------------------------- summary
 
-my $calls = sql(q{
+my $calls = bq(q{
 SELECT string_agg(format('  %-36s %6s  %s', call, total, outcomes), E'\n' ORDER BY call)
   FROM (SELECT call, sum(n) AS total,
 			   string_agg(outcome || '=' || n, ' ' ORDER BY n DESC) AS outcomes
 		  FROM (SELECT call, outcome, sum(n)::int AS n FROM fuzz_calls GROUP BY call, outcome) o
 		 GROUP BY call) c});
-my $errors = sql(q{
+my $errors = bq(q{
 SELECT coalesce(string_agg(outcome || '=' || n, ' ' ORDER BY n DESC), 'none')
   FROM (SELECT outcome, sum(n) AS n FROM fuzz_calls WHERE outcome <> 'ok' GROUP BY outcome) e});
-my $runs = sql(q{SELECT sum(n) || ' runs left (after pruning), ' || string_agg(status || '=' || n, ' ')
+my $runs = bq(q{SELECT sum(n) || ' runs left (after pruning), ' || string_agg(status || '=' || n, ' ')
   FROM (SELECT status, count(*) n FROM queue_engine.runs GROUP BY status) s});
 diag(sprintf("008_fuzz summary (seed %d): load %.1fs, drain %.1fs", $seed, $load_s, $drain_s));
 diag("calls per function (outcome=count):\n$calls");
@@ -858,5 +861,6 @@ diag("starts committed into a queue paused or dropped while their dequeue was op
 
 cmp_ok($starts, '>', 500, 'the load started runs');
 
+$session->quit;
 $node->stop;
 done_testing();
