@@ -1,4 +1,4 @@
-# 008_fuzz.pl: random calls from several clients at once; afterwards the
+# 010_fuzz.pl: random calls from several clients at once; afterwards the
 # engine's bookkeeping is exact and no limit was ever exceeded.
 #
 # On a cluster of its own (shared_preload_libraries = 'queue_engine', so the
@@ -104,7 +104,7 @@ my $seconds = $ENV{QE_FUZZ_SECONDS} // 30;
 my $iterations = $ENV{QE_FUZZ_ITERATIONS} // 100_000;
 my $tolerance_us = ($ENV{QE_FUZZ_TOLERANCE_MS} // 20) * 1000;
 my $nclients = 4;
-diag("008_fuzz: seed $seed (replay with QE_FUZZ_SEED=$seed), ${seconds}s, $nclients clients");
+diag("010_fuzz: seed $seed (replay with QE_FUZZ_SEED=$seed), ${seconds}s, $nclients clients");
 srand($seed);
 
 my $node = PostgreSQL::Test::Cluster->new('fuzz');
@@ -862,7 +862,7 @@ SELECT coalesce(string_agg(outcome || '=' || n, ' ' ORDER BY n DESC), 'none')
   FROM (SELECT outcome, sum(n) AS n FROM fuzz_calls WHERE outcome <> 'ok' GROUP BY outcome) e});
 my $runs = bq(q{SELECT sum(n) || ' runs left (after pruning), ' || string_agg(status || '=' || n, ' ')
   FROM (SELECT status, count(*) n FROM queue_engine.runs GROUP BY status) s});
-diag(sprintf("008_fuzz summary (seed %d): load %.1fs, drain %.1fs", $seed, $load_s, $drain_s));
+diag(sprintf("010_fuzz summary (seed %d): load %.1fs, drain %.1fs", $seed, $load_s, $drain_s));
 diag("calls per function (outcome=count):\n$calls");
 diag("errors by SQLSTATE: $errors");
 diag("prepared transactions: "
