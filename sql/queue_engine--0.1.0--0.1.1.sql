@@ -50,9 +50,6 @@ CREATE TRIGGER tenants_restore_default
 	EXECUTE FUNCTION queue_engine.restore_default_tenant();
 SELECT pg_catalog.pg_extension_config_dump('queue_engine.tenants', '');
 
-
-
-
 ---------------------------------------------------------------------------
 -- Section 3: caps and input checks.
 ---------------------------------------------------------------------------
