@@ -2,6 +2,34 @@
 
 \echo Use "CREATE EXTENSION queue_engine" to load this file. \quit
 
+-- Pre-install check (added in 0.1.1; creates nothing).  CREATE EXTENSION
+-- creates schema queue_engine (the control file's schema) when it is absent,
+-- but silently adopts one that already exists, and DROP EXTENSION leaves the
+-- schema behind.  A schema that another, non-superuser role created
+-- beforehand would leave that role owning the schema of every run: it could
+-- grant it to PUBLIC or drop the engine's tables.  So the schema must belong
+-- to the installing role (as after CREATE EXTENSION made it, or after a DROP
+-- EXTENSION by the same role) or to a superuser (who can do all that anyway;
+-- pg_restore recreates the schema with its original owner, often another
+-- superuser, before it runs CREATE EXTENSION).
+DO $schema_check$
+DECLARE
+	owner_name name;
+	owner_is_superuser boolean;
+BEGIN
+	SELECT r.rolname, r.rolsuper INTO owner_name, owner_is_superuser
+	  FROM pg_catalog.pg_namespace n
+	  JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+	 WHERE n.nspname = 'queue_engine';
+	IF owner_name <> current_user AND NOT owner_is_superuser THEN
+		RAISE EXCEPTION 'schema "queue_engine" is owned by role "%", which is neither the installing role nor a superuser', owner_name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('Schema "queue_engine" existed before CREATE EXTENSION and its owner "%s" is not "%s" (the installing role); that owner could grant the engine''s tables to anyone or drop every run.', owner_name, current_user),
+				  HINT = format('Check what the schema holds, then drop it (DROP SCHEMA queue_engine CASCADE) or give it to the installing role (ALTER SCHEMA queue_engine OWNER TO %s), and run CREATE EXTENSION queue_engine again.', quote_ident(current_user));
+	END IF;
+END
+$schema_check$;
+
 -- Run lifecycle states (SPEC "Run states").
 CREATE TYPE queue_engine.run_status AS ENUM (
 	'delayed', 'queued', 'executing', 'waiting',

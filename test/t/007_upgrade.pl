@@ -1,0 +1,163 @@
+# 007_upgrade.pl: ALTER EXTENSION queue_engine UPDATE on a live 0.1.0
+# database keeps every run and loses nothing in flight, and leaves the same
+# schema as a fresh install.
+#
+# Proves, on a cluster of its own (shared_preload_libraries = 'queue_engine'):
+#  - a database made with CREATE EXTENSION queue_engine VERSION '0.1.0',
+#    with tenants, queues (limited, keyed, dropped) and runs in every state
+#    (queued, delayed, executing, completed, failed, canceled, expired;
+#    idempotency keys), updates to the default version;
+#  - every run keeps its state and history (the 0.1.0 columns, row by row),
+#    as do the idempotency keys and queue_stats;
+#  - the runs dequeued before the update complete with their attempt, the
+#    stalled one is rescued, limits still hold, new queues and tenants work,
+#    everything drains, and check_consistency(false) finds nothing;
+#  - the updated database's schema equals a fresh CREATE EXTENSION's:
+#    pg_dump --schema-only --binary-upgrade of both (plain --schema-only
+#    prints an extension as one CREATE EXTENSION; binary-upgrade mode lists
+#    every member object, its grants and its extension membership), with
+#    OIDs, xids and sequence positions taken out; and the same tables and
+#    sequences are marked for pg_dump, with the same conditions.
+# It compares the two paths, not a list of objects, so it keeps holding as
+# later sections of the update script add objects.
+use strict;
+use warnings FATAL => 'all';
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use IPC::Run;
+use Test::More;
+use QeFixture;
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'queue_engine'
+queue_engine.maintenance_enabled = off
+});
+$node->start;
+
+sub sql { my ($db, $q) = @_; return scalar $node->safe_psql($db, $q); }
+
+my $default_version = sql('postgres',
+	q{SELECT default_version FROM pg_available_extensions WHERE name = 'queue_engine'});
+isnt($default_version, '0.1.0', "the default version ($default_version) is an update from 0.1.0");
+
+# ------------------------------------------------ a live 0.1.0 database
+
+$node->safe_psql('postgres', 'CREATE DATABASE upgraded');
+sql('upgraded', q{CREATE EXTENSION queue_engine VERSION '0.1.0'});
+is(sql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'queue_engine'}), '0.1.0',
+	'installed 0.1.0');
+my $f = QeFixture::populate($node, 'upgraded');
+is(QeFixture::state_counts($node, 'upgraded'),
+	'canceled=2 completed=2 delayed=3 executing=7 expired=1 failed=1 queued=10',
+	'0.1.0: runs in every state');
+is(QeFixture::consistency($node, 'upgraded'), $QeFixture::ALL_ZERO, '0.1.0: consistent');
+
+# The 0.1.0 columns, so columns that later updates add do not count.
+my %fingerprint = (
+	runs => q{SELECT md5(string_agg(format('%s', ROW(run_id, queue_id, tenant_id, status, attempt, max_attempts,
+	  priority, run_at, expires_at, lease_expires_at, lease, attempt_lease, queue_slot, created_at, started_at,
+	  finished_at, concurrency_key, worker, idempotency_key, parent_run_id, tags, payload, last_error, output)),
+	  '|' ORDER BY run_id)) FROM queue_engine.runs},
+	idempotency_keys => q{SELECT string_agg(format('%s', ROW(tenant_id, idempotency_key, run_id, expires_at)), '|'
+	  ORDER BY tenant_id, idempotency_key) FROM queue_engine.idempotency_keys},
+	queues => q{SELECT string_agg(format('%s', ROW(queue_id, queue, tenant_id, concurrency_limit, key_concurrency_limit,
+	  max_attempts, lease, retry_backoff, retry_backoff_max, ttl, paused, created_at, dropped_at)), '|'
+	  ORDER BY queue_id) FROM queue_engine.queues},
+	tenants => q{SELECT string_agg(format('%s', ROW(tenant_id, tenant, concurrency_limit, created_at)), '|'
+	  ORDER BY tenant_id) FROM queue_engine.tenants},
+	queue_stats => q{SELECT string_agg(format('%s', ROW(tenant, queue, paused, concurrency_limit, queued, delayed,
+	  executing, waiting, oldest_queued_at)), '|' ORDER BY queue) FROM queue_engine.queue_stats},
+);
+my %before = map { $_ => sql('upgraded', $fingerprint{$_}) } keys %fingerprint;
+
+# ------------------------------------------------ ALTER EXTENSION UPDATE
+
+my ($rc, $out, $err) = $node->psql('upgraded', 'ALTER EXTENSION queue_engine UPDATE');
+is($rc, 0, 'ALTER EXTENSION queue_engine UPDATE') or diag($err);
+is(sql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'queue_engine'}), $default_version,
+	"updated to $default_version");
+for my $what (sort keys %fingerprint)
+{
+	is(sql('upgraded', $fingerprint{$what}), $before{$what}, "updated: $what unchanged");
+}
+is(QeFixture::consistency($node, 'upgraded'), $QeFixture::ALL_ZERO, 'updated: consistent');
+
+# ------------------------------------------------ the engine works on
+
+is(sql('upgraded', q{SELECT count(*) FROM queue_engine.dequeue(ARRAY['limited'], 10)}), '0',
+	'updated: a queue at its limit (2 executing before the update) starts nothing');
+($rc, $out, $err) = $node->psql('upgraded', q{
+SELECT queue_engine.set_tenant_limit('newco', 1);
+SELECT queue_engine.create_queue('fresh', tenant => 'newco');
+SELECT count(queue_engine.enqueue('fresh', jsonb_build_object('i', i))) FROM generate_series(1, 3) i;
+});
+is($rc, 0, 'updated: new tenants and queues take runs') or diag($err);
+is( sql('upgraded', q{SELECT queue_engine.enqueue('plain', '{}', idempotency_key => 'k-queued-1')}),
+	$f->{idempotency}{'k-queued-1'}, 'updated: an idempotency key returns its run');
+
+my $open = sql('upgraded', q{SELECT count(*) FROM queue_engine.runs WHERE status IN ('queued', 'delayed', 'executing', 'waiting')});
+my $n = QeFixture::drain($node, 'upgraded', $f, 'updated');
+is($n, $open, "updated: each of the $open open runs completed once");
+is(QeFixture::consistency($node, 'upgraded'), $QeFixture::ALL_ZERO,
+	'updated and drained: check_consistency(false) finds nothing');
+is(sql('upgraded', 'SELECT count(*) FROM queue_engine.consistency_log'), '0', 'updated: consistency_log empty');
+
+# ------------------------------------------------ same schema as a fresh install
+
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+sql('fresh', 'CREATE EXTENSION queue_engine');
+
+# Schema as pg_dump sees it, without what differs between any two databases.
+sub schema_of
+{
+	my ($db) = @_;
+	my ($stdout, $stderr);
+	my $ok = IPC::Run::run([ 'pg_dump', '--schema-only', '--binary-upgrade', '-d', $node->connstr($db) ],
+		'>', \$stdout, '2>', \$stderr);
+	die "pg_dump of $db failed: $stderr" unless $ok;
+	my @keep = grep {
+		!/^\\(un)?restrict /
+		  && !/binary_upgrade_set_next_/                # OIDs, relfilenodes, attribute LSNs
+		  && !/binary_upgrade_create_empty_extension/   # extconfig OIDs: compared by name below
+		  && !/relfrozenxid|relminmxid/
+		  && !/^WHERE oid = '\d+';$/
+		  && !/pg_catalog\.setval\(/                     # sequence positions: data
+	} split /\n/, $stdout;
+	return join("\n", @keep) . "\n";
+}
+my ($upgraded_schema, $fresh_schema) = (schema_of('upgraded'), schema_of('fresh'));
+cmp_ok(scalar(() = $fresh_schema =~ /^ALTER EXTENSION queue_engine ADD /mg), '>', 40,
+	'the binary-upgrade dump lists the extension\'s members');
+like($fresh_schema, qr/^CREATE TABLE queue_engine\.runs /m, '... with their definitions');
+if ($upgraded_schema eq $fresh_schema)
+{
+	pass('updated schema equals a fresh install\'s (pg_dump --schema-only --binary-upgrade, normalised)');
+}
+else
+{
+	fail('updated schema equals a fresh install\'s (pg_dump --schema-only --binary-upgrade, normalised)');
+	my $dir = $PostgreSQL::Test::Utils::tmp_check;
+	PostgreSQL::Test::Utils::append_to_file("$dir/schema_upgraded.sql", $upgraded_schema);
+	PostgreSQL::Test::Utils::append_to_file("$dir/schema_fresh.sql", $fresh_schema);
+	my ($d) = run_command([ 'diff', '-u', "$dir/schema_fresh.sql", "$dir/schema_upgraded.sql" ]);
+	diag($d);
+}
+# The comparison sees a difference in what it compares (here a grant).
+sql('fresh', 'GRANT SELECT ON queue_engine.runs TO pg_monitor');
+isnt(schema_of('fresh'), $fresh_schema, 'the comparison sees a grant made by hand');
+sql('fresh', 'REVOKE SELECT ON queue_engine.runs FROM pg_monitor');
+is(schema_of('fresh'), $fresh_schema, '... and its revoke');
+my $config = q{SELECT string_agg(format('%s:%s', x.cfg::regclass, x.cond), ' ' ORDER BY x.cfg::regclass::text)
+  FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(cfg, cond) WHERE e.extname = 'queue_engine'};
+is(sql('upgraded', $config), sql('fresh', $config), 'the same tables and sequences are marked for pg_dump');
+is( sql('upgraded', q{SELECT string_agg(format('%s=%s', nspname, pg_get_userbyid(nspowner)), ' ')
+                        FROM pg_namespace WHERE nspname = 'queue_engine'}),
+	sql('fresh', q{SELECT string_agg(format('%s=%s', nspname, pg_get_userbyid(nspowner)), ' ')
+                     FROM pg_namespace WHERE nspname = 'queue_engine'}),
+	'the schema has the same owner');
+
+$node->stop;
+done_testing();
