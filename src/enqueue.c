@@ -188,7 +188,9 @@ apply_queue_defaults(QeEnqueueOptions *opt, QeQueueInfo *info, Interval *ttl)
 		qe_plan(&plan, "SELECT 1 FROM queue_engine.runs WHERE run_id = $1",
 				1, (Oid[]) {INT8OID});
 		values[0] = Int64GetDatum(opt->parent_run_id);
-		if (qe_exec(plan, values, NULL, 1) == 0)
+		/* (another tenant's run does not exist for a scoped role: access.c) */
+		if (qe_exec(plan, values, NULL, 1) == 0 ||
+			!qe_access_run(QE_NEED_READ, opt->parent_run_id))
 			ereport(ERROR,
 					(errcode(ERRCODE_NO_DATA_FOUND),
 					 errmsg("parent run %lld does not exist", (long long) opt->parent_run_id),

@@ -4,7 +4,7 @@
 -- a group role; revokes taking effect in the same session; the owner and roles
 -- with its privileges unaffected; grant/revoke bad input.
 BEGIN;
-SELECT plan(90);
+SELECT plan(91);
 
 -- Run sql as role r; 'ok', or the single value it returns, or 'SQLSTATE: message'.
 CREATE FUNCTION pg_temp.as_role(r text, sql text) RETURNS text LANGUAGE plpgsql AS $$
@@ -74,6 +74,8 @@ SELECT is(pg_temp.as_role('qe_r_prod', format('SELECT (queue_engine.get_run(%s))
           format('P0002: run %s does not exist', :rb), 'producer: get_run of another tenant''s run: no such run');
 SELECT is(pg_temp.as_role('qe_r_prod', $$SELECT queue_engine.dequeue()$$),
           '42501: permission denied for function dequeue', 'producer: no dequeue');
+SELECT is(pg_temp.as_role('qe_r_prod', format($$SELECT queue_engine.enqueue('qa1', '{}', parent_run_id => %s)$$, :rb)),
+          format('P0002: parent run %s does not exist', :rb), 'producer: another tenant''s run cannot be a parent (nor probed as one)');
 
 -- 13-15: producer reads its own, cancels its own
 SELECT is(pg_temp.as_role('qe_r_prod', format('SELECT (queue_engine.get_run(%s)).status', :ra)),
