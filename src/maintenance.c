@@ -827,7 +827,14 @@ QE_TASK_WRAPPER(qe_purge_idempotency_keys, qe_task_purge_idempotency_keys)
 QE_TASK_WRAPPER(qe_fold_counts, qe_task_fold_counts)
 QE_TASK_WRAPPER(qe_prune_finished_runs, qe_task_prune_finished_runs)
 
-typedef int64 (*QeTask) (int limit);
+const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT] = {
+	{"expire_runs", qe_task_expire_runs, qe_task_expire_runs},
+	{"promote_delayed", qe_task_promote_delayed, qe_task_promote_delayed},
+	{"rescue_stalled", qe_task_rescue_stalled, qe_task_rescue_stalled_resume},
+	{"purge_idempotency_keys", qe_task_purge_idempotency_keys, qe_task_purge_idempotency_keys},
+	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts_resume},
+	{"prune_finished_runs", qe_task_prune_finished_runs, qe_task_prune_finished_runs_resume},
+};
 
 /*
  * Pin search_path for the current transaction the way a function's SET
@@ -854,14 +861,6 @@ pin_search_path(void)
 Datum
 qe_run_maintenance(PG_FUNCTION_ARGS)
 {
-	static const QeTask tasks[] = {
-		qe_task_expire_runs,
-		qe_task_promote_delayed,
-		qe_task_rescue_stalled,
-		qe_task_purge_idempotency_keys,
-		qe_task_fold_counts,
-		qe_task_prune_finished_runs,
-	};
 	bool		nonatomic;
 	int			limit = qe_maintenance_batch_size;
 	int			guc_level;
@@ -873,14 +872,14 @@ qe_run_maintenance(PG_FUNCTION_ARGS)
 
 	SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0);
 	guc_level = pin_search_path();
-	for (int i = 0; i < lengthof(tasks); i++)
+	for (int i = 0; i < QE_BACKGROUND_TASK_COUNT; i++)
 	{
 		for (;;)
 		{
 			int64		n;
 
 			CHECK_FOR_INTERRUPTS();
-			n = tasks[i] (limit);
+			n = qe_background_tasks[i].by_hand(limit);
 			if (nonatomic)
 			{
 				/* Commit ends the pin with the transaction; pin it again. */

@@ -189,6 +189,20 @@ extern void qe_fold_cursor_force_wrap(void);
 extern int64 qe_task_prune_finished_runs(int limit);
 extern int64 qe_task_prune_finished_runs_resume(int limit);
 extern void qe_prune_cursor_forget(void);
+/*
+ * The one table of background tasks, in the order a pass runs them:
+ * run_maintenance() calls each from the start (by_hand), the worker from
+ * its cursors and horizon (resumed).
+ */
+typedef int64 (*QeTaskFn) (int limit);
+typedef struct QeBackgroundTask
+{
+	const char *name;
+	QeTaskFn	by_hand;
+	QeTaskFn	resumed;
+} QeBackgroundTask;
+#define QE_BACKGROUND_TASK_COUNT 6
+extern const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT];
 extern Size qe_maintenance_shmem_size(void);
 extern void qe_maintenance_shmem_init(void);
 

@@ -52,23 +52,6 @@ PGDLLEXPORT void qe_maintenance_main(Datum arg);
 /* bgw_main_arg flags for a maintenance worker */
 #define QE_PASS_CONSISTENCY		0x1
 
-typedef int64 (*QeWorkerTask) (int limit);
-
-typedef struct QeNamedTask
-{
-	const char *name;
-	QeWorkerTask task;
-} QeNamedTask;
-
-static const QeNamedTask worker_tasks[] = {
-	{"expire_runs", qe_task_expire_runs},
-	{"promote_delayed", qe_task_promote_delayed},
-	{"rescue_stalled", qe_task_rescue_stalled_resume},
-	{"purge_idempotency_keys", qe_task_purge_idempotency_keys},
-	{"fold_counts", qe_task_fold_counts_resume},
-	{"prune_finished_runs", qe_task_prune_finished_runs_resume},
-};
-
 /* A task call slower than this, not on a full batch, makes the task wait. */
 #define QE_SLOW_TASK_MS		10
 /* ... this many times as long as the call took. */
@@ -77,7 +60,7 @@ static const QeNamedTask worker_tasks[] = {
 typedef struct QeTaskSchedule
 {
 	slock_t		mutex;
-	TimestampTz next_due[lengthof(worker_tasks)];	/* 0: every pass */
+	TimestampTz next_due[QE_BACKGROUND_TASK_COUNT];	/* 0: every pass */
 } QeTaskSchedule;
 
 static QeTaskSchedule *task_schedule = NULL;
@@ -99,7 +82,7 @@ qe_worker_shmem_init(void)
 	if (!found)
 	{
 		SpinLockInit(&task_schedule->mutex);
-		for (int i = 0; i < lengthof(worker_tasks); i++)
+		for (int i = 0; i < QE_BACKGROUND_TASK_COUNT; i++)
 			task_schedule->next_due[i] = 0;
 	}
 }
@@ -386,12 +369,12 @@ qe_maintenance_main(Datum arg)
 		qe_rescue_horizon_forget();
 	}
 
-	for (int i = 0; i < lengthof(worker_tasks); i++)
+	for (int i = 0; i < QE_BACKGROUND_TASK_COUNT; i++)
 	{
 		char		activity[64];
 
 		snprintf(activity, sizeof(activity), "queue_engine: %s",
-				 worker_tasks[i].name);
+				 qe_background_tasks[i].name);
 		if (!task_due(i, GetCurrentTimestamp()))
 			continue;
 		for (;;)
@@ -410,7 +393,7 @@ qe_maintenance_main(Datum arg)
 			 */
 			PG_TRY();
 			{
-				n = worker_tasks[i].task(qe_maintenance_batch_size);
+				n = qe_background_tasks[i].resumed(qe_maintenance_batch_size);
 				end_batch();
 			}
 			PG_CATCH();
@@ -424,7 +407,7 @@ qe_maintenance_main(Datum arg)
 				break;
 			if (n > 0)
 				elog(DEBUG1, "queue_engine: %s handled " INT64_FORMAT,
-					 worker_tasks[i].name, n);
+					 qe_background_tasks[i].name, n);
 			if (n < qe_maintenance_batch_size)
 			{
 				schedule_task(i, GetCurrentTimestamp() - started);
