@@ -387,7 +387,7 @@ walk_dead_entries(int32 queue_id, const QeReadyKey *from, QeReadyKey *to)
 			ScanKeyInit(&keys[nkeys++], 2, BTLessStrategyNumber, F_INT4LT,
 						Int32GetDatum(from->priority));
 
-		scan = index_beginscan(heap, index, SnapshotAny, nkeys, 0);
+		scan = qe_index_beginscan(heap, index, SnapshotAny, nkeys, 0);
 		scan->xs_want_itup = true;
 		index_rescan(scan, keys, nkeys, NULL, 0);
 		while (budget-- > 0)

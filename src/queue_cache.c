@@ -134,7 +134,7 @@ qe_queue_definitions_changed(PG_FUNCTION_ARGS)
 				 errhint("It is the statement trigger on queue_engine.queues and queue_engine.tenants.")));
 	/* Sent to every backend at commit (or COMMIT PREPARED); here at once. */
 	CacheInvalidateRelcache(trigdata->tg_relation);
-	changed_in_lxid = MyProc->lxid;
+	changed_in_lxid = QE_MYPROC_LXID;
 	return PointerGetDatum(NULL);
 }
 
@@ -203,7 +203,7 @@ qe_queue_def(const char *name)
 	AcceptInvalidationMessages();
 	generation = qe_queue_definitions_generation();
 	use_cache = strlen(name) < QE_QUEUE_CACHE_NAME_MAX &&
-		changed_in_lxid != MyProc->lxid;
+		changed_in_lxid != QE_MYPROC_LXID;
 	if (use_cache)
 	{
 		if (cache == NULL || generation != cache_generation)
