@@ -416,6 +416,18 @@ passed_over_until_consistency_pass(
 # its runs.  The worker looks for such queues only when a prune from the
 # oldest comes back short, which it does after a consistency pass: a prune
 # resumed at its cursor deletes the queue's run but leaves the row.
+# First make sure the worker's prune cursor is set (a run pruned since the
+# last consistency pass): with no cursor, the prune that deletes the
+# dropped queue's run is one from the oldest, which removes the queue's
+# rows in the same pass, as designed, and the check below would depend on
+# when the last consistency pass happened to come.
+sql('postgres', q{SELECT queue_engine.create_queue('gone_primer')});
+my $primer = sql('postgres', q{SELECT queue_engine.enqueue('gone_primer')});
+sql('postgres', "SELECT queue_engine.cancel($primer)");
+sql('postgres',
+	"UPDATE queue_engine.runs SET finished_at = now() - interval '8 days' WHERE run_id = $primer");
+ok( defined wait_for('postgres', "SELECT count(*) FROM queue_engine.runs WHERE run_id = $primer", '0', 10),
+	'worker alone: a run finished 8 days ago is pruned (the prune cursor is set)');
 sql('postgres', q{SELECT queue_engine.create_queue('gone')});
 my $gone_id = sql('postgres', q{SELECT queue_id FROM queue_engine.queues WHERE queue = 'gone'});
 my $gone_run = sql('postgres', q{SELECT queue_engine.enqueue('gone')});
