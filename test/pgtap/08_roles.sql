@@ -6,22 +6,7 @@
 BEGIN;
 SELECT plan(91);
 
--- Run sql as role r; 'ok', or the single value it returns, or 'SQLSTATE: message'.
-CREATE FUNCTION pg_temp.as_role(r text, sql text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	res text;
-BEGIN
-	EXECUTE format('SET LOCAL ROLE %I', r);
-	BEGIN
-		EXECUTE sql INTO res;
-		res := coalesce(nullif(res, ''), 'ok');
-	EXCEPTION WHEN OTHERS THEN
-		res := SQLSTATE || ': ' || SQLERRM;
-	END;
-	RESET ROLE;
-	RETURN res;
-END;
-$$;
+\ir as_role.psql
 
 SELECT queue_engine.create_queue('qa1', tenant => 'ta');
 SELECT queue_engine.create_queue('qa2', tenant => 'ta');

@@ -28,21 +28,7 @@ GRANT SELECT ON queue_engine.queue_stats TO qe_u_monitor;
 
 ALTER EXTENSION queue_engine UPDATE TO '0.1.1';
 
-CREATE FUNCTION pg_temp.as_role(r text, sql text) RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-	res text;
-BEGIN
-	EXECUTE format('SET LOCAL ROLE %I', r);
-	BEGIN
-		EXECUTE sql INTO res;
-		res := coalesce(nullif(res, ''), 'ok');
-	EXCEPTION WHEN OTHERS THEN
-		res := SQLSTATE || ': ' || SQLERRM;
-	END;
-	RESET ROLE;
-	RETURN res;
-END;
-$$;
+\ir as_role.psql
 
 -- 1-4
 SELECT is((SELECT string_agg(format('%s %s %s', role, tenant_id, access), ', ' ORDER BY role::text, access)
