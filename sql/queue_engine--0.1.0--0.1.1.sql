@@ -573,8 +573,9 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION queue_engine.pause_queue(queue text)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+-- Internal: pause_queue and resume_queue, once (admin access, row lock).
+CREATE FUNCTION queue_engine.set_queue_paused(queue text, paused boolean)
+RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -582,22 +583,19 @@ DECLARE
 BEGIN
 	PERFORM queue_engine.require_access(q.tenant_id, 'admin', format('queue "%s"', queue));
 	q := queue_engine.live_queue(queue, true);
-	UPDATE queue_engine.queues x SET paused = true WHERE x.queue_id = q.queue_id;
+	UPDATE queue_engine.queues x SET paused = set_queue_paused.paused WHERE x.queue_id = q.queue_id;
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION queue_engine.resume_queue(queue text)
-RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+CREATE OR REPLACE FUNCTION queue_engine.pause_queue(queue text)
+RETURNS void LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	q queue_engine.queues := queue_engine.live_queue(queue);
-BEGIN
-	PERFORM queue_engine.require_access(q.tenant_id, 'admin', format('queue "%s"', queue));
-	q := queue_engine.live_queue(queue, true);
-	UPDATE queue_engine.queues x SET paused = false WHERE x.queue_id = q.queue_id;
-END;
-$$;
+AS $$ SELECT queue_engine.set_queue_paused(queue, true) $$;
+
+CREATE OR REPLACE FUNCTION queue_engine.resume_queue(queue text)
+RETURNS void LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT queue_engine.set_queue_paused(queue, false) $$;
 
 CREATE OR REPLACE FUNCTION queue_engine.set_tenant_limit(tenant text, concurrency_limit int)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER
