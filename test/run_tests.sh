@@ -2,6 +2,8 @@
 # test/run_tests.sh: `make test` — installs packages, builds, then runs every test suite (pg_regress, isolation, pgTAP, TAP) on a throwaway cluster.
 #
 # Suites (each passes, fails or is skipped when it has no files yet):
+#   docs       test/check_docs.sh: README.md documents every public function of the install scripts and
+#              every setting of src/guc.c (no server needed)
 #   install    CREATE EXTENSION in a fresh database, DROP and CREATE again; then CREATE EXTENSION
 #              on a second cluster with shared_preload_libraries (the background-worker setup)
 #   regress    sql/*.sql (not the install scripts) vs expected/, via `make installcheck`
@@ -56,6 +58,11 @@ make_var() {
   # shellcheck disable=SC2016 # $(...) is for make to expand
   make -s --no-print-directory -C "$QE_REPO_ROOT" PG_CONFIG="$PG_CONFIG" \
     --eval='qe-print-var: ; @echo $('"$1"')' qe-print-var
+}
+
+# README.md documents every public function and setting (no server needed).
+suite_docs() {
+  bash "$QE_REPO_ROOT/test/check_docs.sh"
 }
 
 suite_install() {
@@ -242,6 +249,7 @@ conf=("shared_preload_libraries = '$QE_EXTENSION'" "max_prepared_transactions = 
 if [ -n "${QE_TEST_CONF:-}" ]; then mapfile -t -O 2 conf <<<"$QE_TEST_CONF"; fi
 qe_cluster_start tests ${conf[@]+"${conf[@]}"}
 
+run_suite docs suite_docs
 run_suite install suite_install
 run_suite regress suite_regress
 run_suite isolation suite_isolation
