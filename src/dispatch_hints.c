@@ -171,7 +171,7 @@ qe_dispatch_hints_shmem_init(void)
 {
 	bool		found;
 
-	hints = ShmemInitStruct("queue_engine dispatch hints",
+	hints = qe_shmem_struct("queue_engine dispatch hints",
 							sizeof(QeReadyHintShared), &found);
 	if (!found)
 	{
@@ -254,7 +254,7 @@ qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key)
 {
 	QeReadyHintSlot *slot;
 
-	if (hints == NULL)
+	if (!qe_shmem_attach())
 		return;
 	slot = slot_of(queue_id);
 	SpinLockAcquire(&slot->mutex);
@@ -456,7 +456,7 @@ qe_ready_hint_get(int32 queue_id, QeReadyKey *key)
 	TimestampTz now = GetCurrentTimestamp();
 	bool		valid;
 
-	if (hints == NULL)
+	if (!qe_shmem_attach())
 		return false;
 	slot = slot_of(queue_id);
 
@@ -518,7 +518,7 @@ qe_ready_hint_get(int32 queue_id, QeReadyKey *key)
 void
 qe_ready_hint_forget_all(void)
 {
-	if (hints == NULL)
+	if (!qe_shmem_attach())
 		return;
 	for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
 	{
@@ -641,7 +641,7 @@ qe_limit_hint_exits(int32 queue_id)
 	QeReadyHintSlot *slot;
 	uint64		exits = 0;
 
-	if (hints == NULL)
+	if (!qe_shmem_attach())
 		return 0;
 	slot = slot_of(queue_id);
 	SpinLockAcquire(&slot->mutex);
@@ -660,7 +660,7 @@ qe_limit_hint_exits(int32 queue_id)
 void
 qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits)
 {
-	if (hints == NULL || npending_marks == QE_PENDING_MAX)
+	if (npending_marks == QE_PENDING_MAX || !qe_shmem_attach())
 		return;					/* no mark: the queue is probed, as always */
 	register_callbacks();
 	refresh_epoch();
@@ -675,7 +675,7 @@ qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits)
 void
 qe_limit_hint_exit(int32 queue_id)
 {
-	if (hints == NULL)
+	if (!qe_shmem_attach())
 		return;
 	register_callbacks();
 	refresh_epoch();
@@ -692,7 +692,7 @@ qe_limit_hint_exit(int32 queue_id)
 void
 qe_limit_hint_exit_all(void)
 {
-	if (hints == NULL)
+	if (!qe_shmem_attach())
 		return;
 	register_callbacks();
 	pending_exits_overflow = true;
@@ -746,7 +746,7 @@ qe_queue_below_limit(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		PG_RETURN_BOOL(true);	/* no limit */
 	limit = PG_GETARG_INT32(1);
-	if (hints != NULL && marked_at_limit(queue_id, limit))
+	if (qe_shmem_attach() && marked_at_limit(queue_id, limit))
 		PG_RETURN_BOOL(false);
 
 	exits = qe_limit_hint_exits(queue_id);	/* before counting */

@@ -207,7 +207,7 @@ lease_xact_callback(XactEvent event, void *arg)
 void
 qe_lease_granted(TimestampTz expires_at)
 {
-	if (rescue_horizon == NULL)
+	if (!qe_shmem_attach())
 		return;
 	if (!lease_callback_registered)
 	{
@@ -222,7 +222,7 @@ qe_lease_granted(TimestampTz expires_at)
 void
 qe_rescue_horizon_forget(void)
 {
-	if (rescue_horizon != NULL)
+	if (qe_shmem_attach())
 		pg_atomic_write_u64(rescue_horizon, 0);
 }
 
@@ -303,7 +303,7 @@ qe_task_rescue_stalled_resume(int limit)
 	bool		isnull;
 	int64		n;
 
-	if (rescue_horizon == NULL)
+	if (!qe_shmem_attach())
 		return qe_task_rescue_stalled(limit);
 	if ((TimestampTz) pg_atomic_read_u64(rescue_horizon) > now)
 		return 0;
@@ -385,7 +385,7 @@ static void
 fold_cursor_get(ItemPointer from)
 {
 	ItemPointerSet(from, 0, 0);
-	if (fold_cursor == NULL)
+	if (!qe_shmem_attach())
 	{
 		ItemPointerCopy(&local_fold_cursor, from);
 		return;
@@ -399,7 +399,7 @@ fold_cursor_get(ItemPointer from)
 static void
 fold_cursor_set(ItemPointer from)
 {
-	if (fold_cursor == NULL)
+	if (!qe_shmem_attach())
 	{
 		ItemPointerCopy(from, &local_fold_cursor);
 		return;
@@ -502,7 +502,7 @@ qe_task_fold_counts(int limit)
 void
 qe_fold_cursor_force_wrap(void)
 {
-	if (fold_cursor == NULL)
+	if (!qe_shmem_attach())
 		return;
 	SpinLockAcquire(&fold_cursor->mutex);
 	fold_cursor->last_wrap = 0;
@@ -518,7 +518,7 @@ qe_task_fold_counts_resume(int limit)
 	int64		wrapped_folded;
 	int64		n;
 
-	if (fold_cursor != NULL)
+	if (qe_shmem_attach())
 	{
 		SpinLockAcquire(&fold_cursor->mutex);
 		wrap = fold_cursor->wrap_folded ||
@@ -574,7 +574,7 @@ qe_maintenance_shmem_init(void)
 {
 	bool		found;
 
-	prune_cursor = ShmemInitStruct("queue_engine prune cursor",
+	prune_cursor = qe_shmem_struct("queue_engine prune cursor",
 								   sizeof(QePruneCursor), &found);
 	if (!found)
 	{
@@ -582,7 +582,7 @@ qe_maintenance_shmem_init(void)
 		prune_cursor->dbid = InvalidOid;
 		prune_cursor->from = DT_NOBEGIN;
 	}
-	fold_cursor = ShmemInitStruct("queue_engine fold cursor",
+	fold_cursor = qe_shmem_struct("queue_engine fold cursor",
 								  sizeof(QeFoldCursor), &found);
 	if (!found)
 	{
@@ -592,7 +592,7 @@ qe_maintenance_shmem_init(void)
 		fold_cursor->last_wrap = 0;
 		fold_cursor->wrap_folded = false;
 	}
-	rescue_horizon = ShmemInitStruct("queue_engine rescue horizon",
+	rescue_horizon = qe_shmem_struct("queue_engine rescue horizon",
 									 sizeof(pg_atomic_uint64), &found);
 	if (!found)
 		pg_atomic_init_u64(rescue_horizon, 0);	/* scan at once */
@@ -602,7 +602,7 @@ qe_maintenance_shmem_init(void)
 void
 qe_prune_cursor_forget(void)
 {
-	if (prune_cursor == NULL)
+	if (!qe_shmem_attach())
 		return;
 	SpinLockAcquire(&prune_cursor->mutex);
 	prune_cursor->dbid = InvalidOid;
@@ -615,7 +615,7 @@ prune_cursor_get(void)
 {
 	TimestampTz from = DT_NOBEGIN;
 
-	if (prune_cursor == NULL)
+	if (!qe_shmem_attach())
 		return from;
 	SpinLockAcquire(&prune_cursor->mutex);
 	if (prune_cursor->dbid == MyDatabaseId)
@@ -629,7 +629,7 @@ prune_cursor_advance(TimestampTz newest_deleted)
 {
 	TimestampTz from = newest_deleted - QE_PRUNE_CURSOR_MARGIN_S * USECS_PER_SEC;
 
-	if (prune_cursor == NULL)
+	if (!qe_shmem_attach())
 		return;
 	SpinLockAcquire(&prune_cursor->mutex);
 	if (prune_cursor->dbid != MyDatabaseId || prune_cursor->from < from)

@@ -75,6 +75,8 @@ extern void qe_worker_shmem_init(void);
 
 /* shmem.c */
 extern void qe_shmem_init(void);
+extern bool qe_shmem_attach(void);
+extern void *qe_shmem_struct(const char *name, Size size, bool *found);
 
 /* spi_util.c */
 extern SPIPlanPtr qe_plan(SPIPlanPtr *slot, const char *sql, int nargs,

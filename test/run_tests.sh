@@ -8,6 +8,8 @@
 #              on a second cluster with shared_preload_libraries (the background-worker setup)
 #   regress    sql/*.sql (not the install scripts) vs expected/, via `make installcheck`
 #   isolation  test/isolation/specs/*.spec vs test/isolation/expected/, via `make installcheck`
+#   nopreload  regress and isolation again on a second cluster without shared_preload_libraries
+#              (the pg_cron setup: the shared state then lives in a dynamic shared memory segment)
 #   pgtap      test/pgtap/*.sql, each in a fresh database with pgtap + the extension created, via pg_prove
 #   tap        test/t/*.pl with PostgreSQL::Test::Cluster (their own clusters), via prove as postgres
 # Last line: "N passed, N failed" (suites).
@@ -128,6 +130,15 @@ suite_isolation() {
     show_file output_iso/regression.diffs
     return 1
   fi
+}
+
+suite_nopreload() {
+  # Without preloading, the hints, cursors and rescue horizon live in a dynamic shared memory
+  # segment the first backend creates (src/shmem.c): the same specs must hold there.
+  trap 'qe_cluster_stop nopreload' EXIT
+  qe_cluster_start nopreload "max_prepared_transactions = 10" || return 1
+  echo "nopreload: regress and isolation on a cluster without shared_preload_libraries"
+  suite_regress && suite_isolation
 }
 
 suite_pgtap() {
@@ -253,6 +264,7 @@ run_suite docs suite_docs
 run_suite install suite_install
 run_suite regress suite_regress
 run_suite isolation suite_isolation
+run_suite nopreload suite_nopreload
 run_suite pgtap suite_pgtap
 run_suite tap suite_tap
 
