@@ -117,7 +117,7 @@ mkdir $src or die "mkdir $src: $!";
 	my ($git_err, $tar_err) = ('', '');
 	my $ok = IPC::Run::run([ 'git', '-c', 'safe.directory=*', '-C', $repo, 'archive', '--format=tar', $commit ],
 		'<', \undef, '2>', \$git_err, '|', [ 'tar', '-x', '-C', $src ], '2>', \$tar_err);
-	ok($ok, "release $RELEASE exported from $found_by with git archive") or BAIL_OUT("git archive: $git_err$tar_err");
+	ok($ok, "release $RELEASE exported from $found_by with git archive") or die "git archive: $git_err$tar_err";
 }
 like(PostgreSQL::Test::Utils::slurp_file("$src/$EXT.control"), qr/^default_version = '\Q$RELEASE\E'$/m,
 	"the release's control file says $RELEASE");
