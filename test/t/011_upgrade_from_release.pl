@@ -27,8 +27,10 @@
 #    passes during the upgrade.
 #  - Both stopped; the current build's queue_engine.so, control file and
 #    scripts copied from the current installation over the release's;
-#    started; ALTER EXTENSION queue_engine UPDATE to the control file's
-#    default_version.
+#    started.  Before the update the new library serves the 0.1.0 schema
+#    (check_consistency, a wrong attempt, idempotency keys answer as 0.1.0
+#    did, nothing changes); then ALTER EXTENSION queue_engine UPDATE to the
+#    control file's default_version.
 #  - Then: every run, key, queue, tenant and queue_stats row unchanged (the
 #    0.1.0 columns); the executing runs heartbeat and complete with their
 #    attempt, a wrong attempt gets what it got from 0.1.0; idempotency keys
@@ -308,6 +310,14 @@ for my $v (@variants)
 	$node->start;
 	is(sql($v, "SELECT extversion FROM pg_extension WHERE extname = '$EXT'"), $RELEASE,
 		"$v->{name}: the current library starts on the $RELEASE schema");
+	# Until the update runs, the new library serves the old schema (README:
+	# a preloaded library is the new one from the restart on).
+	is(sql($v, q{SELECT count(*) FROM queue_engine.check_consistency(false) WHERE found <> 0}), '0',
+		"$v->{name}: on the $RELEASE schema, check_consistency(false) finds nothing");
+	is(call($v, $v->{wrong_attempt_sql}), $v->{wrong_attempt},
+		"$v->{name}: on the $RELEASE schema, a wrong attempt is refused as by $RELEASE");
+	is(call($v, $v->{key_sql}), $v->{keys}, "$v->{name}: on the $RELEASE schema, idempotency keys return their runs");
+	is(QeFixture::fingerprints($node, $db)->{runs}, $v->{before}{runs}, "$v->{name}: ... and nothing changed");
 
 	my ($rc, $out, $err) = $node->psql($db, "ALTER EXTENSION $EXT UPDATE");
 	is($rc, 0, "$label: ALTER EXTENSION $EXT UPDATE") or diag($err);
