@@ -181,6 +181,7 @@ suite_tap() {
   [ "$(id -u)" -ne 0 ] || chown -R "$QE_PG_OWNER": "$tmp"
   echo "tap: ${files[*]} (as $QE_PG_OWNER, in $tmp)"
   # env -u: the shared cluster's settings must not leak into the tests' own clusters.
+  # QE_REPO_ROOT: the checkout with .git, which the copy lacks (011 builds 0.1.0 from its history).
   local as_owner=()
   [ "$(id -u)" -ne 0 ] || as_owner=(runuser -u "$QE_PG_OWNER" --)
   bounded ${as_owner[@]+"${as_owner[@]}"} env -C "$tmp" \
@@ -189,6 +190,7 @@ suite_tap() {
       PERL5LIB="$tmp/test/t:$(dirname "$PG_CONFIG")/../lib/pgxs/src/test/perl${PERL5LIB:+:$PERL5LIB}" \
       PG_REGRESS="$(dirname "$PG_CONFIG")/../lib/pgxs/src/test/regress/pg_regress" \
       TESTDIR="$tmp" top_builddir="$tmp" PG_CONFIG="$PG_CONFIG" \
+      QE_REPO_ROOT="$QE_REPO_ROOT" \
       prove --timer "${files[@]}" || rc=$?
   # A segfault or abort in a node is a bug even when the test reconnected and passed.
   if [ "$rc" -eq 0 ] && grep -lE 'terminated by signal (6|7|11)' "$tmp"/tmp_check/log/*.log 2>/dev/null; then

@@ -17,7 +17,9 @@
 #    prints an extension as one CREATE EXTENSION; binary-upgrade mode lists
 #    every member object, its grants and its extension membership), with
 #    OIDs, xids and sequence positions taken out; and the same tables and
-#    sequences are marked for pg_dump, with the same conditions.
+#    sequences are marked for pg_dump, with the same conditions; and the
+#    catalogs agree too (QeFixture::catalog: members, routines with their
+#    signatures and definitions, columns, indexes, triggers, types, ...).
 # It compares the two paths, not a list of objects, so it keeps holding as
 # later sections of the update script add objects.
 use strict;
@@ -25,7 +27,6 @@ use warnings FATAL => 'all';
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
-use IPC::Run;
 use Test::More;
 use QeFixture;
 
@@ -55,23 +56,7 @@ is(QeFixture::state_counts($node, 'upgraded'),
 	'0.1.0: runs in every state');
 is(QeFixture::consistency($node, 'upgraded'), $QeFixture::ALL_ZERO, '0.1.0: consistent');
 
-# The 0.1.0 columns, so columns that later updates add do not count.
-my %fingerprint = (
-	runs => q{SELECT md5(string_agg(format('%s', ROW(run_id, queue_id, tenant_id, status, attempt, max_attempts,
-	  priority, run_at, expires_at, lease_expires_at, lease, attempt_lease, queue_slot, created_at, started_at,
-	  finished_at, concurrency_key, worker, idempotency_key, parent_run_id, tags, payload, last_error, output)),
-	  '|' ORDER BY run_id)) FROM queue_engine.runs},
-	idempotency_keys => q{SELECT string_agg(format('%s', ROW(tenant_id, idempotency_key, run_id, expires_at)), '|'
-	  ORDER BY tenant_id, idempotency_key) FROM queue_engine.idempotency_keys},
-	queues => q{SELECT string_agg(format('%s', ROW(queue_id, queue, tenant_id, concurrency_limit, key_concurrency_limit,
-	  max_attempts, lease, retry_backoff, retry_backoff_max, ttl, paused, created_at, dropped_at)), '|'
-	  ORDER BY queue_id) FROM queue_engine.queues},
-	tenants => q{SELECT string_agg(format('%s', ROW(tenant_id, tenant, concurrency_limit, created_at)), '|'
-	  ORDER BY tenant_id) FROM queue_engine.tenants},
-	queue_stats => q{SELECT string_agg(format('%s', ROW(tenant, queue, paused, concurrency_limit, queued, delayed,
-	  executing, waiting, oldest_queued_at)), '|' ORDER BY queue) FROM queue_engine.queue_stats},
-);
-my %before = map { $_ => sql('upgraded', $fingerprint{$_}) } keys %fingerprint;
+my $before = QeFixture::fingerprints($node, 'upgraded');
 
 # ------------------------------------------------ ALTER EXTENSION UPDATE
 
@@ -79,9 +64,10 @@ my ($rc, $out, $err) = $node->psql('upgraded', 'ALTER EXTENSION queue_engine UPD
 is($rc, 0, 'ALTER EXTENSION queue_engine UPDATE') or diag($err);
 is(sql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'queue_engine'}), $default_version,
 	"updated to $default_version");
-for my $what (sort keys %fingerprint)
+my $after = QeFixture::fingerprints($node, 'upgraded');
+for my $what (sort keys %$before)
 {
-	is(sql('upgraded', $fingerprint{$what}), $before{$what}, "updated: $what unchanged");
+	is($after->{$what}, $before->{$what}, "updated: $what unchanged");
 }
 is(QeFixture::consistency($node, 'upgraded'), $QeFixture::ALL_ZERO, 'updated: consistent');
 
@@ -110,41 +96,15 @@ is(sql('upgraded', 'SELECT count(*) FROM queue_engine.consistency_log'), '0', 'u
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 sql('fresh', 'CREATE EXTENSION queue_engine');
 
-# Schema as pg_dump sees it, without what differs between any two databases.
-sub schema_of
-{
-	my ($db) = @_;
-	my ($stdout, $stderr);
-	my $ok = IPC::Run::run([ 'pg_dump', '--schema-only', '--binary-upgrade', '-d', $node->connstr($db) ],
-		'>', \$stdout, '2>', \$stderr);
-	die "pg_dump of $db failed: $stderr" unless $ok;
-	my @keep = grep {
-		!/^\\(un)?restrict /
-		  && !/binary_upgrade_set_next_/                # OIDs, relfilenodes, attribute LSNs
-		  && !/binary_upgrade_create_empty_extension/   # extconfig OIDs: compared by name below
-		  && !/relfrozenxid|relminmxid/
-		  && !/^WHERE oid = '\d+';$/
-		  && !/pg_catalog\.setval\(/                     # sequence positions: data
-	} split /\n/, $stdout;
-	return join("\n", @keep) . "\n";
-}
+sub schema_of { return QeFixture::schema_dump($node, $_[0]); }
 my ($upgraded_schema, $fresh_schema) = (schema_of('upgraded'), schema_of('fresh'));
 cmp_ok(scalar(() = $fresh_schema =~ /^ALTER EXTENSION queue_engine ADD /mg), '>', 40,
 	'the binary-upgrade dump lists the extension\'s members');
 like($fresh_schema, qr/^CREATE TABLE queue_engine\.runs /m, '... with their definitions');
-if ($upgraded_schema eq $fresh_schema)
-{
-	pass('updated schema equals a fresh install\'s (pg_dump --schema-only --binary-upgrade, normalised)');
-}
-else
-{
-	fail('updated schema equals a fresh install\'s (pg_dump --schema-only --binary-upgrade, normalised)');
-	my $dir = $PostgreSQL::Test::Utils::tmp_check;
-	PostgreSQL::Test::Utils::append_to_file("$dir/schema_upgraded.sql", $upgraded_schema);
-	PostgreSQL::Test::Utils::append_to_file("$dir/schema_fresh.sql", $fresh_schema);
-	my ($d) = run_command([ 'diff', '-u', "$dir/schema_fresh.sql", "$dir/schema_upgraded.sql" ]);
-	diag($d);
-}
+QeFixture::same_text($upgraded_schema, $fresh_schema,
+	'updated schema equals a fresh install\'s (pg_dump --schema-only --binary-upgrade, normalised)');
+QeFixture::same_text(QeFixture::catalog($node, 'upgraded'), QeFixture::catalog($node, 'fresh'),
+	'updated catalog entries equal a fresh install\'s (members, routines, columns, indexes, triggers, types, ...)');
 # The comparison sees a difference in what it compares (here a grant).
 sql('fresh', 'GRANT SELECT ON queue_engine.runs TO pg_monitor');
 isnt(schema_of('fresh'), $fresh_schema, 'the comparison sees a grant made by hand');

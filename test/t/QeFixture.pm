@@ -1,11 +1,16 @@
 # QeFixture.pm: a live engine with runs in every state, and draining it, for
 # the TAP tests that carry a database across a boundary (006_dump_restore:
-# pg_dump/pg_restore; 007_upgrade: ALTER EXTENSION UPDATE).
+# pg_dump/pg_restore; 007_upgrade and 011_upgrade_from_release: ALTER
+# EXTENSION UPDATE).
 #
 #   my $f = QeFixture::populate($node, $db);   # queues, tenants, runs in every state
 #   QeFixture::state_counts($node, $db)        # 'canceled=2 completed=2 ...'
 #   QeFixture::drain($node, $db, $f)           # finish every run the fixture left open
 #   QeFixture::consistency($node, $db)         # check_consistency(false), one line
+#   QeFixture::fingerprints($node, $db)        # { runs => md5, queues => ..., ... } (0.1.0 columns)
+#   QeFixture::schema_dump($node, $db)         # pg_dump --schema-only --binary-upgrade, normalised
+#   QeFixture::catalog($node, $db)             # the extension's objects from the catalogs, one a line
+#   QeFixture::same_text($got, $want, $name)   # is() for long texts: a unified diff when they differ
 #
 # Only the 0.1.0 API is used, so the fixture also builds a 0.1.0 database.
 # Time-based work is driven with the engine's own task functions
@@ -17,6 +22,8 @@ use strict;
 use warnings FATAL => 'all';
 use Test::More;
 use Time::HiRes qw(time usleep);
+use IPC::Run;
+use PostgreSQL::Test::Utils;
 
 our $ALL_ZERO = 'executing_without_lease=0/0 lease_on_idle_run=0/0 '
   . 'orphan_idempotency_keys=0/0 queue_counts=0/0 runs_of_unknown_queue=0/0 shared_queue_slots=0/0';
@@ -149,6 +156,147 @@ SELECT count(*) FILTER (WHERE queue_engine.complete(d.run_id, '{"drained": true}
 	             WHERE status IN ('queued', 'delayed', 'executing', 'waiting')}),
 		'0', "$label: every open run was dequeued and completed");
 	return $completed;
+}
+
+# What a run, key, queue, tenant and queue_stats row held in 0.1.0: only the
+# 0.1.0 columns, so columns that later updates add do not count.
+our %FINGERPRINT = (
+	runs => q{SELECT md5(string_agg(format('%s', ROW(run_id, queue_id, tenant_id, status, attempt, max_attempts,
+	  priority, run_at, expires_at, lease_expires_at, lease, attempt_lease, queue_slot, created_at, started_at,
+	  finished_at, concurrency_key, worker, idempotency_key, parent_run_id, tags, payload, last_error, output)),
+	  '|' ORDER BY run_id)) FROM queue_engine.runs},
+	idempotency_keys => q{SELECT string_agg(format('%s', ROW(tenant_id, idempotency_key, run_id, expires_at)), '|'
+	  ORDER BY tenant_id, idempotency_key) FROM queue_engine.idempotency_keys},
+	queues => q{SELECT string_agg(format('%s', ROW(queue_id, queue, tenant_id, concurrency_limit, key_concurrency_limit,
+	  max_attempts, lease, retry_backoff, retry_backoff_max, ttl, paused, created_at, dropped_at)), '|'
+	  ORDER BY queue_id) FROM queue_engine.queues},
+	tenants => q{SELECT string_agg(format('%s', ROW(tenant_id, tenant, concurrency_limit, created_at)), '|'
+	  ORDER BY tenant_id) FROM queue_engine.tenants},
+	queue_stats => q{SELECT string_agg(format('%s', ROW(tenant, queue, paused, concurrency_limit, queued, delayed,
+	  executing, waiting, oldest_queued_at)), '|' ORDER BY queue) FROM queue_engine.queue_stats},
+);
+
+sub fingerprints
+{
+	my ($node, $db) = @_;
+	return { map { $_ => scalar $node->safe_psql($db, $FINGERPRINT{$_}) } keys %FINGERPRINT };
+}
+
+# The schema as pg_dump sees it, without what differs between any two
+# databases.  Plain --schema-only prints an extension as one CREATE
+# EXTENSION; binary-upgrade mode lists every member object, its grants and
+# its extension membership.
+sub schema_dump
+{
+	my ($node, $db) = @_;
+	my ($stdout, $stderr);
+	my $ok = IPC::Run::run(
+		[ $node->installed_command('pg_dump'), '--schema-only', '--binary-upgrade', '-d', $node->connstr($db) ],
+		'>', \$stdout, '2>', \$stderr);
+	die "pg_dump of $db failed: $stderr" unless $ok;
+	my @keep = grep {
+		!/^\\(un)?restrict /
+		  && !/binary_upgrade_set_next_/                # OIDs, relfilenodes, attribute LSNs
+		  && !/binary_upgrade_create_empty_extension/   # extconfig OIDs: compared by name instead
+		  && !/relfrozenxid|relminmxid/
+		  && !/^WHERE oid = '\d+';$/
+		  && !/pg_catalog\.setval\(/                     # sequence positions: data
+	} split /\n/, $stdout;
+	return join("\n", @keep) . "\n";
+}
+
+# The extension's objects as the catalogs hold them, one sorted line each:
+# every member object; routines with their signatures, results, privileges
+# and definitions; relations, columns (in order), defaults, constraints,
+# indexes, triggers, policies, sequences, views; types (enum labels in
+# order); the tables and sequences marked for pg_dump and their conditions;
+# the schema's owner and privileges.  Names only, no OIDs, so two databases
+# compare line by line.
+sub catalog
+{
+	my ($node, $db) = @_;
+	return scalar $node->safe_psql($db, q{
+WITH ext AS (SELECT oid, extconfig, extcondition, extrelocatable FROM pg_extension WHERE extname = 'queue_engine'),
+     ns AS (SELECT oid, nspname, nspowner, nspacl FROM pg_namespace WHERE nspname = 'queue_engine'),
+     rel AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM ns))
+SELECT line FROM (
+  SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+    FROM pg_depend d
+   WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = (SELECT oid FROM ext) AND d.deptype = 'e'
+  UNION ALL
+  SELECT format('routine %s returns %s kind=%s acl=%s definition=%s', p.oid::regprocedure,
+                pg_get_function_result(p.oid), p.prokind, p.proacl,
+                md5(CASE WHEN p.prokind <> 'a' THEN pg_get_functiondef(p.oid) END))
+    FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns)
+  UNION ALL
+  SELECT format('relation %s kind=%s persistence=%s rls=%s/%s options=%s acl=%s', relname, relkind,
+                relpersistence, relrowsecurity, relforcerowsecurity, reloptions, relacl)
+    FROM rel
+  UNION ALL
+  SELECT format('column %s #%s %s %s notnull=%s identity=%s generated=%s default=%s collation=%s acl=%s',
+                c.relname, row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum), a.attname,
+                format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity, a.attgenerated,
+                pg_get_expr(ad.adbin, ad.adrelid), a.attcollation::regcollation, a.attacl)
+    FROM rel c
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum
+  UNION ALL
+  SELECT format('constraint %s %s %s', coalesce(c.relname, t.typname), con.conname, pg_get_constraintdef(con.oid))
+    FROM pg_constraint con
+    LEFT JOIN pg_class c ON c.oid = con.conrelid
+    LEFT JOIN pg_type t ON t.oid = con.contypid
+   WHERE con.connamespace = (SELECT oid FROM ns)
+  UNION ALL
+  SELECT format('index %s', pg_get_indexdef(c.oid)) FROM rel c WHERE c.relkind IN ('i', 'I')
+  UNION ALL
+  SELECT format('trigger %s enabled=%s', pg_get_triggerdef(t.oid), t.tgenabled)
+    FROM pg_trigger t JOIN rel c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal
+  UNION ALL
+  SELECT format('policy %s %s cmd=%s permissive=%s roles=%s using=%s check=%s', c.relname, p.polname, p.polcmd,
+                p.polpermissive, p.polroles::regrole[], pg_get_expr(p.polqual, p.polrelid),
+                pg_get_expr(p.polwithcheck, p.polrelid))
+    FROM pg_policy p JOIN rel c ON c.oid = p.polrelid
+  UNION ALL
+  SELECT format('sequence %s %s start=%s increment=%s min=%s max=%s cache=%s cycle=%s', c.relname,
+                s.seqtypid::regtype, s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle)
+    FROM pg_sequence s JOIN rel c ON c.oid = s.seqrelid
+  UNION ALL
+  SELECT format('view %s %s', c.relname, pg_get_viewdef(c.oid)) FROM rel c WHERE c.relkind IN ('v', 'm')
+  UNION ALL
+  SELECT format('type %s type=%s labels=%s acl=%s', t.typname, t.typtype,
+                (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid),
+                t.typacl)
+    FROM pg_type t WHERE t.typnamespace = (SELECT oid FROM ns)
+  UNION ALL
+  SELECT format('event trigger %s on %s tags=%s function=%s enabled=%s', et.evtname, et.evtevent, et.evttags,
+                et.evtfoid::regproc, et.evtenabled)
+    FROM pg_event_trigger et
+    JOIN pg_depend d ON d.classid = 'pg_event_trigger'::regclass AND d.objid = et.oid
+                    AND d.refobjid = (SELECT oid FROM ext) AND d.deptype = 'e'
+  UNION ALL
+  SELECT format('dumped %s where=%s', x.cfg::regclass, x.cond)
+    FROM ext, unnest(ext.extconfig, ext.extcondition) AS x(cfg, cond)
+  UNION ALL
+  SELECT format('schema %s owner=%s acl=%s', nspname, pg_get_userbyid(nspowner), nspacl) FROM ns
+  UNION ALL
+  SELECT format('extension relocatable=%s', extrelocatable) FROM ext
+) lines(line)
+ORDER BY line COLLATE "C"});
+}
+
+# is() for long texts (a schema, a catalog): on a difference, the unified
+# diff instead of both texts whole.
+sub same_text
+{
+	my ($got, $want, $name) = @_;
+	return pass($name) if $got eq $want;
+	fail($name);
+	my $dir = PostgreSQL::Test::Utils::tempdir;
+	PostgreSQL::Test::Utils::append_to_file("$dir/want", $want);
+	PostgreSQL::Test::Utils::append_to_file("$dir/got", $got);
+	my ($diff) = PostgreSQL::Test::Utils::run_command([ 'diff', '-u', "$dir/want", "$dir/got" ]);
+	diag($diff);
+	return 0;
 }
 
 1;
