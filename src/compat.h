@@ -18,7 +18,7 @@
 
 /* PostgreSQL 18 wants a name and version in the module magic. */
 #if PG_VERSION_NUM >= 180000
-#define QE_MODULE_MAGIC PG_MODULE_MAGIC_EXT(.name = "queue_engine", .version = "0.1.1")
+#define QE_MODULE_MAGIC PG_MODULE_MAGIC_EXT(.name = "queue_engine", .version = "0.2.0")
 #else
 #define QE_MODULE_MAGIC PG_MODULE_MAGIC
 #endif

@@ -15,6 +15,9 @@
  */
 #include "queue_engine.h"
 
+#include "access/table.h"
+#include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "fmgr.h"
@@ -344,198 +347,185 @@ qe_task_purge_idempotency_keys(int limit)
 }
 
 /*
- * Where the last fold stopped in queue_count_deltas (shared memory when
- * preloaded, else this backend's): the highest ctid it deleted.  Writers
- * append deltas, so the unfolded ones lie mostly after it and the rows of
- * folded ones before it; while a long-open snapshot keeps those rows from
- * being removed, a scan from the table's first block would wade through
- * all of them on every batch.  A call that comes back short goes round
- * once more from the first block (see qe_task_fold_counts), which also
- * picks up deltas stored in space VACUUM freed behind the cursor.
+ * Count deltas live in two segment tables, the partitions
+ * queue_count_deltas_0 and _1 of queue_count_deltas (list-partitioned on
+ * its segment column).  Writers append to the current segment (a shared
+ * number per database, qe_count_delta_segment(); the column's default
+ * calls it, so SQL inserts into the parent land there too).  A fold adds
+ * rows into queue_counts and deletes them, from both segments.
  *
- * Each backend fills a block of its own, so when a fold reaches the newest
- * block, the blocks other backends are still filling lie a little before
- * it: a fold starts QE_FOLD_CURSOR_MARGIN_BLOCKS before the cursor, which
- * covers that for as many writers as the margin has blocks.
+ * Deleted rows stay on disk while a snapshot older than the fold is open,
+ * and VACUUM cannot remove them; so a segment that has grown past
+ * QE_DELTA_SEGMENT_PAGES is emptied by TRUNCATE instead, which does not
+ * wait for snapshots: once the current segment is that large and the
+ * other is not, the fold makes the other one current; the next fold finds
+ * the large one not current, takes its lock without waiting (so no writer
+ * is in it: writers hold their lock to commit), folds every row under the
+ * lock, all committed, and truncates it.  If the lock is taken (a writer
+ * of the last moment, or a reader of queue_stats in a long transaction),
+ * the fold deletes instead and tries again next time.  A writer that read
+ * the old current segment and inserts into the other after it was
+ * truncated only leaves a row for the next fold: writers may use either
+ * segment at any time, and the number is only where most of them go.
  *
- * That round reads every row before the cursor, so under a long-open
- * snapshot it costs as much as no cursor at all.  The worker therefore goes
- * round only when its previous round folded something (VACUUM is freeing
- * space, and writers are filling it), at each consistency pass, or when
- * QE_FOLD_WRAP_INTERVAL_S passed since the last round: deltas behind the
- * cursor then wait that long at most, which only the queue_stats view (it
- * adds pending deltas) notices, and only in its cost.
+ * Under a REPEATABLE READ or SERIALIZABLE snapshot taken before the lock,
+ * rows committed in between would be invisible and truncated: only READ
+ * COMMITTED folds truncate (the worker's and run_maintenance()'s do).
  */
-#define QE_FOLD_WRAP_INTERVAL_S		10
-#define QE_FOLD_CURSOR_MARGIN_BLOCKS	32
+#define QE_DELTA_SEGMENT_PAGES		32
+#define QE_DELTA_SEGMENT_SLOTS		64
 
-typedef struct QeFoldCursor
+typedef struct QeDeltaSegments
 {
-	slock_t		mutex;
-	Oid			dbid;			/* database the cursor is for */
-	ItemPointerData from;
-	TimestampTz last_wrap;		/* the worker's last round from block 0 */
-	bool		wrap_folded;	/* ... and whether it folded anything */
-} QeFoldCursor;
+	pg_atomic_uint32 current[QE_DELTA_SEGMENT_SLOTS];	/* by database */
+} QeDeltaSegments;
 
-static QeFoldCursor *fold_cursor = NULL;
-static ItemPointerData local_fold_cursor;	/* without shared memory */
+static QeDeltaSegments *delta_segments = NULL;
 
-static void
-fold_cursor_get(ItemPointer from)
+static const char *const delta_segment_names[2] = {
+	"queue_count_deltas_0", "queue_count_deltas_1"
+};
+
+/* The segment new count deltas of this database go to (0 or 1). */
+int
+qe_count_delta_segment(void)
 {
-	ItemPointerSet(from, 0, 0);
 	if (!qe_shmem_attach())
-	{
-		ItemPointerCopy(&local_fold_cursor, from);
-		return;
-	}
-	SpinLockAcquire(&fold_cursor->mutex);
-	if (fold_cursor->dbid == MyDatabaseId)
-		ItemPointerCopy(&fold_cursor->from, from);
-	SpinLockRelease(&fold_cursor->mutex);
+		return 0;
+	return (int) (pg_atomic_read_u32(&delta_segments->current[MyDatabaseId % QE_DELTA_SEGMENT_SLOTS]) & 1);
+}
+
+/* queue_engine.count_delta_segment(): the segment column's default. */
+PG_FUNCTION_INFO_V1(qe_count_delta_segment_sql);
+
+Datum
+qe_count_delta_segment_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT16((int16) qe_count_delta_segment());
 }
 
 static void
-fold_cursor_set(ItemPointer from)
+set_count_delta_segment(int segment)
 {
 	if (!qe_shmem_attach())
-	{
-		ItemPointerCopy(from, &local_fold_cursor);
 		return;
-	}
-	SpinLockAcquire(&fold_cursor->mutex);
-	fold_cursor->dbid = MyDatabaseId;
-	ItemPointerCopy(from, &fold_cursor->from);
-	SpinLockRelease(&fold_cursor->mutex);
+	pg_atomic_write_u32(&delta_segments->current[MyDatabaseId % QE_DELTA_SEGMENT_SLOTS],
+						(uint32) segment);
 }
 
-/* Count deltas from *cursor on are added into queue_counts and deleted. */
+/*
+ * Count deltas of table added into queue_counts: up to limit rows, deleted
+ * (all false), or every row, left for the caller's TRUNCATE (all true).
+ * Returns the rows folded.
+ */
 static int64
-fold_counts_from(int limit, ItemPointer cursor)
+fold_rows(SPIPlanPtr *plan, const char *table, bool all, int limit)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
-	bool		isnull;
+	Datum		value = Int32GetDatum(limit);
+
+	if (*plan == NULL)
+		qe_plan(plan,
+				psprintf("WITH moved AS (%s),"
+						 " s AS ("
+						 "  SELECT queue_id, sum(queued) AS queued, sum(delayed) AS delayed,"
+						 "         sum(executing) AS executing, sum(waiting) AS waiting"
+						 "    FROM moved GROUP BY queue_id),"
+						 " u AS ("
+						 "  INSERT INTO queue_engine.queue_counts AS c"
+						 "         (queue_id, queued, delayed, executing, waiting)"
+						 "  SELECT queue_id, queued, delayed, executing, waiting FROM s"
+						 "  ON CONFLICT (queue_id) DO UPDATE"
+						 "     SET queued = c.queued + EXCLUDED.queued,"
+						 "         delayed = c.delayed + EXCLUDED.delayed,"
+						 "         executing = c.executing + EXCLUDED.executing,"
+						 "         waiting = c.waiting + EXCLUDED.waiting)"
+						 "SELECT count(*) FROM moved",
+						 all ?
+						 psprintf("SELECT * FROM queue_engine.%s WHERE $1 IS NOT NULL", table) :
+						 psprintf("DELETE FROM queue_engine.%s"
+								  " WHERE ctid = ANY (ARRAY("
+								  "       SELECT ctid FROM queue_engine.%s"
+								  "        LIMIT $1 FOR UPDATE SKIP LOCKED))"
+								  " RETURNING *", table, table)),
+				1, (Oid[]) {INT4OID});
+	qe_exec(*plan, &value, NULL, 0);
+	return qe_get_int64(0, 1);
+}
+
+/*
+ * Fold every row of one segment and TRUNCATE it; the caller holds its
+ * AccessExclusiveLock, so every row is committed and this statement's
+ * snapshot sees them all.  Returns the rows folded.
+ */
+static int64
+truncate_segment(int segment)
+{
+	static SPIPlanPtr fold_plans[2] = {NULL, NULL};
+	static SPIPlanPtr truncate_plans[2] = {NULL, NULL};
 	int64		n;
 
-	qe_plan(&plan,
-			"WITH moved AS ("
-			"  DELETE FROM queue_engine.queue_count_deltas"
-			"   WHERE ctid = ANY (ARRAY("
-			"         SELECT ctid FROM queue_engine.queue_count_deltas"
-			"          WHERE ctid >= $2"
-			"          LIMIT $1 FOR UPDATE SKIP LOCKED))"
-			"  RETURNING ctid AS moved_from, *),"
-			" s AS ("
-			"  SELECT queue_id, sum(queued) AS queued, sum(delayed) AS delayed,"
-			"         sum(executing) AS executing, sum(waiting) AS waiting"
-			"    FROM moved GROUP BY queue_id),"
-			" u AS ("
-			"  INSERT INTO queue_engine.queue_counts AS c"
-			"         (queue_id, queued, delayed, executing, waiting)"
-			"  SELECT queue_id, queued, delayed, executing, waiting FROM s"
-			"  ON CONFLICT (queue_id) DO UPDATE"
-			"     SET queued = c.queued + EXCLUDED.queued,"
-			"         delayed = c.delayed + EXCLUDED.delayed,"
-			"         executing = c.executing + EXCLUDED.executing,"
-			"         waiting = c.waiting + EXCLUDED.waiting)"
-			"SELECT count(*), max(moved_from) FROM moved",
-			2, (Oid[]) {INT4OID, TIDOID});
-	values[0] = Int32GetDatum(limit);
-	values[1] = PointerGetDatum(cursor);
-	qe_exec(plan, values, NULL, 0);
-	n = qe_get_int64(0, 1);
-	if (n > 0)
-		ItemPointerCopy((ItemPointer) DatumGetPointer(qe_get(0, 2, &isnull)), cursor);
+	n = fold_rows(&fold_plans[segment], delta_segment_names[segment], true, 0);
+	if (truncate_plans[segment] == NULL)
+		qe_plan(&truncate_plans[segment],
+				psprintf("TRUNCATE queue_engine.%s", delta_segment_names[segment]),
+				0, NULL);
+	qe_exec(truncate_plans[segment], NULL, NULL, 0);
 	return n;
 }
 
 /*
- * From where the last fold stopped, and, if that comes back short and
- * wrap is true, once more from the first block.  Sets *wrapped_folded to
- * how many the second round folded, -1 when there was none.
- */
-static int64
-fold_counts(int limit, bool wrap, int64 *wrapped_folded)
-{
-	ItemPointerData cursor;
-	ItemPointerData from;
-	BlockNumber block;
-	int64		n;
-
-	*wrapped_folded = -1;
-	fold_cursor_get(&cursor);
-	block = ItemPointerGetBlockNumberNoCheck(&cursor);
-	block = block > QE_FOLD_CURSOR_MARGIN_BLOCKS ?
-		block - QE_FOLD_CURSOR_MARGIN_BLOCKS : 0;
-	ItemPointerSet(&from, block, 0);
-	n = fold_counts_from(limit, &from);
-	if (n > 0)
-		ItemPointerCopy(&from, &cursor);
-	if (n < limit && wrap && block > 0)
-	{
-		/* The cursor stays where the first round found rows, if it did. */
-		ItemPointerSet(&from, 0, 0);
-		*wrapped_folded = fold_counts_from(limit - (int) n, &from);
-		if (n == 0 && *wrapped_folded > 0)
-			ItemPointerCopy(&from, &cursor);
-		n += *wrapped_folded;
-	}
-	fold_cursor_set(&cursor);
-	return n;
-}
-
-/*
- * By hand and run_maintenance(): a short count means every delta visible
- * was folded.
+ * One batch: up to limit deltas folded, from the segment writers are not
+ * using first (truncated instead when large and free), then from the
+ * current one; makes the other segment current when the current one has
+ * grown large and the other has not.
  */
 int64
 qe_task_fold_counts(int limit)
 {
-	int64		wrapped_folded;
+	static SPIPlanPtr delete_plans[2] = {NULL, NULL};
+	int			current = qe_count_delta_segment();
+	int			other = 1 - current;
+	Oid			oids[2];
+	BlockNumber blocks[2];
+	int64		n = 0;
 
-	return fold_counts(limit, true, &wrapped_folded);
-}
-
-/* The worker's consistency pass: its next fold goes round from block 0. */
-void
-qe_fold_cursor_force_wrap(void)
-{
-	if (!qe_shmem_attach())
-		return;
-	SpinLockAcquire(&fold_cursor->mutex);
-	fold_cursor->last_wrap = 0;
-	SpinLockRelease(&fold_cursor->mutex);
-}
-
-/* The worker: goes round from block 0 only as often as said above. */
-int64
-qe_task_fold_counts_resume(int limit)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	bool		wrap = true;
-	int64		wrapped_folded;
-	int64		n;
-
-	if (qe_shmem_attach())
+	for (int i = 0; i < 2; i++)
 	{
-		SpinLockAcquire(&fold_cursor->mutex);
-		wrap = fold_cursor->wrap_folded ||
-			TimestampDifferenceExceeds(fold_cursor->last_wrap, now,
-									   QE_FOLD_WRAP_INTERVAL_S * 1000);
-		SpinLockRelease(&fold_cursor->mutex);
+		Relation	rel = qe_try_open_table(delta_segment_names[i], AccessShareLock);
+
+		if (rel == NULL)
+		{
+			/* A 0.1 schema (not updated yet): its one table, deleted from. */
+			static SPIPlanPtr unsegmented_plan = NULL;
+
+			return fold_rows(&unsegmented_plan, "queue_count_deltas", false, limit);
+		}
+		oids[i] = RelationGetRelid(rel);
+		blocks[i] = RelationGetNumberOfBlocks(rel);
+		/* Closed (lock kept): TRUNCATE refuses a table this session has open. */
+		table_close(rel, NoLock);
 	}
-	n = fold_counts(limit, wrap, &wrapped_folded);
-	if (fold_cursor != NULL && wrapped_folded >= 0)
+
+	if (!IsolationUsesXactSnapshot() &&
+		blocks[other] >= QE_DELTA_SEGMENT_PAGES &&
+		ConditionalLockRelationOid(oids[other], AccessExclusiveLock))
 	{
-		SpinLockAcquire(&fold_cursor->mutex);
-		fold_cursor->last_wrap = now;
-		fold_cursor->wrap_folded = wrapped_folded > 0;
-		SpinLockRelease(&fold_cursor->mutex);
+		n += truncate_segment(other);
+		blocks[other] = 0;
 	}
+	else
+		n += fold_rows(&delete_plans[other], delta_segment_names[other], false, limit);
+	if (n < limit)
+		n += fold_rows(&delete_plans[current], delta_segment_names[current], false,
+					   limit - (int) n);
+
+	if (blocks[current] >= QE_DELTA_SEGMENT_PAGES &&
+		blocks[other] < QE_DELTA_SEGMENT_PAGES)
+		set_count_delta_segment(other);
 	return n;
 }
+
+
 
 /*
  * Where the worker's last prune stopped (shared memory, preloaded only):
@@ -564,7 +554,7 @@ Size
 qe_maintenance_shmem_size(void)
 {
 	return add_size(add_size(MAXALIGN(sizeof(QePruneCursor)),
-							 MAXALIGN(sizeof(QeFoldCursor))),
+							 MAXALIGN(sizeof(QeDeltaSegments))),
 					MAXALIGN(sizeof(pg_atomic_uint64)));
 }
 
@@ -582,15 +572,12 @@ qe_maintenance_shmem_init(void)
 		prune_cursor->dbid = InvalidOid;
 		prune_cursor->from = DT_NOBEGIN;
 	}
-	fold_cursor = qe_shmem_struct("queue_engine fold cursor",
-								  sizeof(QeFoldCursor), &found);
+	delta_segments = qe_shmem_struct("queue_engine count delta segments",
+									 sizeof(QeDeltaSegments), &found);
 	if (!found)
 	{
-		SpinLockInit(&fold_cursor->mutex);
-		fold_cursor->dbid = InvalidOid;
-		ItemPointerSet(&fold_cursor->from, 0, 0);
-		fold_cursor->last_wrap = 0;
-		fold_cursor->wrap_folded = false;
+		for (int i = 0; i < QE_DELTA_SEGMENT_SLOTS; i++)
+			pg_atomic_init_u32(&delta_segments->current[i], 0);
 	}
 	rescue_horizon = qe_shmem_struct("queue_engine rescue horizon",
 									 sizeof(pg_atomic_uint64), &found);
@@ -832,7 +819,7 @@ const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT] = {
 	{"promote_delayed", qe_task_promote_delayed, qe_task_promote_delayed},
 	{"rescue_stalled", qe_task_rescue_stalled, qe_task_rescue_stalled_resume},
 	{"purge_idempotency_keys", qe_task_purge_idempotency_keys, qe_task_purge_idempotency_keys},
-	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts_resume},
+	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts},
 	{"prune_finished_runs", qe_task_prune_finished_runs, qe_task_prune_finished_runs_resume},
 };
 

@@ -97,6 +97,7 @@ extern void qe_check_interval(Interval *value, const char *name,
 							  bool allow_zero);
 extern int64 qe_interval_usecs(const Interval *value);
 extern void qe_check_run_exists(int64 run_id);
+extern Relation qe_try_open_table(const char *relname, LOCKMODE lockmode);
 extern Relation qe_open_table(const char *relname, LOCKMODE lockmode);
 extern void qe_check_text_bytes(Datum value, int limit, const char *what,
 								const char *hint);
@@ -183,11 +184,10 @@ extern int64 qe_task_expire_runs(int limit);
 extern int64 qe_task_rescue_stalled(int limit);
 extern int64 qe_task_purge_idempotency_keys(int limit);
 extern int64 qe_task_fold_counts(int limit);
-extern int64 qe_task_fold_counts_resume(int limit);
+extern int qe_count_delta_segment(void);
 extern int64 qe_task_rescue_stalled_resume(int limit);
 extern void qe_rescue_horizon_forget(void);
 extern void qe_lease_granted(TimestampTz expires_at);
-extern void qe_fold_cursor_force_wrap(void);
 extern int64 qe_task_prune_finished_runs(int limit);
 extern int64 qe_task_prune_finished_runs_resume(int limit);
 extern void qe_prune_cursor_forget(void);

@@ -222,12 +222,18 @@ qe_check_run_exists(int64 run_id)
  * the lock) gives this error instead of a missing relation OID.
  */
 Relation
+qe_try_open_table(const char *relname, LOCKMODE lockmode)
+{
+	return table_openrv_extended(makeRangeVar("queue_engine", pstrdup(relname), -1),
+								 lockmode, true);
+}
+
+Relation
 qe_open_table(const char *relname, LOCKMODE lockmode)
 {
 	Relation	rel;
 
-	rel = table_openrv_extended(makeRangeVar("queue_engine", pstrdup(relname), -1),
-								lockmode, true);
+	rel = qe_try_open_table(relname, lockmode);
 	if (rel == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),

@@ -359,13 +359,12 @@ qe_maintenance_main(Datum arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/*
-	 * A consistency pass also prunes from the oldest finished run, folds
-	 * from the first block of the count deltas and scans for stalled runs.
+	 * A consistency pass also prunes from the oldest finished run and scans
+	 * for stalled runs.
 	 */
 	if (flags & QE_PASS_CONSISTENCY)
 	{
 		qe_prune_cursor_forget();
-		qe_fold_cursor_force_wrap();
 		qe_rescue_horizon_forget();
 	}
 

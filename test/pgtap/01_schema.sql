@@ -106,10 +106,11 @@ SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttyp
 -- 89-91: search_path is pinned, API functions are SECURITY DEFINER
 -- (queue_below_limit excepted: its one query is schema-qualified, and a SET
 -- clause would cost a GUC save and restore on each of its calls, one per
--- queue that dequeue(NULL) walks past)
+-- queue that dequeue(NULL) walks past; count_delta_segment too: it runs no
+-- query at all, and is the default of every count delta inserted by SQL)
 SELECT is((SELECT coalesce(array_agg(proname::text ORDER BY proname), '{}') FROM pg_proc
             WHERE pronamespace = 'queue_engine'::regnamespace AND prokind = 'f'
-              AND proname <> 'queue_below_limit'
+              AND proname NOT IN ('queue_below_limit', 'count_delta_segment')
               AND NOT coalesce(proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']),
           '{}'::text[], 'every function pins search_path = pg_catalog, pg_temp');
 SELECT is((SELECT coalesce(array_agg(a.name ORDER BY a.name), '{}') FROM api a
