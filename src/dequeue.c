@@ -15,7 +15,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "queue_engine.h"
+#include "run_state.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
@@ -176,8 +176,7 @@ unlock_tenant_unclaimed(QeTenant *t)
 #define CLAIM_SLOT			8
 
 /* A queued run may start unless it never started and its ttl passed. */
-#define STARTABLE \
-	" AND (x.attempt > 0 OR x.expires_at IS NULL OR x.expires_at > now())"
+#define STARTABLE " AND " QE_SQL_STARTABLE
 
 /* Order of claimed rows: priority DESC, run_at, run_id (as in the queue). */
 static int
@@ -207,12 +206,14 @@ cmp_claimed(const void *a, const void *b)
 
 /*
  * Hand the n runs the claim statement just returned to the caller, in queue
- * order (an UPDATE returns its rows in no particular order).
+ * order (an UPDATE returns its rows in no particular order), and report
+ * their move to executing.
  */
 static void
 emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
 {
 	int		   *order = palloc(sizeof(int) * Max(n, 1));
+	TimestampTz lease_min = DT_NOEND;
 
 	for (uint64 i = 0; i < n; i++)
 		order[i] = (int) i;
@@ -233,13 +234,15 @@ emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
 		values[5] = qe_get(i, CLAIM_KEY, &nulls[5]);
 		values[6] = qe_get(i, CLAIM_PRIORITY, &nulls[6]);
 		values[7] = qe_get(i, CLAIM_LEASE_EXP, &nulls[7]);
-		if (!nulls[7])
-			qe_lease_granted(DatumGetTimestampTz(values[7]));
+		if (!nulls[7] && DatumGetTimestampTz(values[7]) < lease_min)
+			lease_min = DatumGetTimestampTz(values[7]);
 		values[8] = (Datum) 0;
 		nulls[8] = true;
 		tuplestore_putvalues(call->store, call->desc, values, nulls);
 	}
 	pfree(order);
+	qe_run_transitioned(q->queue_id, QE_RUN_QUEUED, QE_RUN_EXECUTING, (int32) n,
+						NULL, lease_min);
 }
 
 /*
@@ -285,7 +288,6 @@ claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 	else
 		nulls[4] = 'n';
 	n = qe_exec(plan, values, nulls, 0);
-	qe_add_count_delta(q->queue_id, -(int32) n, 0, (int32) n, 0);
 	emit_claimed(call, q, t, n);
 	return n;
 }
@@ -386,7 +388,6 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	if (hinted)
 	{
 		n = qe_exec(hinted_plan, values, nulls, 0);
-		qe_add_count_delta(q->queue_id, -(int32) n, 0, (int32) n, 0);
 		emit_claimed(call, q, t, n);
 	}
 	if (n < (uint64) want)
@@ -396,7 +397,6 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 
 		values[1] = Int32GetDatum(want - (int) n);
 		more = qe_exec(plan, values, nulls, 0);
-		qe_add_count_delta(q->queue_id, -(int32) more, 0, (int32) more, 0);
 		emit_claimed(call, q, t, more);
 		n += more;
 	}
