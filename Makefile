@@ -34,7 +34,7 @@ all:
 endif
 
 # Every source includes the shared header: rebuild them all when it changes.
-$(OBJS): src/queue_engine.h src/compat.h
+$(OBJS): $(wildcard src/*.h)
 
 .PHONY: test demo bench
 

@@ -12,7 +12,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "queue_engine.h"
+#include "run_state.h"
 
 #include "catalog/pg_type_d.h"
 #include "funcapi.h"
@@ -24,6 +24,7 @@ typedef struct QeCheck
 {
 	const char *name;
 	const char *sql;			/* $1 = repair; returns found, repaired, detail */
+	bool		repair_grants_leases;	/* to executing runs, already passed */
 } QeCheck;
 
 static const QeCheck checks[QE_CHECK_COUNT] = {
@@ -51,7 +52,7 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"         last_error = jsonb_build_object('message', 'canceled: its queue does not exist',"
 		"                                         'reason', 'queue does not exist', 'canceled', true)"
 		"    FROM bad WHERE $1 AND r.run_id = bad.run_id"
-		"     AND r.status IN ('queued', 'delayed', 'executing', 'waiting')"
+		"     AND r.status IN " QE_SQL_UNFINISHED
 		"  RETURNING 1)"
 		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
 		"       (SELECT jsonb_agg(jsonb_build_object('run_id', run_id, 'queue_id', queue_id))"
@@ -103,7 +104,7 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 	 * Executing runs must hold a lease, or stall rescue can never find
 	 * them; repaired by giving them one that has already expired.
 	 */
-	{"executing_without_lease",
+	{"executing_without_lease", .repair_grants_leases = true, .sql =
 		"WITH bad AS ("
 		"  SELECT run_id FROM queue_engine.runs"
 		"   WHERE status = 'executing' AND (lease_expires_at IS NULL OR started_at IS NULL)),"
@@ -202,10 +203,14 @@ qe_run_consistency_checks(bool repair, QeCheckResult *results)
 		results[i].repaired = qe_get_int64(0, 2);
 		detail = qe_get(0, 3, &isnull);
 
-		/* A repaired run holds a lease that has passed: rescue it soon. */
-		if (results[i].repaired > 0 &&
-			strcmp(checks[i].name, "executing_without_lease") == 0)
-			qe_lease_granted(GetCurrentTransactionStartTimestamp());
+		/*
+		 * A repaired run holds a lease that has passed (by now()): rescue
+		 * it soon.  Only leases moved, which know no queue.
+		 */
+		if (results[i].repaired > 0 && checks[i].repair_grants_leases)
+			qe_run_transitioned(0, QE_RUN_EXECUTING, QE_RUN_EXECUTING,
+								(int32) results[i].repaired, NULL,
+								GetCurrentTransactionStartTimestamp());
 
 		if (results[i].found > 0)
 		{

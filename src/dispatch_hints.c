@@ -37,15 +37,9 @@
  *	  it) or recorded for it, because the adder records it after inserting
  *	  it and the walk reads the record after walking.
  *
- *	  Limit hints.  A dequeuer that leaves a limited queue at its limit
- *	  marks it so when it commits, stamped with the queue's count of
- *	  finished executions it read before counting the executing runs.
- *	  Every transaction that takes runs out of executing (complete, fail,
- *	  cancel, rescue) adds to that count when it commits, which voids the
- *	  mark; so does a changed limit, a consistency check, and age
- *	  (QE_LIMIT_HINT_TTL_US, for anything done behind the engine's back).
- *	  A void mark only means the queue's executing runs are counted again,
- *	  and a walk that counts a queue at its limit marks it too.
+ *	  Limit hints.  The same slot holds a queue's count of finished
+ *	  executions and its mark "at its limit" (stamped with that count);
+ *	  limits.c says when they are read and written, and why.
  *
  *	  The hints live in a small direct-mapped table; a queue whose slot
  *	  another queue took has no hints (scanned from its start, probed),
@@ -82,15 +76,6 @@
 
 /* A walk that has not reported for this long is taken over. */
 #define QE_READY_WALK_STALE_US	(10 * USECS_PER_SEC)
-
-/*
- * A limit mark older than this is void (the queue is counted again), for
- * runs finished behind the engine's back; check_consistency() voids all.
- */
-#define QE_LIMIT_HINT_TTL_US	(60 * USECS_PER_SEC)
-
-/* Limit-hint changes a transaction keeps for its commit. */
-#define QE_PENDING_MAX		64
 
 typedef struct QeReadyHintSlot
 {
@@ -532,118 +517,27 @@ qe_ready_hint_forget_all(void)
 }
 
 /*
- * Limit hints.
+ * The limit hints' fields of a queue's slot; limits.c decides when to read
+ * and write them.
  */
 
-typedef struct QePendingMark
+/* Is there a table?  Notes the transaction's installation for the callers' commit. */
+bool
+qe_limit_hints_enabled(void)
 {
-	int32		queue_id;
-	int32		limit;
-	uint64		exits;
-	int			nest_level;
-} QePendingMark;
-
-static int32 pending_exits[QE_PENDING_MAX];
-static int	npending_exits = 0;
-static bool pending_exits_overflow = false;
-static QePendingMark pending_marks[QE_PENDING_MAX];
-static int	npending_marks = 0;
-static bool callbacks_registered = false;
-
-/* Commit: publish; abort: forget.  Must not fail: spinlocks only. */
-static void
-limit_hint_xact_callback(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
-	{
-		for (int i = 0; i < npending_exits; i++)
-		{
-			QeReadyHintSlot *slot = slot_of(pending_exits[i]);
-
-			SpinLockAcquire(&slot->mutex);
-			if (slot_holds(slot, pending_exits[i]))
-				slot->exits++;
-			SpinLockRelease(&slot->mutex);
-		}
-		if (pending_exits_overflow)
-		{
-			for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
-			{
-				QeReadyHintSlot *slot = &hints->slots[i];
-
-				SpinLockAcquire(&slot->mutex);
-				slot->exits++;
-				SpinLockRelease(&slot->mutex);
-			}
-		}
-		for (int i = 0; i < npending_marks; i++)
-		{
-			QePendingMark *m = &pending_marks[i];
-			QeReadyHintSlot *slot = slot_of(m->queue_id);
-
-			SpinLockAcquire(&slot->mutex);
-			if (!slot_holds(slot, m->queue_id))
-				take_slot(slot, m->queue_id);
-			if (slot->exits == m->exits)
-			{
-				slot->at_limit = true;
-				slot->at_limit_exits = m->exits;
-				slot->at_limit_limit = m->limit;
-				slot->at_limit_since = GetCurrentTimestamp();
-			}
-			SpinLockRelease(&slot->mutex);
-		}
-	}
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-	{
-		npending_exits = 0;
-		pending_exits_overflow = false;
-		npending_marks = 0;
-	}
-}
-
-/* A rolled-back subtransaction's marks go (its exits may stay: harmless). */
-static void
-limit_hint_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-							SubTransactionId parentSubid, void *arg)
-{
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		int			level = GetCurrentTransactionNestLevel();
-		int			kept = 0;
-
-		for (int i = 0; i < npending_marks; i++)
-			if (pending_marks[i].nest_level < level)
-				pending_marks[kept++] = pending_marks[i];
-		npending_marks = kept;
-	}
-}
-
-static void
-register_callbacks(void)
-{
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(limit_hint_xact_callback, NULL);
-		RegisterSubXactCallback(limit_hint_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
-}
-
-/*
- * The queue's count of finished executions, read before counting its
- * executing runs, for qe_limit_hint_mark().
- */
-uint64
-qe_limit_hint_exits(int32 queue_id)
-{
-	QeReadyHintSlot *slot;
-	uint64		exits = 0;
-
 	if (!qe_shmem_attach())
-		return 0;
-	slot = slot_of(queue_id);
+		return false;
+	refresh_epoch();
+	return true;
+}
+
+/* The queue's count of finished executions (the slot taken if need be). */
+uint64
+qe_hint_exits(int32 queue_id)
+{
+	QeReadyHintSlot *slot = slot_of(queue_id);
+	uint64		exits;
+
 	SpinLockAcquire(&slot->mutex);
 	if (!slot_holds(slot, queue_id))
 		take_slot(slot, queue_id);
@@ -652,117 +546,71 @@ qe_limit_hint_exits(int32 queue_id)
 	return exits;
 }
 
+/* Runs of queue_id left executing (at commit: must not fail). */
+void
+qe_hint_count_exit(int32 queue_id)
+{
+	QeReadyHintSlot *slot = slot_of(queue_id);
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot_holds(slot, queue_id))
+		slot->exits++;
+	SpinLockRelease(&slot->mutex);
+}
+
+/* Runs of queues not named left executing (at commit: must not fail). */
+void
+qe_hint_count_exit_all(void)
+{
+	for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
+	{
+		QeReadyHintSlot *slot = &hints->slots[i];
+
+		SpinLockAcquire(&slot->mutex);
+		slot->exits++;
+		SpinLockRelease(&slot->mutex);
+	}
+}
+
 /*
- * This transaction leaves queue_id at its limit; exits is what
- * qe_limit_hint_exits() said before the executing runs were counted.
- * Takes effect at commit, unless a run of the queue finished meanwhile.
+ * Mark queue_id at this limit, unless its count of finished executions
+ * moved past exits (at commit: must not fail).
  */
 void
-qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits)
+qe_hint_set_at_limit(int32 queue_id, int32 limit, uint64 exits)
 {
-	if (npending_marks == QE_PENDING_MAX || !qe_shmem_attach())
-		return;					/* no mark: the queue is probed, as always */
-	register_callbacks();
-	refresh_epoch();
-	pending_marks[npending_marks].queue_id = queue_id;
-	pending_marks[npending_marks].limit = limit;
-	pending_marks[npending_marks].exits = exits;
-	pending_marks[npending_marks].nest_level = GetCurrentTransactionNestLevel();
-	npending_marks++;
+	QeReadyHintSlot *slot = slot_of(queue_id);
+
+	SpinLockAcquire(&slot->mutex);
+	if (!slot_holds(slot, queue_id))
+		take_slot(slot, queue_id);
+	if (slot->exits == exits)
+	{
+		slot->at_limit = true;
+		slot->at_limit_exits = exits;
+		slot->at_limit_limit = limit;
+		slot->at_limit_since = GetCurrentTimestamp();
+	}
+	SpinLockRelease(&slot->mutex);
 }
 
-/* This transaction takes a run of queue_id out of executing. */
-void
-qe_limit_hint_exit(int32 queue_id)
-{
-	if (!qe_shmem_attach())
-		return;
-	register_callbacks();
-	refresh_epoch();
-	for (int i = 0; i < npending_exits; i++)
-		if (pending_exits[i] == queue_id)
-			return;
-	if (npending_exits < QE_PENDING_MAX)
-		pending_exits[npending_exits++] = queue_id;
-	else
-		pending_exits_overflow = true;
-}
-
-/* This transaction takes runs of queues it cannot name out of executing. */
-void
-qe_limit_hint_exit_all(void)
-{
-	if (!qe_shmem_attach())
-		return;
-	register_callbacks();
-	pending_exits_overflow = true;
-}
-
-/* Is queue_id marked at exactly this limit, and the mark still good? */
-static bool
-marked_at_limit(int32 queue_id, int32 limit)
+/*
+ * Is queue_id marked at exactly this limit, with no execution finished
+ * since?  Sets *since to when it was marked.
+ */
+bool
+qe_hint_at_limit(int32 queue_id, int32 limit, TimestampTz *since)
 {
 	QeReadyHintSlot *slot = slot_of(queue_id);
 	bool		at_limit = false;
-	TimestampTz since = 0;
 
 	SpinLockAcquire(&slot->mutex);
 	if (slot_holds(slot, queue_id) && slot->at_limit &&
 		slot->at_limit_exits == slot->exits && slot->at_limit_limit == limit)
 	{
 		at_limit = true;
-		since = slot->at_limit_since;
+		*since = slot->at_limit_since;
 	}
 	SpinLockRelease(&slot->mutex);
-	return at_limit && GetCurrentTimestamp() - since < QE_LIMIT_HINT_TTL_US;
-}
-
-/*
- * queue_engine.queue_below_limit(queue_id, concurrency_limit): may the
- * queue start a run as far as its own limit goes?  dequeue(NULL)'s queue
- * walk asks it of every queue it passes.  A queue marked at its limit is
- * answered from the mark; otherwise its executing runs are counted (few:
- * the limit bounds them), and a queue found at its limit is marked when
- * this transaction commits, so the next walks pass it by.
- */
-PG_FUNCTION_INFO_V1(qe_queue_below_limit);
-
-Datum
-qe_queue_below_limit(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr plan = NULL;
-	int32		queue_id;
-	int32		limit;
-	uint64		exits;
-	int64		running;
-	Datum		value;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue_id must not be null"),
-				 errhint("queue_below_limit() is internal to dequeue(); pass a queue's id.")));
-	queue_id = PG_GETARG_INT32(0);
-	if (PG_ARGISNULL(1))
-		PG_RETURN_BOOL(true);	/* no limit */
-	limit = PG_GETARG_INT32(1);
-	if (qe_shmem_attach() && marked_at_limit(queue_id, limit))
-		PG_RETURN_BOOL(false);
-
-	exits = qe_limit_hint_exits(queue_id);	/* before counting */
-	SPI_connect();
-	qe_plan(&plan,
-			"SELECT count(*) FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.status = 'executing'",
-			1, (Oid[]) {INT4OID});
-	value = Int32GetDatum(queue_id);
-	qe_exec(plan, &value, NULL, 1);
-	running = qe_get_int64(0, 1);
-	SPI_finish();
-	if (running >= limit)
-	{
-		qe_limit_hint_mark(queue_id, limit, exits);
-		PG_RETURN_BOOL(false);
-	}
-	PG_RETURN_BOOL(true);
+	return at_limit;
 }

@@ -8,7 +8,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "queue_engine.h"
+#include "run_state.h"
 
 #include "catalog/pg_type_d.h"
 #include "funcapi.h"
@@ -273,6 +273,29 @@ fill_run_values(Datum *values, bool *nulls, QeEnqueueOptions *opt,
 	nulls[QE_RUN_TAGS] = opt->tags_null;
 }
 
+/*
+ * The nrows runs just inserted with these values (and run_ids) became
+ * queued, or delayed: their ready key is their shared priority and run_at
+ * and the lowest id.
+ */
+static void
+report_enqueued(const Datum *values, bool delayed, const int64 *run_ids,
+				int nrows)
+{
+	QeReadyKey	key;
+
+	if (nrows == 0)
+		return;
+	key.priority = DatumGetInt32(values[QE_RUN_PRIORITY]);
+	key.run_at = DatumGetTimestampTz(values[QE_RUN_RUN_AT]);
+	key.run_id = run_ids[0];
+	for (int r = 1; r < nrows; r++)
+		key.run_id = Min(key.run_id, run_ids[r]);
+	qe_run_transitioned(DatumGetInt32(values[QE_RUN_QUEUE_ID]), QE_RUN_NONE,
+						delayed ? QE_RUN_DELAYED : QE_RUN_QUEUED, nrows, &key,
+						DT_NOEND);
+}
+
 Datum
 qe_enqueue(PG_FUNCTION_ARGS)
 {
@@ -324,8 +347,8 @@ qe_enqueue(PG_FUNCTION_ARGS)
 		fill_run_values(values, nulls, &opt, &info, idem_key);
 		qe_insert_runs(values, nulls, opt.delayed, &payload, 1,
 					   have_id ? &run_id : NULL, &run_id);
+		report_enqueued(values, opt.delayed, &run_id, 1);
 	}
-	qe_add_count_delta(info.queue_id, opt.delayed ? 0 : 1, opt.delayed ? 1 : 0, 0, 0);
 	SPI_finish();
 	PG_RETURN_INT64(run_id);
 }
@@ -386,9 +409,8 @@ qe_enqueue_batch(PG_FUNCTION_ARGS)
 
 		fill_run_values(values, nulls, &opt, &info, NULL);
 		qe_insert_runs(values, nulls, opt.delayed, elems, nelems, NULL, ids);
+		report_enqueued(values, opt.delayed, ids, nelems);
 	}
-	qe_add_count_delta(info.queue_id, opt.delayed ? 0 : nelems,
-					   opt.delayed ? nelems : 0, 0, 0);
 
 	/* Ids are taken in array order. */
 	for (int i = 0; i < nelems; i++)

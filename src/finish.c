@@ -10,10 +10,9 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "queue_engine.h"
+#include "run_state.h"
 
 #include "catalog/pg_type_d.h"
-#include "common/pg_prng.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
@@ -83,7 +82,9 @@ qe_heartbeat(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	}
 	result = qe_get(0, 1, &isnull);
-	qe_lease_granted(DatumGetTimestampTz(result));
+	/* (its queue: only the lease moved, which knows no queue) */
+	qe_run_transitioned(0, QE_RUN_EXECUTING, QE_RUN_EXECUTING, 1, NULL,
+						DatumGetTimestampTz(result));
 	SPI_finish();
 	PG_RETURN_DATUM(result);
 }
@@ -125,10 +126,8 @@ qe_complete(PG_FUNCTION_ARGS)
 	done = qe_exec(plan, values, nulls, 0) == 1;
 	if (done)
 	{
-		int32		queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
-
-		qe_add_count_delta(queue_id, 0, 0, -1, 0);
-		qe_limit_hint_exit(queue_id);
+		qe_run_transitioned(DatumGetInt32(qe_get(0, 1, &isnull)),
+							QE_RUN_EXECUTING, QE_RUN_COMPLETED, 1, NULL, DT_NOEND);
 	}
 	else
 		qe_check_run_exists(run_id);
@@ -149,38 +148,34 @@ array_length_checked(ArrayType *arr, const char *name)
 }
 
 /*
- * Count deltas for the n runs the last statement completed, whose queue ids
- * are its first result column: one delta row per queue (a batch is almost
- * always from one queue).
+ * The n runs the last statement completed, whose queue ids are its first
+ * result column, went from executing to completed; runs of one queue are
+ * one move (a batch is almost always from one queue).
  */
 static void
-add_completed_deltas(int64 n)
+report_completed(int64 n)
 {
-	int32	   *queue_ids = palloc(sizeof(int32) * Max(n, 1));
-	int32	   *counts = palloc(sizeof(int32) * Max(n, 1));
-	int			nqueues = 0;
+	QeTransition *moves = palloc(sizeof(QeTransition) * Max(n, 1));
+	int			nmoves = 0;
 
 	for (int64 i = 0; i < n; i++)
 	{
 		bool		isnull;
 		int32		queue_id = DatumGetInt32(qe_get(i, 1, &isnull));
-		int			j;
 
-		for (j = nqueues - 1; j >= 0 && queue_ids[j] != queue_id; j--)
-			;
-		if (j < 0)
+		if (nmoves > 0 && moves[nmoves - 1].queue_id == queue_id)
 		{
-			j = nqueues++;
-			queue_ids[j] = queue_id;
-			counts[j] = 0;
+			moves[nmoves - 1].nruns++;
+			continue;
 		}
-		counts[j]++;
+		moves[nmoves].queue_id = queue_id;
+		moves[nmoves].from = QE_RUN_EXECUTING;
+		moves[nmoves].to = QE_RUN_COMPLETED;
+		moves[nmoves].nruns = 1;
+		moves[nmoves].lease_expires_at = DT_NOEND;
+		nmoves++;
 	}
-	for (int j = 0; j < nqueues; j++)
-	{
-		qe_add_count_delta(queue_ids[j], 0, 0, -counts[j], 0);
-		qe_limit_hint_exit(queue_ids[j]);
-	}
+	qe_runs_transitioned(moves, nmoves);
 }
 
 Datum
@@ -270,7 +265,7 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	values[3] = PointerGetDatum(qe_access_tenant_array(QE_NEED_WORK));
 	nulls[3] = values[3] == (Datum) 0 ? 'n' : ' ';
 	completed = (int64) qe_exec(plan, values, nulls, 0);
-	add_completed_deltas(completed);
+	report_completed(completed);
 
 	/* Only on the slow path: is any id not a run at all? */
 	if (completed < nids)
@@ -290,24 +285,6 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(completed);
 }
 
-/*
- * Retry delay: retry_backoff * 2^(attempt-1), capped at retry_backoff_max,
- * then +-20% jitter so that runs failing together do not retry together.
- */
-static int64
-backoff_usecs(const Interval *base, const Interval *cap, int attempt)
-{
-	int64		base_us = qe_interval_usecs(base);
-	int64		cap_us = qe_interval_usecs(cap);
-	int64		delay = base_us;
-	int			shift = Max(attempt - 1, 0);
-
-	for (int i = 0; i < shift && delay < cap_us; i++)
-		delay *= 2;
-	delay = Min(delay, cap_us);
-	return (int64) (delay * (0.8 + 0.4 * pg_prng_double(&pg_global_prng_state)));
-}
-
 Datum
 qe_fail(PG_FUNCTION_ARGS)
 {
@@ -324,7 +301,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	int32		priority;
 	Interval   *backoff;
 	Interval   *backoff_max;
-	const char *new_status;
+	QeRunStatus new_status;
 	TimestampTz run_at = GetCurrentTransactionStartTimestamp();
 	Jsonb	   *error;
 
@@ -356,7 +333,8 @@ qe_fail(PG_FUNCTION_ARGS)
 		qe_check_run_exists(run_id);
 
 	attempt = DatumGetInt32(qe_get(0, 2, &isnull));
-	if (strcmp(TextDatumGetCString(qe_get(0, 1, &isnull)), "executing") != 0 ||
+	if (qe_run_status_from_label(TextDatumGetCString(qe_get(0, 1, &isnull))) !=
+		QE_RUN_EXECUTING ||
 		(!PG_ARGISNULL(2) && PG_GETARG_INT32(2) != attempt))
 	{
 		SPI_finish();
@@ -369,7 +347,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	priority = DatumGetInt32(qe_get(0, 7, &isnull));
 
 	if (permanent || attempt >= max_attempts)
-		new_status = "failed";
+		new_status = QE_RUN_FAILED;
 	else
 	{
 		int64		delay_us;
@@ -377,44 +355,40 @@ qe_fail(PG_FUNCTION_ARGS)
 		if (!PG_ARGISNULL(3))
 			delay_us = qe_interval_usecs(PG_GETARG_INTERVAL_P(3));
 		else
-			delay_us = backoff_usecs(backoff, backoff_max, attempt);
+			delay_us = qe_retry_backoff_usecs(backoff, backoff_max, attempt);
 		run_at += delay_us;
-		new_status = delay_us > 0 ? "delayed" : "queued";
+		new_status = delay_us > 0 ? QE_RUN_DELAYED : QE_RUN_QUEUED;
 	}
 
 	error = qe_trim_error(PG_GETARG_JSONB_P(1), qe_max_error_field_bytes,
 						  QE_MAX_ERROR_BYTES);
 
+	/* $4: the retry's run_at, or NULL when the run failed for good. */
 	qe_plan(&update_plan,
-			"WITH f AS ("
-			"  UPDATE queue_engine.runs r"
-			"     SET status = $2::queue_engine.run_status, last_error = $3,"
-			"         run_at = CASE WHEN $2 = 'failed' THEN r.run_at ELSE $4 END,"
-			"         finished_at = CASE WHEN $2 = 'failed' THEN now() END,"
-			"         lease_expires_at = NULL"
-			"   WHERE r.run_id = $1"
-			"  RETURNING r.queue_id)"
-			"INSERT INTO queue_engine.queue_count_deltas (queue_id, executing, queued, delayed)"
-			"SELECT $5, -1, ($2 = 'queued')::int, ($2 = 'delayed')::int FROM f",
-			5, (Oid[]) {INT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID, INT4OID});
+			"UPDATE queue_engine.runs r"
+			"   SET status = $2::queue_engine.run_status, last_error = $3,"
+			"       run_at = coalesce($4, r.run_at),"
+			"       finished_at = CASE WHEN $4 IS NULL THEN now() END,"
+			"       lease_expires_at = NULL"
+			" WHERE r.run_id = $1",
+			4, (Oid[]) {INT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID});
 	values[0] = Int64GetDatum(run_id);
-	values[1] = CStringGetTextDatum(new_status);
+	values[1] = CStringGetTextDatum(qe_run_status_labels[new_status]);
 	values[2] = JsonbPGetDatum(error);
 	values[3] = TimestampTzGetDatum(run_at);
-	values[4] = Int32GetDatum(queue_id);
+	nulls[3] = new_status == QE_RUN_FAILED ? 'n' : ' ';
 	qe_exec(update_plan, values, nulls, 0);
-	qe_limit_hint_exit(queue_id);
-	if (strcmp(new_status, "queued") == 0)
 	{
 		QeReadyKey	key = {priority, run_at, run_id};
 
-		qe_ready_hint_lower(queue_id, &key);
+		qe_run_transitioned(queue_id, QE_RUN_EXECUTING, new_status, 1, &key,
+							DT_NOEND);
 	}
 	SPI_finish();
 
 	/* run_status is an enum: return its label's OID via the input function. */
 	PG_RETURN_DATUM(DirectFunctionCall2(enum_in,
-										CStringGetDatum(new_status),
+										CStringGetDatum(qe_run_status_labels[new_status]),
 										ObjectIdGetDatum(get_fn_expr_rettype(fcinfo->flinfo))));
 }
 
@@ -485,7 +459,8 @@ qe_cancel(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
 	bool		isnull;
-	char	   *status;
+	QeRunStatus status;
+	int32		queue_id;
 	Jsonb	   *error = NULL;
 
 	if (!PG_ARGISNULL(1))
@@ -503,31 +478,24 @@ qe_cancel(PG_FUNCTION_ARGS)
 	values[0] = Int64GetDatum(run_id);
 	if (qe_exec(lock_plan, values, NULL, 1) == 0)
 		qe_check_run_exists(run_id);
-	status = TextDatumGetCString(qe_get(0, 1, &isnull));
-	if (strcmp(status, "executing") == 0)
-		qe_limit_hint_exit(DatumGetInt32(qe_get(0, 2, &isnull)));
-	if (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
-		strcmp(status, "canceled") == 0 || strcmp(status, "expired") == 0)
+	status = qe_run_status_from_label(TextDatumGetCString(qe_get(0, 1, &isnull)));
+	queue_id = DatumGetInt32(qe_get(0, 2, &isnull));
+	if (QE_RUN_FINISHED(status))
 	{
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
 
 	qe_plan(&update_plan,
-			"WITH c AS ("
-			"  UPDATE queue_engine.runs r"
-			"     SET status = 'canceled', finished_at = now(), lease_expires_at = NULL,"
-			"         last_error = coalesce($3, r.last_error)"
-			"   WHERE r.run_id = $1"
-			"  RETURNING r.queue_id)"
-			"INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed, executing, waiting)"
-			"SELECT queue_id, ($2 = 'queued')::int * -1, ($2 = 'delayed')::int * -1,"
-			"       ($2 = 'executing')::int * -1, ($2 = 'waiting')::int * -1 FROM c",
-			3, (Oid[]) {INT8OID, TEXTOID, JSONBOID});
-	values[1] = CStringGetTextDatum(status);
-	values[2] = error == NULL ? (Datum) 0 : JsonbPGetDatum(error);
-	nulls[2] = error == NULL ? 'n' : ' ';
+			"UPDATE queue_engine.runs r"
+			"   SET status = 'canceled', finished_at = now(), lease_expires_at = NULL,"
+			"       last_error = coalesce($2, r.last_error)"
+			" WHERE r.run_id = $1",
+			2, (Oid[]) {INT8OID, JSONBOID});
+	values[1] = error == NULL ? (Datum) 0 : JsonbPGetDatum(error);
+	nulls[1] = error == NULL ? 'n' : ' ';
 	qe_exec(update_plan, values, nulls, 0);
+	qe_run_transitioned(queue_id, status, QE_RUN_CANCELED, 1, NULL, DT_NOEND);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
 }

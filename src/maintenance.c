@@ -13,7 +13,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "queue_engine.h"
+#include "run_state.h"
 
 #include "access/table.h"
 #include "storage/bufmgr.h"
@@ -28,6 +28,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
@@ -39,37 +40,6 @@ PG_FUNCTION_INFO_V1(qe_fold_counts);
 PG_FUNCTION_INFO_V1(qe_prune_finished_runs);
 PG_FUNCTION_INFO_V1(qe_run_maintenance);
 
-/* Lower the ready hints a NEWLY_QUEUED_RESULT row names. */
-static void
-lower_ready_hints(void)
-{
-	bool		isnull;
-	Datum		queues = qe_get(0, 2, &isnull);
-	Datum	   *queue_ids;
-	Datum	   *priorities;
-	Datum	   *run_ats;
-	Datum	   *run_ids;
-	int			n;
-
-	if (isnull)
-		return;					/* none became queued */
-	deconstruct_array(DatumGetArrayTypeP(queues), INT4OID, 4, true, TYPALIGN_INT,
-					  &queue_ids, NULL, &n);
-	deconstruct_array(DatumGetArrayTypeP(qe_get(0, 3, &isnull)), INT4OID, 4, true,
-					  TYPALIGN_INT, &priorities, NULL, &n);
-	deconstruct_array(DatumGetArrayTypeP(qe_get(0, 4, &isnull)), TIMESTAMPTZOID, 8,
-					  true, TYPALIGN_DOUBLE, &run_ats, NULL, &n);
-	deconstruct_array(DatumGetArrayTypeP(qe_get(0, 5, &isnull)), INT8OID, 8,
-					  true, TYPALIGN_DOUBLE, &run_ids, NULL, &n);
-	for (int i = 0; i < n; i++)
-	{
-		QeReadyKey	key = {DatumGetInt32(priorities[i]), DatumGetTimestampTz(run_ats[i]),
-		DatumGetInt64(run_ids[i])};
-
-		qe_ready_hint_lower(DatumGetInt32(queue_ids[i]), &key);
-	}
-}
-
 /* Run a one-argument (the batch limit) task statement that returns a count. */
 static int64
 run_task(SPIPlanPtr *slot, const char *sql, int limit)
@@ -79,24 +49,52 @@ run_task(SPIPlanPtr *slot, const char *sql, int limit)
 	qe_plan(slot, sql, 1, (Oid[]) {INT4OID});
 	values[0] = Int32GetDatum(limit);
 	qe_exec(*slot, values, NULL, 0);
-	if (SPI_tuptable->tupdesc->natts == 5)
-		lower_ready_hints();
 	return qe_get_int64(0, 1);
 }
 
 /*
- * The tail of a task statement whose CTE m returns (queue_id, status,
- * priority, run_at, run_id) of the runs it changed: how many, and per queue the
- * lowest key in runs_queued among those now queued (a bound below
- * every one of them: highest priority, earliest run_at, lowest run_id).  run_task() lowers
- * those queues' ready hints.
+ * The runs the last statement moved, one a row: (queue_id, old status,
+ * new status, priority, run_at, run_id), statuses as text; reported to
+ * run_state.c.  Returns how many.
  */
-#define NEWLY_QUEUED_RESULT \
-	"SELECT (SELECT count(*) FROM m), array_agg(h.queue_id), array_agg(h.priority)," \
-	"       array_agg(h.run_at), array_agg(h.run_id)" \
-	"  FROM (SELECT queue_id, max(priority) AS priority, min(run_at) AS run_at," \
-	"               min(run_id) AS run_id" \
-	"          FROM m WHERE status = 'queued' GROUP BY queue_id) h"
+static int64
+report_moved_runs(void)
+{
+	uint64		n = SPI_processed;
+	QeTransition *moves;
+
+	if (n == 0)
+		return 0;
+	moves = palloc(sizeof(QeTransition) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		moves[i].queue_id = DatumGetInt32(qe_get(i, 1, &isnull));
+		moves[i].from = qe_run_status_from_label(TextDatumGetCString(qe_get(i, 2, &isnull)));
+		moves[i].to = qe_run_status_from_label(TextDatumGetCString(qe_get(i, 3, &isnull)));
+		moves[i].nruns = 1;
+		moves[i].key.priority = DatumGetInt32(qe_get(i, 4, &isnull));
+		moves[i].key.run_at = DatumGetTimestampTz(qe_get(i, 5, &isnull));
+		moves[i].key.run_id = DatumGetInt64(qe_get(i, 6, &isnull));
+		moves[i].lease_expires_at = DT_NOEND;
+	}
+	qe_runs_transitioned(moves, (int) n);
+	pfree(moves);
+	return (int64) n;
+}
+
+/* Run a task statement that returns the runs it moved (as above). */
+static int64
+run_move_task(SPIPlanPtr *slot, const char *sql, int limit)
+{
+	Datum		values[1];
+
+	qe_plan(slot, sql, 1, (Oid[]) {INT4OID});
+	values[0] = Int32GetDatum(limit);
+	qe_exec(*slot, values, NULL, 0);
+	return report_moved_runs();
+}
 
 /* Delayed runs whose run_at has come become queued. */
 int64
@@ -104,21 +102,17 @@ qe_task_promote_delayed(int limit)
 {
 	static SPIPlanPtr plan = NULL;
 
-	return run_task(&plan,
-					"WITH due AS ("
-					"  SELECT x.run_id FROM queue_engine.runs x"
-					"   WHERE x.status = 'delayed' AND x.run_at <= now()"
-					"     AND (x.attempt > 0 OR x.expires_at IS NULL OR x.expires_at > now())"
-					"   ORDER BY x.run_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
-					" m AS ("
-					"  UPDATE queue_engine.runs r SET status = 'queued'"
-					"    FROM due WHERE r.run_id = due.run_id"
-					"  RETURNING r.queue_id, r.status, r.priority, r.run_at, r.run_id),"
-					" d AS ("
-					"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed)"
-					"  SELECT queue_id, count(*), -count(*) FROM m GROUP BY queue_id)"
-					NEWLY_QUEUED_RESULT,
-					limit);
+	return run_move_task(&plan,
+						 "WITH due AS ("
+						 "  SELECT x.run_id FROM queue_engine.runs x"
+						 "   WHERE x.status = 'delayed' AND x.run_at <= now()"
+						 "     AND " QE_SQL_STARTABLE
+						 "   ORDER BY x.run_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+						 "UPDATE queue_engine.runs r SET status = 'queued'"
+						 "  FROM due WHERE r.run_id = due.run_id"
+						 " RETURNING r.queue_id, 'delayed'::text, r.status::text,"
+						 "           r.priority, r.run_at, r.run_id",
+						 limit);
 }
 
 /* Runs that never started and whose ttl passed become expired. */
@@ -127,24 +121,18 @@ qe_task_expire_runs(int limit)
 {
 	static SPIPlanPtr plan = NULL;
 
-	return run_task(&plan,
-					"WITH due AS ("
-					"  SELECT x.run_id, x.status FROM queue_engine.runs x"
-					"   WHERE x.status IN ('queued', 'delayed') AND x.attempt = 0"
-					"     AND x.expires_at IS NOT NULL AND x.expires_at <= now()"
-					"   ORDER BY x.expires_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
-					" m AS ("
-					"  UPDATE queue_engine.runs r"
-					"     SET status = 'expired', finished_at = now()"
-					"    FROM due WHERE r.run_id = due.run_id"
-					"  RETURNING r.queue_id, due.status AS old_status),"
-					" d AS ("
-					"  INSERT INTO queue_engine.queue_count_deltas (queue_id, queued, delayed)"
-					"  SELECT queue_id, -count(*) FILTER (WHERE old_status = 'queued'),"
-					"         -count(*) FILTER (WHERE old_status = 'delayed')"
-					"    FROM m GROUP BY queue_id)"
-					"SELECT count(*) FROM m",
-					limit);
+	return run_move_task(&plan,
+						 "WITH due AS ("
+						 "  SELECT x.run_id, x.status FROM queue_engine.runs x"
+						 "   WHERE x.status IN " QE_SQL_NOT_STARTED " AND x.attempt = 0"
+						 "     AND x.expires_at IS NOT NULL AND x.expires_at <= now()"
+						 "   ORDER BY x.expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+						 "UPDATE queue_engine.runs r"
+						 "   SET status = 'expired', finished_at = now()"
+						 "  FROM due WHERE r.run_id = due.run_id"
+						 " RETURNING r.queue_id, due.status::text, r.status::text,"
+						 "           r.priority, r.run_at, r.run_id",
+						 limit);
 }
 
 /*
@@ -232,68 +220,108 @@ qe_rescue_horizon_forget(void)
 /*
  * Executing runs whose lease passed without a heartbeat: the stall is
  * recorded as the attempt's error, and the run retries with the queue's
- * backoff, or fails when its attempts are spent.  The worker name in the
- * error ($2: max_error_field_bytes, and the worker limit for names stored
+ * backoff (run_state.c, as fail() does), or fails when its attempts are
+ * spent.  The rows stay locked from the first statement to the second.
+ * The worker name in the error ($4: max_error_field_bytes, and the worker limit for names stored
  * before dequeue capped them) is cut on a character boundary like any
- * stored error's strings: to $2 characters when they fit in $2 bytes, else
- * to $2 / 4 (no server encoding has characters over 4 bytes).
+ * stored error's strings: to $4 characters when they fit in $4 bytes, else
+ * to $4 / 4 (no server encoding has characters over 4 bytes).
  */
 int64
 qe_task_rescue_stalled(int limit)
 {
+	static SPIPlanPtr due_plan = NULL;
 	static SPIPlanPtr plan = NULL;
-	Datum		values[2];
-	int64		n;
+	Datum		values[4];
+	uint64		n;
+	Datum	   *ids;
+	Datum	   *statuses;
+	Datum	   *run_ats;
+	bool	   *run_at_nulls;
+	int			dims[1];
+	int			lbs[1] = {1};
+
+	/* The stalled runs, locked, and what their retry depends on. */
+	qe_plan(&due_plan,
+			"WITH due AS ("
+			"  SELECT x.run_id FROM queue_engine.runs x"
+			"   WHERE x.status = 'executing' AND x.lease_expires_at < now()"
+			"   ORDER BY x.lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+			"SELECT r.run_id, r.attempt, r.max_attempts,"
+			"       q.retry_backoff, q.retry_backoff_max"
+			"  FROM due JOIN queue_engine.runs r ON r.run_id = due.run_id"
+			"  JOIN queue_engine.queues q ON q.queue_id = r.queue_id",
+			1, (Oid[]) {INT4OID});
+	values[0] = Int32GetDatum(limit);
+	n = qe_exec(due_plan, values, NULL, 0);
+	if (n == 0)
+		return 0;
+
+	/* Each retries after the queue's backoff, or fails when spent. */
+	ids = palloc(sizeof(Datum) * n);
+	statuses = palloc(sizeof(Datum) * n);
+	run_ats = palloc(sizeof(Datum) * n);
+	run_at_nulls = palloc(sizeof(bool) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		int32		attempt = DatumGetInt32(qe_get(i, 2, &isnull));
+		QeRunStatus to;
+
+		ids[i] = qe_get(i, 1, &isnull);
+		run_at_nulls[i] = attempt >= DatumGetInt32(qe_get(i, 3, &isnull));
+		if (run_at_nulls[i])
+		{
+			to = QE_RUN_FAILED;
+			run_ats[i] = (Datum) 0;
+		}
+		else
+		{
+			int64		delay_us =
+				qe_retry_backoff_usecs(DatumGetIntervalP(qe_get(i, 4, &isnull)),
+									   DatumGetIntervalP(qe_get(i, 5, &isnull)),
+									   attempt);
+
+			to = delay_us > 0 ? QE_RUN_DELAYED : QE_RUN_QUEUED;
+			run_ats[i] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() +
+											 delay_us);
+		}
+		statuses[i] = CStringGetTextDatum(qe_run_status_labels[to]);
+	}
+	dims[0] = (int) n;
 
 	qe_plan(&plan,
-					"WITH due AS ("
-					"  SELECT x.run_id FROM queue_engine.runs x"
-					"   WHERE x.status = 'executing' AND x.lease_expires_at < now()"
-					"   ORDER BY x.lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
-					" calc AS ("
-					"  SELECT r.run_id, r.attempt >= r.max_attempts AS exhausted,"
-					"         make_interval(secs => least("
-					"             extract(epoch FROM q.retry_backoff) * power(2, least(greatest(r.attempt - 1, 0), 60)),"
-					"             extract(epoch FROM q.retry_backoff_max))::float8"
-					"           * (0.8 + random() * 0.4)) AS backoff,"
-					"         jsonb_build_object("
-					"           'message', format('lease expired at %s without a heartbeat',"
-					"                             r.lease_expires_at),"
-					"           'stalled', true, 'attempt', r.attempt,"
-					"           'worker', CASE WHEN octet_length(r.worker) <= $2 THEN r.worker"
-					"                          WHEN octet_length(left(r.worker, $2)) <= $2"
-					"                          THEN left(r.worker, $2)"
-					"                          ELSE left(r.worker, $2 / 4) END)"
-					"         || CASE WHEN octet_length(r.worker) > $2"
-					"                 THEN '{\"truncated\": true}'::jsonb ELSE '{}' END AS error"
-					"    FROM due JOIN queue_engine.runs r ON r.run_id = due.run_id"
-					"    JOIN queue_engine.queues q ON q.queue_id = r.queue_id),"
-					" m AS ("
-					"  UPDATE queue_engine.runs r"
-					"     SET status = (CASE WHEN c.exhausted THEN 'failed'"
-					"                        WHEN c.backoff > interval '0' THEN 'delayed'"
-					"                        ELSE 'queued' END)::queue_engine.run_status,"
-					"         run_at = CASE WHEN c.exhausted THEN r.run_at ELSE now() + c.backoff END,"
-					"         finished_at = CASE WHEN c.exhausted THEN now() END,"
-					"         lease_expires_at = NULL, last_error = c.error"
-					"    FROM calc c WHERE r.run_id = c.run_id"
-					"  RETURNING r.queue_id, r.status, r.priority, r.run_at, r.run_id),"
-					" d AS ("
-					"  INSERT INTO queue_engine.queue_count_deltas (queue_id, executing, queued, delayed)"
-					"  SELECT queue_id, -count(*), count(*) FILTER (WHERE status = 'queued'),"
-					"         count(*) FILTER (WHERE status = 'delayed')"
-					"    FROM m GROUP BY queue_id)"
-					NEWLY_QUEUED_RESULT,
-			2, (Oid[]) {INT4OID, INT4OID});
-	values[0] = Int32GetDatum(limit);
-	values[1] = Int32GetDatum(Min(qe_max_error_field_bytes, QE_MAX_WORKER_BYTES));
+			"UPDATE queue_engine.runs r"
+			"   SET status = u.status::queue_engine.run_status,"
+			"       run_at = coalesce(u.run_at, r.run_at),"
+			"       finished_at = CASE WHEN u.run_at IS NULL THEN now() END,"
+			"       lease_expires_at = NULL,"
+			"       last_error = jsonb_build_object("
+			"         'message', format('lease expired at %s without a heartbeat',"
+			"                           r.lease_expires_at),"
+			"         'stalled', true, 'attempt', r.attempt,"
+			"         'worker', CASE WHEN octet_length(r.worker) <= $4 THEN r.worker"
+			"                        WHEN octet_length(left(r.worker, $4)) <= $4"
+			"                        THEN left(r.worker, $4)"
+			"                        ELSE left(r.worker, $4 / 4) END)"
+			"       || CASE WHEN octet_length(r.worker) > $4"
+			"               THEN '{\"truncated\": true}'::jsonb ELSE '{}' END"
+			"  FROM unnest($1::bigint[], $2::text[], $3::timestamptz[])"
+			"       AS u(run_id, status, run_at)"
+			" WHERE r.run_id = u.run_id"
+			" RETURNING r.queue_id, 'executing'::text, r.status::text,"
+			"           r.priority, r.run_at, r.run_id",
+			4, (Oid[]) {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT4OID});
+	values[0] = PointerGetDatum(construct_array(ids, (int) n, INT8OID, 8, true,
+												TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(statuses, (int) n, TEXTOID, -1,
+												false, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_md_array(run_ats, run_at_nulls, 1, dims,
+												   lbs, TIMESTAMPTZOID, 8, true,
+												   TYPALIGN_DOUBLE));
+	values[3] = Int32GetDatum(Min(qe_max_error_field_bytes, QE_MAX_WORKER_BYTES));
 	qe_exec(plan, values, NULL, 0);
-	lower_ready_hints();
-	n = qe_get_int64(0, 1);
-	/* Their queues' limit hints are void (rescue is rare: all of them). */
-	if (n > 0)
-		qe_limit_hint_exit_all();
-	return n;
+	return report_moved_runs();
 }
 
 /* The worker: scans only once the rescue horizon has passed. */
@@ -649,7 +677,7 @@ prune_finished_runs(int limit, TimestampTz from, TimestampTz *newest)
 	qe_plan(&plan,
 			"WITH due AS ("
 			"  SELECT x.run_id FROM queue_engine.runs x"
-			"   WHERE x.status IN ('completed', 'failed', 'canceled', 'expired')"
+			"   WHERE x.status IN " QE_SQL_FINISHED
 			"     AND x.finished_at < now() - make_interval(secs => $2)"
 			"     AND x.finished_at >= $3"
 			"   ORDER BY x.finished_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
@@ -716,7 +744,7 @@ forget_dropped_queues(void)
 			"  DELETE FROM queue_engine.queues q"
 			"   WHERE" DROPPED_PAST_RETENTION
 			"     AND NOT EXISTS (SELECT 1 FROM queue_engine.runs r"
-			"          WHERE r.status IN ('completed', 'failed', 'canceled', 'expired')"
+			"          WHERE r.status IN " QE_SQL_FINISHED
 			"            AND r.finished_at <= q.dropped_at AND r.queue_id = q.queue_id)"
 			"     AND NOT EXISTS (SELECT 1 FROM queue_engine.queue_counts c"
 			"          WHERE c.queue_id = q.queue_id AND (c.queued <> 0 OR c.delayed <> 0"

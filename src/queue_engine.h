@@ -81,6 +81,8 @@ extern void *qe_shmem_struct(const char *name, Size size, bool *found);
 /* spi_util.c */
 extern SPIPlanPtr qe_plan(SPIPlanPtr *slot, const char *sql, int nargs,
 						  const Oid *argtypes);
+extern SPIPlanPtr qe_plan_cursor(SPIPlanPtr *slot, const char *sql,
+								 int nargs, const Oid *argtypes);
 extern uint64 qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
 					  long count);
 extern Datum qe_get(int row, int col, bool *isnull);
@@ -121,6 +123,14 @@ extern void qe_dispatch_hints_shmem_init(void);
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);
 extern void qe_ready_hint_forget_all(void);
+extern bool qe_limit_hints_enabled(void);
+extern uint64 qe_hint_exits(int32 queue_id);
+extern void qe_hint_count_exit(int32 queue_id);
+extern void qe_hint_count_exit_all(void);
+extern void qe_hint_set_at_limit(int32 queue_id, int32 limit, uint64 exits);
+extern bool qe_hint_at_limit(int32 queue_id, int32 limit, TimestampTz *since);
+
+/* limits.c: limit hints (the rest of limits.c is in dequeue.h) */
 extern uint64 qe_limit_hint_exits(int32 queue_id);
 extern void qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits);
 extern void qe_limit_hint_exit(int32 queue_id);

@@ -17,7 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "queue_engine.h"
+#include "run_state.h"
 
 #include "access/genam.h"
 #include "access/heapam.h"
@@ -150,8 +150,8 @@ build_cache(Relation rel)
 			elog(ERROR, "queue_engine: queue_engine.runs has no column \"%s\"",
 				 run_column_names[c]);
 	}
-	cache.status_queued = enum_label(status_type, "queued");
-	cache.status_delayed = enum_label(status_type, "delayed");
+	cache.status_queued = enum_label(status_type, qe_run_status_labels[QE_RUN_QUEUED]);
+	cache.status_delayed = enum_label(status_type, qe_run_status_labels[QE_RUN_DELAYED]);
 	cache.seqoid = get_relname_relid("runs_run_id_seq", nsp);
 	if (!OidIsValid(cache.seqoid))
 		elog(ERROR, "queue_engine: sequence queue_engine.runs_run_id_seq is missing");
@@ -200,22 +200,6 @@ open_runs(void)
 	return rel;
 }
 
-/* New queued entries are in runs_queued: claims must look from them on. */
-static void
-lower_ready_hint(const Datum *values, bool delayed, const int64 *run_ids, int nrows)
-{
-	QeReadyKey	key;
-
-	if (delayed || nrows == 0)
-		return;
-	key.priority = DatumGetInt32(values[QE_RUN_PRIORITY]);
-	key.run_at = DatumGetTimestampTz(values[QE_RUN_RUN_AT]);
-	key.run_id = run_ids[0];
-	for (int r = 1; r < nrows; r++)
-		key.run_id = Min(key.run_id, run_ids[r]);
-	qe_ready_hint_lower(DatumGetInt32(values[QE_RUN_QUEUE_ID]), &key);
-}
-
 /*
  * The same as an INSERT statement, for a runs table that has insert
  * triggers or anything else a heap insert would bypass.  SPI must be
@@ -241,7 +225,7 @@ insert_runs_by_sql(Datum *values, bool *nulls, bool delayed, Datum *payloads,
 			TEXTOID, INT8OID, TEXTARRAYOID, JSONBOID});
 	for (int c = 0; c < QE_RUN_NCOLS; c++)
 		n[c] = nulls[c] ? 'n' : ' ';
-	values[QE_RUN_STATUS] = CStringGetTextDatum(delayed ? "delayed" : "queued");
+	values[QE_RUN_STATUS] = CStringGetTextDatum(qe_run_status_labels[delayed ? QE_RUN_DELAYED : QE_RUN_QUEUED]);
 	n[QE_RUN_STATUS] = ' ';
 	n[QE_RUN_RUN_ID] = ' ';
 	n[QE_RUN_PAYLOAD] = ' ';
@@ -282,7 +266,6 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 		table_close(rel, NoLock);
 		insert_runs_by_sql(values, nulls, delayed, payloads, nrows, given_id,
 						   run_ids_out);
-		lower_ready_hint(values, delayed, run_ids_out, nrows);
 		return;
 	}
 	desc = RelationGetDescr(rel);
@@ -376,5 +359,4 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 
 	/* Later statements of the transaction see the runs, as after an INSERT. */
 	CommandCounterIncrement();
-	lower_ready_hint(values, delayed, run_ids_out, nrows);
 }

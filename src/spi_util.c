@@ -25,8 +25,9 @@
  * schema-qualified, and every caller runs with search_path fixed to
  * pg_catalog, so a plan never resolves to a caller's objects.
  */
-SPIPlanPtr
-qe_plan(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes)
+static SPIPlanPtr
+prepare_kept(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes,
+			 int options)
 {
 	SPIPlanPtr	plan;
 
@@ -40,7 +41,7 @@ qe_plan(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes)
 	 * statement itself.
 	 */
 	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes,
-							  CURSOR_OPT_GENERIC_PLAN);
+							  CURSOR_OPT_GENERIC_PLAN | options);
 	if (plan == NULL)
 		elog(ERROR, "queue_engine: SPI_prepare failed: %s",
 			 SPI_result_code_string(SPI_result));
@@ -48,6 +49,24 @@ qe_plan(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes)
 		elog(ERROR, "queue_engine: SPI_keepplan failed");
 	*slot = plan;
 	return plan;
+}
+
+SPIPlanPtr
+qe_plan(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes)
+{
+	return prepare_kept(slot, sql, nargs, argtypes, 0);
+}
+
+/*
+ * The same, for a statement read through a cursor a row at a time, of
+ * whose rows the caller usually wants only the first few: planned for a
+ * fast start.
+ */
+SPIPlanPtr
+qe_plan_cursor(SPIPlanPtr *slot, const char *sql, int nargs,
+			   const Oid *argtypes)
+{
+	return prepare_kept(slot, sql, nargs, argtypes, CURSOR_OPT_FAST_PLAN);
 }
 
 /* Run a saved plan; any failure is an internal error. */

@@ -1,0 +1,477 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.c
+ *	  The claim (dequeue.h): the statements that turn a queue's queued runs
+ *	  into executing ones, FOR UPDATE SKIP LOCKED, in priority order (from
+ *	  the queue's ready hint on), or per concurrency key; and the rows
+ *	  handed to dequeue()'s caller.  How many runs may start, and which
+ *	  slots they take, admission (limits.c) has decided before; the
+ *	  claimed runs' move to executing is reported to run_state.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "dequeue.h"
+
+#include "catalog/pg_type_d.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+/* Column numbers of the claim statements' results (CLAIM_TAIL). */
+#define CLAIM_RUN_ID		1
+#define CLAIM_ATTEMPT		2
+#define CLAIM_PAYLOAD		3
+#define CLAIM_KEY			4
+#define CLAIM_PRIORITY		5
+#define CLAIM_LEASE_EXP		6
+#define CLAIM_RUN_AT		7
+#define CLAIM_SLOT			8
+
+/* The SET and RETURNING parts both claim statements share. */
+#define CLAIM_SET \
+	"   SET status = 'executing', attempt = r.attempt + 1, started_at = now()," \
+	"       attempt_lease = coalesce($3, r.lease)," \
+	"       lease_expires_at = now() + coalesce($3, r.lease), worker = $4"
+#define CLAIM_TAIL \
+	" RETURNING r.run_id, r.attempt, r.payload, r.concurrency_key, r.priority," \
+	"           r.lease_expires_at, r.run_at, r.queue_slot"
+
+/* A queued run may start unless it never started and its ttl passed. */
+#define STARTABLE " AND " QE_SQL_STARTABLE
+
+/* Order of claimed rows: priority DESC, run_at, run_id (as in the queue). */
+static int
+cmp_claimed(const void *a, const void *b)
+{
+	HeapTuple	x = SPI_tuptable->vals[*(const int *) a];
+	HeapTuple	y = SPI_tuptable->vals[*(const int *) b];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		isnull;
+	int32		px = DatumGetInt32(SPI_getbinval(x, desc, CLAIM_PRIORITY, &isnull));
+	int32		py = DatumGetInt32(SPI_getbinval(y, desc, CLAIM_PRIORITY, &isnull));
+	TimestampTz tx,
+				ty;
+	int64		ix,
+				iy;
+
+	if (px != py)
+		return (px > py) ? -1 : 1;
+	tx = DatumGetTimestampTz(SPI_getbinval(x, desc, CLAIM_RUN_AT, &isnull));
+	ty = DatumGetTimestampTz(SPI_getbinval(y, desc, CLAIM_RUN_AT, &isnull));
+	if (tx != ty)
+		return (tx < ty) ? -1 : 1;
+	ix = DatumGetInt64(SPI_getbinval(x, desc, CLAIM_RUN_ID, &isnull));
+	iy = DatumGetInt64(SPI_getbinval(y, desc, CLAIM_RUN_ID, &isnull));
+	return (ix > iy) - (ix < iy);
+}
+
+/*
+ * Hand the n runs the claim statement just returned to the caller, in queue
+ * order (an UPDATE returns its rows in no particular order), tell admission
+ * which slots they took, and report their move to executing.
+ */
+static void
+emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
+{
+	int		   *order = palloc(sizeof(int) * Max(n, 1));
+	TimestampTz lease_min = DT_NOEND;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		slot = qe_get((int) i, CLAIM_SLOT, &isnull);
+
+		/* The slots now held by started runs. */
+		if (!isnull)
+			qe_admit_slot_taken(q, DatumGetInt32(slot));
+		order[i] = (int) i;
+	}
+	if (n > 1)
+		qsort(order, n, sizeof(int), cmp_claimed);
+	for (uint64 k = 0; k < n; k++)
+	{
+		int			i = order[k];
+		Datum		values[9];
+		bool		nulls[9];
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = qe_get(i, CLAIM_RUN_ID, &nulls[0]);
+		values[1] = CStringGetTextDatum(q->queue);
+		values[2] = CStringGetTextDatum(t->tenant);
+		values[3] = qe_get(i, CLAIM_ATTEMPT, &nulls[3]);
+		values[4] = qe_get(i, CLAIM_PAYLOAD, &nulls[4]);
+		values[5] = qe_get(i, CLAIM_KEY, &nulls[5]);
+		values[6] = qe_get(i, CLAIM_PRIORITY, &nulls[6]);
+		values[7] = qe_get(i, CLAIM_LEASE_EXP, &nulls[7]);
+		if (!nulls[7] && DatumGetTimestampTz(values[7]) < lease_min)
+			lease_min = DatumGetTimestampTz(values[7]);
+		values[8] = (Datum) 0;
+		nulls[8] = true;
+		tuplestore_putvalues(call->store, call->desc, values, nulls);
+	}
+	pfree(order);
+	qe_run_transitioned(q->queue_id, QE_RUN_QUEUED, QE_RUN_EXECUTING, (int32) n,
+						NULL, lease_min);
+}
+
+/*
+ * Start the given queued runs of a queue (those another worker has not
+ * locked meanwhile).  In slot mode the i-th id takes the queue's i-th
+ * locked slot.
+ */
+static uint64
+claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
+			 Datum *ids, int nids)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	uint64		n;
+
+	qe_plan(&plan,
+			"UPDATE queue_engine.runs r" CLAIM_SET ","
+			"       queue_slot = ($5::int[])[array_position($2, r.run_id)]"
+			"  WHERE r.run_id = ANY (ARRAY("
+			"        SELECT x.run_id FROM queue_engine.runs x"
+			"         WHERE x.run_id = ANY ($2) AND x.queue_id = $1"
+			"           AND x.status = 'queued'"
+			"         FOR UPDATE SKIP LOCKED))"
+			CLAIM_TAIL,
+			5, (Oid[]) {INT4OID, INT8ARRAYOID, INTERVALOID, TEXTOID, INT4ARRAYOID});
+	values[0] = Int32GetDatum(q->queue_id);
+	values[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
+												true, TYPALIGN_DOUBLE));
+	values[2] = call->lease;
+	nulls[2] = call->lease_null ? 'n' : ' ';
+	values[3] = call->worker;
+	nulls[3] = call->worker_null ? 'n' : ' ';
+	if (q->assign_slots)
+	{
+		Datum	   *slot_datums = palloc(sizeof(Datum) * Max(q->nslots, 1));
+
+		for (int i = 0; i < q->nslots; i++)
+			slot_datums[i] = Int32GetDatum(q->slots[i]);
+		values[4] = PointerGetDatum(construct_array(slot_datums, q->nslots, INT4OID,
+													4, true, TYPALIGN_INT));
+	}
+	else
+		nulls[4] = 'n';
+	n = qe_exec(plan, values, nulls, 0);
+	emit_claimed(call, q, t, n);
+	return n;
+}
+
+/*
+ * The queued runs of queue $1 to claim, up to $2 of them, in priority
+ * order, locked.  The HINTED form starts at the queue's ready hint
+ * (priority $5 from (run_at, run_id) ($6, $7) on, then lower priorities),
+ * so it does not
+ * walk entries that claims left behind (see dispatch_hints.c).
+ */
+#define PICK_FROM_START \
+	"SELECT x.run_id FROM queue_engine.runs x" \
+	" WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE \
+	" ORDER BY x.priority DESC, x.run_at, x.run_id" \
+	" LIMIT $2 FOR UPDATE SKIP LOCKED"
+#define PICK_HINTED \
+	"WITH at_hint AS (" \
+	"  SELECT x.run_id FROM queue_engine.runs x" \
+	"   WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE \
+	"     AND x.priority = $5 AND (x.run_at, x.run_id) >= ($6, $7)" \
+	"   ORDER BY x.run_at, x.run_id LIMIT $2 FOR UPDATE SKIP LOCKED)," \
+	" lower_priority AS (" \
+	"  SELECT x.run_id FROM queue_engine.runs x" \
+	"   WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE \
+	"     AND x.priority < $5" \
+	"   ORDER BY x.priority DESC, x.run_at, x.run_id" \
+	"   LIMIT $2 - (SELECT count(*) FROM at_hint) FOR UPDATE SKIP LOCKED)" \
+	"SELECT run_id FROM at_hint UNION ALL SELECT run_id FROM lower_priority"
+
+/* Claim up to want runs of an unkeyed queue in priority order. */
+static uint64
+claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr hinted_plan = NULL;
+	static SPIPlanPtr pick_plan = NULL;
+	static SPIPlanPtr hinted_pick_plan = NULL;
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	uint64		n;
+	QeReadyKey	hint;
+	bool		hinted = qe_ready_hint_get(q->queue_id, &hint);
+
+	/*
+	 * A hinted claim that comes up short looks from the queue's start as
+	 * well: a run moved before the hint behind the engine's back (its
+	 * priority raised by an UPDATE, say) is then still found, at the
+	 * latest once the runs after the hint are gone.
+	 */
+	values[0] = Int32GetDatum(q->queue_id);
+	values[1] = Int32GetDatum(want);
+	values[4] = Int32GetDatum(hint.priority);
+	values[5] = TimestampTzGetDatum(hint.run_at);
+	values[6] = Int64GetDatum(hint.run_id);
+	if (q->assign_slots)
+	{
+		/* Lock the runs first, then start them with their slots. */
+		Datum	   *ids;
+
+		qe_plan(&pick_plan, PICK_FROM_START, 2, (Oid[]) {INT4OID, INT4OID});
+		qe_plan(&hinted_pick_plan, PICK_HINTED, 7,
+				(Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+			INT8OID});
+		n = 0;
+		if (hinted)
+		{
+			nulls[2] = nulls[3] = 'n';
+			n = qe_exec(hinted_pick_plan, values, nulls, 0);
+		}
+		/* (rows the hinted pick locked are ours: this pick sees them again) */
+		if (n < (uint64) want)
+			n = qe_exec(pick_plan, values, NULL, 0);
+		if (n == 0)
+			return 0;
+		ids = palloc(sizeof(Datum) * n);
+		for (uint64 i = 0; i < n; i++)
+			ids[i] = Int64GetDatum(qe_get_int64(i, 1));
+		return claim_by_ids(call, q, t, ids, (int) n);
+	}
+
+	qe_plan(&plan,
+			"UPDATE queue_engine.runs r" CLAIM_SET ", queue_slot = NULL"
+			"  WHERE r.run_id = ANY (ARRAY(" PICK_FROM_START "))"
+			CLAIM_TAIL,
+			4, (Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID});
+	qe_plan(&hinted_plan,
+			"UPDATE queue_engine.runs r" CLAIM_SET ", queue_slot = NULL"
+			"  WHERE r.run_id = ANY (ARRAY(" PICK_HINTED "))"
+			CLAIM_TAIL,
+			7, (Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		INT8OID});
+	values[2] = call->lease;
+	nulls[2] = call->lease_null ? 'n' : ' ';
+	values[3] = call->worker;
+	nulls[3] = call->worker_null ? 'n' : ' ';
+	n = 0;
+	if (hinted)
+	{
+		n = qe_exec(hinted_plan, values, nulls, 0);
+		emit_claimed(call, q, t, n);
+	}
+	if (n < (uint64) want)
+	{
+		/* (the runs just started are executing now: this scan skips them) */
+		uint64		more;
+
+		values[1] = Int32GetDatum(want - (int) n);
+		more = qe_exec(plan, values, nulls, 0);
+		emit_claimed(call, q, t, more);
+		n += more;
+	}
+	return n;
+}
+
+/* A queued run considered by the keyed path. */
+typedef struct QeHead
+{
+	int64		run_id;
+	int32		priority;
+	TimestampTz run_at;
+	int			key;			/* index into the key array, -1: keyless */
+} QeHead;
+
+/* Where the keyed path stands with a key's admission. */
+typedef enum QeKeyState
+{
+	KEY_UNLOCKED,				/* not asked yet */
+	KEY_LOCKED,					/* admitted: its lock held, free counted */
+	KEY_REJECTED				/* lock busy, or key full */
+} QeKeyState;
+
+/* A concurrency key with queued runs, as seen by the keyed path. */
+typedef struct QeKey
+{
+	text	   *key;
+	uint32		hash;
+	QeKeyState	state;
+	int64		free;			/* slots left, once locked and counted */
+} QeKey;
+
+static int
+cmp_head(const void *a, const void *b)
+{
+	const QeHead *x = a;
+	const QeHead *y = b;
+
+	if (x->priority != y->priority)
+		return (x->priority > y->priority) ? -1 : 1;
+	if (x->run_at != y->run_at)
+		return (x->run_at < y->run_at) ? -1 : 1;
+	return (x->run_id > y->run_id) - (x->run_id < y->run_id);
+}
+
+/* Append the heads SPI just returned (run_id, priority, run_at). */
+static void
+collect_heads(QeHead **heads, int *nheads, int *cap, int key)
+{
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		if (*nheads == *cap)
+		{
+			*cap *= 2;
+			*heads = repalloc(*heads, sizeof(QeHead) * *cap);
+		}
+		(*heads)[*nheads].run_id = DatumGetInt64(qe_get(i, 1, &isnull));
+		(*heads)[*nheads].priority = DatumGetInt32(qe_get(i, 2, &isnull));
+		(*heads)[*nheads].run_at = DatumGetTimestampTz(qe_get(i, 3, &isnull));
+		(*heads)[*nheads].key = key;
+		(*nheads)++;
+	}
+}
+
+/*
+ * Claim up to want runs of a queue with a per-key limit.
+ *
+ * First, without locks, walk the distinct keys that have queued runs (one
+ * index probe each, however many runs wait behind a key), and take the
+ * heads of every key that looks under its limit, and of the keyless runs.
+ * Then go through those heads in priority order and lock each key only
+ * when a run of it is about to be taken, recounting under the lock; a key
+ * that turns out full is let go at once.  So a dequeue holds locks only on
+ * keys it starts runs of, never on keys it merely looked at.
+ */
+static uint64
+claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
+{
+	static SPIPlanPtr first_key_plan = NULL;
+	static SPIPlanPtr next_key_plan = NULL;
+	static SPIPlanPtr key_heads_plan = NULL;
+	static SPIPlanPtr nokey_heads_plan = NULL;
+	Datum		values[4];
+	int			cap = 16;
+	int			nheads = 0;
+	QeHead	   *heads = palloc(sizeof(QeHead) * cap);
+	int			keycap = 16;
+	int			nkeys = 0;
+	QeKey	   *keys = palloc(sizeof(QeKey) * keycap);
+	Datum	   *id_datums;
+	int			take = 0;
+	uint64		n;
+
+	qe_plan(&first_key_plan,
+			"SELECT x.concurrency_key FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.status = 'queued'"
+			"   AND x.concurrency_key IS NOT NULL"
+			" ORDER BY x.concurrency_key LIMIT 1",
+			1, (Oid[]) {INT4OID});
+	qe_plan(&next_key_plan,
+			"SELECT x.concurrency_key FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.status = 'queued'"
+			"   AND x.concurrency_key > $2"
+			" ORDER BY x.concurrency_key LIMIT 1",
+			2, (Oid[]) {INT4OID, TEXTOID});
+
+	/*
+	 * The keyed heads query orders by concurrency_key first (constant within
+	 * it) so that the planner reads the per-key index rather than filtering
+	 * the queue's whole ready list; keyless heads have an index of their own.
+	 */
+	qe_plan(&key_heads_plan,
+			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key = $2"
+			"   AND x.status = 'queued'" STARTABLE
+			" ORDER BY x.concurrency_key, x.priority DESC, x.run_at, x.run_id LIMIT $3",
+			3, (Oid[]) {INT4OID, TEXTOID, INT4OID});
+	qe_plan(&nokey_heads_plan,
+			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL"
+			"   AND x.status = 'queued'" STARTABLE
+			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $2",
+			2, (Oid[]) {INT4OID, INT4OID});
+
+	/* Phase 1: candidate heads, no locks taken. */
+	values[0] = Int32GetDatum(q->queue_id);
+	for (;;)
+	{
+		bool		isnull;
+		text	   *key;
+		int64		running;
+
+		CHECK_FOR_INTERRUPTS();
+		if (nkeys == 0)
+			n = qe_exec(first_key_plan, values, NULL, 1);
+		else
+		{
+			values[1] = PointerGetDatum(keys[nkeys - 1].key);
+			n = qe_exec(next_key_plan, values, NULL, 1);
+		}
+		if (n == 0)
+			break;
+		key = DatumGetTextPCopy(qe_get(0, 1, &isnull));
+		if (nkeys == keycap)
+		{
+			keycap *= 2;
+			keys = repalloc(keys, sizeof(QeKey) * keycap);
+		}
+		keys[nkeys].key = key;
+		keys[nkeys].hash = hash_bytes((const unsigned char *) VARDATA_ANY(key),
+									  VARSIZE_ANY_EXHDR(key));
+		keys[nkeys].state = KEY_UNLOCKED;
+		keys[nkeys].free = 0;
+		nkeys++;
+
+		running = qe_key_executing(q->queue_id, key);
+		if (running >= q->key_limit)
+			continue;
+		values[1] = PointerGetDatum(key);
+		values[2] = Int32GetDatum(Min(want, q->key_limit - running));
+		qe_exec(key_heads_plan, values, NULL, 0);
+		collect_heads(&heads, &nheads, &cap, nkeys - 1);
+	}
+	values[1] = Int32GetDatum(want);
+	qe_exec(nokey_heads_plan, values, NULL, 0);
+	collect_heads(&heads, &nheads, &cap, -1);
+	if (nheads == 0)
+		return 0;
+
+	/* Phase 2: best heads first, locking each key as it is first used. */
+	qsort(heads, nheads, sizeof(QeHead), cmp_head);
+	id_datums = palloc(sizeof(Datum) * Min(want, nheads));
+	for (int i = 0; i < nheads && take < want; i++)
+	{
+		QeKey	   *k;
+
+		if (heads[i].key < 0)
+		{
+			id_datums[take++] = Int64GetDatum(heads[i].run_id);
+			continue;
+		}
+		k = &keys[heads[i].key];
+		if (k->state == KEY_UNLOCKED)
+		{
+			k->free = qe_key_admit(q->queue_id, k->hash, k->key, q->key_limit);
+			k->state = k->free > 0 ? KEY_LOCKED : KEY_REJECTED;
+		}
+		if (k->state == KEY_LOCKED && k->free > 0)
+		{
+			id_datums[take++] = Int64GetDatum(heads[i].run_id);
+			k->free--;
+		}
+	}
+	if (take == 0)
+		return 0;
+	return claim_by_ids(call, q, t, id_datums, take);
+}
+
+/* Claim up to want runs of an admitted queue (want > 0). */
+uint64
+qe_claim(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
+{
+	if (q->key_limit > 0)
+		return claim_keyed(call, q, t, want);
+	return claim_in_order(call, q, t, want);
+}

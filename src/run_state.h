@@ -1,0 +1,96 @@
+/*-------------------------------------------------------------------------
+ *
+ * run_state.h
+ *	  The run's state machine: its states, the SQL that names sets of
+ *	  them, the retry backoff, and the one routine that does the
+ *	  bookkeeping every transition implies (run_state.c).
+ *
+ *	  A statement that moves runs from one state to another reports what
+ *	  it moved as QeTransition records to qe_runs_transitioned(), which
+ *	  writes the count deltas, lowers the ready hints, voids the limit
+ *	  hints and reports granted leases to the rescue horizon.  No other
+ *	  code does any of these for a state change.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef QE_RUN_STATE_H
+#define QE_RUN_STATE_H
+
+#include "queue_engine.h"
+
+/* The states, in the order of the SQL enum queue_engine.run_status. */
+typedef enum QeRunStatus
+{
+	QE_RUN_DELAYED,
+	QE_RUN_QUEUED,
+	QE_RUN_EXECUTING,
+	QE_RUN_WAITING,
+	QE_RUN_COMPLETED,
+	QE_RUN_FAILED,
+	QE_RUN_CANCELED,
+	QE_RUN_EXPIRED,
+	QE_RUN_STATUS_COUNT,
+	QE_RUN_NONE = QE_RUN_STATUS_COUNT	/* not a run yet: enqueue's "from" */
+} QeRunStatus;
+
+/* Finished: final, never changes again, counted nowhere. */
+#define QE_RUN_FINISHED(s) ((s) >= QE_RUN_COMPLETED && (s) <= QE_RUN_EXPIRED)
+
+/* The labels, indexed by QeRunStatus. */
+extern const char *const qe_run_status_labels[QE_RUN_STATUS_COUNT];
+extern QeRunStatus qe_run_status_from_label(const char *label);
+
+/*
+ * Sets of states for SQL: "x.status IN " QE_SQL_FINISHED.  A statement
+ * that reads one state writes it alone (status = 'queued'), so that the
+ * planner matches that state's partial index.
+ */
+#define QE_SQL_FINISHED		"('completed', 'failed', 'canceled', 'expired')"
+#define QE_SQL_UNFINISHED	"('queued', 'delayed', 'executing', 'waiting')"
+/* Not started yet: what a ttl can expire. */
+#define QE_SQL_NOT_STARTED	"('queued', 'delayed')"
+
+/*
+ * A queued or delayed run (alias x) may start unless it never started and
+ * its ttl passed.
+ */
+#define QE_SQL_STARTABLE \
+	"(x.attempt > 0 OR x.expires_at IS NULL OR x.expires_at > now())"
+
+/*
+ * Runs that made one move: nruns runs of queue_id went from one state to
+ * another (from == to: a lease extended).  For runs that became queued,
+ * key is the lowest (priority, run_at, run_id) among them; for runs that
+ * became or stay executing, lease_expires_at is the earliest lease granted
+ * (DT_NOEND: none).
+ */
+typedef struct QeTransition
+{
+	int32		queue_id;
+	QeRunStatus from;
+	QeRunStatus to;
+	int32		nruns;
+	QeReadyKey	key;
+	TimestampTz lease_expires_at;
+} QeTransition;
+
+/*
+ * The bookkeeping of the moves the current transaction just made (in
+ * place: moves may be reordered).
+ */
+extern void qe_runs_transitioned(QeTransition *moves, int nmoves);
+
+/* One move of nruns runs (key and lease may be NULL / DT_NOEND). */
+extern void qe_run_transitioned(int32 queue_id, QeRunStatus from,
+								QeRunStatus to, int32 nruns,
+								const QeReadyKey *key,
+								TimestampTz lease_expires_at);
+
+/*
+ * Retry delay of a failed attempt: retry_backoff * 2^(attempt-1), capped at
+ * retry_backoff_max, with +-20% jitter.
+ */
+extern int64 qe_retry_backoff_usecs(const Interval *base, const Interval *cap,
+									int attempt);
+
+#endif							/* QE_RUN_STATE_H */
