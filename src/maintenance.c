@@ -14,6 +14,7 @@
  *-------------------------------------------------------------------------
  */
 #include "run_state.h"
+#include "shmem.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
@@ -138,9 +139,9 @@ qe_task_expire_runs(int limit)
  * find and skips its scan, which reads every executing run (and, under a
  * long-open snapshot, every row version of one it keeps).
  *
- * Every transaction that grants a lease (dequeue, heartbeat) lowers the
- * horizon to that lease once it has committed, from its commit callback,
- * which runs after the commit became visible.  The worker's rescue first
+ * Every transaction that grants a lease (dequeue, heartbeat: run_state.c)
+ * lowers the horizon to that lease once it has committed, from the commit
+ * callback (xact.c), which runs after the commit became visible.  The worker's rescue first
  * sets the horizon QE_RESCUE_HORIZON_MAX_S ahead, then scans, then lowers
  * it to the earliest lease it still sees: a lease its scan could not see
  * committed after the scan's snapshot, so its callback lowered the horizon
@@ -151,67 +152,12 @@ qe_task_expire_runs(int limit)
  */
 #define QE_RESCUE_HORIZON_MAX_S		60
 
-static pg_atomic_uint64 *rescue_horizon = NULL;	/* a TimestampTz */
-static TimestampTz lease_granted_min = DT_NOEND;	/* this transaction's */
-static bool lease_callback_registered = false;
-
-static void
-rescue_horizon_lower(TimestampTz to)
-{
-	uint64		current;
-
-	if (rescue_horizon == NULL)
-		return;
-	current = pg_atomic_read_u64(rescue_horizon);
-	while ((TimestampTz) current > to)
-	{
-		if (pg_atomic_compare_exchange_u64(rescue_horizon, &current, (uint64) to))
-			break;
-	}
-}
-
-static void
-lease_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PREPARE:
-			if (lease_granted_min != DT_NOEND)
-				rescue_horizon_lower(lease_granted_min);
-			lease_granted_min = DT_NOEND;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			lease_granted_min = DT_NOEND;
-			break;
-		default:
-			break;
-	}
-}
-
-/* A lease ending at expires_at was granted in this transaction. */
-void
-qe_lease_granted(TimestampTz expires_at)
-{
-	if (rescue_horizon == NULL)
-		return;
-	if (!lease_callback_registered)
-	{
-		RegisterXactCallback(lease_xact_callback, NULL);
-		lease_callback_registered = true;
-	}
-	if (expires_at < lease_granted_min)
-		lease_granted_min = expires_at;
-}
-
 /* The worker's consistency pass: the next rescue scans. */
 void
 qe_rescue_horizon_forget(void)
 {
-	if (rescue_horizon != NULL)
-		pg_atomic_write_u64(rescue_horizon, 0);
+	if (qe_shared != NULL)
+		pg_atomic_write_u64(&qe_shared->rescue_horizon, 0);
 }
 
 /*
@@ -331,11 +277,11 @@ qe_task_rescue_stalled_resume(int limit)
 	bool		isnull;
 	int64		n;
 
-	if (rescue_horizon == NULL)
+	if (qe_shared == NULL)
 		return qe_task_rescue_stalled(limit);
-	if ((TimestampTz) pg_atomic_read_u64(rescue_horizon) > now)
+	if ((TimestampTz) pg_atomic_read_u64(&qe_shared->rescue_horizon) > now)
 		return 0;
-	pg_atomic_write_u64(rescue_horizon,
+	pg_atomic_write_u64(&qe_shared->rescue_horizon,
 						(uint64) (now + QE_RESCUE_HORIZON_MAX_S * USECS_PER_SEC));
 	n = qe_task_rescue_stalled(limit);
 
@@ -347,7 +293,7 @@ qe_task_rescue_stalled_resume(int limit)
 	qe_exec(plan, NULL, NULL, 0);
 	earliest = DatumGetTimestampTz(qe_get(0, 1, &isnull));
 	if (!isnull)
-		rescue_horizon_lower(earliest);
+		qe_rescue_horizon_lower(earliest);
 	return n;
 }
 
@@ -397,45 +343,35 @@ qe_task_purge_idempotency_keys(int limit)
 #define QE_FOLD_WRAP_INTERVAL_S		10
 #define QE_FOLD_CURSOR_MARGIN_BLOCKS	32
 
-typedef struct QeFoldCursor
-{
-	slock_t		mutex;
-	Oid			dbid;			/* database the cursor is for */
-	ItemPointerData from;
-	TimestampTz last_wrap;		/* the worker's last round from block 0 */
-	bool		wrap_folded;	/* ... and whether it folded anything */
-} QeFoldCursor;
-
-static QeFoldCursor *fold_cursor = NULL;
 static ItemPointerData local_fold_cursor;	/* without shared memory */
 
 static void
 fold_cursor_get(ItemPointer from)
 {
 	ItemPointerSet(from, 0, 0);
-	if (fold_cursor == NULL)
+	if (qe_shared == NULL)
 	{
 		ItemPointerCopy(&local_fold_cursor, from);
 		return;
 	}
-	SpinLockAcquire(&fold_cursor->mutex);
-	if (fold_cursor->dbid == MyDatabaseId)
-		ItemPointerCopy(&fold_cursor->from, from);
-	SpinLockRelease(&fold_cursor->mutex);
+	SpinLockAcquire(&qe_shared->fold_cursor.mutex);
+	if (qe_shared->fold_cursor.dbid == MyDatabaseId)
+		ItemPointerCopy(&qe_shared->fold_cursor.from, from);
+	SpinLockRelease(&qe_shared->fold_cursor.mutex);
 }
 
 static void
 fold_cursor_set(ItemPointer from)
 {
-	if (fold_cursor == NULL)
+	if (qe_shared == NULL)
 	{
 		ItemPointerCopy(from, &local_fold_cursor);
 		return;
 	}
-	SpinLockAcquire(&fold_cursor->mutex);
-	fold_cursor->dbid = MyDatabaseId;
-	ItemPointerCopy(from, &fold_cursor->from);
-	SpinLockRelease(&fold_cursor->mutex);
+	SpinLockAcquire(&qe_shared->fold_cursor.mutex);
+	qe_shared->fold_cursor.dbid = MyDatabaseId;
+	ItemPointerCopy(from, &qe_shared->fold_cursor.from);
+	SpinLockRelease(&qe_shared->fold_cursor.mutex);
 }
 
 /* Count deltas from *cursor on are added into queue_counts and deleted. */
@@ -530,11 +466,11 @@ qe_task_fold_counts(int limit)
 void
 qe_fold_cursor_force_wrap(void)
 {
-	if (fold_cursor == NULL)
+	if (qe_shared == NULL)
 		return;
-	SpinLockAcquire(&fold_cursor->mutex);
-	fold_cursor->last_wrap = 0;
-	SpinLockRelease(&fold_cursor->mutex);
+	SpinLockAcquire(&qe_shared->fold_cursor.mutex);
+	qe_shared->fold_cursor.last_wrap = 0;
+	SpinLockRelease(&qe_shared->fold_cursor.mutex);
 }
 
 /* The worker: goes round from block 0 only as often as said above. */
@@ -546,21 +482,21 @@ qe_task_fold_counts_resume(int limit)
 	int64		wrapped_folded;
 	int64		n;
 
-	if (fold_cursor != NULL)
+	if (qe_shared != NULL)
 	{
-		SpinLockAcquire(&fold_cursor->mutex);
-		wrap = fold_cursor->wrap_folded ||
-			TimestampDifferenceExceeds(fold_cursor->last_wrap, now,
+		SpinLockAcquire(&qe_shared->fold_cursor.mutex);
+		wrap = qe_shared->fold_cursor.wrap_folded ||
+			TimestampDifferenceExceeds(qe_shared->fold_cursor.last_wrap, now,
 									   QE_FOLD_WRAP_INTERVAL_S * 1000);
-		SpinLockRelease(&fold_cursor->mutex);
+		SpinLockRelease(&qe_shared->fold_cursor.mutex);
 	}
 	n = fold_counts(limit, wrap, &wrapped_folded);
-	if (fold_cursor != NULL && wrapped_folded >= 0)
+	if (qe_shared != NULL && wrapped_folded >= 0)
 	{
-		SpinLockAcquire(&fold_cursor->mutex);
-		fold_cursor->last_wrap = now;
-		fold_cursor->wrap_folded = wrapped_folded > 0;
-		SpinLockRelease(&fold_cursor->mutex);
+		SpinLockAcquire(&qe_shared->fold_cursor.mutex);
+		qe_shared->fold_cursor.last_wrap = now;
+		qe_shared->fold_cursor.wrap_folded = wrapped_folded > 0;
+		SpinLockRelease(&qe_shared->fold_cursor.mutex);
 	}
 	return n;
 }
@@ -579,63 +515,16 @@ qe_task_fold_counts_resume(int limit)
  */
 #define QE_PRUNE_CURSOR_MARGIN_S	1
 
-typedef struct QePruneCursor
-{
-	slock_t		mutex;
-	Oid			dbid;			/* database the cursor is for */
-	TimestampTz from;			/* DT_NOBEGIN: from the oldest */
-} QePruneCursor;
-
-static QePruneCursor *prune_cursor = NULL;
-
-Size
-qe_maintenance_shmem_size(void)
-{
-	return add_size(add_size(MAXALIGN(sizeof(QePruneCursor)),
-							 MAXALIGN(sizeof(QeFoldCursor))),
-					MAXALIGN(sizeof(pg_atomic_uint64)));
-}
-
-/* Called by shmem.c's startup hook, under AddinShmemInitLock. */
-void
-qe_maintenance_shmem_init(void)
-{
-	bool		found;
-
-	prune_cursor = ShmemInitStruct("queue_engine prune cursor",
-								   sizeof(QePruneCursor), &found);
-	if (!found)
-	{
-		SpinLockInit(&prune_cursor->mutex);
-		prune_cursor->dbid = InvalidOid;
-		prune_cursor->from = DT_NOBEGIN;
-	}
-	fold_cursor = ShmemInitStruct("queue_engine fold cursor",
-								  sizeof(QeFoldCursor), &found);
-	if (!found)
-	{
-		SpinLockInit(&fold_cursor->mutex);
-		fold_cursor->dbid = InvalidOid;
-		ItemPointerSet(&fold_cursor->from, 0, 0);
-		fold_cursor->last_wrap = 0;
-		fold_cursor->wrap_folded = false;
-	}
-	rescue_horizon = ShmemInitStruct("queue_engine rescue horizon",
-									 sizeof(pg_atomic_uint64), &found);
-	if (!found)
-		pg_atomic_init_u64(rescue_horizon, 0);	/* scan at once */
-}
-
 /* The worker's consistency pass: the next prune walks from the oldest. */
 void
 qe_prune_cursor_forget(void)
 {
-	if (prune_cursor == NULL)
+	if (qe_shared == NULL)
 		return;
-	SpinLockAcquire(&prune_cursor->mutex);
-	prune_cursor->dbid = InvalidOid;
-	prune_cursor->from = DT_NOBEGIN;
-	SpinLockRelease(&prune_cursor->mutex);
+	SpinLockAcquire(&qe_shared->prune_cursor.mutex);
+	qe_shared->prune_cursor.dbid = InvalidOid;
+	qe_shared->prune_cursor.from = DT_NOBEGIN;
+	SpinLockRelease(&qe_shared->prune_cursor.mutex);
 }
 
 static TimestampTz
@@ -643,12 +532,12 @@ prune_cursor_get(void)
 {
 	TimestampTz from = DT_NOBEGIN;
 
-	if (prune_cursor == NULL)
+	if (qe_shared == NULL)
 		return from;
-	SpinLockAcquire(&prune_cursor->mutex);
-	if (prune_cursor->dbid == MyDatabaseId)
-		from = prune_cursor->from;
-	SpinLockRelease(&prune_cursor->mutex);
+	SpinLockAcquire(&qe_shared->prune_cursor.mutex);
+	if (qe_shared->prune_cursor.dbid == MyDatabaseId)
+		from = qe_shared->prune_cursor.from;
+	SpinLockRelease(&qe_shared->prune_cursor.mutex);
 	return from;
 }
 
@@ -657,15 +546,15 @@ prune_cursor_advance(TimestampTz newest_deleted)
 {
 	TimestampTz from = newest_deleted - QE_PRUNE_CURSOR_MARGIN_S * USECS_PER_SEC;
 
-	if (prune_cursor == NULL)
+	if (qe_shared == NULL)
 		return;
-	SpinLockAcquire(&prune_cursor->mutex);
-	if (prune_cursor->dbid != MyDatabaseId || prune_cursor->from < from)
+	SpinLockAcquire(&qe_shared->prune_cursor.mutex);
+	if (qe_shared->prune_cursor.dbid != MyDatabaseId || qe_shared->prune_cursor.from < from)
 	{
-		prune_cursor->dbid = MyDatabaseId;
-		prune_cursor->from = from;
+		qe_shared->prune_cursor.dbid = MyDatabaseId;
+		qe_shared->prune_cursor.from = from;
 	}
-	SpinLockRelease(&prune_cursor->mutex);
+	SpinLockRelease(&qe_shared->prune_cursor.mutex);
 }
 
 /*

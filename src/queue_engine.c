@@ -19,6 +19,7 @@ void
 _PG_init(void)
 {
 	qe_guc_init();
+	qe_xact_callbacks_register();
 
 	/*
 	 * The SQL API works without preloading; the workers and everything in
