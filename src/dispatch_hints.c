@@ -48,7 +48,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "queue_engine.h"
+#include "shmem.h"
 
 #include "access/genam.h"
 #include "access/heapam.h"
@@ -68,42 +68,11 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-/* Hint slots (direct-mapped by queue id); about 64 bytes each. */
-#define QE_READY_HINT_SLOTS 4096
-
 /* Entries one walk checks at most; the next walk continues. */
 #define QE_READY_WALK_MAX	2000
 
 /* A walk that has not reported for this long is taken over. */
 #define QE_READY_WALK_STALE_US	(10 * USECS_PER_SEC)
-
-typedef struct QeReadyHintSlot
-{
-	slock_t		mutex;
-	Oid			database;		/* queue ids are per database ... */
-	Oid			epoch;			/* ... and per installation: runs' relid */
-	int32		queue_id;		/* 0: free */
-	bool		valid;			/* false: no bound, scan from the start */
-	QeReadyKey	hint;
-	uint64		walk_id;		/* 0: nobody is walking */
-	TimestampTz walk_started;
-	bool		added_valid;	/* an entry was added during the walk */
-	QeReadyKey	added;			/* the lowest such entry */
-	uint64		exits;			/* runs that left executing (committed) */
-	bool		at_limit;		/* marked at its limit ... */
-	uint64		at_limit_exits; /* ... when exits was this */
-	int32		at_limit_limit; /* ... and the limit this */
-	TimestampTz at_limit_since;
-} QeReadyHintSlot;
-
-typedef struct QeReadyHintShared
-{
-	slock_t		mutex;
-	uint64		next_walk_id;
-	QeReadyHintSlot slots[QE_READY_HINT_SLOTS];
-} QeReadyHintShared;
-
-static QeReadyHintShared *hints = NULL;
 
 /* runs and runs_queued, looked up once per backend (and after DDL). */
 static Oid	runs_oid = InvalidOid;
@@ -144,41 +113,6 @@ lookup_oids(void)
 	runs_queued_oid = get_relname_relid("runs_queued", nsp);
 }
 
-Size
-qe_dispatch_hints_shmem_size(void)
-{
-	return MAXALIGN(sizeof(QeReadyHintShared));
-}
-
-/* Called by shmem.c's startup hook, under AddinShmemInitLock. */
-void
-qe_dispatch_hints_shmem_init(void)
-{
-	bool		found;
-
-	hints = qe_shmem_struct("queue_engine dispatch hints",
-							sizeof(QeReadyHintShared), &found);
-	if (!found)
-	{
-		SpinLockInit(&hints->mutex);
-		hints->next_walk_id = 1;
-		for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
-		{
-			QeReadyHintSlot *slot = &hints->slots[i];
-
-			SpinLockInit(&slot->mutex);
-			slot->database = InvalidOid;
-			slot->epoch = InvalidOid;
-			slot->queue_id = 0;
-			slot->valid = false;
-			slot->walk_id = 0;
-			slot->added_valid = false;
-			slot->exits = 0;
-			slot->at_limit = false;
-		}
-	}
-}
-
 /* (at commit, in the callbacks below, the transaction's epoch holds) */
 static inline void
 refresh_epoch(void)
@@ -194,7 +128,7 @@ static inline QeReadyHintSlot *
 slot_of(int32 queue_id)
 {
 	refresh_epoch();
-	return &hints->slots[((uint32) queue_id + (uint32) MyDatabaseId * 2654435761U) %
+	return &qe_shared->hints.slots[((uint32) queue_id + (uint32) MyDatabaseId * 2654435761U) %
 						 QE_READY_HINT_SLOTS];
 }
 
@@ -445,9 +379,9 @@ qe_ready_hint_get(int32 queue_id, QeReadyKey *key)
 		return false;
 	slot = slot_of(queue_id);
 
-	SpinLockAcquire(&hints->mutex);
-	walk_id = hints->next_walk_id++;
-	SpinLockRelease(&hints->mutex);
+	SpinLockAcquire(&qe_shared->hints.mutex);
+	walk_id = qe_shared->hints.next_walk_id++;
+	SpinLockRelease(&qe_shared->hints.mutex);
 
 	SpinLockAcquire(&slot->mutex);
 	if (!slot_holds(slot, queue_id))
@@ -507,7 +441,7 @@ qe_ready_hint_forget_all(void)
 		return;
 	for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
 	{
-		QeReadyHintSlot *slot = &hints->slots[i];
+		QeReadyHintSlot *slot = &qe_shared->hints.slots[i];
 
 		SpinLockAcquire(&slot->mutex);
 		slot->valid = false;
@@ -564,7 +498,7 @@ qe_hint_count_exit_all(void)
 {
 	for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
 	{
-		QeReadyHintSlot *slot = &hints->slots[i];
+		QeReadyHintSlot *slot = &qe_shared->hints.slots[i];
 
 		SpinLockAcquire(&slot->mutex);
 		slot->exits++;

@@ -459,57 +459,45 @@ static int	npending_exits = 0;
 static bool pending_exits_overflow = false;
 static QePendingMark pending_marks[QE_PENDING_MAX];
 static int	npending_marks = 0;
-static bool callbacks_registered = false;
 
-/* Commit: publish; abort: forget.  Must not fail: spinlocks only. */
-static void
-limit_hint_xact_callback(XactEvent event, void *arg)
+/*
+ * At the end of the transaction (xact.c; must not fail: spinlocks only).
+ * Commit publishes what it did: its exits void the queues' marks, and its
+ * marks are set unless an exit came meanwhile.  Prepare publishes the
+ * exits (voiding a mark is always safe) but not the marks, which would
+ * hold even if the prepared transaction later rolled back.  Abort forgets
+ * both.
+ */
+void
+qe_limit_hints_xact_end(bool committed, bool prepared)
 {
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	if (committed || prepared)
 	{
 		for (int i = 0; i < npending_exits; i++)
 			qe_hint_count_exit(pending_exits[i]);
 		if (pending_exits_overflow)
 			qe_hint_count_exit_all();
+	}
+	if (committed)
 		for (int i = 0; i < npending_marks; i++)
 			qe_hint_set_at_limit(pending_marks[i].queue_id, pending_marks[i].limit,
 								 pending_marks[i].exits);
-	}
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
-		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-	{
-		npending_exits = 0;
-		pending_exits_overflow = false;
-		npending_marks = 0;
-	}
+	npending_exits = 0;
+	pending_exits_overflow = false;
+	npending_marks = 0;
 }
 
 /* A rolled-back subtransaction's marks go (its exits may stay: harmless). */
-static void
-limit_hint_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-							SubTransactionId parentSubid, void *arg)
+void
+qe_limit_hints_subxact_abort(void)
 {
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		int			level = GetCurrentTransactionNestLevel();
-		int			kept = 0;
+	int			level = GetCurrentTransactionNestLevel();
+	int			kept = 0;
 
-		for (int i = 0; i < npending_marks; i++)
-			if (pending_marks[i].nest_level < level)
-				pending_marks[kept++] = pending_marks[i];
-		npending_marks = kept;
-	}
-}
-
-static void
-register_callbacks(void)
-{
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(limit_hint_xact_callback, NULL);
-		RegisterSubXactCallback(limit_hint_subxact_callback, NULL);
-		callbacks_registered = true;
-	}
+	for (int i = 0; i < npending_marks; i++)
+		if (pending_marks[i].nest_level < level)
+			pending_marks[kept++] = pending_marks[i];
+	npending_marks = kept;
 }
 
 /*
@@ -534,7 +522,6 @@ qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits)
 {
 	if (npending_marks == QE_PENDING_MAX || !qe_limit_hints_enabled())
 		return;					/* no mark: the queue is probed, as always */
-	register_callbacks();
 	pending_marks[npending_marks].queue_id = queue_id;
 	pending_marks[npending_marks].limit = limit;
 	pending_marks[npending_marks].exits = exits;
@@ -548,7 +535,6 @@ qe_limit_hint_exit(int32 queue_id)
 {
 	if (!qe_limit_hints_enabled())
 		return;
-	register_callbacks();
 	for (int i = 0; i < npending_exits; i++)
 		if (pending_exits[i] == queue_id)
 			return;
@@ -564,7 +550,6 @@ qe_limit_hint_exit_all(void)
 {
 	if (!qe_limit_hints_enabled())
 		return;
-	register_callbacks();
 	pending_exits_overflow = true;
 }
 

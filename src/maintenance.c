@@ -14,17 +14,18 @@
  *-------------------------------------------------------------------------
  */
 #include "run_state.h"
+#include "shmem.h"
 
 #include "access/table.h"
-#include "storage/bufmgr.h"
-#include "storage/lmgr.h"
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "port/atomics.h"
+#include "storage/bufmgr.h"
 #include "storage/itemptr.h"
+#include "storage/lmgr.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/array.h"
@@ -141,9 +142,9 @@ qe_task_expire_runs(int limit)
  * find and skips its scan, which reads every executing run (and, under a
  * long-open snapshot, every row version of one it keeps).
  *
- * Every transaction that grants a lease (dequeue, heartbeat) lowers the
- * horizon to that lease once it has committed, from its commit callback,
- * which runs after the commit became visible.  The worker's rescue first
+ * Every transaction that grants a lease (dequeue, heartbeat: run_state.c)
+ * lowers the horizon to that lease once it has committed, from the commit
+ * callback (xact.c), which runs after the commit became visible.  The worker's rescue first
  * sets the horizon QE_RESCUE_HORIZON_MAX_S ahead, then scans, then lowers
  * it to the earliest lease it still sees: a lease its scan could not see
  * committed after the scan's snapshot, so its callback lowered the horizon
@@ -154,67 +155,12 @@ qe_task_expire_runs(int limit)
  */
 #define QE_RESCUE_HORIZON_MAX_S		60
 
-static pg_atomic_uint64 *rescue_horizon = NULL;	/* a TimestampTz */
-static TimestampTz lease_granted_min = DT_NOEND;	/* this transaction's */
-static bool lease_callback_registered = false;
-
-static void
-rescue_horizon_lower(TimestampTz to)
-{
-	uint64		current;
-
-	if (rescue_horizon == NULL)
-		return;
-	current = pg_atomic_read_u64(rescue_horizon);
-	while ((TimestampTz) current > to)
-	{
-		if (pg_atomic_compare_exchange_u64(rescue_horizon, &current, (uint64) to))
-			break;
-	}
-}
-
-static void
-lease_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PREPARE:
-			if (lease_granted_min != DT_NOEND)
-				rescue_horizon_lower(lease_granted_min);
-			lease_granted_min = DT_NOEND;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			lease_granted_min = DT_NOEND;
-			break;
-		default:
-			break;
-	}
-}
-
-/* A lease ending at expires_at was granted in this transaction. */
-void
-qe_lease_granted(TimestampTz expires_at)
-{
-	if (!qe_shmem_attach())
-		return;
-	if (!lease_callback_registered)
-	{
-		RegisterXactCallback(lease_xact_callback, NULL);
-		lease_callback_registered = true;
-	}
-	if (expires_at < lease_granted_min)
-		lease_granted_min = expires_at;
-}
-
 /* The worker's consistency pass: the next rescue scans. */
 void
 qe_rescue_horizon_forget(void)
 {
 	if (qe_shmem_attach())
-		pg_atomic_write_u64(rescue_horizon, 0);
+		pg_atomic_write_u64(&qe_shared->rescue_horizon, 0);
 }
 
 /*
@@ -336,9 +282,9 @@ qe_task_rescue_stalled_resume(int limit)
 
 	if (!qe_shmem_attach())
 		return qe_task_rescue_stalled(limit);
-	if ((TimestampTz) pg_atomic_read_u64(rescue_horizon) > now)
+	if ((TimestampTz) pg_atomic_read_u64(&qe_shared->rescue_horizon) > now)
 		return 0;
-	pg_atomic_write_u64(rescue_horizon,
+	pg_atomic_write_u64(&qe_shared->rescue_horizon,
 						(uint64) (now + QE_RESCUE_HORIZON_MAX_S * USECS_PER_SEC));
 	n = qe_task_rescue_stalled(limit);
 
@@ -350,7 +296,7 @@ qe_task_rescue_stalled_resume(int limit)
 	qe_exec(plan, NULL, NULL, 0);
 	earliest = DatumGetTimestampTz(qe_get(0, 1, &isnull));
 	if (!isnull)
-		rescue_horizon_lower(earliest);
+		qe_rescue_horizon_lower(earliest);
 	return n;
 }
 
@@ -401,14 +347,6 @@ qe_task_purge_idempotency_keys(int limit)
  * COMMITTED folds truncate (the worker's and run_maintenance()'s do).
  */
 #define QE_DELTA_SEGMENT_PAGES		32
-#define QE_DELTA_SEGMENT_SLOTS		64
-
-typedef struct QeDeltaSegments
-{
-	pg_atomic_uint32 current[QE_DELTA_SEGMENT_SLOTS];	/* by database */
-} QeDeltaSegments;
-
-static QeDeltaSegments *delta_segments = NULL;
 
 static const char *const delta_segment_names[2] = {
 	"queue_count_deltas_0", "queue_count_deltas_1"
@@ -420,7 +358,7 @@ qe_count_delta_segment(void)
 {
 	if (!qe_shmem_attach())
 		return 0;
-	return (int) (pg_atomic_read_u32(&delta_segments->current[MyDatabaseId % QE_DELTA_SEGMENT_SLOTS]) & 1);
+	return (int) (pg_atomic_read_u32(&qe_shared->delta_segment[MyDatabaseId % QE_DELTA_SEGMENT_SLOTS]) & 1);
 }
 
 /* queue_engine.count_delta_segment(): the segment column's default. */
@@ -437,7 +375,7 @@ set_count_delta_segment(int segment)
 {
 	if (!qe_shmem_attach())
 		return;
-	pg_atomic_write_u32(&delta_segments->current[MyDatabaseId % QE_DELTA_SEGMENT_SLOTS],
+	pg_atomic_write_u32(&qe_shared->delta_segment[MyDatabaseId % QE_DELTA_SEGMENT_SLOTS],
 						(uint32) segment);
 }
 
@@ -553,8 +491,6 @@ qe_task_fold_counts(int limit)
 	return n;
 }
 
-
-
 /*
  * Where the worker's last prune stopped (shared memory, preloaded only):
  * the finished_at of the newest run it deleted, less
@@ -569,60 +505,16 @@ qe_task_fold_counts(int limit)
  */
 #define QE_PRUNE_CURSOR_MARGIN_S	1
 
-typedef struct QePruneCursor
-{
-	slock_t		mutex;
-	Oid			dbid;			/* database the cursor is for */
-	TimestampTz from;			/* DT_NOBEGIN: from the oldest */
-} QePruneCursor;
-
-static QePruneCursor *prune_cursor = NULL;
-
-Size
-qe_maintenance_shmem_size(void)
-{
-	return add_size(add_size(MAXALIGN(sizeof(QePruneCursor)),
-							 MAXALIGN(sizeof(QeDeltaSegments))),
-					MAXALIGN(sizeof(pg_atomic_uint64)));
-}
-
-/* Called by shmem.c's startup hook, under AddinShmemInitLock. */
-void
-qe_maintenance_shmem_init(void)
-{
-	bool		found;
-
-	prune_cursor = qe_shmem_struct("queue_engine prune cursor",
-								   sizeof(QePruneCursor), &found);
-	if (!found)
-	{
-		SpinLockInit(&prune_cursor->mutex);
-		prune_cursor->dbid = InvalidOid;
-		prune_cursor->from = DT_NOBEGIN;
-	}
-	delta_segments = qe_shmem_struct("queue_engine count delta segments",
-									 sizeof(QeDeltaSegments), &found);
-	if (!found)
-	{
-		for (int i = 0; i < QE_DELTA_SEGMENT_SLOTS; i++)
-			pg_atomic_init_u32(&delta_segments->current[i], 0);
-	}
-	rescue_horizon = qe_shmem_struct("queue_engine rescue horizon",
-									 sizeof(pg_atomic_uint64), &found);
-	if (!found)
-		pg_atomic_init_u64(rescue_horizon, 0);	/* scan at once */
-}
-
 /* The worker's consistency pass: the next prune walks from the oldest. */
 void
 qe_prune_cursor_forget(void)
 {
 	if (!qe_shmem_attach())
 		return;
-	SpinLockAcquire(&prune_cursor->mutex);
-	prune_cursor->dbid = InvalidOid;
-	prune_cursor->from = DT_NOBEGIN;
-	SpinLockRelease(&prune_cursor->mutex);
+	SpinLockAcquire(&qe_shared->prune_cursor.mutex);
+	qe_shared->prune_cursor.dbid = InvalidOid;
+	qe_shared->prune_cursor.from = DT_NOBEGIN;
+	SpinLockRelease(&qe_shared->prune_cursor.mutex);
 }
 
 static TimestampTz
@@ -632,10 +524,10 @@ prune_cursor_get(void)
 
 	if (!qe_shmem_attach())
 		return from;
-	SpinLockAcquire(&prune_cursor->mutex);
-	if (prune_cursor->dbid == MyDatabaseId)
-		from = prune_cursor->from;
-	SpinLockRelease(&prune_cursor->mutex);
+	SpinLockAcquire(&qe_shared->prune_cursor.mutex);
+	if (qe_shared->prune_cursor.dbid == MyDatabaseId)
+		from = qe_shared->prune_cursor.from;
+	SpinLockRelease(&qe_shared->prune_cursor.mutex);
 	return from;
 }
 
@@ -646,13 +538,13 @@ prune_cursor_advance(TimestampTz newest_deleted)
 
 	if (!qe_shmem_attach())
 		return;
-	SpinLockAcquire(&prune_cursor->mutex);
-	if (prune_cursor->dbid != MyDatabaseId || prune_cursor->from < from)
+	SpinLockAcquire(&qe_shared->prune_cursor.mutex);
+	if (qe_shared->prune_cursor.dbid != MyDatabaseId || qe_shared->prune_cursor.from < from)
 	{
-		prune_cursor->dbid = MyDatabaseId;
-		prune_cursor->from = from;
+		qe_shared->prune_cursor.dbid = MyDatabaseId;
+		qe_shared->prune_cursor.from = from;
 	}
-	SpinLockRelease(&prune_cursor->mutex);
+	SpinLockRelease(&qe_shared->prune_cursor.mutex);
 }
 
 /*

@@ -19,10 +19,11 @@ void
 _PG_init(void)
 {
 	qe_guc_init();
+	qe_xact_callbacks_register();
 
 	/*
-	 * The SQL API works without preloading; the workers and everything in
-	 * shared memory need it.
+	 * The SQL API works without preloading; the workers need it, and the
+	 * shared state is then in a segment of its own (shmem.c).
 	 */
 	if (process_shared_preload_libraries_in_progress)
 	{

@@ -70,13 +70,13 @@ extern void qe_guc_init(void);
 
 /* worker.c */
 extern void qe_worker_register(void);
-extern Size qe_worker_shmem_size(void);
-extern void qe_worker_shmem_init(void);
 
-/* shmem.c */
+/* shmem.c (the shared struct itself: shmem.h) */
 extern void qe_shmem_init(void);
 extern bool qe_shmem_attach(void);
-extern void *qe_shmem_struct(const char *name, Size size, bool *found);
+
+/* xact.c */
+extern void qe_xact_callbacks_register(void);
 
 /* spi_util.c */
 extern SPIPlanPtr qe_plan(SPIPlanPtr *slot, const char *sql, int nargs,
@@ -118,8 +118,6 @@ typedef struct QeReadyKey
 	TimestampTz run_at;
 	int64		run_id;
 } QeReadyKey;
-extern Size qe_dispatch_hints_shmem_size(void);
-extern void qe_dispatch_hints_shmem_init(void);
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);
 extern void qe_ready_hint_forget_all(void);
@@ -135,6 +133,8 @@ extern uint64 qe_limit_hint_exits(int32 queue_id);
 extern void qe_limit_hint_mark(int32 queue_id, int32 limit, uint64 exits);
 extern void qe_limit_hint_exit(int32 queue_id);
 extern void qe_limit_hint_exit_all(void);
+extern void qe_limit_hints_xact_end(bool committed, bool prepared);
+extern void qe_limit_hints_subxact_abort(void);
 
 /* queue_cache.c: a live queue's definition */
 #define QE_QUEUE_CACHE_NAME_MAX 128	/* longer names are looked up each time */
@@ -197,7 +197,6 @@ extern int64 qe_task_fold_counts(int limit);
 extern int qe_count_delta_segment(void);
 extern int64 qe_task_rescue_stalled_resume(int limit);
 extern void qe_rescue_horizon_forget(void);
-extern void qe_lease_granted(TimestampTz expires_at);
 extern int64 qe_task_prune_finished_runs(int limit);
 extern int64 qe_task_prune_finished_runs_resume(int limit);
 extern void qe_prune_cursor_forget(void);
@@ -215,8 +214,6 @@ typedef struct QeBackgroundTask
 } QeBackgroundTask;
 #define QE_BACKGROUND_TASK_COUNT 6
 extern const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT];
-extern Size qe_maintenance_shmem_size(void);
-extern void qe_maintenance_shmem_init(void);
 
 /* consistency.c */
 typedef struct QeCheckResult

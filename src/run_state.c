@@ -14,8 +14,8 @@
  *	    they are in runs_queued and before commit (dispatch_hints.c);
  *	  - voids the limit hint of every queue whose runs left executing, at
  *	    commit (dispatch_hints.c);
- *	  - reports the earliest lease granted to the rescue horizon, at
- *	    commit (maintenance.c).
+ *	  - reports the earliest lease granted to the rescue horizon
+ *	    (shmem.h, read by maintenance.c's rescue), at commit.
  *
  *	  The one move not reported here is check_consistency()'s cancel of
  *	  runs whose queue does not exist: its counts are left to the
@@ -24,6 +24,7 @@
  *-------------------------------------------------------------------------
  */
 #include "run_state.h"
+#include "shmem.h"
 
 #include "common/pg_prng.h"
 
@@ -61,6 +62,22 @@ qe_retry_backoff_usecs(const Interval *base, const Interval *cap, int attempt)
 	delay = Min(delay, cap_us);
 	/* Jitter, so that runs failing together do not retry together. */
 	return (int64) (delay * (0.8 + 0.4 * pg_prng_double(&pg_global_prng_state)));
+}
+
+/* The earliest lease this transaction granted, for its commit. */
+static TimestampTz lease_granted_min = DT_NOEND;
+
+/*
+ * At the end of the transaction (xact.c): once committed (or prepared: a
+ * horizon too early only makes the rescue scan sooner), the leases it
+ * granted lower the rescue horizon.
+ */
+void
+qe_run_state_xact_end(bool committed)
+{
+	if (committed && lease_granted_min != DT_NOEND)
+		qe_rescue_horizon_lower(lease_granted_min);
+	lease_granted_min = DT_NOEND;
 }
 
 /* Index order of runs_queued within a queue: priority DESC, run_at, run_id. */
@@ -151,8 +168,8 @@ qe_runs_transitioned(QeTransition *moves, int nmoves)
 		if (ready_valid)
 			qe_ready_hint_lower(queue_id, &ready);
 	}
-	if (lease_min != DT_NOEND)
-		qe_lease_granted(lease_min);
+	if (lease_min < lease_granted_min && qe_shmem_attach())
+		lease_granted_min = lease_min;
 }
 
 void

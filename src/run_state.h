@@ -86,6 +86,9 @@ extern void qe_run_transitioned(int32 queue_id, QeRunStatus from,
 								const QeReadyKey *key,
 								TimestampTz lease_expires_at);
 
+/* At transaction end (xact.c). */
+extern void qe_run_state_xact_end(bool committed);
+
 /*
  * Retry delay of a failed attempt: retry_backoff * 2^(attempt-1), capped at
  * retry_backoff_max, with +-20% jitter.

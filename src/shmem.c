@@ -1,15 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  The extension's shared state: the dispatch hints, the maintenance
- *	  cursors and the rescue horizon, and (preloaded only) the worker's
- *	  task schedule.  Each part sizes and initialises its own structures
- *	  through qe_shmem_struct(); this file decides where they live.
+ *	  The extension's shared state (shmem.h): the one struct, QeShared,
+ *	  which holds the ready and limit hints, the rescue horizon, the
+ *	  current count-delta segments, the prune cursor and the worker's task
+ *	  schedule, and where it lives.
  *
- *	  With shared_preload_libraries they are in the main shared memory,
- *	  set up by the startup hook before any backend exists.
+ *	  With shared_preload_libraries it is in the main shared memory, set
+ *	  up by the startup hook before any backend exists.
  *
- *	  Without it they are in one dynamic shared memory segment, pinned so
+ *	  Without it, it is in one dynamic shared memory segment, pinned so
  *	  that it lives until the server stops, which the first backend that
  *	  needs it creates.  Its handle is kept in a few bytes of the main
  *	  shared memory taken at run time (ShmemInitStruct works after startup
@@ -20,12 +20,12 @@
  *	  its queue's ready hint), so a backend attaches before its first write
  *	  that would touch them: every accessor calls qe_shmem_attach(), which
  *	  either attaches or fails the statement, and never goes on without.
- *	  Only commit callbacks use the pointers as they are: a transaction
- *	  that has something to publish attached while recording it.
+ *	  Only transaction callbacks use qe_shared as it is: a transaction that
+ *	  has something to publish attached while recording it.
  *
  *-------------------------------------------------------------------------
  */
-#include "queue_engine.h"
+#include "shmem.h"
 
 #include "miscadmin.h"
 #include "storage/dsm.h"
@@ -33,14 +33,10 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+QeShared   *qe_shared = NULL;
 
 /* Set in _PG_init when preloaded (and inherited by every backend). */
 static bool preloaded = false;
-
-/* The parts' structures are in place in this process. */
-static bool attached = false;
 
 /* Without preloading: the main-shared-memory record of the segment. */
 typedef struct QeShmemAnchor
@@ -48,69 +44,63 @@ typedef struct QeShmemAnchor
 	dsm_handle	handle;			/* DSM_HANDLE_INVALID: not created yet */
 } QeShmemAnchor;
 
-/* Without preloading, while attaching: where the next part goes. */
-static char *dsm_base = NULL;
-static Size dsm_used = 0;
-static Size dsm_size = 0;
-static bool dsm_existed = false;
-
-/* Everything but the worker's schedule, which exists only when preloaded. */
-static Size
-shared_parts_size(void)
-{
-	return add_size(qe_dispatch_hints_shmem_size(),
-					qe_maintenance_shmem_size());
-}
-
-static void
-shared_parts_init(void)
-{
-	qe_dispatch_hints_shmem_init();
-	qe_maintenance_shmem_init();
-}
-
-/*
- * A part's structure: the named one in the main shared memory when
- * preloaded, else the next piece of the segment.  *found says whether
- * another process set it up already.
- */
-void *
-qe_shmem_struct(const char *name, Size size, bool *found)
-{
-	void	   *place;
-
-	if (preloaded)
-		return ShmemInitStruct(name, size, found);
-	Assert(dsm_base != NULL);
-	if (dsm_used + MAXALIGN(size) > dsm_size)
-		elog(ERROR, "queue_engine: shared state segment too small for \"%s\"", name);
-	place = dsm_base + dsm_used;
-	dsm_used += MAXALIGN(size);
-	*found = dsm_existed;
-	return place;
-}
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static void
 qe_shmem_request(void)
 {
-	Size		size = shared_parts_size();
-
-	size = add_size(size, qe_worker_shmem_size());
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(size);
+	RequestAddinShmemSpace(MAXALIGN(sizeof(QeShared)));
+}
+
+static void
+init_shared(QeShared *shared)
+{
+	SpinLockInit(&shared->hints.mutex);
+	shared->hints.next_walk_id = 1;
+	for (int i = 0; i < QE_READY_HINT_SLOTS; i++)
+	{
+		QeReadyHintSlot *slot = &shared->hints.slots[i];
+
+		SpinLockInit(&slot->mutex);
+		slot->database = InvalidOid;
+		slot->epoch = InvalidOid;
+		slot->queue_id = 0;
+		slot->valid = false;
+		slot->walk_id = 0;
+		slot->added_valid = false;
+		slot->exits = 0;
+		slot->at_limit = false;
+	}
+
+	pg_atomic_init_u64(&shared->rescue_horizon, 0); /* scan at once */
+
+	for (int i = 0; i < QE_DELTA_SEGMENT_SLOTS; i++)
+		pg_atomic_init_u32(&shared->delta_segment[i], 0);
+
+	SpinLockInit(&shared->prune_cursor.mutex);
+	shared->prune_cursor.dbid = InvalidOid;
+	shared->prune_cursor.from = DT_NOBEGIN;
+
+	SpinLockInit(&shared->task_schedule.mutex);
+	for (int i = 0; i < QE_BACKGROUND_TASK_COUNT; i++)
+		shared->task_schedule.next_due[i] = 0;
 }
 
 static void
 qe_shmem_startup(void)
 {
+	bool		found;
+
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared_parts_init();
-	qe_worker_shmem_init();
+	qe_shared = ShmemInitStruct("queue_engine", sizeof(QeShared), &found);
+	if (!found)
+		init_shared(qe_shared);
 	LWLockRelease(AddinShmemInitLock);
-	attached = true;
 }
 
 /* Called from _PG_init while shared_preload_libraries are loaded. */
@@ -125,11 +115,10 @@ qe_shmem_init(void)
 }
 
 /*
- * Make the shared state usable in this process; true once it is.  Not
- * preloaded, the first call attaches to the server's segment, creating it
- * if this is the first backend to need it; an error here fails the
- * statement, never lets it go on without the shared state.  Not for commit
- * callbacks.
+ * Make qe_shared usable in this process; true once it is.  Not preloaded,
+ * the first call attaches to the server's segment, creating it if this is
+ * the first backend to need it; an error here fails the statement, never
+ * lets it go on without the shared state.  Not for transaction callbacks.
  */
 bool
 qe_shmem_attach(void)
@@ -138,12 +127,11 @@ qe_shmem_attach(void)
 	dsm_segment *seg;
 	bool		found;
 
-	if (attached)
+	if (qe_shared != NULL)
 		return true;
 	if (preloaded)
-		return false;			/* startup hook not run (not a backend) */
+		return false;			/* not a backend of the server (no startup hook run) */
 
-	dsm_size = shared_parts_size();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	anchor = ShmemInitStruct("queue_engine shared state anchor",
 							 sizeof(QeShmemAnchor), &found);
@@ -154,23 +142,35 @@ qe_shmem_attach(void)
 		seg = dsm_attach(anchor->handle);
 		if (seg == NULL)
 			elog(ERROR, "queue_engine: could not attach to the shared state segment");
-		dsm_existed = true;
+		/* Mapped for the rest of this backend's life, not this transaction's. */
+		dsm_pin_mapping(seg);
 	}
 	else
 	{
-		seg = dsm_create(dsm_size, 0);
+		seg = dsm_create(MAXALIGN(sizeof(QeShared)), 0);
 		dsm_pin_segment(seg);
-		dsm_existed = false;
-	}
-	/* Mapped for the rest of this backend's life, not this transaction's. */
-	dsm_pin_mapping(seg);
-	dsm_base = dsm_segment_address(seg);
-	dsm_used = 0;
-	shared_parts_init();
-	/* Published only once set up: others wait on the lock until then. */
-	if (!dsm_existed)
+		dsm_pin_mapping(seg);
+		init_shared((QeShared *) dsm_segment_address(seg));
+		/* Published only once set up: others wait on the lock until then. */
 		anchor->handle = dsm_segment_handle(seg);
+	}
 	LWLockRelease(AddinShmemInitLock);
-	attached = true;
+	qe_shared = (QeShared *) dsm_segment_address(seg);
 	return true;
+}
+
+void
+qe_rescue_horizon_lower(TimestampTz to)
+{
+	uint64		current;
+
+	if (qe_shared == NULL)
+		return;
+	current = pg_atomic_read_u64(&qe_shared->rescue_horizon);
+	while ((TimestampTz) current > to)
+	{
+		if (pg_atomic_compare_exchange_u64(&qe_shared->rescue_horizon,
+										   &current, (uint64) to))
+			break;
+	}
 }

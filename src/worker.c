@@ -21,7 +21,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "queue_engine.h"
+#include "shmem.h"
 
 #include "access/heapam.h"
 #include "access/table.h"
@@ -57,45 +57,15 @@ PGDLLEXPORT void qe_maintenance_main(Datum arg);
 /* ... this many times as long as the call took. */
 #define QE_SLOW_TASK_FACTOR 20
 
-typedef struct QeTaskSchedule
-{
-	slock_t		mutex;
-	TimestampTz next_due[QE_BACKGROUND_TASK_COUNT];	/* 0: every pass */
-} QeTaskSchedule;
-
-static QeTaskSchedule *task_schedule = NULL;
-
-Size
-qe_worker_shmem_size(void)
-{
-	return MAXALIGN(sizeof(QeTaskSchedule));
-}
-
-/* Called by shmem.c's startup hook, under AddinShmemInitLock. */
-void
-qe_worker_shmem_init(void)
-{
-	bool		found;
-
-	task_schedule = ShmemInitStruct("queue_engine task schedule",
-									sizeof(QeTaskSchedule), &found);
-	if (!found)
-	{
-		SpinLockInit(&task_schedule->mutex);
-		for (int i = 0; i < QE_BACKGROUND_TASK_COUNT; i++)
-			task_schedule->next_due[i] = 0;
-	}
-}
-
 /* Is task i due in this pass? */
 static bool
 task_due(int i, TimestampTz now)
 {
 	TimestampTz due;
 
-	SpinLockAcquire(&task_schedule->mutex);
-	due = task_schedule->next_due[i];
-	SpinLockRelease(&task_schedule->mutex);
+	SpinLockAcquire(&qe_shared->task_schedule.mutex);
+	due = qe_shared->task_schedule.next_due[i];
+	SpinLockRelease(&qe_shared->task_schedule.mutex);
 	return now >= due;
 }
 
@@ -107,9 +77,9 @@ schedule_task(int i, int64 elapsed_us)
 
 	if (elapsed_us > QE_SLOW_TASK_MS * 1000)
 		due = GetCurrentTimestamp() + elapsed_us * QE_SLOW_TASK_FACTOR;
-	SpinLockAcquire(&task_schedule->mutex);
-	task_schedule->next_due[i] = due;
-	SpinLockRelease(&task_schedule->mutex);
+	SpinLockAcquire(&qe_shared->task_schedule.mutex);
+	qe_shared->task_schedule.next_due[i] = due;
+	SpinLockRelease(&qe_shared->task_schedule.mutex);
 }
 
 void

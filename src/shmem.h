@@ -1,0 +1,97 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.h
+ *	  Everything queue_engine shares between backends, in one struct
+ *	  (shmem.c sizes and initialises it, in the main shared memory when
+ *	  preloaded, else in a dynamic shared memory segment; qe_shared points
+ *	  at it once qe_shmem_attach() returned true).  All of it is a hint or
+ *	  a schedule, rebuilt from the tables or harmlessly lost on restart.
+ *
+ *	  Locking rule: every part has its own spinlock (the ready-hint table
+ *	  one per slot, plus one for walk ids) or is a single atomic (the
+ *	  rescue horizon).  A spinlock is held only to copy a few fields in or
+ *	  out, never across a call that can fail or wait, and never two at
+ *	  once; so the parts never wait on each other, and transaction
+ *	  callbacks may take them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef QE_SHMEM_H
+#define QE_SHMEM_H
+
+#include "queue_engine.h"
+
+#include "port/atomics.h"
+#include "storage/itemptr.h"
+#include "storage/spin.h"
+
+/*
+ * Ready and limit hints (dispatch_hints.c, limits.c): a direct-mapped
+ * table of slots by queue id, about 100 bytes each.
+ */
+#define QE_READY_HINT_SLOTS 4096
+
+typedef struct QeReadyHintSlot
+{
+	slock_t		mutex;
+	Oid			database;		/* queue ids are per database ... */
+	Oid			epoch;			/* ... and per installation: runs' relid */
+	int32		queue_id;		/* 0: free */
+	bool		valid;			/* false: no bound, scan from the start */
+	QeReadyKey	hint;
+	uint64		walk_id;		/* 0: nobody is walking */
+	TimestampTz walk_started;
+	bool		added_valid;	/* an entry was added during the walk */
+	QeReadyKey	added;			/* the lowest such entry */
+	uint64		exits;			/* runs that left executing (committed) */
+	bool		at_limit;		/* marked at its limit ... */
+	uint64		at_limit_exits; /* ... when exits was this */
+	int32		at_limit_limit; /* ... and the limit this */
+	TimestampTz at_limit_since;
+} QeReadyHintSlot;
+
+typedef struct QeReadyHintTable
+{
+	slock_t		mutex;			/* for next_walk_id */
+	uint64		next_walk_id;
+	QeReadyHintSlot slots[QE_READY_HINT_SLOTS];
+} QeReadyHintTable;
+
+/*
+ * The count-delta segment new deltas go to, per database (maintenance.c):
+ * direct-mapped by database oid; databases that share a slot share the
+ * number, which is harmless (it only says where most deltas go).
+ */
+#define QE_DELTA_SEGMENT_SLOTS 64
+
+/* Where the worker's last prune of finished runs stopped (maintenance.c). */
+typedef struct QePruneCursor
+{
+	slock_t		mutex;
+	Oid			dbid;			/* database the cursor is for */
+	TimestampTz from;			/* DT_NOBEGIN: from the oldest */
+} QePruneCursor;
+
+/* When each background task is next due in the worker's passes (worker.c). */
+typedef struct QeTaskSchedule
+{
+	slock_t		mutex;
+	TimestampTz next_due[QE_BACKGROUND_TASK_COUNT]; /* 0: every pass */
+} QeTaskSchedule;
+
+typedef struct QeShared
+{
+	QeReadyHintTable hints;
+	/* No executing run's lease passes before it (a TimestampTz). */
+	pg_atomic_uint64 rescue_horizon;
+	pg_atomic_uint32 delta_segment[QE_DELTA_SEGMENT_SLOTS];
+	QePruneCursor prune_cursor;
+	QeTaskSchedule task_schedule;
+} QeShared;
+
+extern QeShared *qe_shared;
+
+/* Lower the rescue horizon to to, if it is later (lock-free). */
+extern void qe_rescue_horizon_lower(TimestampTz to);
+
+#endif							/* QE_SHMEM_H */
