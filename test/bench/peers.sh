@@ -64,21 +64,24 @@
 # and prints every statement they issue: run it (BENCH_PEERS_CAPTURE=1) after upgrading a
 # peer and compare with peers/*.sql.
 #
-# Also (BENCH_PEERS_WAITS): while each system runs dequeue 1 (and 10) at 8 clients with
-# synchronous_commit off, a psql session samples pg_stat_activity every
+# Also (BENCH_PEERS_WAITS): while each system runs dequeue 1 and dequeue 10 at 1 and 8
+# clients with synchronous_commit off, a psql session samples pg_stat_activity every
 # BENCH_PEERS_SAMPLE_MS ms (\watch, one autocommit query per sample, so the sampler holds no
-# snapshot) and the script tabulates the pgbench backends' state and wait events per
-# system; with BENCH_PEERS_PERF=1 (root, perf installed) it also records the queue_engine
-# run's pgbench backends (`perf record -g -p`, for half the run) and prints the top symbols.
+# snapshot) and the script tabulates the pgbench backends' statement (claim or completion),
+# state and wait event per system; /proc/PID/schedstat gives each backend's share of time on
+# a CPU and waiting for one, and the backends' and pgbench's CPU per run. With
+# BENCH_PEERS_PERF=1 (root, perf installed) it also records the queue_engine run's pgbench
+# backends (`perf record -g -p`, for half the run) and prints the top symbols.
 #
 # Knobs: BENCH_SECONDS (10), BENCH_RUNS (3), BENCH_SYNCS ("on off"), BENCH_PEERS_CLIENTS ("1 8"),
-#   BENCH_PEERS_OPS ("enqueue batch dequeue1 dequeue10"), BENCH_PEERS_SYSTEMS ("raw qe gw boss"),
+#   BENCH_PEERS_OPS ("enqueue batch dequeue1 dequeue10"; "" for no table), BENCH_PEERS_SYSTEMS ("raw qe gw boss"),
 #   BENCH_PEERS_BACKLOG (300000: runs in each backlog before a dequeue run; the fastest
 #   dequeue 10 must not empty it in BENCH_SECONDS), BENCH_PEERS_GRAPHILE_WORKER (version; default:
 #   the newest 0.x >= 0.16 on npm), BENCH_PEERS_PG_BOSS (version; default: the newest 12.x on npm,
 #   else the newest), BENCH_PEERS_NPM_DIR (where to npm install them; default a temporary dir,
 #   deleted at exit; an existing dir that holds the wanted versions is reused),
-#   BENCH_PEERS_WAITS ("dequeue1 dequeue10": operations sampled at 8 clients, sync off; "" for none),
+#   BENCH_PEERS_WAITS ("dequeue1 dequeue10": operations sampled, sync off; "" for none),
+#   BENCH_PEERS_WAITS_CLIENTS ("1 8": the client counts they are sampled at),
 #   BENCH_PEERS_SAMPLE_MS (20), BENCH_PEERS_PERF (0), BENCH_PEERS_CAPTURE (0),
 #   BENCH_PEERS_BUILD (1: make + make install the extension first, as run.sh does; 0 when the
 #   caller already did), BENCH_OUT (also write the table there, as markdown).
@@ -94,17 +97,18 @@ BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_SYNCS=${BENCH_SYNCS:-on off}
 CLIENTS=${BENCH_PEERS_CLIENTS:-1 8}
-OPS=${BENCH_PEERS_OPS:-enqueue batch dequeue1 dequeue10}
+OPS=${BENCH_PEERS_OPS-enqueue batch dequeue1 dequeue10}   # "" for the wait-event pass alone
 SYSTEMS=${BENCH_PEERS_SYSTEMS:-raw qe gw boss}
 BACKLOG=${BENCH_PEERS_BACKLOG:-300000}
 WAITS=${BENCH_PEERS_WAITS-dequeue1 dequeue10}
+WAITS_CLIENTS=${BENCH_PEERS_WAITS_CLIENTS:-1 8}
 SAMPLE_MS=${BENCH_PEERS_SAMPLE_MS:-20}
 PERF=${BENCH_PEERS_PERF:-0}
 BENCH_OUT=${BENCH_OUT:-}
 BATCH_ENQUEUE=100   # the size qe_batch.sql and raw_batch.sql are written for
 command_line="$(printf '%q ' env ${BENCH_SECONDS:+BENCH_SECONDS=$BENCH_SECONDS} BENCH_RUNS="$BENCH_RUNS" \
   BENCH_SYNCS="$BENCH_SYNCS" BENCH_PEERS_CLIENTS="$CLIENTS" BENCH_PEERS_OPS="$OPS" BENCH_PEERS_SYSTEMS="$SYSTEMS" \
-  BENCH_PEERS_BACKLOG="$BACKLOG" BENCH_PEERS_WAITS="$WAITS" BENCH_PEERS_PERF="$PERF" \
+  BENCH_PEERS_BACKLOG="$BACKLOG" BENCH_PEERS_WAITS="$WAITS" BENCH_PEERS_WAITS_CLIENTS="$WAITS_CLIENTS" BENCH_PEERS_PERF="$PERF" \
   ${BENCH_PEERS_GRAPHILE_WORKER:+BENCH_PEERS_GRAPHILE_WORKER=$BENCH_PEERS_GRAPHILE_WORKER} \
   ${BENCH_PEERS_PG_BOSS:+BENCH_PEERS_PG_BOSS=$BENCH_PEERS_PG_BOSS} "test/bench/peers.sh")"
 
@@ -338,9 +342,10 @@ for sync in $BENCH_SYNCS; do
 done
 load_end=$(loadavg)
 
-# --- wait events ------------------------------------------------------------------------
-# sample_waits SYSTEM OP: one run of OP at 8 clients, sync off, while a psql session samples
-# the pgbench backends in pg_stat_activity; appends "system op state|wait" lines to $waits.
+# --- wait events and CPU -------------------------------------------------------------------
+# sample_waits SYSTEM OP CLIENTS: one run of OP, sync off, while a psql session samples the
+# pgbench backends in pg_stat_activity; appends "system op clients statement|state|wait"
+# lines to $waits, and the CPU of backends and client (schedstat) to $work/sched.
 waits=$work/waits
 : >"$waits"
 : >"$work/sched"
@@ -358,10 +363,24 @@ client_pid() {
     if tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qx "PGHOST=$PGHOST"; then basename "$p"; return 0; fi
   done
 }
+# backend_pids SEPARATOR CLIENTS: the pgbench backends, once all CLIENTS are connected (5 s at most)
+backend_pids() {
+  local k pids=
+  for ((k = 0; k < 50; k++)); do
+    pids=$(qe_psql -Atc "SELECT string_agg(pid::text, '$1') FROM pg_stat_activity WHERE application_name = 'pgbench'")
+    [ "$(tr "$1" ' ' <<<"$pids" | wc -w)" -lt "$2" ] || break
+    sleep 0.1
+  done
+  echo "$pids"
+}
 sample_waits() {
-  local sys=$1 op=$2 sampler_pid perf_pid= sched_pid v flag
+  local sys=$1 op=$2 clients=$3 sampler_pid perf_pid= sched_pid v flag
   prepare "$sys" "$op"
-  printf '%s\n' "SELECT coalesce(state, '-') || '|' || coalesce(wait_event_type || ':' || wait_event, 'CPU')
+  # Which statement of the loop each backend is in (or, idle, last ran): the claim or the
+  # completion (pgbench keeps a script's leading comments in the statement text).
+  printf '%s\n' "SELECT CASE WHEN query ~* '^(\\s*--[^\\n]*\\n)*\\s*(delete|with results|select queue_engine\\.complete)'
+                        THEN 'complete' ELSE 'claim' END || '|' || coalesce(state, '-') || '|'
+                   || coalesce(wait_event_type || ':' || wait_event, 'CPU')
                    FROM pg_stat_activity WHERE application_name = 'pgbench'" \
                 "\\watch $(awk -v m="$SAMPLE_MS" 'BEGIN { printf "%.3f", m / 1000 }')" >"$work/sampler.sql"
   # psql itself in the background (not a function: $! must be its pid, to stop it).
@@ -370,44 +389,53 @@ sample_waits() {
   if [ "$PERF" = 1 ] && [ "$sys" = qe ]; then
     # The pgbench backends only (other clusters share the machine), from 1 s into the run.
     (sleep 1
-     pids=$(qe_psql -Atc "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE application_name = 'pgbench'")
-     [ -z "$pids" ] || perf record -g -q -p "$pids" -o "$work/perf.$op.data" -- sleep $(( BENCH_SECONDS / 2 > 1 ? BENCH_SECONDS / 2 : 1 )) \
+     pids=$(backend_pids , "$clients")
+     [ -z "$pids" ] || perf record -g -q -p "$pids" -o "$work/perf.$op.$clients.data" -- sleep $(( BENCH_SECONDS / 2 > 1 ? BENCH_SECONDS / 2 : 1 )) \
        >/dev/null 2>&1) &
     perf_pid=$!
   fi
-  # CPU time and run-queue wait (/proc/PID/schedstat) of the 8 backends and of the
-  # pgbench client, from 1 s into the run to 1 s before its end: on 2 cores, is a
-  # backend waiting for a lock or for a CPU?
+  # CPU time and run-queue wait (/proc/PID/schedstat) of the backends and of the pgbench
+  # client, from about 1 s into the run to 2 s before its end: on 2 cores, is a backend waiting
+  # for a lock or for a CPU, and how much CPU does a run take?
   (sleep 1
-   for ((k = 0; k < 50; k++)); do
-     bpids=$(qe_psql -Atc "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE application_name = 'pgbench'")
-     [ "$(wc -w <<<"$bpids")" -lt 8 ] || break
-     sleep 0.1
-   done
+   bpids=$(backend_pids ' ' "$clients")
    cpid=$(client_pid)
    t0=$(date +%s%N); b0=$(schedsum $bpids); c0=$(schedsum $cpid)
-   sleep $(( BENCH_SECONDS > 3 ? BENCH_SECONDS - 2 : 1 ))
+   sleep $(( BENCH_SECONDS > 4 ? BENCH_SECONDS - 3 : 1 ))
    t1=$(date +%s%N); b1=$(schedsum $bpids); c1=$(schedsum $cpid)
-   echo "$sys $op $(( t1 - t0 )) $(wc -w <<<"$bpids") $b0 $b1 $c0 $c1" >>"$work/sched") &
+   # Only if every process was still there (a loaded machine may have ended the run first).
+   for p in $bpids $cpid; do [ -d "/proc/$p" ] || exit 0; done
+   echo "$(( t1 - t0 )) $(wc -w <<<"$bpids") $b0 $b1 $c0 $c1" >"$work/sched.one") &
   sched_pid=$!
-  read -r v flag <<<"$(pgb "$sys" "$op" off 8)"
+  read -r v flag <<<"$(pgb "$sys" "$op" off "$clients")"
   wait "$sched_pid" || true
   { kill "$sampler_pid"; wait "$sampler_pid"; } 2>/dev/null || true
   if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
+  [ ! -s "$work/sched.one" ] || echo "$sys $op $clients $v $(cat "$work/sched.one")" >>"$work/sched"
+  rm -f "$work/sched.one"
   if [ "$flag" = "!" ]; then flag=" (the backlog may have run out)"; else flag=; fi
-  qe_log "waits: $(name_of "$sys") $(label "$op") 8 clients sync off: $(fmt "$v") runs/s$flag, $(wc -l <"$work/samples") backend samples"
+  qe_log "waits: $(name_of "$sys") $(label "$op") $clients clients sync off: $(fmt "$v") runs/s$flag, $(wc -l <"$work/samples") backend samples"
   # (the line psql was writing when it was stopped may be cut short)
-  awk -v s="$sys" -v o="$op" '/^[a-z ()-]+\|[A-Za-z]+(:[A-Za-z0-9_]+)?$/ { print s, o, $0 }' "$work/samples" >>"$waits"
+  awk -v s="$sys" -v o="$op" -v c="$clients" '/^(claim|complete)\|[a-z ()-]+\|[A-Za-z]+(:[A-Za-z0-9_]+)?$/ { print s, o, c, $0 }' \
+    "$work/samples" >>"$waits"
 }
 if [ -n "$WAITS" ]; then
   load_waits=$(loadavg)
   for op in $WAITS; do
-    for sys in $SYSTEMS; do sample_waits "$sys" "$op"; done
+    for clients in $WAITS_CLIENTS; do
+      for sys in $SYSTEMS; do sample_waits "$sys" "$op" "$clients"; done
+    done
   done
 fi
 
 # --- report -------------------------------------------------------------------------------
 report() {
+  local sync clients op sys v flags cells
+  if [ -n "$OPS" ]; then report_table; fi
+  report_waits
+  report_versions
+}
+report_table() {
   local sync clients op sys v flags cells
   echo "## queue_engine and its peers, pgbench simple protocol (runs/s, median of $BENCH_RUNS runs of ${BENCH_SECONDS}s)"
   echo
@@ -457,36 +485,56 @@ report() {
   fi
   echo "\"!N\": in N of the runs pgbench failed or the backlog ($(fmt "$BACKLOG") runs) may have run out; raise BENCH_PEERS_BACKLOG."
   echo
+}
+report_waits() {
+  local op clients sys
   if [ -s "$waits" ]; then
-    echo "### Wait events of the pgbench backends, 8 clients, synchronous_commit off (share of samples every ${SAMPLE_MS} ms; load average at the start ${load_waits})"
+    echo "### Wait events of the pgbench backends, synchronous_commit off (share of samples, one every ${SAMPLE_MS} ms; load average at the start ${load_waits})"
+    echo
+    echo "Statement: the claim or the completion the backend is running (or, when idle, last ran)."
+    echo "active|CPU: running, or waiting for a CPU, with no wait event; idle|Client:ClientRead: waiting for pgbench's next statement."
     echo
     for op in $WAITS; do
-      echo "$(label "$op"):"
-      echo
-      printf '| state \\| wait event |'; for sys in $SYSTEMS; do printf ' %s |' "$(name_of "$sys")"; done
-      printf '\n|---|'; for sys in $SYSTEMS; do printf -- '---:|'; done; echo
-      awk -v o="$op" -v systems="$SYSTEMS" '
-        $2 == o { key = $3; for (i = 4; i <= NF; i++) key = key " " $i; n[$1, key]++; total[$1]++; keys[key] = 1 }
-        END {
-          ns = split(systems, sy, " ")
-          for (k in keys) { printf "| %s |", k; for (i = 1; i <= ns; i++) printf " %.1f%% |", (total[sy[i]] ? 100 * n[sy[i], k] / total[sy[i]] : 0); printf "\n" }
-        }' "$waits" | sort -t'|' -k3 -gr
-      echo
+      for clients in $WAITS_CLIENTS; do
+        echo "$(label "$op"), $clients clients:"
+        echo
+        printf '| statement \\| state \\| wait event |'; for sys in $SYSTEMS; do printf ' %s |' "$(name_of "$sys")"; done
+        printf '\n|---|'; for sys in $SYSTEMS; do printf -- '---:|'; done; echo
+        awk -v o="$op" -v c="$clients" -v systems="$SYSTEMS" '
+          $2 == o && $3 == c { key = $4; for (i = 5; i <= NF; i++) key = key " " $i; n[$1, key]++; total[$1]++; keys[key] = 1 }
+          END {
+            ns = split(systems, sy, " ")
+            for (k in keys) {
+              line = sprintf("| %s |", k); show = 0
+              for (i = 1; i <= ns; i++) { v = (total[sy[i]] ? 100 * n[sy[i], k] / total[sy[i]] : 0); if (v >= 0.5) show = 1; line = line sprintf(" %.1f%% |", v) }
+              if (show) print line
+            }
+          }' "$waits" | sort
+        echo
+      done
     done
-    echo "(active|CPU: running, no wait event; idle|Client:ClientRead: waiting for pgbench's next statement.)"
+    echo "(rows under 0.5 % for every system left out)"
     echo
-    echo "CPU of the same runs (/proc/PID/schedstat, from 1 s after the start to 1 s before the end): share of wall time each backend spent on a CPU and waiting for one (run queue); the pgbench client's CPU in cores."
+  fi
+  if [ -s "$work/sched" ]; then
+    echo "### CPU of the same runs (/proc/PID/schedstat, from about 1 s after the start to 2 s before the end; a run whose processes ended first is left out)"
     echo
-    echo "| operation | system | backend on CPU | backend waiting for a CPU | pgbench client on CPU (cores) | pgbench client waiting for a CPU (cores) |"
-    echo "|---|---|---:|---:|---:|---:|"
-    while read -r sys op dt nb br0 bw0 br1 bw1 cr0 cw0 cr1 cw1; do
-      awk -v l="$(label "$op")" -v n="$(name_of "$sys")" -v dt="$dt" -v nb="$nb" \
-          -v br=$(( br1 - br0 )) -v bw=$(( bw1 - bw0 )) -v cr=$(( cr1 - cr0 )) -v cw=$(( cw1 - cw0 )) \
-        'BEGIN { if (nb < 1 || dt < 1) exit
-                 printf "| %s | %s | %.0f%% | %.0f%% | %.2f | %.2f |\n", l, n, 100 * br / dt / nb, 100 * bw / dt / nb, cr / dt, cw / dt }'
+    echo "Per backend: share of wall time on a CPU and waiting for one (run queue); per run: backend and pgbench CPU time."
+    echo
+    echo "| operation | clients | system | runs/s | backend on CPU | backend waiting for a CPU | backend CPU µs per run | pgbench CPU µs per run |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|"
+    while read -r sys op clients v dt nb br0 bw0 br1 bw1 cr0 cw0 cr1 cw1; do
+      awk -v l="$(label "$op")" -v n="$(name_of "$sys")" -v c="$clients" -v v="$v" -v dt="$dt" -v nb="$nb" \
+          -v br=$(( br1 - br0 )) -v bw=$(( bw1 - bw0 )) -v cr=$(( cr1 - cr0 )) \
+        'BEGIN { if (nb < 1 || dt < 1 || v !~ /^[0-9.]+$/ || v == 0) exit
+                 runs = v * dt / 1e9
+                 printf "| %s | %s | %s | %.0f | %.0f%% | %.0f%% | %.0f | %.0f |\n", l, c, n, v,
+                        100 * br / dt / nb, 100 * bw / dt / nb, br / 1000 / runs, cr / 1000 / runs }'
     done <"$work/sched"
     echo
   fi
+}
+report_versions() {
   echo "Versions: queue_engine $(qe_psql -Atc "SELECT extversion FROM pg_extension WHERE extname = '$QE_EXTENSION'") (git $(git -C "$QE_REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))$(has gw && echo ", graphile-worker $gw_version")$(has boss && echo ", pg-boss $boss_version") (npm), node $(node -v 2>/dev/null || echo '-'), PostgreSQL $pg_version."
   echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)), $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo); load average ${load_start} at the start, ${load_end} at the end of the table."
   echo "Date: $(date -u '+%Y-%m-%d %H:%M UTC'). Cluster: shared_buffers 1GB, fsync on, the library preloaded (as test/bench/run.sh)."
@@ -496,10 +544,12 @@ report | tee "$work/report.md"
 [ -z "$BENCH_OUT" ] || cp "$work/report.md" "$BENCH_OUT"
 
 for op in $WAITS; do
-  [ "$PERF" = 1 ] && [ -s "$work/perf.$op.data" ] || continue
-  echo
-  echo "### perf: top symbols of the 8 pgbench backends, queue_engine, $(label "$op"), 8 clients, sync off (perf record -g -p, $(( BENCH_SECONDS / 2 > 1 ? BENCH_SECONDS / 2 : 1 )) s)"
-  echo
-  perf report -i "$work/perf.$op.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null |
-    grep -v '^#' | grep '%' | sed 's/ *$//' | head -n 40
+  for clients in $WAITS_CLIENTS; do
+    [ "$PERF" = 1 ] && [ -s "$work/perf.$op.$clients.data" ] || continue
+    echo
+    echo "### perf: top symbols of the pgbench backends, queue_engine, $(label "$op"), $clients clients, sync off (perf record -g -p, $(( BENCH_SECONDS / 2 > 1 ? BENCH_SECONDS / 2 : 1 )) s)"
+    echo
+    perf report -i "$work/perf.$op.$clients.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null |
+      grep -v '^#' | grep '%' | sed 's/ *$//' | head -n 30
+  done
 done
