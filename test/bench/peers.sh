@@ -374,7 +374,7 @@ backend_pids() {
   echo "$pids"
 }
 sample_waits() {
-  local sys=$1 op=$2 clients=$3 sampler_pid perf_pid= sched_pid v flag
+  local sys=$1 op=$2 clients=$3 sampler_pid perf_pid='' sched_pid v flag
   prepare "$sys" "$op"
   # Which statement of the loop each backend is in (or, idle, last ran): the claim or the
   # completion (pgbench keeps a script's leading comments in the statement text).
@@ -523,7 +523,7 @@ report_waits() {
     echo
     echo "| operation | clients | system | runs/s | backend on CPU | backend waiting for a CPU | backend CPU µs per run | pgbench CPU µs per run |"
     echo "|---|---:|---|---:|---:|---:|---:|---:|"
-    while read -r sys op clients v dt nb br0 bw0 br1 bw1 cr0 cw0 cr1 cw1; do
+    while read -r sys op clients v dt nb br0 bw0 br1 bw1 cr0 _ cr1 _; do
       awk -v l="$(label "$op")" -v n="$(name_of "$sys")" -v c="$clients" -v v="$v" -v dt="$dt" -v nb="$nb" \
           -v br=$(( br1 - br0 )) -v bw=$(( bw1 - bw0 )) -v cr=$(( cr1 - cr0 )) \
         'BEGIN { if (nb < 1 || dt < 1 || v !~ /^[0-9.]+$/ || v == 0) exit
