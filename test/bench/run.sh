@@ -258,13 +258,17 @@ run_pair() {
 
 # A fresh engine (no queues but 'bench', no runs) and an empty raw_jobs.
 reset_engine() {
+  maintenance_pause
   qe_psql -c "SET client_min_messages = warning" \
           -c "DROP EXTENSION IF EXISTS queue_engine CASCADE" -c "CREATE EXTENSION queue_engine" \
           -c "SELECT queue_engine.create_queue('bench')" -c "TRUNCATE raw_jobs" >/dev/null
+  maintenance_resume
 }
 empty() {
+  maintenance_pause
   qe_psql -c "TRUNCATE raw_jobs" -c "TRUNCATE queue_engine.runs, queue_engine.queue_count_deltas" \
           -c "UPDATE queue_engine.queue_counts SET queued = 0, delayed = 0, executing = 0, waiting = 0" >/dev/null
+  maintenance_resume
 }
 # enqueue_n QUEUE N: N runs with a small payload, 100,000 per statement
 enqueue_n() {
@@ -356,14 +360,29 @@ qe_on_exit 'holder_release'
 # Without preloading, nothing runs the engine's time-based work: the bench calls
 # run_maintenance() itself, every BENCH_MAINTENANCE_INTERVAL s (errors, e.g. while
 # reset_engine has dropped the extension, are skipped).
+# The loop pauses while the bench drops, creates or truncates the engine's tables
+# (maintenance_pause / maintenance_resume): those take their locks in another order
+# than a maintenance pass, and the two deadlocked.
 maint_pid=
 maintenance_loop_start() {
+  rm -f "$work/maintenance.pause"
   ( while :; do
-      PGAPPNAME=bench_maintenance qe_psql -c "CALL queue_engine.run_maintenance()" >/dev/null 2>&1 || true
+      if [ ! -e "$work/maintenance.pause" ]; then
+        PGAPPNAME=bench_maintenance qe_psql -c "CALL queue_engine.run_maintenance()" >/dev/null 2>&1 || true
+      fi
       sleep "$BENCH_MAINTENANCE_INTERVAL"
     done ) &
   maint_pid=$!
 }
+maintenance_pause() {
+  [ -n "$maint_pid" ] || return 0
+  touch "$work/maintenance.pause"
+  # a pass under way ends first
+  while [ "$(qe_psql -Atc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'bench_maintenance'")" != 0 ]; do
+    sleep 0.1
+  done
+}
+maintenance_resume() { rm -f "$work/maintenance.pause"; }
 maintenance_loop_stop() {
   [ -n "$maint_pid" ] || return 0
   kill "$maint_pid" 2>/dev/null || true
@@ -373,11 +392,15 @@ maintenance_loop_stop() {
 qe_on_exit 'maintenance_loop_stop'
 
 # set_retention VALUE: queue_engine.finished_run_retention for the worker and run_maintenance()
+# (LOAD first: without preloading, a new session does not know the setting yet, and
+# ALTER SYSTEM refuses settings it does not know.)
 set_retention() {
-  qe_psql -c "ALTER SYSTEM SET queue_engine.finished_run_retention = '$1'" -c "SELECT pg_reload_conf()" >/dev/null
+  qe_psql -c "LOAD '$QE_EXTENSION'" -c "ALTER SYSTEM SET queue_engine.finished_run_retention = '$1'" \
+          -c "SELECT pg_reload_conf()" >/dev/null
 }
 reset_retention() {
-  qe_psql -c "ALTER SYSTEM RESET queue_engine.finished_run_retention" -c "SELECT pg_reload_conf()" >/dev/null
+  qe_psql -c "LOAD '$QE_EXTENSION'" -c "ALTER SYSTEM RESET queue_engine.finished_run_retention" \
+          -c "SELECT pg_reload_conf()" >/dev/null
 }
 
 # sustain_rate SYNC -> tx/s: 70 % of what the sustained script (enqueue + dequeue + complete)
