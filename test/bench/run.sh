@@ -80,7 +80,12 @@
 #   BENCH_MEMORY_SPI_CALLS (20000), BENCH_SCOPED_CLIENTS ("1", workload 11),
 #   BENCH_SCOPED_TENANTS (20, workload 11), BENCH_OUT (also write both tables there, as markdown).
 #
-# A quick smoke run of everything (a few minutes of load per preload mode; figures meaningless):
+# Issue 15's targets only, shortened (about 40 minutes per preload mode on a 2-core machine; 1-4
+# and 9 at their defaults, the holds and the soak shortened: a screening, not the measurement):
+#   BENCH_PRELOAD=on BENCH_WORKLOADS="1 2 3 4 9 10 soak" BENCH_SUSTAIN_SECONDS=60 BENCH_SUSTAIN_RUNS=1 \
+#   BENCH_SUSTAIN_AFTER=20 BENCH_SUSTAIN_WARMUP=30 BENCH_SUSTAIN_CAPACITY_SECONDS=10 \
+#   BENCH_SOAK_SECONDS=240 make bench                (then the same with BENCH_PRELOAD=off)
+# A quick smoke run of everything (about 10 minutes per preload mode; figures meaningless):
 #   BENCH_SECONDS=2 BENCH_RUNS=1 BENCH_BACKLOG=20000 BENCH_QUEUES=500 BENCH_LATENCY_SECONDS=5 \
 #   BENCH_BIG_BACKLOG=100000 BENCH_BLOCKED_QUEUES=10 BENCH_BLOCKED_RUNS=2000 BENCH_SIZE_RUNS=20000 \
 #   BENCH_SUSTAIN_SECONDS=20 BENCH_SUSTAIN_AFTER=10 BENCH_SUSTAIN_WARMUP=5 \
@@ -444,7 +449,7 @@ header() { printf "$ROWFMT" workload preload sync cli raw engine ratio "p50 ms" 
 row() {
   local r=${6:-$(ratio "$4" "$5")} p50=${7:--} p99=${8:--}
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$PRELOAD" "$2" "$3" "$(fmt "$4")" "$(fmt "$5")" "$r" "$(fmt "$p50")" "$(fmt "$p99")" |
-    tee -a "$results" | awk -F '\t' -v f="$ROWFMT" '{ printf f, $1, $2, $3, $4, $5, $6, $7, $8, $9 }'
+    tee -a "$results" | awk -F '\t' -v f="$ROWFMT" '{ printf f, $1, $2, $3, $4, $5, $6, $7, $8, $9; fflush() }'
 }
 
 # --- the targets of issue 15 -------------------------------------------------
