@@ -46,6 +46,8 @@ test:
 demo:
 	bash test/demo.sh
 
-# Benchmarks against a raw-SQL baseline on a throwaway cluster.
+# Benchmarks against a raw-SQL baseline on a throwaway cluster, then
+# side by side with graphile-worker and pg-boss (test/bench/README.md).
 bench:
 	bash test/bench/run.sh
+	BENCH_PEERS_BUILD=0 bash test/bench/peers.sh
