@@ -222,6 +222,9 @@ tenant_cursor(int32 tenant_id)
 	return c;
 }
 
+/* Queues the walk below reads at a time once it has passed one by. */
+#define QE_WALK_BATCH 16
+
 /*
  * Does the queue have a queued run?  (One probe of runs_queued.)
  */
@@ -289,32 +292,53 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 	for (int pass = 0; pass < 2; pass++)
 	{
 		Portal		portal;
+		long		batch = 1;
 
 		values[1] = Int32GetDatum(pass == 0 ? after : 0);
 		values[4] = Int32GetDatum(pass == 0 ? PG_INT32_MAX : after);
 		portal = SPI_cursor_open(NULL, plan, values, nulls, false);
 		for (;;)
 		{
-			bool		isnull;
-			QeCandidate found;
+			uint64		n;
+			QeCandidate *found;
 
 			CHECK_FOR_INTERRUPTS();
-			SPI_cursor_fetch(portal, true, 1);
-			if (SPI_processed == 0)
+
+			/*
+			 * The first queue is usually the one; once one was passed by,
+			 * read on in batches (rows read past the one taken cost only
+			 * their probes, and a limited queue's is gated off).
+			 */
+			SPI_cursor_fetch(portal, true, batch);
+			n = SPI_processed;
+			if (n == 0)
 				break;
-			memset(&found, 0, sizeof(QeCandidate));
-			found.queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
-			found.queue = TextDatumGetCString(qe_get(0, 2, &isnull));
-			found.limit = DatumGetInt32(qe_get(0, 3, &isnull));
-			found.key_limit = DatumGetInt32(qe_get(0, 4, &isnull));
-			/* At its limit (known from a mark, or counted and then marked): pass it. */
-			if (found.limit > 0 &&
-				(!qe_queue_below_limit_now(found.queue_id, found.limit) ||
-				 !has_queued_run(found.queue_id)))
-				continue;
-			SPI_cursor_close(portal);
-			*out = found;
-			return true;
+			batch = QE_WALK_BATCH;
+			found = palloc0(sizeof(QeCandidate) * n);
+			for (uint64 i = 0; i < n; i++)
+			{
+				bool		isnull;
+
+				found[i].queue_id = DatumGetInt32(qe_get(i, 1, &isnull));
+				found[i].queue = TextDatumGetCString(qe_get(i, 2, &isnull));
+				found[i].limit = DatumGetInt32(qe_get(i, 3, &isnull));
+				found[i].key_limit = DatumGetInt32(qe_get(i, 4, &isnull));
+			}
+			for (uint64 i = 0; i < n; i++)
+			{
+				/*
+				 * At its limit (known from a mark, or counted and then
+				 * marked), or nothing queued: pass it.
+				 */
+				if (found[i].limit > 0 &&
+					(!qe_queue_below_limit_now(found[i].queue_id, found[i].limit) ||
+					 !has_queued_run(found[i].queue_id)))
+					continue;
+				SPI_cursor_close(portal);
+				*out = found[i];
+				return true;
+			}
+			pfree(found);
 		}
 		SPI_cursor_close(portal);
 	}

@@ -121,6 +121,7 @@ typedef struct QeReadyKey
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);
 extern void qe_ready_hint_forget_all(void);
+/* ... and the limit-hint fields of a queue's slot, for limits.c */
 extern bool qe_limit_hints_enabled(void);
 extern uint64 qe_hint_exits(int32 queue_id);
 extern void qe_hint_count_exit(int32 queue_id);
