@@ -153,17 +153,6 @@ take_slot(QeReadyHintSlot *slot, int32 queue_id)
 	slot->exits++;				/* voids any count read for the slot's last queue */
 }
 
-/* Index order of runs_queued within a queue: priority DESC, run_at, run_id. */
-static inline bool
-key_before(const QeReadyKey *a, const QeReadyKey *b)
-{
-	if (a->priority != b->priority)
-		return a->priority > b->priority;
-	if (a->run_at != b->run_at)
-		return a->run_at < b->run_at;
-	return a->run_id < b->run_id;
-}
-
 /*
  * Queued entries were just added to queue_id's runs_queued (by the
  * current, uncommitted transaction), none sorting before *key.
@@ -179,10 +168,10 @@ qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key)
 	SpinLockAcquire(&slot->mutex);
 	if (slot_holds(slot, queue_id))
 	{
-		if (slot->valid && key_before(key, &slot->hint))
+		if (slot->valid && qe_ready_key_before(key, &slot->hint))
 			slot->hint = *key;
 		if (slot->walk_id != 0 &&
-			(!slot->added_valid || key_before(key, &slot->added)))
+			(!slot->added_valid || qe_ready_key_before(key, &slot->added)))
 		{
 			slot->added_valid = true;
 			slot->added = *key;
@@ -413,7 +402,7 @@ qe_ready_hint_get(int32 queue_id, QeReadyKey *key)
 		if (slot_holds(slot, queue_id) && slot->walk_id == walk_id)
 		{
 			/* Entries added meanwhile may sort before where the walk ended. */
-			if (slot->added_valid && key_before(&slot->added, &to))
+			if (slot->added_valid && qe_ready_key_before(&slot->added, &to))
 				to = slot->added;
 			slot->valid = true;
 			slot->hint = to;

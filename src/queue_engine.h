@@ -118,6 +118,17 @@ typedef struct QeReadyKey
 	TimestampTz run_at;
 	int64		run_id;
 } QeReadyKey;
+
+/* Index order of runs_queued within a queue: priority DESC, run_at, run_id. */
+static inline bool
+qe_ready_key_before(const QeReadyKey *a, const QeReadyKey *b)
+{
+	if (a->priority != b->priority)
+		return a->priority > b->priority;
+	if (a->run_at != b->run_at)
+		return a->run_at < b->run_at;
+	return a->run_id < b->run_id;
+}
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);
 extern void qe_ready_hint_forget_all(void);

@@ -80,17 +80,6 @@ qe_run_state_xact_end(bool committed)
 	lease_granted_min = DT_NOEND;
 }
 
-/* Index order of runs_queued within a queue: priority DESC, run_at, run_id. */
-static inline bool
-key_before(const QeReadyKey *a, const QeReadyKey *b)
-{
-	if (a->priority != b->priority)
-		return a->priority > b->priority;
-	if (a->run_at != b->run_at)
-		return a->run_at < b->run_at;
-	return a->run_id < b->run_id;
-}
-
 static int
 cmp_queue_id(const void *a, const void *b)
 {
@@ -153,7 +142,7 @@ qe_runs_transitioned(QeTransition *moves, int nmoves)
 				if (m->from == QE_RUN_EXECUTING)
 					left_executing = true;
 				if (m->to == QE_RUN_QUEUED &&
-					(!ready_valid || key_before(&m->key, &ready)))
+					(!ready_valid || qe_ready_key_before(&m->key, &ready)))
 				{
 					ready = m->key;
 					ready_valid = true;
