@@ -60,6 +60,460 @@ SELECT pg_catalog.pg_extension_config_dump('queue_engine.queue_count_deltas', ''
 SELECT pg_catalog.pg_extension_config_dump('queue_engine.queue_count_deltas_1', '');
 
 ---------------------------------------------------------------------------
+-- Section 2: run storage 0.2 (src/README.md, "Run storage 0.2").
+--
+-- 0.1 kept every run in one wide row of queue_engine.runs, updated in place
+-- at each step; under a long-open snapshot every claim and finish left a
+-- dead row version and index entries that VACUUM could not remove.  Now a
+-- run lives in the table of where it is in its life:
+--   ready      pending runs that may start (status queued);
+--   delayed    pending runs waiting for run_at (first attempts, retries);
+--   executing  runs a worker holds, with attempt, lease and slot;
+--   finished_runs  the history, one row per run, written once.
+-- ready, delayed and executing are each a parent with two segments (_0 and
+-- _1, inheritance children): writers insert into the current segment, and
+-- maintenance's rotation moves the other one's live rows over and empties
+-- it with TRUNCATE, which needs no snapshot to end (maintenance.c).  The
+-- parents hold no rows; statements read a family through its parent, so
+-- both segments are read in one scan.
+--
+-- A pending row is 8 columns (so its null bitmap fits in the tuple
+-- header) with one order index entry: what most runs lack is in one
+-- composite column, meta, NULL for a plain run; what the queue gives every
+-- run (max_attempts, lease at enqueue) is referenced through policy_id;
+-- tenant_id is the queue's; status is where the row is.
+--
+-- queue_engine.runs becomes a view of them all with 0.1's columns, and
+-- changes made to it by hand (tests, an operator's fix) are applied to the
+-- row where it lives by INSTEAD OF triggers.
+---------------------------------------------------------------------------
+
+-- What a run has beyond its 8 pending columns; NULL fields are the common
+-- case (attempt NULL: 0; created_at NULL: run_at; max_attempts and lease
+-- NULL: the policy's).  A field of meta in executing_k and finished_runs
+-- that the row has a column for (attempt, started_at, worker) is unused.
+CREATE TYPE queue_engine.run_meta AS (
+	attempt				int,
+	created_at			timestamptz,
+	expires_at			timestamptz,
+	started_at			timestamptz,
+	worker				text,
+	idempotency_key		text,
+	tags				text[],
+	parent_run_id		bigint,
+	max_attempts		int,
+	lease				interval,
+	last_error			jsonb
+);
+
+-- What a queue gives its runs at enqueue (SPEC: a change to the queue
+-- affects new runs only): a new row whenever max_attempts or lease change,
+-- never updated; runs name theirs by policy_id.
+CREATE SEQUENCE queue_engine.queue_policies_policy_id_seq AS int;
+CREATE TABLE queue_engine.queue_policies (
+	policy_id			int PRIMARY KEY DEFAULT nextval('queue_engine.queue_policies_policy_id_seq'),
+	queue_id			int NOT NULL,
+	max_attempts		int NOT NULL,
+	lease				interval NOT NULL
+);
+ALTER SEQUENCE queue_engine.queue_policies_policy_id_seq OWNED BY queue_engine.queue_policies.policy_id;
+CREATE INDEX queue_policies_queue ON queue_engine.queue_policies (queue_id);
+
+ALTER TABLE queue_engine.queues ADD COLUMN policy_id int;
+
+-- A queue's current policy, kept by trigger so that changes by hand count
+-- too.  A row that already names a policy (pg_restore's copy of the table)
+-- keeps it.
+CREATE FUNCTION queue_engine.queue_policy_assign()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.policy_id IS NULL
+	   OR (TG_OP = 'UPDATE' AND (NEW.max_attempts IS DISTINCT FROM OLD.max_attempts
+								 OR NEW.lease IS DISTINCT FROM OLD.lease)) THEN
+		INSERT INTO queue_engine.queue_policies (queue_id, max_attempts, lease)
+			 VALUES (NEW.queue_id, NEW.max_attempts, NEW.lease)
+		  RETURNING policy_id INTO NEW.policy_id;
+	END IF;
+	RETURN NEW;
+END;
+$$;
+CREATE TRIGGER queues_policy
+	BEFORE INSERT OR UPDATE ON queue_engine.queues
+	FOR EACH ROW EXECUTE FUNCTION queue_engine.queue_policy_assign();
+UPDATE queue_engine.queues SET policy_id = NULL;	-- the trigger gives each one
+ALTER TABLE queue_engine.queues ALTER COLUMN policy_id SET NOT NULL;
+
+-- The families.  Column order is alignment order (no padding).
+CREATE TABLE queue_engine.ready (
+	run_id				bigint NOT NULL,
+	run_at				timestamptz NOT NULL,
+	queue_id			int NOT NULL,
+	policy_id			int NOT NULL,
+	priority			int NOT NULL,
+	payload				jsonb NOT NULL,
+	concurrency_key		text,
+	meta				queue_engine.run_meta,
+	CONSTRAINT rows_in_segments_only CHECK (false) NO INHERIT
+);
+CREATE TABLE queue_engine.delayed (LIKE queue_engine.ready,
+	CONSTRAINT rows_in_segments_only CHECK (false) NO INHERIT);
+CREATE TABLE queue_engine.executing (
+	run_id				bigint NOT NULL,
+	run_at				timestamptz NOT NULL,
+	started_at			timestamptz NOT NULL,
+	lease_expires_at	timestamptz NOT NULL,
+	attempt_lease		interval NOT NULL,
+	queue_id			int NOT NULL,
+	policy_id			int NOT NULL,
+	priority			int NOT NULL,
+	attempt				int NOT NULL,
+	queue_slot			int,
+	payload				jsonb NOT NULL,
+	concurrency_key		text,
+	worker				text,
+	meta				queue_engine.run_meta,
+	CONSTRAINT rows_in_segments_only CHECK (false) NO INHERIT
+);
+
+-- Segments.  No autovacuum: rotation empties them; and without VACUUM
+-- filling the free space map, inserts only append, so index entries with
+-- equal keys (the runs of one statement) are in run_id order, which is the
+-- queue's tie order (SPEC) without run_id in the index.  The run_id BRIN
+-- (for lookups by id, get_run and cancel) is summarised as pages fill.
+DO $$
+DECLARE
+	k int;
+	seg text;
+BEGIN
+	FOR k IN 0..1 LOOP
+		seg := 'ready_' || k;
+		EXECUTE format('CREATE TABLE queue_engine.%I () INHERITS (queue_engine.ready)'
+					   ' WITH (autovacuum_enabled = false)', seg);
+		-- Every pending run in the order index; keyed runs also by key.
+		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, priority DESC, run_at)',
+					   seg || '_order', seg);
+		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, concurrency_key, priority DESC, run_at)'
+					   ' WHERE concurrency_key IS NOT NULL', seg || '_key', seg);
+
+		seg := 'delayed_' || k;
+		EXECUTE format('CREATE TABLE queue_engine.%I () INHERITS (queue_engine.delayed)'
+					   ' WITH (autovacuum_enabled = false)', seg);
+		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (run_at)', seg || '_run_at', seg);
+
+		FOREACH seg IN ARRAY ARRAY['ready_' || k, 'delayed_' || k] LOOP
+			EXECUTE format('CREATE INDEX %I ON queue_engine.%I USING brin (run_id)'
+						   ' WITH (pages_per_range = 4, autosummarize = on)', seg || '_id', seg);
+			-- TTL: the never-started runs with a deadline.
+			EXECUTE format('CREATE INDEX %I ON queue_engine.%I (((meta).expires_at))'
+						   ' WHERE (meta).expires_at IS NOT NULL AND (meta).attempt IS NULL',
+						   seg || '_expiry', seg);
+		END LOOP;
+
+		seg := 'executing_' || k;
+		EXECUTE format('CREATE TABLE queue_engine.%I () INHERITS (queue_engine.executing)'
+					   ' WITH (autovacuum_enabled = false)', seg);
+		EXECUTE format('CREATE UNIQUE INDEX %I ON queue_engine.%I (run_id)', seg || '_id', seg);
+		-- The slots that limits count.  Leases are not indexed, so a
+		-- heartbeat is a HOT update.
+		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, concurrency_key)',
+					   seg || '_queue', seg);
+	END LOOP;
+END;
+$$;
+
+-- The history: written once when a run finishes, deleted by retention.
+CREATE TABLE queue_engine.finished_runs (
+	run_id				bigint NOT NULL,
+	finished_at			timestamptz NOT NULL,
+	run_at				timestamptz NOT NULL,
+	started_at			timestamptz,
+	queue_id			int NOT NULL,
+	policy_id			int NOT NULL,
+	priority			int NOT NULL,
+	attempt				int NOT NULL,
+	status				queue_engine.run_status NOT NULL,
+	payload				jsonb NOT NULL,
+	output				jsonb,
+	concurrency_key		text,
+	worker				text,
+	meta				queue_engine.run_meta
+);
+CREATE UNIQUE INDEX finished_runs_id ON queue_engine.finished_runs (run_id);
+CREATE INDEX finished_runs_finished_at ON queue_engine.finished_runs (finished_at);
+CREATE INDEX finished_runs_queue ON queue_engine.finished_runs (queue_id);
+
+-- meta for a row, NULL when every field is (a row IS NULL when all its
+-- fields are).
+CREATE FUNCTION queue_engine.run_meta_or_null(m queue_engine.run_meta)
+RETURNS queue_engine.run_meta
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN m IS NULL THEN NULL ELSE m END;
+
+-- The segment of a family new rows go to (shared state; rotation moves it).
+CREATE FUNCTION queue_engine.current_segment(family text)
+RETURNS int
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'qe_current_segment_sql';
+
+-- Move the 0.1 rows.  Runs whose max_attempts or lease differ from their
+-- queue's current ones get policies of their own.
+INSERT INTO queue_engine.queue_policies (queue_id, max_attempts, lease)
+SELECT DISTINCT r.queue_id, r.max_attempts, r.lease
+  FROM queue_engine.runs r
+ WHERE NOT EXISTS (SELECT 1 FROM queue_engine.queues q
+					 JOIN queue_engine.queue_policies p ON p.policy_id = q.policy_id
+					WHERE q.queue_id = r.queue_id AND p.max_attempts = r.max_attempts
+					  AND p.lease = r.lease);
+
+CREATE FUNCTION queue_engine.upgrade_refuse_waiting(run_id bigint)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE EXCEPTION 'run % is in state waiting, which queue_engine 0.1 never made', run_id
+		USING HINT = 'Finish or cancel it, then update again.';
+END;
+$$;
+-- (In one statement: a table made here would become part of the extension.)
+WITH moving AS (
+	SELECT r.*,
+		   (SELECT min(p.policy_id) FROM queue_engine.queue_policies p
+			 WHERE p.queue_id = r.queue_id AND p.max_attempts = r.max_attempts
+			   AND p.lease = r.lease) AS policy_id,
+		   queue_engine.run_meta_or_null(ROW(
+			   CASE WHEN r.status IN ('queued', 'delayed') THEN nullif(r.attempt, 0) END,
+			   nullif(r.created_at, r.run_at),
+			   r.expires_at,
+			   CASE WHEN r.status IN ('queued', 'delayed') THEN r.started_at END,
+			   CASE WHEN r.status IN ('queued', 'delayed') THEN r.worker END,
+			   r.idempotency_key, r.tags, r.parent_run_id, NULL, NULL,
+			   r.last_error)::queue_engine.run_meta) AS meta
+	  FROM queue_engine.runs r
+	 WHERE CASE WHEN r.status = 'waiting'
+				THEN queue_engine.upgrade_refuse_waiting(r.run_id) ELSE true END),
+ready AS (
+	INSERT INTO queue_engine.ready_0
+	SELECT run_id, run_at, queue_id, policy_id, priority, payload, concurrency_key, meta
+	  FROM moving WHERE status = 'queued' ORDER BY run_id),
+delayed AS (
+	INSERT INTO queue_engine.delayed_0
+	SELECT run_id, run_at, queue_id, policy_id, priority, payload, concurrency_key, meta
+	  FROM moving WHERE status = 'delayed' ORDER BY run_id),
+executing AS (
+	INSERT INTO queue_engine.executing_0
+	SELECT run_id, run_at, started_at, lease_expires_at, coalesce(attempt_lease, lease),
+		   queue_id, policy_id, priority, attempt, queue_slot, payload, concurrency_key,
+		   worker, meta
+	  FROM moving WHERE status = 'executing' ORDER BY run_id)
+INSERT INTO queue_engine.finished_runs
+SELECT run_id, coalesce(finished_at, now()), run_at, started_at, queue_id, policy_id,
+	   priority, attempt, status, payload, output, concurrency_key, worker, meta
+  FROM moving WHERE status IN ('completed', 'failed', 'canceled', 'expired')
+ ORDER BY finished_at, run_id;
+DROP FUNCTION queue_engine.upgrade_refuse_waiting(bigint);
+
+-- queue_stats, as in 0.1.1 (counts from queue_counts and the deltas), the
+-- oldest startable run read from the ready order indexes.
+CREATE OR REPLACE VIEW queue_engine.queue_stats WITH (security_barrier) AS
+SELECT t.tenant,
+	   q.queue,
+	   q.paused,
+	   q.concurrency_limit,
+	   (c.queued + coalesce(d.queued, 0))::bigint AS queued,
+	   (c.delayed + coalesce(d.delayed, 0))::bigint AS delayed,
+	   (c.executing + coalesce(d.executing, 0))::bigint AS executing,
+	   (c.waiting + coalesce(d.waiting, 0))::bigint AS waiting,
+	   least(o.oldest_queued, o.oldest_due) AS oldest_queued_at
+  FROM queue_engine.queues q
+  JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id
+  JOIN queue_engine.queue_counts c ON c.queue_id = q.queue_id
+  LEFT JOIN (SELECT queue_id,
+					sum(queued) AS queued, sum(delayed) AS delayed,
+					sum(executing) AS executing, sum(waiting) AS waiting
+			   FROM queue_engine.queue_count_deltas
+			  GROUP BY queue_id) d ON d.queue_id = q.queue_id
+  -- Earliest run_at among startable runs: one index probe per distinct
+  -- priority of the queue's ready runs (a loose index scan), plus the
+  -- delayed runs already due (maintenance keeps those few).
+  CROSS JOIN LATERAL (
+	WITH RECURSIVE heads AS (
+		(SELECT r.priority, r.run_at FROM queue_engine.ready r
+		  WHERE r.queue_id = q.queue_id
+			AND ((r.meta).attempt IS NOT NULL OR (r.meta).expires_at IS NULL OR (r.meta).expires_at > now())
+		  ORDER BY r.priority DESC, r.run_at LIMIT 1)
+		UNION ALL
+		SELECT n.priority, n.run_at
+		  FROM heads h
+		 CROSS JOIN LATERAL (
+			SELECT r.priority, r.run_at FROM queue_engine.ready r
+			 WHERE r.queue_id = q.queue_id AND r.priority < h.priority
+			   AND ((r.meta).attempt IS NOT NULL OR (r.meta).expires_at IS NULL OR (r.meta).expires_at > now())
+			 ORDER BY r.priority DESC, r.run_at LIMIT 1) n
+	)
+	SELECT (SELECT min(run_at) FROM heads) AS oldest_queued,
+		   (SELECT min(r.run_at) FROM queue_engine.delayed r
+			 WHERE r.run_at <= now() AND r.queue_id = q.queue_id
+			   AND ((r.meta).attempt IS NOT NULL OR (r.meta).expires_at IS NULL OR (r.meta).expires_at > now())) AS oldest_due
+  ) o
+ WHERE q.dropped_at IS NULL
+   -- NULL: every tenant.  A sub-select, so evaluated once per query.
+   AND coalesce(q.tenant_id = ANY ((SELECT queue_engine.access_tenants('reader'))::int[]), true);
+
+-- The 0.1 table goes; its sequence stays (pg_dump keeps copying it), and
+-- what was granted on the table is granted on the view that replaces it.
+SELECT pg_catalog.set_config('qe_upgrade.runs_acl',
+							 coalesce((SELECT relacl FROM pg_catalog.pg_class
+									 WHERE oid = 'queue_engine.runs'::pg_catalog.regclass), '{}')::text,
+							 true);
+ALTER SEQUENCE queue_engine.runs_run_id_seq OWNED BY NONE;
+DROP TABLE queue_engine.runs;
+
+-- Every run, with 0.1's columns.
+CREATE VIEW queue_engine.runs AS
+SELECT u.run_id, u.queue_id, q.tenant_id, u.status, u.attempt,
+	   coalesce((u.meta).max_attempts, p.max_attempts) AS max_attempts,
+	   u.priority, u.run_at, (u.meta).expires_at, u.lease_expires_at,
+	   coalesce((u.meta).lease, p.lease) AS lease, u.attempt_lease, u.queue_slot,
+	   coalesce((u.meta).created_at, u.run_at) AS created_at, u.started_at,
+	   u.finished_at, u.concurrency_key, u.worker, (u.meta).idempotency_key,
+	   (u.meta).parent_run_id, (u.meta).tags, u.payload,
+	   (u.meta).last_error, u.output
+  FROM (SELECT r.run_id, r.queue_id, r.policy_id, 'queued'::queue_engine.run_status AS status,
+			   coalesce((r.meta).attempt, 0) AS attempt, r.priority, r.run_at,
+			   NULL::timestamptz AS lease_expires_at, NULL::interval AS attempt_lease,
+			   NULL::int AS queue_slot, (r.meta).started_at, NULL::timestamptz AS finished_at,
+			   r.concurrency_key, (r.meta).worker, r.payload, NULL::jsonb AS output, r.meta
+		  FROM queue_engine.ready r
+		UNION ALL
+		SELECT r.run_id, r.queue_id, r.policy_id, 'delayed', coalesce((r.meta).attempt, 0),
+			   r.priority, r.run_at, NULL, NULL, NULL, (r.meta).started_at, NULL,
+			   r.concurrency_key, (r.meta).worker, r.payload, NULL, r.meta
+		  FROM queue_engine.delayed r
+		UNION ALL
+		SELECT e.run_id, e.queue_id, e.policy_id, 'executing', e.attempt, e.priority,
+			   e.run_at, e.lease_expires_at, e.attempt_lease, e.queue_slot, e.started_at,
+			   NULL, e.concurrency_key, e.worker, e.payload, NULL, e.meta
+		  FROM queue_engine.executing e
+		UNION ALL
+		SELECT f.run_id, f.queue_id, f.policy_id, f.status, f.attempt, f.priority,
+			   f.run_at, NULL, NULL, NULL, f.started_at, f.finished_at,
+			   f.concurrency_key, f.worker, f.payload, f.output, f.meta
+		  FROM queue_engine.finished_runs f) u
+  LEFT JOIN queue_engine.queues q ON q.queue_id = u.queue_id
+  LEFT JOIN queue_engine.queue_policies p ON p.policy_id = u.policy_id;
+
+-- A change made to the view by hand: the row leaves the table it is in
+-- and is written, changed, to the table of its (new) status, keeping its
+-- policy unless max_attempts or lease were changed.  The engine's own
+-- functions never come here: they move rows between the tables directly.
+-- Count deltas and hints are not written (as for 0.1's changes by hand):
+-- check_consistency repairs the counts, and a claim that finds nothing
+-- after its hint also looks from the queue's start.
+CREATE FUNCTION queue_engine.runs_change()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	family text;
+	old_policy int;
+	p queue_engine.queue_policies;
+	m queue_engine.run_meta;
+	seg text;
+BEGIN
+	IF TG_OP <> 'INSERT' THEN
+		family := CASE WHEN OLD.status = 'queued' THEN 'ready'
+					   WHEN OLD.status IN ('delayed', 'executing') THEN OLD.status::text
+					   ELSE 'finished_runs' END;
+		EXECUTE format('DELETE FROM queue_engine.%I WHERE run_id = $1 RETURNING policy_id', family)
+		   INTO old_policy USING OLD.run_id;
+		IF TG_OP = 'DELETE' THEN
+			RETURN OLD;
+		END IF;
+	END IF;
+	IF NEW.status = 'waiting' THEN
+		RAISE EXCEPTION 'runs cannot be made waiting by hand'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = format('Run %s was given status %s.', NEW.run_id, NEW.status);
+	END IF;
+	SELECT * INTO p FROM queue_engine.queue_policies WHERE policy_id = old_policy;
+	IF NOT FOUND OR p.max_attempts IS DISTINCT FROM NEW.max_attempts
+	   OR p.lease IS DISTINCT FROM NEW.lease THEN
+		SELECT pp.* INTO p FROM queue_engine.queues q
+		  JOIN queue_engine.queue_policies pp ON pp.policy_id = q.policy_id
+		 WHERE q.queue_id = NEW.queue_id;
+	END IF;
+	IF p.policy_id IS NULL THEN
+		RAISE EXCEPTION 'queue % does not exist', NEW.queue_id
+			USING ERRCODE = 'foreign_key_violation',
+				  HINT = 'A run must belong to a queue of queue_engine.queues.';
+	END IF;
+	m := ROW(CASE WHEN NEW.status IN ('queued', 'delayed') THEN nullif(NEW.attempt, 0) END,
+			 nullif(NEW.created_at, NEW.run_at), NEW.expires_at,
+			 CASE WHEN NEW.status IN ('queued', 'delayed') THEN NEW.started_at END,
+			 CASE WHEN NEW.status IN ('queued', 'delayed') THEN NEW.worker END,
+			 NEW.idempotency_key, NEW.tags, NEW.parent_run_id,
+			 nullif(NEW.max_attempts, p.max_attempts), nullif(NEW.lease, p.lease),
+			 NEW.last_error);
+	m := queue_engine.run_meta_or_null(m);
+	IF NEW.status IN ('queued', 'delayed') THEN
+		seg := CASE WHEN NEW.status = 'queued' THEN 'ready' ELSE 'delayed' END;
+		EXECUTE format('INSERT INTO queue_engine.%I VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
+					   seg || '_' || queue_engine.current_segment(seg))
+		  USING NEW.run_id, NEW.run_at, NEW.queue_id, p.policy_id, NEW.priority,
+				NEW.payload, NEW.concurrency_key, m;
+	ELSIF NEW.status = 'executing' THEN
+		EXECUTE format('INSERT INTO queue_engine.%I VALUES ($1, $2, $3, $4, $5, $6, $7, $8,'
+					   ' $9, $10, $11, $12, $13, $14)',
+					   'executing_' || queue_engine.current_segment('executing'))
+		  USING NEW.run_id, NEW.run_at, coalesce(NEW.started_at, now()),
+				coalesce(NEW.lease_expires_at, now() + NEW.lease),
+				coalesce(NEW.attempt_lease, NEW.lease), NEW.queue_id, p.policy_id,
+				NEW.priority, NEW.attempt, NEW.queue_slot, NEW.payload,
+				NEW.concurrency_key, NEW.worker, m;
+	ELSE
+		INSERT INTO queue_engine.finished_runs
+		VALUES (NEW.run_id, coalesce(NEW.finished_at, now()), NEW.run_at, NEW.started_at,
+				NEW.queue_id, p.policy_id, NEW.priority, NEW.attempt, NEW.status,
+				NEW.payload, NEW.output, NEW.concurrency_key, NEW.worker, m);
+	END IF;
+	RETURN NEW;
+END;
+$$;
+CREATE TRIGGER runs_change
+	INSTEAD OF INSERT OR UPDATE OR DELETE ON queue_engine.runs
+	FOR EACH ROW EXECUTE FUNCTION queue_engine.runs_change();
+
+DO $$
+DECLARE
+	g record;
+BEGIN
+	FOR g IN SELECT a.grantee, a.privilege_type, a.is_grantable
+			   FROM pg_catalog.aclexplode(pg_catalog.current_setting('qe_upgrade.runs_acl')::pg_catalog.aclitem[]) a
+			  WHERE a.grantee <> (SELECT relowner FROM pg_catalog.pg_class
+								   WHERE oid = 'queue_engine.runs'::pg_catalog.regclass) LOOP
+		EXECUTE pg_catalog.format('GRANT %s ON queue_engine.runs TO %s%s', g.privilege_type,
+								  CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+								  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+	END LOOP;
+END;
+$$;
+
+-- pg_dump copies the rows of all of them (the parents hold none).
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.queue_policies', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.queue_policies_policy_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.finished_runs', '');
+DO $$
+DECLARE
+	t text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['ready', 'ready_0', 'ready_1', 'delayed', 'delayed_0', 'delayed_1',
+							 'executing', 'executing_0', 'executing_1'] LOOP
+		PERFORM pg_catalog.pg_extension_config_dump(('queue_engine.' || t)::regclass, '');
+	END LOOP;
+END;
+$$;
+
+---------------------------------------------------------------------------
 -- End of sections.  Privileges: nothing new for PUBLIC.
 ---------------------------------------------------------------------------
 

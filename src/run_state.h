@@ -41,21 +41,45 @@ extern const char *const qe_run_status_labels[QE_RUN_STATUS_COUNT];
 extern QeRunStatus qe_run_status_from_label(const char *label);
 
 /*
- * Sets of states for SQL: "x.status IN " QE_SQL_FINISHED.  A statement
- * that reads one state writes it alone (status = 'queued'), so that the
- * planner matches that state's partial index.
+ * Where a run is (storage 0.2, src/README.md): its state is the table its
+ * row is in.  queued: queue_engine.ready; delayed: queue_engine.delayed;
+ * executing: queue_engine.executing (each a parent of two segments, read
+ * through the parent, inserted into the current segment: segments.h);
+ * finished: queue_engine.finished_runs, whose status column says how.
+ * queue_engine.runs is a view of them all for people and tests; the engine
+ * never reads or writes it.
  */
 #define QE_SQL_FINISHED		"('completed', 'failed', 'canceled', 'expired')"
-#define QE_SQL_UNFINISHED	"('queued', 'delayed', 'executing', 'waiting')"
-/* Not started yet: what a ttl can expire. */
-#define QE_SQL_NOT_STARTED	"('queued', 'delayed')"
 
 /*
- * A queued or delayed run (alias x) may start unless it never started and
- * its ttl passed.
+ * A pending run's fields that live in meta (alias x): attempts started so
+ * far (meta.attempt NULL: none), the effective max_attempts and lease
+ * (meta overrides, else the run's policy p), created_at.
  */
-#define QE_SQL_STARTABLE \
-	"(x.attempt > 0 OR x.expires_at IS NULL OR x.expires_at > now())"
+#define QE_SQL_ATTEMPT(x)		"coalesce((" x ".meta).attempt, 0)"
+#define QE_SQL_MAX_ATTEMPTS(x, p) "coalesce((" x ".meta).max_attempts, " p ".max_attempts)"
+#define QE_SQL_LEASE(x, p)		"coalesce((" x ".meta).lease, " p ".lease)"
+
+/*
+ * A pending run (alias x) may start unless it never started and its ttl
+ * passed.
+ */
+#define QE_SQL_STARTABLE_OF(x) \
+	"((" x ".meta).attempt IS NOT NULL OR (" x ".meta).expires_at IS NULL" \
+	" OR (" x ".meta).expires_at > now())"
+#define QE_SQL_STARTABLE QE_SQL_STARTABLE_OF("x")
+
+/*
+ * meta built from its fields, in the type's order, NULL when all are
+ * (each argument an SQL expression).
+ */
+#define QE_SQL_META(attempt, created_at, expires_at, started_at, worker, \
+					idempotency_key, tags, parent_run_id, max_attempts, lease, \
+					last_error) \
+	"queue_engine.run_meta_or_null(ROW(" attempt ", " created_at ", " \
+	expires_at ", " started_at ", " worker ", " idempotency_key ", " tags \
+	", " parent_run_id ", " max_attempts ", " lease ", " last_error \
+	")::queue_engine.run_meta)"
 
 /*
  * Runs that made one move: nruns runs of queue_id went from one state to

@@ -78,7 +78,10 @@ init_shared(QeShared *shared)
 	pg_atomic_init_u64(&shared->rescue_horizon, 0); /* scan at once */
 
 	for (int i = 0; i < QE_DELTA_SEGMENT_SLOTS; i++)
+	{
 		pg_atomic_init_u32(&shared->delta_segment[i], 0);
+		pg_atomic_init_u32(&shared->family_segment[i], 0);
+	}
 
 	SpinLockInit(&shared->prune_cursor.mutex);
 	shared->prune_cursor.dbid = InvalidOid;

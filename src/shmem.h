@@ -85,6 +85,8 @@ typedef struct QeShared
 	/* No executing run's lease passes before it (a TimestampTz). */
 	pg_atomic_uint64 rescue_horizon;
 	pg_atomic_uint32 delta_segment[QE_DELTA_SEGMENT_SLOTS];
+	/* Bit f: the current segment of run family f (segments.c). */
+	pg_atomic_uint32 family_segment[QE_DELTA_SEGMENT_SLOTS];
 	QePruneCursor prune_cursor;
 	QeTaskSchedule task_schedule;
 } QeShared;
