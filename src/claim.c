@@ -4,19 +4,24 @@
  *	  The claim (dequeue.h): the statements that turn a queue's queued runs
  *	  into executing ones, FOR UPDATE SKIP LOCKED, in priority order (from
  *	  the queue's ready hint on), or per concurrency key; and the rows
- *	  handed to dequeue()'s caller.  How many runs may start, and which
+ *	  handed to dequeue()'s caller.  A claim picks rows of queue_engine.ready
+ *	  (both segments, through the parent) with their locks, deletes them by
+ *	  ctid and inserts them into the current executing segment, in one
+ *	  statement; a claim that rolls back leaves them where they were.  How many runs may start, and which
  *	  slots they take, admission (limits.c) has decided before; the
  *	  claimed runs' move to executing is reported to run_state.c.
  *
  *-------------------------------------------------------------------------
  */
 #include "dequeue.h"
+#include "segments.h"
 
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 
 /* Column numbers of the claim statements' results (CLAIM_TAIL). */
 #define CLAIM_RUN_ID		1
@@ -28,17 +33,31 @@
 #define CLAIM_RUN_AT		7
 #define CLAIM_SLOT			8
 
-/* The SET and RETURNING parts both claim statements share. */
-#define CLAIM_SET \
-	"   SET status = 'executing', attempt = r.attempt + 1, started_at = now()," \
-	"       attempt_lease = coalesce($3, r.lease)," \
-	"       lease_expires_at = now() + coalesce($3, r.lease), worker = $4"
-#define CLAIM_TAIL \
-	" RETURNING r.run_id, r.attempt, r.payload, r.concurrency_key, r.priority," \
-	"           r.lease_expires_at, r.run_at, r.queue_slot"
+/*
+ * The move of the picked runs (CTE picked: t tableoid, c ctid, id run_id,
+ * all locked) from ready into the current executing segment (%1$s), with
+ * lease $3 (NULL: the run's), worker $4 and queue_slot SLOT, returning
+ * what dequeue() hands out (CLAIM_* columns).
+ */
+#define CLAIM_MOVE(slot) \
+	QE_SQL_TAKE_PICKED("ready") \
+	" INSERT INTO queue_engine.%1$s AS e" \
+	"   (run_id, run_at, started_at, lease_expires_at, attempt_lease, queue_id," \
+	"    policy_id, priority, attempt, queue_slot, payload, concurrency_key," \
+	"    worker, meta)" \
+	" SELECT r.run_id, r.run_at, now(), now() + coalesce($3, " QE_SQL_LEASE("r", "p") ")," \
+	"        coalesce($3, " QE_SQL_LEASE("r", "p") "), r.queue_id, r.policy_id," \
+	"        r.priority, " QE_SQL_ATTEMPT("r") " + 1, " slot ", r.payload," \
+	"        r.concurrency_key, $4, r.meta" \
+	"   FROM taken r JOIN queue_engine.queue_policies p ON p.policy_id = r.policy_id" \
+	" RETURNING e.run_id, e.attempt, e.payload, e.concurrency_key, e.priority," \
+	"           e.lease_expires_at, e.run_at, e.queue_slot"
 
 /* A queued run may start unless it never started and its ttl passed. */
 #define STARTABLE " AND " QE_SQL_STARTABLE
+
+/* What a pick returns of each run it locked. */
+#define PICK_COLUMNS "x.tableoid AS t, x.ctid AS c, x.run_id AS id"
 
 /* Order of claimed rows: priority DESC, run_at, run_id (as in the queue). */
 static int
@@ -116,31 +135,33 @@ emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
 }
 
 /*
- * Start the given queued runs of a queue (those another worker has not
- * locked meanwhile).  In slot mode the i-th id takes the queue's i-th
- * locked slot.
+ * Start the given queued runs of a queue (by ctid and run id; those
+ * another worker has not locked or taken meanwhile).  In slot mode the
+ * i-th run takes the queue's i-th locked slot.
  */
 static uint64
 claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
-			 Datum *ids, int nids)
+			 Datum *tids, Datum *ids, int nids)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	static SPIPlanPtr plans[2];
+	SPIPlanPtr	plan;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	uint64		n;
 
-	qe_plan(&plan,
-			"UPDATE queue_engine.runs r" CLAIM_SET ","
-			"       queue_slot = ($5::int[])[array_position($2, r.run_id)]"
-			"  WHERE r.run_id = ANY (ARRAY("
-			"        SELECT x.run_id FROM queue_engine.runs x"
-			"         WHERE x.run_id = ANY ($2) AND x.queue_id = $1"
-			"           AND x.status = 'queued'"
-			"         FOR UPDATE SKIP LOCKED))"
-			CLAIM_TAIL,
-			5, (Oid[]) {INT4OID, INT8ARRAYOID, INTERVALOID, TEXTOID, INT4ARRAYOID});
+	plan = qe_plan_segment(plans, QE_FAMILY_EXECUTING,
+						   "WITH picked AS MATERIALIZED ("
+						   "  SELECT " PICK_COLUMNS " FROM queue_engine.ready x"
+						   "   WHERE x.ctid = ANY ($2) AND x.run_id = ANY ($6) AND x.queue_id = $1"
+						   "   FOR UPDATE SKIP LOCKED),"
+						   CLAIM_MOVE("($5::int[])[array_position($6, r.run_id)]"),
+						   6, (Oid[]) {INT4OID, TIDARRAYOID, INTERVALOID, TEXTOID,
+							   INT4ARRAYOID, INT8ARRAYOID});
 	values[0] = Int32GetDatum(q->queue_id);
-	values[1] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
+	values[1] = PointerGetDatum(construct_array(tids, nids, TIDOID,
+												sizeof(ItemPointerData), false,
+												TYPALIGN_SHORT));
+	values[5] = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
 												true, TYPALIGN_DOUBLE));
 	values[2] = call->lease;
 	nulls[2] = call->lease_null ? 'n' : ' ';
@@ -164,40 +185,43 @@ claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 
 /*
  * The queued runs of queue $1 to claim, up to $2 of them, in priority
- * order, locked.  The HINTED form starts at the queue's ready hint
- * (priority $5 from (run_at, run_id) ($6, $7) on, then lower priorities),
- * so it does not
- * walk entries that claims left behind (see dispatch_hints.c).
+ * order, locked: CTE picked (PICK_COLUMNS).  The HINTED form starts at the
+ * queue's ready hint (priority $5 from run_at $6 on, then lower
+ * priorities), so it does not walk entries that claims left behind (see
+ * dispatch_hints.c).
  */
-#define PICK_FROM_START \
-	"SELECT x.run_id FROM queue_engine.runs x" \
-	" WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE \
-	" ORDER BY x.priority DESC, x.run_at, x.run_id" \
-	" LIMIT $2 FOR UPDATE SKIP LOCKED"
-#define PICK_HINTED \
-	"WITH at_hint AS (" \
-	"  SELECT x.run_id FROM queue_engine.runs x" \
-	"   WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE \
-	"     AND x.priority = $5 AND (x.run_at, x.run_id) >= ($6, $7)" \
-	"   ORDER BY x.run_at, x.run_id LIMIT $2 FOR UPDATE SKIP LOCKED)," \
+#define PICKED_FROM_START \
+	"picked AS MATERIALIZED (" \
+	"  SELECT " PICK_COLUMNS " FROM queue_engine.ready x" \
+	"   WHERE x.queue_id = $1" STARTABLE \
+	"   ORDER BY x.priority DESC, x.run_at" \
+	"   LIMIT $2 FOR UPDATE SKIP LOCKED)"
+#define PICKED_HINTED \
+	"at_hint AS (" \
+	"  SELECT " PICK_COLUMNS " FROM queue_engine.ready x" \
+	"   WHERE x.queue_id = $1" STARTABLE \
+	"     AND x.priority = $5 AND x.run_at >= $6" \
+	"   ORDER BY x.run_at LIMIT $2 FOR UPDATE SKIP LOCKED)," \
 	" lower_priority AS (" \
-	"  SELECT x.run_id FROM queue_engine.runs x" \
-	"   WHERE x.queue_id = $1 AND x.status = 'queued'" STARTABLE \
+	"  SELECT " PICK_COLUMNS " FROM queue_engine.ready x" \
+	"   WHERE x.queue_id = $1" STARTABLE \
 	"     AND x.priority < $5" \
-	"   ORDER BY x.priority DESC, x.run_at, x.run_id" \
-	"   LIMIT $2 - (SELECT count(*) FROM at_hint) FOR UPDATE SKIP LOCKED)" \
-	"SELECT run_id FROM at_hint UNION ALL SELECT run_id FROM lower_priority"
+	"   ORDER BY x.priority DESC, x.run_at" \
+	"   LIMIT $2 - (SELECT count(*) FROM at_hint) FOR UPDATE SKIP LOCKED)," \
+	" picked AS MATERIALIZED (SELECT * FROM at_hint UNION ALL SELECT * FROM lower_priority)"
 
 /* Claim up to want runs of an unkeyed queue in priority order. */
 static uint64
 claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 {
-	static SPIPlanPtr plan = NULL;
-	static SPIPlanPtr hinted_plan = NULL;
+	static SPIPlanPtr plans[2];
+	static SPIPlanPtr hinted_plans[2];
 	static SPIPlanPtr pick_plan = NULL;
 	static SPIPlanPtr hinted_pick_plan = NULL;
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	const Oid	types[6] = {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID,
+	TIMESTAMPTZOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	uint64		n;
 	QeReadyKey	hint;
 	bool		hinted = qe_ready_hint_get(q->queue_id, &hint);
@@ -212,44 +236,41 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	values[1] = Int32GetDatum(want);
 	values[4] = Int32GetDatum(hint.priority);
 	values[5] = TimestampTzGetDatum(hint.run_at);
-	values[6] = Int64GetDatum(hint.run_id);
 	if (q->assign_slots)
 	{
 		/* Lock the runs first, then start them with their slots. */
+		Datum	   *tids;
 		Datum	   *ids;
 
-		qe_plan(&pick_plan, PICK_FROM_START, 2, (Oid[]) {INT4OID, INT4OID});
-		qe_plan(&hinted_pick_plan, PICK_HINTED, 7,
-				(Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
-			INT8OID});
+		qe_plan(&pick_plan, "WITH " PICKED_FROM_START " SELECT c, id FROM picked",
+				6, types);
+		qe_plan(&hinted_pick_plan, "WITH " PICKED_HINTED " SELECT c, id FROM picked",
+				6, types);
+		nulls[2] = nulls[3] = 'n';
 		n = 0;
 		if (hinted)
-		{
-			nulls[2] = nulls[3] = 'n';
 			n = qe_exec(hinted_pick_plan, values, nulls, 0);
-		}
 		/* (rows the hinted pick locked are ours: this pick sees them again) */
 		if (n < (uint64) want)
-			n = qe_exec(pick_plan, values, NULL, 0);
+		{
+			nulls[4] = nulls[5] = 'n';
+			n = qe_exec(pick_plan, values, nulls, 0);
+		}
 		if (n == 0)
 			return 0;
+		tids = palloc(sizeof(Datum) * n);
 		ids = palloc(sizeof(Datum) * n);
 		for (uint64 i = 0; i < n; i++)
-			ids[i] = Int64GetDatum(qe_get_int64(i, 1));
-		return claim_by_ids(call, q, t, ids, (int) n);
+		{
+			bool		isnull;
+
+			tids[i] = datumCopy(qe_get((int) i, 1, &isnull), false,
+								sizeof(ItemPointerData));
+			ids[i] = Int64GetDatum(qe_get_int64((int) i, 2));
+		}
+		return claim_by_ids(call, q, t, tids, ids, (int) n);
 	}
 
-	qe_plan(&plan,
-			"UPDATE queue_engine.runs r" CLAIM_SET ", queue_slot = NULL"
-			"  WHERE r.run_id = ANY (ARRAY(" PICK_FROM_START "))"
-			CLAIM_TAIL,
-			4, (Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID});
-	qe_plan(&hinted_plan,
-			"UPDATE queue_engine.runs r" CLAIM_SET ", queue_slot = NULL"
-			"  WHERE r.run_id = ANY (ARRAY(" PICK_HINTED "))"
-			CLAIM_TAIL,
-			7, (Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
-		INT8OID});
 	values[2] = call->lease;
 	nulls[2] = call->lease_null ? 'n' : ' ';
 	values[3] = call->worker;
@@ -257,7 +278,10 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	n = 0;
 	if (hinted)
 	{
-		n = qe_exec(hinted_plan, values, nulls, 0);
+		n = qe_exec(qe_plan_segment(hinted_plans, QE_FAMILY_EXECUTING,
+									"WITH " PICKED_HINTED "," CLAIM_MOVE("NULL::int"),
+									6, types),
+					values, nulls, 0);
 		emit_claimed(call, q, t, n);
 	}
 	if (n < (uint64) want)
@@ -266,7 +290,10 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		uint64		more;
 
 		values[1] = Int32GetDatum(want - (int) n);
-		more = qe_exec(plan, values, nulls, 0);
+		more = qe_exec(qe_plan_segment(plans, QE_FAMILY_EXECUTING,
+									   "WITH " PICKED_FROM_START "," CLAIM_MOVE("NULL::int"),
+									   6, types),
+					   values, nulls, 0);
 		emit_claimed(call, q, t, more);
 		n += more;
 	}
@@ -276,6 +303,7 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 /* A queued run considered by the keyed path. */
 typedef struct QeHead
 {
+	ItemPointerData tid;		/* where it is in its ready segment */
 	int64		run_id;
 	int32		priority;
 	TimestampTz run_at;
@@ -312,7 +340,7 @@ cmp_head(const void *a, const void *b)
 	return (x->run_id > y->run_id) - (x->run_id < y->run_id);
 }
 
-/* Append the heads SPI just returned (run_id, priority, run_at). */
+/* Append the heads SPI just returned (run_id, priority, run_at, ctid). */
 static void
 collect_heads(QeHead **heads, int *nheads, int *cap, int key)
 {
@@ -326,6 +354,7 @@ collect_heads(QeHead **heads, int *nheads, int *cap, int key)
 			*heads = repalloc(*heads, sizeof(QeHead) * *cap);
 		}
 		(*heads)[*nheads].run_id = DatumGetInt64(qe_get(i, 1, &isnull));
+		(*heads)[*nheads].tid = *(ItemPointer) DatumGetPointer(qe_get(i, 4, &isnull));
 		(*heads)[*nheads].priority = DatumGetInt32(qe_get(i, 2, &isnull));
 		(*heads)[*nheads].run_at = DatumGetTimestampTz(qe_get(i, 3, &isnull));
 		(*heads)[*nheads].key = key;
@@ -359,19 +388,18 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	int			nkeys = 0;
 	QeKey	   *keys = palloc(sizeof(QeKey) * keycap);
 	Datum	   *id_datums;
+	Datum	   *tid_datums;
 	int			take = 0;
 	uint64		n;
 
 	qe_plan(&first_key_plan,
-			"SELECT x.concurrency_key FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.status = 'queued'"
-			"   AND x.concurrency_key IS NOT NULL"
+			"SELECT x.concurrency_key FROM queue_engine.ready x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key IS NOT NULL"
 			" ORDER BY x.concurrency_key LIMIT 1",
 			1, (Oid[]) {INT4OID});
 	qe_plan(&next_key_plan,
-			"SELECT x.concurrency_key FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.status = 'queued'"
-			"   AND x.concurrency_key > $2"
+			"SELECT x.concurrency_key FROM queue_engine.ready x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key > $2"
 			" ORDER BY x.concurrency_key LIMIT 1",
 			2, (Oid[]) {INT4OID, TEXTOID});
 
@@ -381,16 +409,14 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	 * the queue's whole ready list; keyless heads have an index of their own.
 	 */
 	qe_plan(&key_heads_plan,
-			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.concurrency_key = $2"
-			"   AND x.status = 'queued'" STARTABLE
-			" ORDER BY x.concurrency_key, x.priority DESC, x.run_at, x.run_id LIMIT $3",
+			"SELECT x.run_id, x.priority, x.run_at, x.ctid FROM queue_engine.ready x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key = $2" STARTABLE
+			" ORDER BY x.concurrency_key, x.priority DESC, x.run_at LIMIT $3",
 			3, (Oid[]) {INT4OID, TEXTOID, INT4OID});
 	qe_plan(&nokey_heads_plan,
-			"SELECT x.run_id, x.priority, x.run_at FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL"
-			"   AND x.status = 'queued'" STARTABLE
-			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $2",
+			"SELECT x.run_id, x.priority, x.run_at, x.ctid FROM queue_engine.ready x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE
+			" ORDER BY x.priority DESC, x.run_at LIMIT $2",
 			2, (Oid[]) {INT4OID, INT4OID});
 
 	/* Phase 1: candidate heads, no locks taken. */
@@ -441,12 +467,14 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	/* Phase 2: best heads first, locking each key as it is first used. */
 	qsort(heads, nheads, sizeof(QeHead), cmp_head);
 	id_datums = palloc(sizeof(Datum) * Min(want, nheads));
+	tid_datums = palloc(sizeof(Datum) * Min(want, nheads));
 	for (int i = 0; i < nheads && take < want; i++)
 	{
 		QeKey	   *k;
 
 		if (heads[i].key < 0)
 		{
+			tid_datums[take] = PointerGetDatum(&heads[i].tid);
 			id_datums[take++] = Int64GetDatum(heads[i].run_id);
 			continue;
 		}
@@ -458,13 +486,14 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		}
 		if (k->state == KEY_LOCKED && k->free > 0)
 		{
+			tid_datums[take] = PointerGetDatum(&heads[i].tid);
 			id_datums[take++] = Int64GetDatum(heads[i].run_id);
 			k->free--;
 		}
 	}
 	if (take == 0)
 		return 0;
-	return claim_by_ids(call, q, t, id_datums, take);
+	return claim_by_ids(call, q, t, tid_datums, id_datums, take);
 }
 
 /* Claim up to want runs of an admitted queue (want > 0). */

@@ -24,8 +24,8 @@ typedef struct QeQueueInfo
 {
 	int32		queue_id;
 	int32		tenant_id;
+	int32		policy_id;
 	int32		max_attempts;
-	Datum		lease;			/* interval, good until the next lookup */
 	bool		ttl_null;
 	Datum		ttl;
 } QeQueueInfo;
@@ -40,7 +40,7 @@ typedef struct QeEnqueueOptions
 	bool		delayed;
 	bool		has_expiry;
 	TimestampTz expires_at;
-	int32		max_attempts;
+	int32		max_attempts;	/* 0: the queue's */
 	Datum		tags;
 	bool		tags_null;
 	int64		parent_run_id;
@@ -73,8 +73,8 @@ lookup_queue(const char *queue)
 	qe_access_require_queue(QE_NEED_PRODUCE, queue, def->tenant_id);
 	info.queue_id = def->queue_id;
 	info.tenant_id = def->tenant_id;
+	info.policy_id = def->policy_id;
 	info.max_attempts = def->max_attempts;
-	info.lease = IntervalPGetDatum(&def->lease);
 	info.ttl_null = def->ttl_null;
 	info.ttl = info.ttl_null ? (Datum) 0 : IntervalPGetDatum(&def->ttl);
 	return info;
@@ -171,8 +171,9 @@ apply_queue_defaults(QeEnqueueOptions *opt, QeQueueInfo *info, Interval *ttl)
 {
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 
-	if (opt->max_attempts == 0)
-		opt->max_attempts = info->max_attempts;
+	/* A run keeps max_attempts only when it overrides its policy's. */
+	if (opt->max_attempts == info->max_attempts)
+		opt->max_attempts = 0;
 	if (ttl == NULL && !info->ttl_null)
 		ttl = DatumGetIntervalP(info->ttl);
 	opt->has_expiry = (ttl != NULL);
@@ -185,7 +186,7 @@ apply_queue_defaults(QeEnqueueOptions *opt, QeQueueInfo *info, Interval *ttl)
 		static SPIPlanPtr plan = NULL;
 		Datum		values[1];
 
-		qe_plan(&plan, "SELECT 1 FROM queue_engine.runs WHERE run_id = $1",
+		qe_plan(&plan, "SELECT 1 WHERE " QE_SQL_RUN_QUEUE_BY_ID " IS NOT NULL",
 				1, (Oid[]) {INT8OID});
 		values[0] = Int64GetDatum(opt->parent_run_id);
 		/* (another tenant's run does not exist for a scoped role: access.c) */
@@ -248,29 +249,41 @@ static void
 fill_run_values(Datum *values, bool *nulls, QeEnqueueOptions *opt,
 				QeQueueInfo *info, text *idem_key)
 {
+	Datum		meta[QE_META_NFIELDS];
+	bool		meta_nulls[QE_META_NFIELDS];
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+
 	for (int c = 0; c < QE_RUN_NCOLS; c++)
 	{
 		values[c] = (Datum) 0;
 		nulls[c] = false;
 	}
-	values[QE_RUN_QUEUE_ID] = Int32GetDatum(info->queue_id);
-	values[QE_RUN_TENANT_ID] = Int32GetDatum(info->tenant_id);
-	values[QE_RUN_ATTEMPT] = Int32GetDatum(0);
-	values[QE_RUN_MAX_ATTEMPTS] = Int32GetDatum(opt->max_attempts);
-	values[QE_RUN_PRIORITY] = Int32GetDatum(opt->priority);
 	values[QE_RUN_RUN_AT] = TimestampTzGetDatum(opt->run_at);
-	values[QE_RUN_EXPIRES_AT] = TimestampTzGetDatum(opt->expires_at);
-	nulls[QE_RUN_EXPIRES_AT] = !opt->has_expiry;
-	values[QE_RUN_LEASE] = info->lease;
-	values[QE_RUN_CREATED_AT] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	values[QE_RUN_QUEUE_ID] = Int32GetDatum(info->queue_id);
+	values[QE_RUN_POLICY_ID] = Int32GetDatum(info->policy_id);
+	values[QE_RUN_PRIORITY] = Int32GetDatum(opt->priority);
 	values[QE_RUN_CONCURRENCY_KEY] = PointerGetDatum(opt->concurrency_key);
 	nulls[QE_RUN_CONCURRENCY_KEY] = (opt->concurrency_key == NULL);
-	values[QE_RUN_IDEMPOTENCY_KEY] = PointerGetDatum(idem_key);
-	nulls[QE_RUN_IDEMPOTENCY_KEY] = (idem_key == NULL);
-	values[QE_RUN_PARENT_RUN_ID] = Int64GetDatum(opt->parent_run_id);
-	nulls[QE_RUN_PARENT_RUN_ID] = opt->parent_null;
-	values[QE_RUN_TAGS] = opt->tags;
-	nulls[QE_RUN_TAGS] = opt->tags_null;
+
+	/* What most runs lack, in meta (NULL fields: the common case). */
+	for (int f = 0; f < QE_META_NFIELDS; f++)
+	{
+		meta[f] = (Datum) 0;
+		meta_nulls[f] = true;
+	}
+	meta[QE_META_CREATED_AT] = TimestampTzGetDatum(now);
+	meta_nulls[QE_META_CREATED_AT] = (now == opt->run_at);
+	meta[QE_META_EXPIRES_AT] = TimestampTzGetDatum(opt->expires_at);
+	meta_nulls[QE_META_EXPIRES_AT] = !opt->has_expiry;
+	meta[QE_META_IDEMPOTENCY_KEY] = PointerGetDatum(idem_key);
+	meta_nulls[QE_META_IDEMPOTENCY_KEY] = (idem_key == NULL);
+	meta[QE_META_TAGS] = opt->tags;
+	meta_nulls[QE_META_TAGS] = opt->tags_null;
+	meta[QE_META_PARENT_RUN_ID] = Int64GetDatum(opt->parent_run_id);
+	meta_nulls[QE_META_PARENT_RUN_ID] = opt->parent_null;
+	meta[QE_META_MAX_ATTEMPTS] = Int32GetDatum(opt->max_attempts);
+	meta_nulls[QE_META_MAX_ATTEMPTS] = (opt->max_attempts == 0);
+	values[QE_RUN_META] = qe_form_run_meta(meta, meta_nulls, &nulls[QE_RUN_META]);
 }
 
 /*

@@ -231,7 +231,8 @@ qe_queue_def(const char *name)
 	qe_plan(&plan,
 			"SELECT q.queue_id, q.tenant_id, t.tenant,"
 			"       coalesce(q.concurrency_limit, 0), coalesce(q.key_concurrency_limit, 0),"
-			"       coalesce(t.concurrency_limit, 0), q.paused, q.max_attempts, q.lease, q.ttl"
+			"       coalesce(t.concurrency_limit, 0), q.paused, q.max_attempts, q.lease, q.ttl,"
+			"       q.policy_id"
 			"  FROM queue_engine.queues q"
 			"  JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id"
 			" WHERE q.queue = $1 AND q.dropped_at IS NULL",
@@ -253,6 +254,7 @@ qe_queue_def(const char *name)
 	value = qe_get(0, 10, &def->ttl_null);
 	if (!def->ttl_null)
 		def->ttl = *DatumGetIntervalP(value);
+	def->policy_id = DatumGetInt32(qe_get(0, 11, &isnull));
 
 	/*
 	 * Keep it only if no invalidation came while the query ran (taking its

@@ -163,6 +163,7 @@ typedef struct QeQueueDef
 	Interval	lease;
 	bool		ttl_null;
 	Interval	ttl;
+	int32		policy_id;		/* max_attempts and lease, for new runs */
 } QeQueueDef;
 extern const QeQueueDef *qe_queue_def(const char *name);
 extern uint64 qe_queue_definitions_generation(void);
@@ -172,27 +173,40 @@ extern void qe_queue_definitions_refresh(void);
 extern void qe_add_count_delta(int32 queue_id, int32 queued, int32 delayed,
 							   int32 executing, int32 waiting);
 
-/* run_insert.c: the columns enqueue sets, in this order */
+/*
+ * run_insert.c: the columns of a pending run (queue_engine.ready and
+ * delayed), in table order, and the fields of its meta
+ */
 typedef enum QeRunColumn
 {
 	QE_RUN_RUN_ID,
-	QE_RUN_QUEUE_ID,
-	QE_RUN_TENANT_ID,
-	QE_RUN_STATUS,
-	QE_RUN_ATTEMPT,
-	QE_RUN_MAX_ATTEMPTS,
-	QE_RUN_PRIORITY,
 	QE_RUN_RUN_AT,
-	QE_RUN_EXPIRES_AT,
-	QE_RUN_LEASE,
-	QE_RUN_CREATED_AT,
-	QE_RUN_CONCURRENCY_KEY,
-	QE_RUN_IDEMPOTENCY_KEY,
-	QE_RUN_PARENT_RUN_ID,
-	QE_RUN_TAGS,
+	QE_RUN_QUEUE_ID,
+	QE_RUN_POLICY_ID,
+	QE_RUN_PRIORITY,
 	QE_RUN_PAYLOAD,
+	QE_RUN_CONCURRENCY_KEY,
+	QE_RUN_META,
 	QE_RUN_NCOLS
 } QeRunColumn;
+typedef enum QeMetaField
+{
+	QE_META_ATTEMPT,
+	QE_META_CREATED_AT,
+	QE_META_EXPIRES_AT,
+	QE_META_STARTED_AT,
+	QE_META_WORKER,
+	QE_META_IDEMPOTENCY_KEY,
+	QE_META_TAGS,
+	QE_META_PARENT_RUN_ID,
+	QE_META_MAX_ATTEMPTS,
+	QE_META_LEASE,
+	QE_META_LAST_ERROR,
+	QE_META_NFIELDS
+} QeMetaField;
+/* A run_meta datum of the given fields, or NULL (*isnull) when all are. */
+extern Oid	qe_run_meta_type(void);
+extern Datum qe_form_run_meta(Datum *fields, bool *nulls, bool *isnull);
 extern void qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 						   Datum *payloads, int nrows, const int64 *given_id,
 						   int64 *run_ids_out);

@@ -52,6 +52,17 @@ extern QeRunStatus qe_run_status_from_label(const char *label);
 #define QE_SQL_FINISHED		"('completed', 'failed', 'canceled', 'expired')"
 
 /*
+ * The queue of run $1 (NULL: no such run), wherever it is: the families
+ * with a btree on run_id first, the BRIN-indexed ones only if needed.
+ */
+#define QE_SQL_RUN_QUEUE_BY_ID \
+	"(SELECT e.queue_id FROM queue_engine.executing e WHERE e.run_id = $1" \
+	" UNION ALL SELECT f.queue_id FROM queue_engine.finished_runs f WHERE f.run_id = $1" \
+	" UNION ALL SELECT r.queue_id FROM queue_engine.ready r WHERE r.run_id = $1" \
+	" UNION ALL SELECT d.queue_id FROM queue_engine.delayed d WHERE d.run_id = $1" \
+	" LIMIT 1)"
+
+/*
  * A pending run's fields that live in meta (alias x): attempts started so
  * far (meta.attempt NULL: none), the effective max_attempts and lease
  * (meta overrides, else the run's policy p), created_at.
