@@ -4,17 +4,25 @@
  *	  Ending and extending attempts: heartbeat(), complete(),
  *	  complete_batch(), fail() and cancel().  Every one is fenced by the
  *	  attempt number: a call for an attempt that is no longer executing
- *	  changes nothing and says so (false or NULL).  Finishing an attempt
- *	  frees its concurrency slot in the same statement, since slots are the
- *	  executing runs themselves.
+ *	  changes nothing and says so (false or NULL).
+ *
+ *	  Storage 0.2 (src/README.md): a heartbeat updates the lease of the
+ *	  run's queue_engine.executing row in place; every other call moves the
+ *	  run out of the table it is in, in one statement (DELETE ... RETURNING
+ *	  feeding an INSERT): to finished_runs, or for a retry to the current
+ *	  segment of ready or delayed.  Deleting the executing row frees the
+ *	  run's concurrency slot in that same statement, since slots are the
+ *	  executing rows themselves.
  *
  *-------------------------------------------------------------------------
  */
 #include "run_state.h"
+#include "segments.h"
 
 #include "catalog/pg_type_d.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
@@ -25,13 +33,46 @@ PG_FUNCTION_INFO_V1(qe_fail);
 PG_FUNCTION_INFO_V1(qe_cancel);
 
 /*
- * "The run is executing", for statements that find their run by id.  The
- * IS TRUE hides the condition from the planner's partial-index matching:
- * as a plain status = 'executing' it would pick the small runs_executing
- * index and walk every executing run (and, while an old snapshot is open,
- * every finished one still in that index) instead of one primary-key probe.
+ * The executing run (alias e) is in one of the tenants of the int[]
+ * parameter arr (a tenant-scoped role's, access.c; NULL: all).  The queue
+ * is read only for a scoped role: OR evaluates its arms in order.
  */
-#define EXECUTING_BY_ID "(r.status = 'executing') IS TRUE"
+#define IN_TENANTS(e, arr) \
+	"(" arr "::int[] IS NULL OR EXISTS (SELECT 1 FROM queue_engine.queues q" \
+	"  WHERE q.queue_id = " e ".queue_id AND q.tenant_id = ANY (" arr ")))"
+
+/*
+ * Move the executing rows that "using_where" (a DELETE's USING and WHERE
+ * clauses, alias e) selects to finished_runs as status, with output and
+ * last_error (SQL expressions over d, the deleted row, which also has the
+ * columns "returning" adds).  meta keeps the run's other fields; its
+ * attempt, started_at and worker are the row's columns there.  Returns
+ * the queue_id of each run moved.
+ */
+#define FINISH_EXECUTING(using_where, returning, status, output, last_error) \
+	"WITH d AS (DELETE FROM queue_engine.executing e " using_where \
+	"            RETURNING e.*" returning ")" \
+	" INSERT INTO queue_engine.finished_runs" \
+	" SELECT d.run_id, now(), d.run_at, d.started_at, d.queue_id, d.policy_id," \
+	"        d.priority, d.attempt, " status "::queue_engine.run_status, d.payload," \
+	"        " output ", d.concurrency_key, d.worker, " \
+	QE_SQL_META("NULL", "(d.meta).created_at", "(d.meta).expires_at", "NULL", "NULL", \
+				"(d.meta).idempotency_key", "(d.meta).tags", "(d.meta).parent_run_id", \
+				"(d.meta).max_attempts", "(d.meta).lease", last_error) \
+	"   FROM d" \
+	" RETURNING queue_id"
+
+/*
+ * Where run id is, one row per table holding it (so at most one row: a
+ * move is one statement, and this reads all the tables with one
+ * snapshot): its status.  The unique indexes first; ready and delayed
+ * are found through their run_id BRIN.
+ */
+#define RUN_PLACES(id) \
+	"SELECT 'executing' AS status FROM queue_engine.executing x WHERE x.run_id = " id \
+	" UNION ALL SELECT x.status::text FROM queue_engine.finished_runs x WHERE x.run_id = " id \
+	" UNION ALL SELECT 'queued' FROM queue_engine.ready x WHERE x.run_id = " id \
+	" UNION ALL SELECT 'delayed' FROM queue_engine.delayed x WHERE x.run_id = " id
 
 static int64
 require_run_id(FunctionCallInfo fcinfo)
@@ -62,13 +103,13 @@ qe_heartbeat(PG_FUNCTION_ARGS)
 	if (!qe_access_run(QE_NEED_WORK, run_id))
 		PG_RETURN_NULL();
 
+	/* In place: the lease is in no index, so this is a HOT update. */
 	SPI_connect();
 	qe_plan(&plan,
-			"UPDATE queue_engine.runs r"
-			"   SET lease_expires_at = now() + coalesce($3, r.attempt_lease, r.lease)"
-			" WHERE r.run_id = $1 AND " EXECUTING_BY_ID
-			"   AND ($2::int IS NULL OR r.attempt = $2)"
-			" RETURNING r.lease_expires_at",
+			"UPDATE queue_engine.executing e"
+			"   SET lease_expires_at = now() + coalesce($3, e.attempt_lease)"
+			" WHERE e.run_id = $1 AND ($2::int IS NULL OR e.attempt = $2)"
+			" RETURNING e.lease_expires_at",
 			3, (Oid[]) {INT8OID, INT4OID, INTERVALOID});
 	values[0] = Int64GetDatum(run_id);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
@@ -107,14 +148,10 @@ qe_complete(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	qe_plan(&plan,
-			"UPDATE queue_engine.runs r"
-			"   SET status = 'completed', output = $2, finished_at = now(),"
-			"       lease_expires_at = NULL"
-			" WHERE r.run_id = $1 AND " EXECUTING_BY_ID
-			"   AND ($3::int IS NULL OR r.attempt = $3)"
-	/* A tenant-scoped role's tenants ($4; NULL: all): access.c */
-			"   AND ($4::int[] IS NULL OR r.tenant_id = ANY ($4))"
-			" RETURNING r.queue_id",
+			FINISH_EXECUTING("WHERE e.run_id = $1"
+							 "  AND ($3::int IS NULL OR e.attempt = $3)"
+							 "  AND " IN_TENANTS("e", "$4"),
+							 "", "'completed'", "$2", "(d.meta).last_error"),
 			4, (Oid[]) {INT8OID, JSONBOID, INT4OID, INT4ARRAYOID});
 	values[0] = Int64GetDatum(run_id);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
@@ -244,18 +281,20 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	if (nids == 0)
 		PG_RETURN_INT64(0);
 
+	/*
+	 * A run id given twice is deleted once (a row deleted by this
+	 * statement is passed over), so it is completed and counted once, as
+	 * with 0.1's UPDATE ... FROM.
+	 */
 	SPI_connect();
 	qe_plan(&plan,
-			"UPDATE queue_engine.runs r"
-			"   SET status = 'completed', output = u.output, finished_at = now(),"
-			"       lease_expires_at = NULL"
-			"  FROM unnest($1::bigint[], $2::jsonb[], $3::int[])"
-			"       AS u(run_id, output, attempt)"
-			" WHERE r.run_id = u.run_id AND " EXECUTING_BY_ID
-			"   AND (u.attempt IS NULL OR r.attempt = u.attempt)"
-	/* A tenant-scoped role's tenants ($4; NULL: all): access.c */
-			"   AND ($4::int[] IS NULL OR r.tenant_id = ANY ($4))"
-			" RETURNING r.queue_id",
+			FINISH_EXECUTING("USING unnest($1::bigint[], $2::jsonb[], $3::int[])"
+							 "      AS u(run_id, output, attempt)"
+							 " WHERE e.run_id = u.run_id"
+							 "   AND (u.attempt IS NULL OR e.attempt = u.attempt)"
+							 "   AND " IN_TENANTS("e", "$4"),
+							 ", u.output AS new_output", "'completed'", "d.new_output",
+							 "(d.meta).last_error"),
 			4, (Oid[]) {INT8ARRAYOID, JSONBARRAYOID, INT4ARRAYOID, INT4ARRAYOID});
 	values[0] = PointerGetDatum(ids);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
@@ -272,7 +311,7 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	{
 		qe_plan(&missing_plan,
 				"SELECT u.id FROM unnest($1::bigint[]) AS u(id)"
-				" WHERE NOT EXISTS (SELECT 1 FROM queue_engine.runs r WHERE r.run_id = u.id)"
+				" WHERE NOT EXISTS (" RUN_PLACES("u.id") ")"
 				" LIMIT 1",
 				1, (Oid[]) {INT8ARRAYOID});
 		if (qe_exec(missing_plan, values, NULL, 1) == 1)
@@ -289,10 +328,10 @@ Datum
 qe_fail(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr update_plan = NULL;
+	static SPIPlanPtr failed_plan = NULL;
+	static SPIPlanPtr retry_plans[QE_FAMILY_DELAYED + 1][2];
 	int64		run_id = require_run_id(fcinfo);
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[3];
 	bool		isnull;
 	bool		permanent;
 	int32		attempt;
@@ -319,32 +358,41 @@ qe_fail(PG_FUNCTION_ARGS)
 	if (!qe_access_run(QE_NEED_WORK, run_id))
 		PG_RETURN_NULL();
 
+	/*
+	 * Lock the executing row first (FOR UPDATE: it is deleted below), so
+	 * that the choice between retry and failure is made on the attempt a
+	 * concurrent complete() or cancel() can no longer take.  No row: not
+	 * executing (or no run at all: an error).
+	 */
 	SPI_connect();
 	qe_plan(&lock_plan,
-			"SELECT r.status::text, r.attempt, r.max_attempts, r.queue_id,"
-			"       q.retry_backoff, q.retry_backoff_max, r.priority"
-			"  FROM queue_engine.runs r"
-			"  JOIN queue_engine.queues q ON q.queue_id = r.queue_id"
-			" WHERE r.run_id = $1"
-			"   FOR NO KEY UPDATE OF r",
+			"SELECT e.attempt, " QE_SQL_MAX_ATTEMPTS("e", "p") ", e.queue_id,"
+			"       q.retry_backoff, q.retry_backoff_max, e.priority"
+			"  FROM queue_engine.executing e"
+			"  JOIN queue_engine.queue_policies p ON p.policy_id = e.policy_id"
+			"  JOIN queue_engine.queues q ON q.queue_id = e.queue_id"
+			" WHERE e.run_id = $1"
+			"   FOR UPDATE OF e",
 			1, (Oid[]) {INT8OID});
 	values[0] = Int64GetDatum(run_id);
 	if (qe_exec(lock_plan, values, NULL, 1) == 0)
+	{
 		qe_check_run_exists(run_id);
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
 
-	attempt = DatumGetInt32(qe_get(0, 2, &isnull));
-	if (qe_run_status_from_label(TextDatumGetCString(qe_get(0, 1, &isnull))) !=
-		QE_RUN_EXECUTING ||
-		(!PG_ARGISNULL(2) && PG_GETARG_INT32(2) != attempt))
+	attempt = DatumGetInt32(qe_get(0, 1, &isnull));
+	if (!PG_ARGISNULL(2) && PG_GETARG_INT32(2) != attempt)
 	{
 		SPI_finish();
 		PG_RETURN_NULL();
 	}
-	max_attempts = DatumGetInt32(qe_get(0, 3, &isnull));
-	queue_id = DatumGetInt32(qe_get(0, 4, &isnull));
-	backoff = DatumGetIntervalP(qe_get(0, 5, &isnull));
-	backoff_max = DatumGetIntervalP(qe_get(0, 6, &isnull));
-	priority = DatumGetInt32(qe_get(0, 7, &isnull));
+	max_attempts = DatumGetInt32(qe_get(0, 2, &isnull));
+	queue_id = DatumGetInt32(qe_get(0, 3, &isnull));
+	backoff = DatumGetIntervalP(qe_get(0, 4, &isnull));
+	backoff_max = DatumGetIntervalP(qe_get(0, 5, &isnull));
+	priority = DatumGetInt32(qe_get(0, 6, &isnull));
 
 	if (permanent || attempt >= max_attempts)
 		new_status = QE_RUN_FAILED;
@@ -363,21 +411,42 @@ qe_fail(PG_FUNCTION_ARGS)
 	error = qe_trim_error(PG_GETARG_JSONB_P(1), qe_max_error_field_bytes,
 						  QE_MAX_ERROR_BYTES);
 
-	/* $4: the retry's run_at, or NULL when the run failed for good. */
-	qe_plan(&update_plan,
-			"UPDATE queue_engine.runs r"
-			"   SET status = $2::queue_engine.run_status, last_error = $3,"
-			"       run_at = coalesce($4, r.run_at),"
-			"       finished_at = CASE WHEN $4 IS NULL THEN now() END,"
-			"       lease_expires_at = NULL"
-			" WHERE r.run_id = $1",
-			4, (Oid[]) {INT8OID, TEXTOID, JSONBOID, TIMESTAMPTZOID});
+	/* $1 run_id, $2 the error, $3 the retry's run_at (unused when failed) */
 	values[0] = Int64GetDatum(run_id);
-	values[1] = CStringGetTextDatum(qe_run_status_labels[new_status]);
-	values[2] = JsonbPGetDatum(error);
-	values[3] = TimestampTzGetDatum(run_at);
-	nulls[3] = new_status == QE_RUN_FAILED ? 'n' : ' ';
-	qe_exec(update_plan, values, nulls, 0);
+	values[1] = JsonbPGetDatum(error);
+	values[2] = TimestampTzGetDatum(run_at);
+	if (new_status == QE_RUN_FAILED)
+		qe_exec(qe_plan(&failed_plan,
+						FINISH_EXECUTING("WHERE e.run_id = $1", "", "'failed'", "NULL", "$2"),
+						3, (Oid[]) {INT8OID, JSONBOID, TIMESTAMPTZOID}),
+				values, NULL, 0);
+	else
+	{
+		QeFamily	family = new_status == QE_RUN_QUEUED ? QE_FAMILY_READY : QE_FAMILY_DELAYED;
+
+		/*
+		 * Back to pending, into the current segment of ready or delayed
+		 * (same columns): meta carries the failed attempt (its number,
+		 * start and worker) and the error, and keeps the run's other
+		 * fields.  created_at is written out when run_at moves away from
+		 * it.
+		 */
+		qe_exec(qe_plan_segment(retry_plans[family], family,
+								"WITH d AS (DELETE FROM queue_engine.executing e"
+								"            WHERE e.run_id = $1 RETURNING e.*)"
+								" INSERT INTO queue_engine.%1$s"
+								" SELECT d.run_id, $3, d.queue_id, d.policy_id, d.priority,"
+								"        d.payload, d.concurrency_key, "
+								QE_SQL_META("nullif(d.attempt, 0)",
+											"nullif(coalesce((d.meta).created_at, d.run_at), $3)",
+											"(d.meta).expires_at", "d.started_at", "d.worker",
+											"(d.meta).idempotency_key", "(d.meta).tags",
+											"(d.meta).parent_run_id", "(d.meta).max_attempts",
+											"(d.meta).lease", "$2")
+								"   FROM d",
+								3, (Oid[]) {INT8OID, JSONBOID, TIMESTAMPTZOID}),
+				values, NULL, 0);
+	}
 	{
 		QeReadyKey	key = {priority, run_at, run_id};
 
@@ -450,14 +519,38 @@ cancel_error(text *reason_text)
 						 QE_MAX_ERROR_BYTES);
 }
 
+/*
+ * Move a pending run ($1) of family "ready" or "delayed" to finished_runs
+ * as canceled, with last_error $2 if given (else the one it has): its
+ * attempt, started_at and worker (of a retried run's last attempt) become
+ * the row's columns.  No btree on run_id there: the row is found through
+ * the BRIN, locked, and deleted by ctid (segments.h).
+ */
+#define CANCEL_PENDING(family) \
+	"WITH picked AS MATERIALIZED (" \
+	"  SELECT x.tableoid AS t, x.ctid AS c FROM queue_engine." family " x" \
+	"   WHERE x.run_id = $1 FOR UPDATE)," \
+	QE_SQL_TAKE_PICKED(family) \
+	" INSERT INTO queue_engine.finished_runs" \
+	" SELECT k.run_id, now(), k.run_at, (k.meta).started_at, k.queue_id, k.policy_id," \
+	"        k.priority, " QE_SQL_ATTEMPT("k") ", 'canceled'::queue_engine.run_status," \
+	"        k.payload, NULL," \
+	"        k.concurrency_key, (k.meta).worker, " \
+	QE_SQL_META("NULL", "(k.meta).created_at", "(k.meta).expires_at", "NULL", "NULL", \
+				"(k.meta).idempotency_key", "(k.meta).tags", "(k.meta).parent_run_id", \
+				"(k.meta).max_attempts", "(k.meta).lease", \
+				"coalesce($2, (k.meta).last_error)") \
+	"   FROM taken k" \
+	" RETURNING queue_id"
+
 Datum
 qe_cancel(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr lock_plan = NULL;
-	static SPIPlanPtr update_plan = NULL;
+	static SPIPlanPtr find_plan = NULL;
+	static SPIPlanPtr move_plans[QE_RUN_EXECUTING + 1];
 	int64		run_id = require_run_id(fcinfo);
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
 	bool		isnull;
 	QeRunStatus status;
 	int32		queue_id;
@@ -471,30 +564,45 @@ qe_cancel(PG_FUNCTION_ARGS)
 		qe_access_run_not_found(run_id);
 
 	SPI_connect();
-	qe_plan(&lock_plan,
-			"SELECT r.status::text, r.queue_id FROM queue_engine.runs r"
-			" WHERE r.run_id = $1 FOR NO KEY UPDATE",
-			1, (Oid[]) {INT8OID});
 	values[0] = Int64GetDatum(run_id);
-	if (qe_exec(lock_plan, values, NULL, 1) == 0)
-		qe_check_run_exists(run_id);
-	status = qe_run_status_from_label(TextDatumGetCString(qe_get(0, 1, &isnull)));
-	queue_id = DatumGetInt32(qe_get(0, 2, &isnull));
-	if (QE_RUN_FINISHED(status))
-	{
-		SPI_finish();
-		PG_RETURN_BOOL(false);
-	}
-
-	qe_plan(&update_plan,
-			"UPDATE queue_engine.runs r"
-			"   SET status = 'canceled', finished_at = now(), lease_expires_at = NULL,"
-			"       last_error = coalesce($2, r.last_error)"
-			" WHERE r.run_id = $1",
-			2, (Oid[]) {INT8OID, JSONBOID});
 	values[1] = error == NULL ? (Datum) 0 : JsonbPGetDatum(error);
 	nulls[1] = error == NULL ? 'n' : ' ';
-	qe_exec(update_plan, values, nulls, 0);
+
+	/*
+	 * Find the run's table, then move it out of there (the move locks the
+	 * row, waiting for a claim, complete, fail or heartbeat that holds
+	 * it).  If the move finds nothing, the run left that table after the
+	 * look (a concurrent move committed): look again, with a new snapshot,
+	 * and cancel it where it went, or return false if it finished.  0.1
+	 * got the same outcome by following the one row's update chain.
+	 */
+	for (;;)
+	{
+		qe_plan(&find_plan, RUN_PLACES("$1") " LIMIT 1", 1, (Oid[]) {INT8OID});
+		if (qe_exec(find_plan, values, NULL, 1) == 0)
+			qe_access_run_not_found(run_id);
+		status = qe_run_status_from_label(TextDatumGetCString(qe_get(0, 1, &isnull)));
+		if (QE_RUN_FINISHED(status))
+		{
+			SPI_finish();
+			PG_RETURN_BOOL(false);
+		}
+		if (status == QE_RUN_QUEUED)
+			qe_plan(&move_plans[status], CANCEL_PENDING("ready"),
+					2, (Oid[]) {INT8OID, JSONBOID});
+		else if (status == QE_RUN_DELAYED)
+			qe_plan(&move_plans[status], CANCEL_PENDING("delayed"),
+					2, (Oid[]) {INT8OID, JSONBOID});
+		else
+			qe_plan(&move_plans[status],
+					FINISH_EXECUTING("WHERE e.run_id = $1", "", "'canceled'", "NULL",
+									 "coalesce($2, (d.meta).last_error)"),
+					2, (Oid[]) {INT8OID, JSONBOID});
+		if (qe_exec(move_plans[status], values, nulls, 0) == 1)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
 	qe_run_transitioned(queue_id, status, QE_RUN_CANCELED, 1, NULL, DT_NOEND);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
