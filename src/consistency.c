@@ -2,13 +2,17 @@
  *
  * consistency.c
  *	  check_consistency(): recompute the engine's own bookkeeping from the
- *	  runs, report each kind of drift, repair it, and record every repair
- *	  in queue_engine.consistency_log.
+ *	  run tables of storage 0.2 (ready, delayed, executing, finished_runs:
+ *	  run_state.h), report each kind of drift, repair it, and record every
+ *	  repair in queue_engine.consistency_log.
  *
  *	  Each check is one statement, so what it compares (runs against
  *	  counts, leases, keys) is read in one snapshot, and a repair is a
  *	  correction that commutes with concurrent writers: it never needs to
- *	  lock out the workers.
+ *	  lock out the workers.  A repair that changes a run's state moves it
+ *	  between tables in that statement.  The checks read whole tables and
+ *	  run with the caller's enable_seqscan (maintenance.c sets it off only
+ *	  for its tasks).
  *
  *-------------------------------------------------------------------------
  */
@@ -27,51 +31,95 @@ typedef struct QeCheck
 	bool		repair_grants_leases;	/* to executing runs, already passed */
 } QeCheck;
 
+/*
+ * A run's copies that a check deletes, by table (alias d: the extra copies,
+ * with the copy's table t, row c, and place: 2 executing, 3 ready, 4
+ * delayed), one CTE per family (the families have no common btree:
+ * ready and delayed none on run_id at all); each returns run_id.
+ */
+#define DELETE_COPIES(cte, family, place) \
+	" " cte " AS (" \
+	"  DELETE FROM queue_engine." family " x USING extra d" \
+	"   WHERE d.place = " place " AND x.tableoid = d.t AND x.ctid = d.c" \
+	"  RETURNING x.run_id)"
+
+/*
+ * The unfinished runs of a family (alias x) of queues that do not exist,
+ * deleted when $1 (repair), as the columns of a finished run (run_id,
+ * run_at, started_at, queue_id, policy_id, priority, attempt, payload,
+ * concurrency_key, worker, meta), for runs_of_unknown_queue.
+ */
+#define UNKNOWN_QUEUE_OF(x) \
+	" WHERE $1 AND NOT EXISTS (SELECT 1 FROM queue_engine.queues q" \
+	"                           WHERE q.queue_id = " x ".queue_id)"
+#define DELETE_PENDING_OF_UNKNOWN_QUEUE(cte, family) \
+	" " cte " AS (" \
+	"  DELETE FROM queue_engine." family " x" UNKNOWN_QUEUE_OF("x") \
+	"  RETURNING x.run_id, x.run_at, (x.meta).started_at AS started_at, x.queue_id," \
+	"            x.policy_id, x.priority, " QE_SQL_ATTEMPT("x") " AS attempt, x.payload," \
+	"            x.concurrency_key, (x.meta).worker AS worker, x.meta)"
+
 static const QeCheck checks[QE_CHECK_COUNT] = {
 	/*
 	 * Unfinished runs must belong to a queue that exists (a run enqueued
 	 * into a queue that was deleted behind the engine's back, or by a
 	 * session that knew the queue before the extension was dropped and
-	 * created again, could never start); repaired by canceling them.  Read
-	 * through the unfinished states' partial indexes, never the history;
-	 * first, so that the counts check below sees the repair.
+	 * created again, could never start); repaired by canceling them: each
+	 * moves from its table to finished_runs, canceled now, as 0.1 made it
+	 * (attempt, started_at and worker kept, the cancel as last_error).  A
+	 * run already in finished_runs as well (runs_in_two_places) keeps that
+	 * row: its other copy is only deleted.  Reads ready, delayed and
+	 * executing, never the history; first, so that the counts check below
+	 * sees the repair.  (No table holds waiting runs yet.)
 	 */
 	{"runs_of_unknown_queue",
 		"WITH open AS ("
-		"  SELECT run_id, queue_id FROM queue_engine.runs WHERE status = 'queued'"
-		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.runs WHERE status = 'delayed'"
-		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.runs WHERE status = 'executing'"
-		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.runs WHERE status = 'waiting'),"
+		"  SELECT run_id, queue_id FROM queue_engine.ready"
+		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.delayed"
+		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.executing),"
 		" bad AS ("
 		"  SELECT o.run_id, o.queue_id FROM open o"
 		"   WHERE NOT EXISTS (SELECT 1 FROM queue_engine.queues q WHERE q.queue_id = o.queue_id)),"
+		DELETE_PENDING_OF_UNKNOWN_QUEUE("gone_ready", "ready") ","
+		DELETE_PENDING_OF_UNKNOWN_QUEUE("gone_delayed", "delayed") ","
+		" gone_executing AS ("
+		"  DELETE FROM queue_engine.executing x" UNKNOWN_QUEUE_OF("x")
+		"  RETURNING x.run_id, x.run_at, x.started_at, x.queue_id, x.policy_id,"
+		"            x.priority, x.attempt, x.payload, x.concurrency_key, x.worker, x.meta),"
+		" gone AS ("
+		"  SELECT * FROM gone_ready UNION ALL SELECT * FROM gone_delayed"
+		"  UNION ALL SELECT * FROM gone_executing),"
 		" fix AS ("
-		"  UPDATE queue_engine.runs r"
-		"     SET status = 'canceled', finished_at = now(), lease_expires_at = NULL,"
-		"         queue_slot = NULL,"
-		"         last_error = jsonb_build_object('message', 'canceled: its queue does not exist',"
-		"                                         'reason', 'queue does not exist', 'canceled', true)"
-		"    FROM bad WHERE $1 AND r.run_id = bad.run_id"
-		"     AND r.status IN " QE_SQL_UNFINISHED
-		"  RETURNING 1)"
-		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
+		"  INSERT INTO queue_engine.finished_runs"
+		"         (run_id, finished_at, run_at, started_at, queue_id, policy_id, priority,"
+		"          attempt, status, payload, output, concurrency_key, worker, meta)"
+		"  SELECT g.run_id, now(), g.run_at, g.started_at, g.queue_id, g.policy_id,"
+		"         g.priority, g.attempt, 'canceled', g.payload, NULL, g.concurrency_key,"
+		"         g.worker,"
+		QE_SQL_META("NULL", "(g.meta).created_at", "(g.meta).expires_at", "NULL", "NULL",
+					"(g.meta).idempotency_key", "(g.meta).tags", "(g.meta).parent_run_id",
+					"(g.meta).max_attempts", "(g.meta).lease",
+					"jsonb_build_object('message', 'canceled: its queue does not exist',"
+					" 'reason', 'queue does not exist', 'canceled', true)")
+		"    FROM gone g"
+		"  ON CONFLICT (run_id) DO NOTHING)"
+		"SELECT (SELECT count(*) FROM bad), (SELECT count(DISTINCT run_id) FROM gone),"
 		"       (SELECT jsonb_agg(jsonb_build_object('run_id', run_id, 'queue_id', queue_id))"
 		"          FROM (SELECT * FROM bad LIMIT 100) b)"},
 
 	/*
 	 * Per-queue counts by state (queue_counts plus pending deltas) against
-	 * the runs; repaired by appending a correcting delta.
+	 * the runs in each state's table; repaired by appending a correcting
+	 * delta.  No table holds waiting runs yet: their actual count is 0.
 	 */
 	{"queue_counts",
 		"WITH actual AS ("
-		"  SELECT queue_id, 'queued' AS state, count(*) AS n FROM queue_engine.runs"
-		"   WHERE status = 'queued' GROUP BY queue_id"
-		"  UNION ALL SELECT queue_id, 'delayed', count(*) FROM queue_engine.runs"
-		"   WHERE status = 'delayed' GROUP BY queue_id"
-		"  UNION ALL SELECT queue_id, 'executing', count(*) FROM queue_engine.runs"
-		"   WHERE status = 'executing' GROUP BY queue_id"
-		"  UNION ALL SELECT queue_id, 'waiting', count(*) FROM queue_engine.runs"
-		"   WHERE status = 'waiting' GROUP BY queue_id),"
+		"  SELECT queue_id, 'queued' AS state, count(*) AS n FROM queue_engine.ready"
+		"   GROUP BY queue_id"
+		"  UNION ALL SELECT queue_id, 'delayed', count(*) FROM queue_engine.delayed"
+		"   GROUP BY queue_id"
+		"  UNION ALL SELECT queue_id, 'executing', count(*) FROM queue_engine.executing"
+		"   GROUP BY queue_id),"
 		" recorded AS ("
 		"  SELECT c.queue_id, s.state, sum(s.n) AS n"
 		"    FROM (SELECT queue_id, queued, delayed, executing, waiting FROM queue_engine.queue_counts"
@@ -102,42 +150,31 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 
 	/*
 	 * Executing runs must hold a lease, or stall rescue can never find
-	 * them; repaired by giving them one that has already expired.
+	 * them; repaired by giving them one that has already expired.  (The
+	 * columns of executing are NOT NULL, so only a table changed by hand
+	 * can have such runs.)
 	 */
 	{"executing_without_lease", .repair_grants_leases = true, .sql =
 		"WITH bad AS ("
-		"  SELECT run_id FROM queue_engine.runs"
-		"   WHERE status = 'executing' AND (lease_expires_at IS NULL OR started_at IS NULL)),"
+		"  SELECT run_id FROM queue_engine.executing"
+		"   WHERE lease_expires_at IS NULL OR started_at IS NULL),"
 		" fix AS ("
-		"  UPDATE queue_engine.runs r"
+		"  UPDATE queue_engine.executing r"
 		"     SET lease_expires_at = coalesce(r.lease_expires_at, now()),"
 		"         started_at = coalesce(r.started_at, now())"
-		"    FROM bad WHERE $1 AND r.run_id = bad.run_id AND r.status = 'executing'"
+		"    FROM bad WHERE $1 AND r.run_id = bad.run_id"
 		"  RETURNING 1)"
 		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
 		"       (SELECT jsonb_agg(run_id) FROM (SELECT run_id FROM bad LIMIT 100) b)"},
 
 	/*
-	 * Only executing runs hold a lease; repaired by clearing stray ones.
-	 * Runs that may still start are read through their states' partial
-	 * indexes, one branch per state; finished runs are not read at all:
-	 * they never change again, nothing reads their lease, and scanning
-	 * them would read the whole history every pass.
+	 * Only executing runs hold a lease.  Since storage 0.2 only the table
+	 * executing has a lease column: a queued, delayed or finished run
+	 * cannot hold one, and there is nothing to read.  Kept (never finding
+	 * anything) so that the checks and their names stay as they were.
 	 */
 	{"lease_on_idle_run",
-		"WITH bad AS ("
-		"  SELECT run_id FROM queue_engine.runs"
-		"   WHERE status = 'queued' AND lease_expires_at IS NOT NULL"
-		"  UNION ALL SELECT run_id FROM queue_engine.runs"
-		"   WHERE status = 'delayed' AND lease_expires_at IS NOT NULL"
-		"  UNION ALL SELECT run_id FROM queue_engine.runs"
-		"   WHERE status = 'waiting' AND lease_expires_at IS NOT NULL),"
-		" fix AS ("
-		"  UPDATE queue_engine.runs r SET lease_expires_at = NULL"
-		"    FROM bad WHERE $1 AND r.run_id = bad.run_id AND r.status <> 'executing'"
-		"  RETURNING 1)"
-		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
-		"       (SELECT jsonb_agg(run_id) FROM (SELECT run_id FROM bad LIMIT 100) b)"},
+		"SELECT 0::bigint, 0::bigint, NULL::jsonb WHERE $1 IS NOT NULL"},
 
 	/*
 	 * Two executing runs of a queue never hold the same slot, or the queue
@@ -147,23 +184,29 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 	 */
 	{"shared_queue_slots",
 		"WITH bad AS ("
-		"  SELECT r.run_id FROM queue_engine.runs r"
-		"   WHERE r.status = 'executing' AND r.queue_slot IS NOT NULL"
-		"     AND EXISTS (SELECT 1 FROM queue_engine.runs o"
-		"                  WHERE o.queue_id = r.queue_id AND o.status = 'executing'"
+		"  SELECT r.run_id FROM queue_engine.executing r"
+		"   WHERE r.queue_slot IS NOT NULL"
+		"     AND EXISTS (SELECT 1 FROM queue_engine.executing o"
+		"                  WHERE o.queue_id = r.queue_id"
 		"                    AND o.queue_slot = r.queue_slot AND o.run_id < r.run_id)),"
 		" fix AS ("
-		"  UPDATE queue_engine.runs r SET queue_slot = NULL"
-		"    FROM bad WHERE $1 AND r.run_id = bad.run_id AND r.status = 'executing'"
+		"  UPDATE queue_engine.executing r SET queue_slot = NULL"
+		"    FROM bad WHERE $1 AND r.run_id = bad.run_id"
 		"  RETURNING 1)"
 		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
 		"       (SELECT jsonb_agg(run_id) FROM (SELECT run_id FROM bad LIMIT 100) b)"},
 
-	/* Idempotency keys must name a run; repaired by forgetting the key. */
+	/*
+	 * Idempotency keys must name a run, in whichever table it is;
+	 * repaired by forgetting the key.
+	 */
 	{"orphan_idempotency_keys",
 		"WITH bad AS ("
 		"  SELECT k.tenant_id, k.idempotency_key, k.run_id FROM queue_engine.idempotency_keys k"
-		"   WHERE NOT EXISTS (SELECT 1 FROM queue_engine.runs r WHERE r.run_id = k.run_id)),"
+		"   WHERE NOT EXISTS (SELECT 1 FROM queue_engine.finished_runs r WHERE r.run_id = k.run_id)"
+		"     AND NOT EXISTS (SELECT 1 FROM queue_engine.executing r WHERE r.run_id = k.run_id)"
+		"     AND NOT EXISTS (SELECT 1 FROM queue_engine.ready r WHERE r.run_id = k.run_id)"
+		"     AND NOT EXISTS (SELECT 1 FROM queue_engine.delayed r WHERE r.run_id = k.run_id)),"
 		" fix AS ("
 		"  DELETE FROM queue_engine.idempotency_keys k USING bad"
 		"   WHERE $1 AND k.tenant_id = bad.tenant_id AND k.idempotency_key = bad.idempotency_key"
@@ -171,6 +214,57 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
 		"       (SELECT jsonb_agg(jsonb_build_object('tenant_id', tenant_id, 'key', idempotency_key,"
 		"                         'run_id', run_id)) FROM (SELECT * FROM bad LIMIT 100) b)"},
+
+	/*
+	 * A run is in one place: one row in one of ready, delayed, executing
+	 * and finished_runs, in one segment of its family.  A move that
+	 * inserted without deleting (a bug, or a table changed by hand) would
+	 * leave two; each would be claimed, counted and finished on its own.
+	 * Repaired by keeping the copy furthest along the run's life and
+	 * deleting the others: finished_runs (final), then executing (a worker
+	 * may hold it; if none does, its lease passes and rescue retries it),
+	 * then ready (promotion moves delayed runs there), then delayed; of two
+	 * copies in one family, the one in the family's current segment (where
+	 * rotation moves rows to), then the lower (segment, ctid).  Detail: the
+	 * run ids with their places ("ready_0", "finished_runs", ...), the
+	 * copy kept first.  The counts the deleted copies leave wrong are
+	 * corrected by the next pass's queue_counts check.  Reads the three
+	 * unfinished families whole and finished_runs by run_id.
+	 */
+	{"runs_in_two_places",
+		"WITH cur AS ("
+		"  SELECT ('queue_engine.' || f || '_' || queue_engine.current_segment(f))"
+		"         ::pg_catalog.regclass::pg_catalog.oid AS t"
+		"    FROM unnest(ARRAY['ready', 'delayed', 'executing']) f),"
+		" open AS MATERIALIZED ("
+		"  SELECT x.run_id, x.tableoid AS t, x.ctid AS c, 2 AS place FROM queue_engine.executing x"
+		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 3 FROM queue_engine.ready x"
+		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 4 FROM queue_engine.delayed x),"
+		" copies AS ("
+		"  SELECT o.run_id, o.t, o.c, o.place, o.t IN (SELECT t FROM cur) AS in_current"
+		"    FROM open o"
+		"  UNION ALL"
+		"  SELECT f.run_id, f.tableoid, f.ctid, 1, true FROM queue_engine.finished_runs f"
+		"   WHERE f.run_id IN (SELECT run_id FROM open)),"
+		" ranked AS ("
+		"  SELECT p.*, count(*) OVER (PARTITION BY p.run_id) AS n,"
+		"         row_number() OVER (PARTITION BY p.run_id"
+		"                            ORDER BY p.place, p.in_current DESC, p.t, p.c) AS nth"
+		"    FROM copies p),"
+		" dup AS (SELECT * FROM ranked WHERE n > 1),"
+		" extra AS (SELECT * FROM dup WHERE $1 AND nth > 1),"
+		DELETE_COPIES("fix_executing", "executing", "2") ","
+		DELETE_COPIES("fix_ready", "ready", "3") ","
+		DELETE_COPIES("fix_delayed", "delayed", "4")
+		"SELECT (SELECT count(DISTINCT run_id) FROM dup),"
+		"       (SELECT count(DISTINCT run_id)"
+		"          FROM (SELECT run_id FROM fix_executing UNION ALL SELECT run_id FROM fix_ready"
+		"                UNION ALL SELECT run_id FROM fix_delayed) f),"
+		"       (SELECT jsonb_agg(jsonb_build_object('run_id', run_id, 'places', places)"
+		"                         ORDER BY run_id)"
+		"          FROM (SELECT d.run_id, jsonb_agg(r.relname::text ORDER BY d.nth) AS places"
+		"                  FROM dup d JOIN pg_catalog.pg_class r ON r.oid = d.t"
+		"                 GROUP BY d.run_id ORDER BY d.run_id LIMIT 100) b)"},
 };
 
 /* Run every check; SPI must be connected.  Logs each drift found. */

@@ -7,13 +7,20 @@
  *	  keys, fold count deltas, delete finished runs past their retention
  *	  (and then dropped queues none of whose runs is left).  Each handles
  *	  at most a batch and returns how many it handled; run_maintenance()
- *	  repeats each until it comes back short, committing between batches.  All use SKIP LOCKED, so they are
- *	  safe to run concurrently with workers, with each other and with
- *	  themselves.
+ *	  repeats each until it comes back short, committing between batches.
+ *	  All use SKIP LOCKED, so they are safe to run concurrently with
+ *	  workers, with each other and with themselves.
+ *
+ *	  Runs move between the tables of storage 0.2 (segments.h, run_state.h)
+ *	  in one statement each: the rows deleted from where they are, inserted
+ *	  where they go.  Every task call runs with enable_seqscan off
+ *	  (with_index_scans()), so that a plan made while a segment was empty
+ *	  stays an index or TID scan once it has filled.
  *
  *-------------------------------------------------------------------------
  */
 #include "run_state.h"
+#include "segments.h"
 #include "shmem.h"
 
 #include "access/table.h"
@@ -85,55 +92,97 @@ report_moved_runs(void)
 	return (int64) n;
 }
 
-/* Run a task statement that returns the runs it moved (as above). */
+/* Run a task plan that returns the runs it moved (as above). */
 static int64
-run_move_task(SPIPlanPtr *slot, const char *sql, int limit)
+run_move_plan(SPIPlanPtr plan, int limit)
 {
 	Datum		values[1];
 
-	qe_plan(slot, sql, 1, (Oid[]) {INT4OID});
 	values[0] = Int32GetDatum(limit);
-	qe_exec(*slot, values, NULL, 0);
+	qe_exec(plan, values, NULL, 0);
 	return report_moved_runs();
 }
 
-/* Delayed runs whose run_at has come become queued. */
+/*
+ * Delayed runs whose run_at has come become queued: taken from delayed
+ * (through its run_at index, then by ctid: the family has no btree on
+ * run_id) and inserted into the current ready segment, in run_id order so
+ * that runs with equal keys stay in the queue's tie order.
+ */
 int64
 qe_task_promote_delayed(int limit)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	SPIPlanPtr	plan;
 
-	return run_move_task(&plan,
-						 "WITH due AS ("
-						 "  SELECT x.run_id FROM queue_engine.runs x"
-						 "   WHERE x.status = 'delayed' AND x.run_at <= now()"
-						 "     AND " QE_SQL_STARTABLE
-						 "   ORDER BY x.run_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-						 "UPDATE queue_engine.runs r SET status = 'queued'"
-						 "  FROM due WHERE r.run_id = due.run_id"
-						 " RETURNING r.queue_id, 'delayed'::text, r.status::text,"
-						 "           r.priority, r.run_at, r.run_id",
-						 limit);
+	plan = qe_plan_segment(plans, QE_FAMILY_READY,
+						   "WITH picked AS MATERIALIZED ("
+						   "  SELECT x.tableoid AS t, x.ctid AS c FROM queue_engine.delayed x"
+						   "   WHERE x.run_at <= now() AND " QE_SQL_STARTABLE
+						   "   ORDER BY x.run_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+						   QE_SQL_TAKE_PICKED("delayed")
+						   " INSERT INTO queue_engine.%1$s"
+						   "        (run_id, run_at, queue_id, policy_id, priority, payload,"
+						   "         concurrency_key, meta)"
+						   " SELECT t.run_id, t.run_at, t.queue_id, t.policy_id, t.priority,"
+						   "        t.payload, t.concurrency_key, t.meta"
+						   "   FROM taken t ORDER BY t.run_id"
+						   " RETURNING queue_id, 'delayed'::text, 'queued'::text,"
+						   "           priority, run_at, run_id",
+						   1, (Oid[]) {INT4OID});
+	return run_move_plan(plan, limit);
 }
 
-/* Runs that never started and whose ttl passed become expired. */
+/*
+ * The columns of a finished_runs row, in the order the statements below
+ * write them.
+ */
+#define FINISHED_RUNS_COLUMNS \
+	" (run_id, finished_at, run_at, started_at, queue_id, policy_id, priority," \
+	"  attempt, status, payload, output, concurrency_key, worker, meta)"
+
+/*
+ * Runs of a pending family ("ready" or "delayed", whose runs are in state
+ * "from") that never started and whose ttl passed become expired, as 0.1
+ * made them: finished now, nothing else changed (no error is recorded; a
+ * run that never started has no last_error of its own).  Read through the
+ * family's expiry index, whose predicate the WHERE repeats.
+ */
+#define EXPIRE_SQL(family, from) \
+	"WITH picked AS MATERIALIZED (" \
+	"  SELECT x.tableoid AS t, x.ctid AS c FROM queue_engine." family " x" \
+	"   WHERE (x.meta).attempt IS NULL AND (x.meta).expires_at IS NOT NULL" \
+	"     AND (x.meta).expires_at <= now()" \
+	"   ORDER BY (x.meta).expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)," \
+	QE_SQL_TAKE_PICKED(family) \
+	" INSERT INTO queue_engine.finished_runs" FINISHED_RUNS_COLUMNS \
+	" SELECT t.run_id, now(), t.run_at, (t.meta).started_at, t.queue_id, t.policy_id," \
+	"        t.priority, 0, 'expired', t.payload, NULL, t.concurrency_key, (t.meta).worker," \
+	QE_SQL_META("NULL", "(t.meta).created_at", "(t.meta).expires_at", "NULL", "NULL", \
+				"(t.meta).idempotency_key", "(t.meta).tags", "(t.meta).parent_run_id", \
+				"(t.meta).max_attempts", "(t.meta).lease", "(t.meta).last_error") \
+	"   FROM taken t" \
+	" RETURNING queue_id, '" from "'::text, status::text, priority, run_at, run_id"
+
+/*
+ * Runs that never started and whose ttl passed become expired: queued ones
+ * first, then delayed ones, up to limit in all.
+ */
 int64
 qe_task_expire_runs(int limit)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr ready_plan = NULL;
+	static SPIPlanPtr delayed_plan = NULL;
+	int64		n;
 
-	return run_move_task(&plan,
-						 "WITH due AS ("
-						 "  SELECT x.run_id, x.status FROM queue_engine.runs x"
-						 "   WHERE x.status IN " QE_SQL_NOT_STARTED " AND x.attempt = 0"
-						 "     AND x.expires_at IS NOT NULL AND x.expires_at <= now()"
-						 "   ORDER BY x.expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-						 "UPDATE queue_engine.runs r"
-						 "   SET status = 'expired', finished_at = now()"
-						 "  FROM due WHERE r.run_id = due.run_id"
-						 " RETURNING r.queue_id, due.status::text, r.status::text,"
-						 "           r.priority, r.run_at, r.run_id",
-						 limit);
+	qe_plan(&ready_plan, EXPIRE_SQL("ready", "queued"), 1, (Oid[]) {INT4OID});
+	n = run_move_plan(ready_plan, limit);
+	if (n < limit)
+	{
+		qe_plan(&delayed_plan, EXPIRE_SQL("delayed", "delayed"), 1, (Oid[]) {INT4OID});
+		n += run_move_plan(delayed_plan, limit - (int) n);
+	}
+	return n;
 }
 
 /*
@@ -164,39 +213,82 @@ qe_rescue_horizon_forget(void)
 }
 
 /*
+ * The error a stall records as the attempt's (alias d: the executing row;
+ * cap: the parameter with the byte cap, see below), as 0.1 recorded it.
+ */
+#define STALL_ERROR(cap) \
+	"jsonb_build_object(" \
+	"  'message', 'lease expired at ' || d.lease_expires_at || ' without a heartbeat'," \
+	"  'stalled', true, 'attempt', d.attempt," \
+	"  'worker', CASE WHEN octet_length(d.worker) <= " cap " THEN d.worker" \
+	"                 WHEN octet_length(left(d.worker, " cap ")) <= " cap \
+	"                 THEN left(d.worker, " cap ")" \
+	"                 ELSE left(d.worker, " cap " / 4) END)" \
+	" || CASE WHEN octet_length(d.worker) > " cap \
+	"         THEN '{\"truncated\": true}'::jsonb ELSE '{}' END"
+
+/*
+ * Stalled runs that retry ($1 run ids, $2 their new run_at) leave executing
+ * for the current segment of ready or delayed ($3: 'queued' or 'delayed',
+ * as reported), as pending runs that started once: meta keeps the attempt,
+ * started_at and worker of the stalled attempt, and its error.  created_at
+ * is kept explicitly when it was run_at's, which the retry changes.
+ */
+#define RESCUE_RETRY_SQL \
+	"WITH d AS (" \
+	"  DELETE FROM queue_engine.executing e" \
+	"   USING unnest($1::bigint[], $2::timestamptz[]) AS u(run_id, run_at)" \
+	"   WHERE e.run_id = u.run_id" \
+	"  RETURNING e.*, u.run_at AS retry_at)" \
+	" INSERT INTO queue_engine.%1$s" \
+	"        (run_id, run_at, queue_id, policy_id, priority, payload, concurrency_key, meta)" \
+	" SELECT d.run_id, d.retry_at, d.queue_id, d.policy_id, d.priority, d.payload," \
+	"        d.concurrency_key," \
+	QE_SQL_META("d.attempt", "nullif(coalesce((d.meta).created_at, d.run_at), d.retry_at)", \
+				"(d.meta).expires_at", "d.started_at", "d.worker", \
+				"(d.meta).idempotency_key", "(d.meta).tags", "(d.meta).parent_run_id", \
+				"(d.meta).max_attempts", "(d.meta).lease", STALL_ERROR("$4")) \
+	"   FROM d ORDER BY d.run_id" \
+	" RETURNING queue_id, 'executing'::text, $3::text, priority, run_at, run_id"
+
+/*
  * Executing runs whose lease passed without a heartbeat: the stall is
  * recorded as the attempt's error, and the run retries with the queue's
  * backoff (run_state.c, as fail() does), or fails when its attempts are
- * spent.  The rows stay locked from the first statement to the second.
- * The worker name in the error ($4: max_error_field_bytes, and the worker limit for names stored
- * before dequeue capped them) is cut on a character boundary like any
- * stored error's strings: to $4 characters when they fit in $4 bytes, else
- * to $4 / 4 (no server encoding has characters over 4 bytes).
+ * spent.  The rows stay locked from the first statement to the moves.
+ * The worker name in the error (max_error_field_bytes, and the worker
+ * limit for names stored before dequeue capped them) is cut on a
+ * character boundary like any stored error's strings: to cap characters
+ * when they fit in cap bytes, else to cap / 4 (no server encoding has
+ * characters over 4 bytes).
  */
 int64
 qe_task_rescue_stalled(int limit)
 {
 	static SPIPlanPtr due_plan = NULL;
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr retry_plans[2][2] = {{NULL, NULL}, {NULL, NULL}};
+	static SPIPlanPtr fail_plan = NULL;
+	static const QeFamily retry_families[2] = {QE_FAMILY_READY, QE_FAMILY_DELAYED};
+	static const QeRunStatus retry_states[2] = {QE_RUN_QUEUED, QE_RUN_DELAYED};
 	Datum		values[4];
 	uint64		n;
-	Datum	   *ids;
-	Datum	   *statuses;
-	Datum	   *run_ats;
-	bool	   *run_at_nulls;
-	int			dims[1];
-	int			lbs[1] = {1};
+	Datum	   *ids[3];			/* retry to ready, to delayed; fail */
+	Datum	   *run_ats[2];
+	int			counts[3] = {0, 0, 0};
+	int32		cap = Min(qe_max_error_field_bytes, QE_MAX_WORKER_BYTES);
+	int64		moved = 0;
 
 	/* The stalled runs, locked, and what their retry depends on. */
 	qe_plan(&due_plan,
 			"WITH due AS ("
-			"  SELECT x.run_id FROM queue_engine.runs x"
-			"   WHERE x.status = 'executing' AND x.lease_expires_at < now()"
+			"  SELECT x.run_id FROM queue_engine.executing x"
+			"   WHERE x.lease_expires_at < now()"
 			"   ORDER BY x.lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-			"SELECT r.run_id, r.attempt, r.max_attempts,"
+			"SELECT e.run_id, e.attempt, " QE_SQL_MAX_ATTEMPTS("e", "p") ","
 			"       q.retry_backoff, q.retry_backoff_max"
-			"  FROM due JOIN queue_engine.runs r ON r.run_id = due.run_id"
-			"  JOIN queue_engine.queues q ON q.queue_id = r.queue_id",
+			"  FROM due JOIN queue_engine.executing e ON e.run_id = due.run_id"
+			"  JOIN queue_engine.queue_policies p ON p.policy_id = e.policy_id"
+			"  JOIN queue_engine.queues q ON q.queue_id = e.queue_id",
 			1, (Oid[]) {INT4OID});
 	values[0] = Int32GetDatum(limit);
 	n = qe_exec(due_plan, values, NULL, 0);
@@ -204,70 +296,75 @@ qe_task_rescue_stalled(int limit)
 		return 0;
 
 	/* Each retries after the queue's backoff, or fails when spent. */
-	ids = palloc(sizeof(Datum) * n);
-	statuses = palloc(sizeof(Datum) * n);
-	run_ats = palloc(sizeof(Datum) * n);
-	run_at_nulls = palloc(sizeof(bool) * n);
+	for (int k = 0; k < 3; k++)
+		ids[k] = palloc(sizeof(Datum) * n);
+	for (int k = 0; k < 2; k++)
+		run_ats[k] = palloc(sizeof(Datum) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
 		int32		attempt = DatumGetInt32(qe_get(i, 2, &isnull));
-		QeRunStatus to;
+		Datum		id = qe_get(i, 1, &isnull);
 
-		ids[i] = qe_get(i, 1, &isnull);
-		run_at_nulls[i] = attempt >= DatumGetInt32(qe_get(i, 3, &isnull));
-		if (run_at_nulls[i])
-		{
-			to = QE_RUN_FAILED;
-			run_ats[i] = (Datum) 0;
-		}
+		if (attempt >= DatumGetInt32(qe_get(i, 3, &isnull)))
+			ids[2][counts[2]++] = id;
 		else
 		{
 			int64		delay_us =
 				qe_retry_backoff_usecs(DatumGetIntervalP(qe_get(i, 4, &isnull)),
 									   DatumGetIntervalP(qe_get(i, 5, &isnull)),
 									   attempt);
+			int			k = delay_us > 0 ? 1 : 0;
 
-			to = delay_us > 0 ? QE_RUN_DELAYED : QE_RUN_QUEUED;
-			run_ats[i] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() +
-											 delay_us);
+			run_ats[k][counts[k]] =
+				TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() + delay_us);
+			ids[k][counts[k]++] = id;
 		}
-		statuses[i] = CStringGetTextDatum(qe_run_status_labels[to]);
 	}
-	dims[0] = (int) n;
 
-	qe_plan(&plan,
-			"UPDATE queue_engine.runs r"
-			"   SET status = u.status::queue_engine.run_status,"
-			"       run_at = coalesce(u.run_at, r.run_at),"
-			"       finished_at = CASE WHEN u.run_at IS NULL THEN now() END,"
-			"       lease_expires_at = NULL,"
-			"       last_error = jsonb_build_object("
-			"         'message', format('lease expired at %s without a heartbeat',"
-			"                           r.lease_expires_at),"
-			"         'stalled', true, 'attempt', r.attempt,"
-			"         'worker', CASE WHEN octet_length(r.worker) <= $4 THEN r.worker"
-			"                        WHEN octet_length(left(r.worker, $4)) <= $4"
-			"                        THEN left(r.worker, $4)"
-			"                        ELSE left(r.worker, $4 / 4) END)"
-			"       || CASE WHEN octet_length(r.worker) > $4"
-			"               THEN '{\"truncated\": true}'::jsonb ELSE '{}' END"
-			"  FROM unnest($1::bigint[], $2::text[], $3::timestamptz[])"
-			"       AS u(run_id, status, run_at)"
-			" WHERE r.run_id = u.run_id"
-			" RETURNING r.queue_id, 'executing'::text, r.status::text,"
-			"           r.priority, r.run_at, r.run_id",
-			4, (Oid[]) {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT4OID});
-	values[0] = PointerGetDatum(construct_array(ids, (int) n, INT8OID, 8, true,
-												TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(statuses, (int) n, TEXTOID, -1,
-												false, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_md_array(run_ats, run_at_nulls, 1, dims,
-												   lbs, TIMESTAMPTZOID, 8, true,
-												   TYPALIGN_DOUBLE));
-	values[3] = Int32GetDatum(Min(qe_max_error_field_bytes, QE_MAX_WORKER_BYTES));
-	qe_exec(plan, values, NULL, 0);
-	return report_moved_runs();
+	/* Retries: to the current segment of ready, or of delayed. */
+	for (int k = 0; k < 2; k++)
+	{
+		if (counts[k] == 0)
+			continue;
+		values[0] = PointerGetDatum(construct_array(ids[k], counts[k], INT8OID, 8,
+													true, TYPALIGN_DOUBLE));
+		values[1] = PointerGetDatum(construct_array(run_ats[k], counts[k],
+													TIMESTAMPTZOID, 8, true,
+													TYPALIGN_DOUBLE));
+		values[2] = CStringGetTextDatum(qe_run_status_labels[retry_states[k]]);
+		values[3] = Int32GetDatum(cap);
+		qe_exec(qe_plan_segment(retry_plans[k], retry_families[k], RESCUE_RETRY_SQL, 4,
+								(Oid[]) {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, INT4OID}),
+				values, NULL, 0);
+		moved += report_moved_runs();
+	}
+
+	/* Spent: to finished_runs, failed, with the stall as the last error. */
+	if (counts[2] > 0)
+	{
+		qe_plan(&fail_plan,
+				"WITH d AS ("
+				"  DELETE FROM queue_engine.executing e WHERE e.run_id = ANY ($1::bigint[])"
+				"  RETURNING e.*)"
+				" INSERT INTO queue_engine.finished_runs" FINISHED_RUNS_COLUMNS
+				" SELECT d.run_id, now(), d.run_at, d.started_at, d.queue_id, d.policy_id,"
+				"        d.priority, d.attempt, 'failed', d.payload, NULL, d.concurrency_key,"
+				"        d.worker,"
+				QE_SQL_META("NULL", "(d.meta).created_at", "(d.meta).expires_at", "NULL",
+							"NULL", "(d.meta).idempotency_key", "(d.meta).tags",
+							"(d.meta).parent_run_id", "(d.meta).max_attempts",
+							"(d.meta).lease", STALL_ERROR("$2"))
+				"   FROM d"
+				" RETURNING queue_id, 'executing'::text, status::text, priority, run_at, run_id",
+				2, (Oid[]) {INT8ARRAYOID, INT4OID});
+		values[0] = PointerGetDatum(construct_array(ids[2], counts[2], INT8OID, 8,
+													true, TYPALIGN_DOUBLE));
+		values[1] = Int32GetDatum(cap);
+		qe_exec(fail_plan, values, NULL, 0);
+		moved += report_moved_runs();
+	}
+	return moved;
 }
 
 /* The worker: scans only once the rescue horizon has passed. */
@@ -290,8 +387,7 @@ qe_task_rescue_stalled_resume(int limit)
 
 	/* A new snapshot: it sees this batch's rescues, and what came since. */
 	qe_plan(&plan,
-			"SELECT min(x.lease_expires_at) FROM queue_engine.runs x"
-			" WHERE x.status = 'executing'",
+			"SELECT min(x.lease_expires_at) FROM queue_engine.executing x",
 			0, NULL);
 	qe_exec(plan, NULL, NULL, 0);
 	earliest = DatumGetTimestampTz(qe_get(0, 1, &isnull));
@@ -496,10 +592,10 @@ qe_task_fold_counts(int limit)
  * the finished_at of the newest run it deleted, less
  * QE_PRUNE_CURSOR_MARGIN_S, since a run finished by a transaction that
  * commits later carries an older finished_at.  The worker's next batch
- * starts there instead of at the oldest entry of runs_finished: while a
- * long-open snapshot keeps the entries of deleted runs from being cleaned
- * up, every batch would otherwise walk all of them again (hundreds of
- * thousands after a few minutes of load).  The worker forgets the cursor
+ * starts there instead of at the oldest entry of the finished_at index of
+ * finished_runs: while a long-open snapshot keeps the entries of deleted
+ * runs from being cleaned up, every batch would otherwise walk all of them
+ * again (hundreds of thousands after a few minutes of load).  The worker forgets the cursor
  * at each of its consistency passes, so a run that finished before it
  * (in a long transaction) is pruned by the next full walk.
  */
@@ -568,18 +664,20 @@ prune_finished_runs(int limit, TimestampTz from, TimestampTz *newest)
 		return 0;				/* kept forever */
 	qe_plan(&plan,
 			"WITH due AS ("
-			"  SELECT x.run_id FROM queue_engine.runs x"
-			"   WHERE x.status IN " QE_SQL_FINISHED
-			"     AND x.finished_at < now() - make_interval(secs => $2)"
-			"     AND x.finished_at >= $3"
-			"   ORDER BY x.finished_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+			"  SELECT f.run_id FROM queue_engine.finished_runs f"
+			"   WHERE f.finished_at < now() - make_interval(secs => $2)"
+			"     AND f.finished_at >= $3"
+			"   ORDER BY f.finished_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
 			" m AS ("
-			"  DELETE FROM queue_engine.runs r USING due"
-			"   WHERE r.run_id = due.run_id"
-			"  RETURNING r.run_id, r.tenant_id, r.idempotency_key, r.finished_at),"
+			"  DELETE FROM queue_engine.finished_runs f USING due"
+			"   WHERE f.run_id = due.run_id"
+			"  RETURNING f.run_id, f.queue_id, (f.meta).idempotency_key AS idempotency_key,"
+			"            f.finished_at),"
+			/* The key's tenant is the run's queue's. */
 			" k AS ("
-			"  DELETE FROM queue_engine.idempotency_keys k USING m"
-			"   WHERE m.idempotency_key IS NOT NULL AND k.tenant_id = m.tenant_id"
+			"  DELETE FROM queue_engine.idempotency_keys k"
+			"   USING m JOIN queue_engine.queues q ON q.queue_id = m.queue_id"
+			"   WHERE m.idempotency_key IS NOT NULL AND k.tenant_id = q.tenant_id"
 			"     AND k.idempotency_key = m.idempotency_key AND k.run_id = m.run_id)"
 			"SELECT count(*), max(finished_at) FROM m",
 			3, (Oid[]) {INT4OID, FLOAT8OID, TIMESTAMPTZOID});
@@ -598,8 +696,8 @@ prune_finished_runs(int limit, TimestampTz from, TimestampTz *newest)
  * start or finish again (it finished or canceled them all, and enqueue
  * no longer finds the name), so every run of it finished by dropped_at;
  * once retention has passed since then and no finished run of it that old
- * remains (one probe of runs_finished when pruning has caught up), none
- * remains at all.  Folded counts must be zero too, so a drop whose cancel
+ * remains (one probe of finished_runs' queue index when pruning has caught
+ * up), none remains at all.  Folded counts must be zero too, so a drop whose cancel
  * deltas are not folded yet waits for a later pass.  Called when a prune
  * comes back short; returns how many queues it deleted.
  */
@@ -635,9 +733,8 @@ forget_dropped_queues(void)
 			"WITH gone AS ("
 			"  DELETE FROM queue_engine.queues q"
 			"   WHERE" DROPPED_PAST_RETENTION
-			"     AND NOT EXISTS (SELECT 1 FROM queue_engine.runs r"
-			"          WHERE r.status IN " QE_SQL_FINISHED
-			"            AND r.finished_at <= q.dropped_at AND r.queue_id = q.queue_id)"
+			"     AND NOT EXISTS (SELECT 1 FROM queue_engine.finished_runs f"
+			"          WHERE f.queue_id = q.queue_id AND f.finished_at <= q.dropped_at)"
 			"     AND NOT EXISTS (SELECT 1 FROM queue_engine.queue_counts c"
 			"          WHERE c.queue_id = q.queue_id AND (c.queued <> 0 OR c.delayed <> 0"
 			"            OR c.executing <> 0 OR c.waiting <> 0))"
@@ -712,6 +809,45 @@ batch_arg(FunctionCallInfo fcinfo)
 	return limit;
 }
 
+/*
+ * Call a task with enable_seqscan off, for the call only: the statements
+ * that read the run families by ctid or through partial indexes must keep
+ * those plans when a segment was empty at planning (segments.h), and the
+ * saved plans are made at a task's first call.  A nest level of its own,
+ * popped on return (an error pops it with the (sub)transaction), so it
+ * also holds across run_maintenance()'s commits, which come between calls,
+ * and the worker needs no setting of its own.
+ */
+static int64
+with_index_scans(QeTaskFn task, int limit)
+{
+	int			level = NewGUCNestLevel();
+	int64		n;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	n = task(limit);
+	AtEOXact_GUC(true, level);
+	return n;
+}
+
+/* The tasks as the task table calls them: each with index scans. */
+#define QE_TASK_WITH_INDEX_SCANS(task) \
+static int64 \
+task##_indexed(int limit) \
+{ \
+	return with_index_scans(task, limit); \
+}
+
+QE_TASK_WITH_INDEX_SCANS(qe_task_expire_runs)
+QE_TASK_WITH_INDEX_SCANS(qe_task_promote_delayed)
+QE_TASK_WITH_INDEX_SCANS(qe_task_rescue_stalled)
+QE_TASK_WITH_INDEX_SCANS(qe_task_rescue_stalled_resume)
+QE_TASK_WITH_INDEX_SCANS(qe_task_purge_idempotency_keys)
+QE_TASK_WITH_INDEX_SCANS(qe_task_fold_counts)
+QE_TASK_WITH_INDEX_SCANS(qe_task_prune_finished_runs)
+QE_TASK_WITH_INDEX_SCANS(qe_task_prune_finished_runs_resume)
+
 /* The SQL-callable wrappers: one batch each, in the caller's transaction. */
 #define QE_TASK_WRAPPER(sqlname, task) \
 Datum \
@@ -722,7 +858,7 @@ sqlname(PG_FUNCTION_ARGS) \
 \
 	qe_access_require_unscoped(&(#sqlname "()")[3]);	/* without "qe_" */ \
 	SPI_connect(); \
-	n = task(limit); \
+	n = task##_indexed(limit); \
 	SPI_finish(); \
 	PG_RETURN_INT64(n); \
 }
@@ -734,13 +870,19 @@ QE_TASK_WRAPPER(qe_purge_idempotency_keys, qe_task_purge_idempotency_keys)
 QE_TASK_WRAPPER(qe_fold_counts, qe_task_fold_counts)
 QE_TASK_WRAPPER(qe_prune_finished_runs, qe_task_prune_finished_runs)
 
+/*
+ * The worker and run_maintenance() call these; both get index scans from
+ * the entries themselves.
+ */
 const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT] = {
-	{"expire_runs", qe_task_expire_runs, qe_task_expire_runs},
-	{"promote_delayed", qe_task_promote_delayed, qe_task_promote_delayed},
-	{"rescue_stalled", qe_task_rescue_stalled, qe_task_rescue_stalled_resume},
-	{"purge_idempotency_keys", qe_task_purge_idempotency_keys, qe_task_purge_idempotency_keys},
-	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts},
-	{"prune_finished_runs", qe_task_prune_finished_runs, qe_task_prune_finished_runs_resume},
+	{"expire_runs", qe_task_expire_runs_indexed, qe_task_expire_runs_indexed},
+	{"promote_delayed", qe_task_promote_delayed_indexed, qe_task_promote_delayed_indexed},
+	{"rescue_stalled", qe_task_rescue_stalled_indexed, qe_task_rescue_stalled_resume_indexed},
+	{"purge_idempotency_keys", qe_task_purge_idempotency_keys_indexed,
+	qe_task_purge_idempotency_keys_indexed},
+	{"fold_counts", qe_task_fold_counts_indexed, qe_task_fold_counts_indexed},
+	{"prune_finished_runs", qe_task_prune_finished_runs_indexed,
+	qe_task_prune_finished_runs_resume_indexed},
 };
 
 /*
@@ -763,7 +905,10 @@ pin_search_path(void)
  * CALL queue_engine.run_maintenance(): every task until it has nothing
  * left, then a consistency check.  Called by CALL outside a transaction
  * block it commits after every batch, so no transaction grows with the
- * backlog; inside one (or via SELECT) it runs atomically.
+ * backlog; inside one (or via SELECT) it runs atomically.  Each task call
+ * sets enable_seqscan off for itself (the task table's entries), so the
+ * commits between them lose nothing; the consistency check reads whole
+ * tables and runs with the caller's setting.
  */
 Datum
 qe_run_maintenance(PG_FUNCTION_ARGS)

@@ -249,7 +249,7 @@ typedef struct QeCheckResult
 	int64		repaired;
 } QeCheckResult;
 
-#define QE_CHECK_COUNT 6
+#define QE_CHECK_COUNT 7
 extern void qe_run_consistency_checks(bool repair, QeCheckResult *results);
 
 /* access.c: tenant-scoped roles.  Granted accesses, as bits ... */
