@@ -634,6 +634,10 @@ UPDATE queue_counts SET queued = queued + 5
  WHERE queue_id = (SELECT queue_id FROM queues WHERE queue = 'work');
 -- A stray lease on a queued run is found; one on a finished run is not
 -- looked for (finished runs never change again and nothing reads it).
+-- TODO(storage 0.2): a queued run is a row of ready, which has no lease
+-- (the view's trigger drops the one set here), and an executing run's lease
+-- is NOT NULL: lease_on_idle_run cannot find anything.  Adapt this block
+-- and its expected output to check_consistency's checks in 0.2.
 UPDATE runs SET lease_expires_at = now() WHERE run_id = :m2;
 UPDATE runs SET lease_expires_at = now() WHERE run_id = :l1;
 SELECT * FROM check_consistency(false);
@@ -693,8 +697,7 @@ SET queue_engine.maintenance_batch_size = 1;
 CALL run_maintenance();
 RESET queue_engine.maintenance_batch_size;
 SELECT count(*) AS promoted, count(DISTINCT xmin::text) AS transactions
-  FROM runs WHERE status = 'queued'
-   AND queue_id = (SELECT queue_id FROM queues WHERE queue = 'batches');
+  FROM ready WHERE queue_id = (SELECT queue_id FROM queues WHERE queue = 'batches');
 
 -- run_maintenance() must leave the caller's settings alone: a SET LOCAL
 -- still ends with the caller's transaction.

@@ -20,6 +20,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
   SELECT md5(concat_ws('|',
     (SELECT string_agg(r::text, ',' ORDER BY r.run_id) FROM queue_engine.runs r),
     (SELECT string_agg(q::text, ',' ORDER BY q.queue_id) FROM queue_engine.queues q),
+    (SELECT string_agg(p::text, ',' ORDER BY p.policy_id) FROM queue_engine.queue_policies p),
     (SELECT string_agg(t::text, ',' ORDER BY t.tenant_id) FROM queue_engine.tenants t),
     (SELECT string_agg(k::text, ',' ORDER BY k.tenant_id, k.idempotency_key)
        FROM queue_engine.idempotency_keys k),

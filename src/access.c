@@ -409,7 +409,11 @@ qe_access_tenant_array(uint8 need)
 /*
  * Is the run visible to the session's role with one of the accesses in
  * need?  An unknown run is "visible": the caller reports it as unknown.
- * Scoped roles only pay for the probe (by primary key).
+ * Scoped roles only pay for the probe: the run is in one of the four
+ * tables of storage 0.2, looked up by run_id in each (executing and
+ * finished_runs by their unique btree, first, as they are cheaper and
+ * hold most runs a worker or reader names; ready and delayed by their
+ * BRIN), stopping at the first found; its tenant is its queue's.
  */
 bool
 qe_access_run(uint8 need, int64 run_id)
@@ -424,7 +428,17 @@ qe_access_run(uint8 need, int64 run_id)
 	if (access_no_table || (access_all_mask & need) != 0)
 		return true;
 	SPI_connect();
-	qe_plan(&plan, "SELECT tenant_id FROM queue_engine.runs WHERE run_id = $1",
+	qe_plan(&plan,
+			"SELECT q.tenant_id"
+			"  FROM (SELECT e.queue_id FROM queue_engine.executing e WHERE e.run_id = $1"
+			"        UNION ALL"
+			"        SELECT f.queue_id FROM queue_engine.finished_runs f WHERE f.run_id = $1"
+			"        UNION ALL"
+			"        SELECT x.queue_id FROM queue_engine.ready x WHERE x.run_id = $1"
+			"        UNION ALL"
+			"        SELECT x.queue_id FROM queue_engine.delayed x WHERE x.run_id = $1"
+			"        LIMIT 1) r"
+			"  JOIN queue_engine.queues q ON q.queue_id = r.queue_id",
 			1, (Oid[]) {INT8OID});
 	values[0] = Int64GetDatum(run_id);
 	if (qe_exec(plan, values, NULL, 1) == 1)

@@ -67,9 +67,10 @@
 #   BENCH_SUSTAIN_RETENTION (30s: the retention of the second mode, short so that its steady state,
 #   where retention deletes what the load adds, comes within the run), BENCH_SUSTAIN_AFTER
 #   (max(10, SUSTAIN/5) s of load after the release), BENCH_SUSTAIN_BACKLOG (10000),
-#   BENCH_HISTORY_RELS ('histor': a regular expression on the names of the engine's tables that
-#   hold finished-run history; today's single runs table holds no separate history, so nothing
-#   matches and every table counts),
+#   BENCH_HISTORY_RELS ('^finished_runs$': a regular expression on the names of the engine's
+#   tables that hold finished-run history, left out with their indexes and toast; since storage
+#   0.2 that is finished_runs, and every other table counts: the ready, delayed and executing
+#   segments, queue_count_deltas_*, idempotency_keys, queue_policies, queues, ...),
 #   workloads 10 and soak: BENCH_SUSTAIN_WARMUP (60 s of unthrottled load before measuring the
 #   capacity, so that retention is pruning by then), BENCH_SUSTAIN_CAPACITY_SECONDS (15: the
 #   capacity is the median of BENCH_RUNS unthrottled runs this long),
@@ -120,7 +121,7 @@ BENCH_SUSTAIN_CAPACITY_SECONDS=${BENCH_SUSTAIN_CAPACITY_SECONDS:-15}
 BENCH_SUSTAIN_RETENTION=${BENCH_SUSTAIN_RETENTION:-30s}
 BENCH_SUSTAIN_RETENTIONS=${BENCH_SUSTAIN_RETENTIONS:--1 $BENCH_SUSTAIN_RETENTION}
 BENCH_HOLDERS=${BENCH_HOLDERS:-read write}
-BENCH_HISTORY_RELS=${BENCH_HISTORY_RELS:-histor}
+BENCH_HISTORY_RELS=${BENCH_HISTORY_RELS:-^finished_runs\$}
 BENCH_SOAK_SECONDS=${BENCH_SOAK_SECONDS:-1800}
 BENCH_SOAK_RETENTION=${BENCH_SOAK_RETENTION:-60s}
 BENCH_SOAK_SYNCS=${BENCH_SOAK_SYNCS:-off}
@@ -222,7 +223,7 @@ measure() {
 # measure_runs PREP SYNC CLIENTS PGBENCH-ARGS... -> completed runs/s, the median of BENCH_RUNS
 # runs. For dequeue workloads where a dequeue may come back empty (a queue at its
 # limit): counts the runs completed, over pgbench's own measured duration.
-completed() { qe_psql -Atc "SELECT count(*) FROM queue_engine.runs WHERE status = 'completed'"; }
+completed() { qe_psql -Atc "SELECT count(*) FROM queue_engine.finished_runs WHERE status = 'completed'"; }
 measure_runs() {
   local prep=$1 sync=$2 clients=$3 i c0 c1 m tps tx all=$work/measure_runs
   shift 3
@@ -261,6 +262,13 @@ run_pair() {
 
 # --- engine state -----------------------------------------------------------
 
+# The tables runs are kept in (storage 0.2), for VACUUM and ANALYZE: the segments by name
+# (VACUUM of an inheritance parent does not process its children), the parents too (ANALYZE
+# of a parent gathers the statistics of the whole family, which plans through it use).
+QE_RUN_TABLES="queue_engine.ready, queue_engine.ready_0, queue_engine.ready_1,
+  queue_engine.delayed, queue_engine.delayed_0, queue_engine.delayed_1,
+  queue_engine.executing, queue_engine.executing_0, queue_engine.executing_1, queue_engine.finished_runs"
+
 # A fresh engine (no queues but 'bench', no runs) and an empty raw_jobs.
 reset_engine() {
   maintenance_pause
@@ -271,7 +279,10 @@ reset_engine() {
 }
 empty() {
   maintenance_pause
-  qe_psql -c "TRUNCATE raw_jobs" -c "TRUNCATE queue_engine.runs, queue_engine.queue_count_deltas" \
+  # (TRUNCATE of a family's parent empties its segments too.)
+  qe_psql -c "TRUNCATE raw_jobs" \
+          -c "TRUNCATE queue_engine.ready, queue_engine.delayed, queue_engine.executing,
+                       queue_engine.finished_runs, queue_engine.queue_count_deltas" \
           -c "UPDATE queue_engine.queue_counts SET queued = 0, delayed = 0, executing = 0, waiting = 0" >/dev/null
   maintenance_resume
 }
@@ -294,14 +305,14 @@ topup() {
   fold
   # A checkpoint after the refill's WAL, so that none starts inside the short
   # latency run that follows (both sides of workloads 7 and 8 get the same).
-  qe_psql -c "VACUUM ANALYZE queue_engine.runs" -c "CHECKPOINT" >/dev/null
+  qe_psql -c "VACUUM ANALYZE $QE_RUN_TABLES" -c "CHECKPOINT" >/dev/null
 }
 refill() {  # workloads 3 and 4: BACKLOG runs in raw_jobs and in queue 'bench'
   empty
   qe_psql -c "INSERT INTO raw_jobs (payload) SELECT '{\"n\": 1}' FROM generate_series(1, $BACKLOG)" \
           -c "SELECT count(*) FROM queue_engine.enqueue_batch('bench', array_fill('{\"n\": 1}'::jsonb, ARRAY[$BACKLOG]))" \
           -c "SELECT queue_engine.fold_counts(1000000)" \
-          -c "VACUUM ANALYZE raw_jobs" -c "VACUUM ANALYZE queue_engine.runs" >/dev/null
+          -c "VACUUM ANALYZE raw_jobs" -c "VACUUM ANALYZE $QE_RUN_TABLES" >/dev/null
 }
 refill_queue() {  # refill_queue QUEUE: only BACKLOG runs in QUEUE
   empty
@@ -309,7 +320,7 @@ refill_queue() {  # refill_queue QUEUE: only BACKLOG runs in QUEUE
   fold
   # A checkpoint after the refill's WAL, so that none starts inside the short
   # latency run that follows (both sides of workloads 7 and 8 get the same).
-  qe_psql -c "VACUUM ANALYZE queue_engine.runs" -c "CHECKPOINT" >/dev/null
+  qe_psql -c "VACUUM ANALYZE $QE_RUN_TABLES" -c "CHECKPOINT" >/dev/null
 }
 # Bytes of every table in the engine's schema, with indexes and toast.
 engine_bytes() {
@@ -540,7 +551,7 @@ run_workloads() {
   # --- 6: 10,000 queues with limit 1 vs one unlimited queue, dequeue(NULL, 1) ---
   if want 6; then
     runs6=$(( BENCH_QUEUES * 10 ))
-    fill6_raw() { empty; enqueue_n bench "$runs6"; fold; qe_psql -c "VACUUM ANALYZE queue_engine.runs" >/dev/null; }
+    fill6_raw() { empty; enqueue_n bench "$runs6"; fold; qe_psql -c "VACUUM ANALYZE $QE_RUN_TABLES" >/dev/null; }
     fill6() {
       empty
       # COMMIT now and then: enqueue locks its queue's name until commit.
@@ -548,7 +559,7 @@ run_workloads() {
                     PERFORM count(*) FROM queue_engine.enqueue_batch('lim1_' || i, array_fill('{\"n\": 1}'::jsonb, ARRAY[10]));
                     IF i % 500 = 0 THEN COMMIT; END IF;
                   END LOOP; END \$\$" \
-              -c "SELECT queue_engine.fold_counts(10000000)" -c "VACUUM ANALYZE queue_engine.runs" >/dev/null
+              -c "SELECT queue_engine.fold_counts(10000000)" -c "VACUUM ANALYZE $QE_RUN_TABLES" >/dev/null
     }
     args=(-T "$BENCH_SECONDS" -f "$here/scripts/qe_dequeue_any_complete.sql")
     declare -A raw6=()

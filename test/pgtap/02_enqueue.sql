@@ -1,6 +1,6 @@
 -- 02_enqueue.sql: enqueue() and enqueue_batch() (SPEC "Triggering", "Errors").
 BEGIN;
-SELECT plan(73);
+SELECT plan(74);
 
 SELECT queue_engine.create_queue('e1') \gset
 SELECT queue_engine.create_queue('e2', tenant => 'acme', max_attempts => 5, ttl => '5 minutes', lease => '2 minutes') \gset
@@ -253,47 +253,72 @@ SELECT is((SELECT ROW(s.queued, s.delayed)::text FROM queue_engine.queue_stats s
           'e2: 3 queued (q2, q2o, the k1 rerun), 2 delayed (batch); deduplicated enqueues counted nothing');
 
 ---------------------------------------------------------------------------
--- Runs are written by heap insert plus index entries: every index holds
--- exactly the rows it should (amcheck reads the heap back against each).
+-- Runs are written by heap insert plus index entries into the current
+-- segment of ready or delayed: every index holds exactly the rows it should
+-- (amcheck reads the heap back against each btree of every run table; the
+-- run_id BRINs have no amcheck).
 ---------------------------------------------------------------------------
 CREATE EXTENSION IF NOT EXISTS amcheck;
 SELECT count(*) FROM queue_engine.enqueue_batch('e1', array_fill('{"b": 1}'::jsonb, ARRAY[500]), concurrency_key => 'k') \gset
 SELECT count(*) FROM queue_engine.enqueue_batch('e2', array_fill('{"b": 2}'::jsonb, ARRAY[500]), delay => '1 hour') \gset
 SELECT queue_engine.enqueue('e1', to_jsonb(repeat('x', 300000))) AS big \gset
-SELECT lives_ok($$SELECT bt_index_check(indexrelid, true) FROM pg_index
-                   WHERE indrelid = 'queue_engine.runs'::regclass$$,
-                'every index of runs passes bt_index_check(heapallindexed) after direct inserts');
+SELECT lives_ok($$SELECT bt_index_check(i.indexrelid, true)
+                    FROM pg_index i
+                    JOIN pg_class c ON c.oid = i.indexrelid
+                    JOIN pg_am am ON am.oid = c.relam AND am.amname = 'btree'
+                   WHERE i.indrelid IN ('queue_engine.ready_0'::regclass, 'queue_engine.ready_1'::regclass,
+                                        'queue_engine.delayed_0'::regclass, 'queue_engine.delayed_1'::regclass,
+                                        'queue_engine.executing_0'::regclass, 'queue_engine.executing_1'::regclass,
+                                        'queue_engine.finished_runs'::regclass)$$,
+                'every btree index of the run tables passes bt_index_check(heapallindexed) after direct inserts');
 SELECT is((SELECT length(payload::text) FROM queue_engine.runs WHERE run_id = :big), 300002,
           'a payload too big for a page is stored whole (toasted)');
 
--- An insert trigger someone adds to runs still fires: enqueue then uses INSERT.
+-- An insert trigger someone adds to the tables enqueue writes (the ready
+-- and delayed segments; triggers are not inherited, so on each) still
+-- fires: enqueue then uses INSERT.
 CREATE TEMP TABLE inserted_runs (run_id bigint);
 CREATE FUNCTION pg_temp.log_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	INSERT INTO inserted_runs VALUES (NEW.run_id);
 	RETURN NEW;
 END $$;
-CREATE TRIGGER runs_log_insert AFTER INSERT ON queue_engine.runs
+CREATE TRIGGER runs_log_insert AFTER INSERT ON queue_engine.ready_0
+	FOR EACH ROW EXECUTE FUNCTION pg_temp.log_insert();
+CREATE TRIGGER runs_log_insert AFTER INSERT ON queue_engine.ready_1
+	FOR EACH ROW EXECUTE FUNCTION pg_temp.log_insert();
+CREATE TRIGGER runs_log_insert AFTER INSERT ON queue_engine.delayed_0
+	FOR EACH ROW EXECUTE FUNCTION pg_temp.log_insert();
+CREATE TRIGGER runs_log_insert AFTER INSERT ON queue_engine.delayed_1
 	FOR EACH ROW EXECUTE FUNCTION pg_temp.log_insert();
 SELECT queue_engine.enqueue('e1', '{"t": 1}') AS t1 \gset
 SELECT array_agg(id ORDER BY id) AS tb FROM queue_engine.enqueue_batch('e1', ARRAY['{"t": 2}', '{"t": 3}']::jsonb[]) AS id \gset
+SELECT queue_engine.enqueue('e1', '{"t": 5}', delay => '1 hour') AS t5 \gset
 SELECT is((SELECT array_agg(run_id ORDER BY run_id) FROM inserted_runs),
-          (SELECT array_agg(x ORDER BY x) FROM unnest(:'tb'::bigint[] || :t1::bigint) x),
-          'an insert trigger on runs fires for enqueue and enqueue_batch');
+          (SELECT array_agg(x ORDER BY x) FROM unnest(:'tb'::bigint[] || :t1::bigint || :t5::bigint) x),
+          'an insert trigger on the ready and delayed segments fires for enqueue and enqueue_batch, queued and delayed');
 SELECT is((SELECT ROW(g.status, g.payload)::text FROM queue_engine.get_run(:t1) g),
           ROW('queued'::queue_engine.run_status, '{"t": 1}'::jsonb)::text, 'and the run is stored the same');
-DROP TRIGGER runs_log_insert ON queue_engine.runs;
+DROP TRIGGER runs_log_insert ON queue_engine.ready_0;
+DROP TRIGGER runs_log_insert ON queue_engine.ready_1;
+DROP TRIGGER runs_log_insert ON queue_engine.delayed_0;
+DROP TRIGGER runs_log_insert ON queue_engine.delayed_1;
 SELECT queue_engine.enqueue('e1', '{"t": 4}') AS t4 \gset
-SELECT is((SELECT count(*)::int FROM inserted_runs), 3, 'once the trigger is gone, enqueue no longer fires it');
+SELECT is((SELECT count(*)::int FROM inserted_runs), 4, 'once the trigger is gone, enqueue no longer fires it');
 SELECT is((SELECT payload FROM queue_engine.runs WHERE run_id = :t4), '{"t": 4}'::jsonb, 'and stores runs directly again');
 
--- A CHECK constraint someone adds to runs is enforced too (INSERT fallback).
-ALTER TABLE queue_engine.runs ADD CONSTRAINT runs_priority_cap CHECK (priority < 100);
+-- A CHECK constraint someone adds to ready and delayed (inherited by their
+-- segments) is enforced too (INSERT fallback).
+ALTER TABLE queue_engine.ready ADD CONSTRAINT runs_priority_cap CHECK (priority < 100);
+ALTER TABLE queue_engine.delayed ADD CONSTRAINT runs_priority_cap CHECK (priority < 100);
 SELECT throws_ok($$SELECT queue_engine.enqueue('e1', '{}', priority => 200)$$, '23514', NULL,
-                 'a CHECK constraint added to runs rejects an enqueue that breaks it');
+                 'a CHECK constraint added to ready rejects an enqueue that breaks it');
+SELECT throws_ok($$SELECT queue_engine.enqueue('e1', '{}', priority => 200, delay => '1 hour')$$, '23514', NULL,
+                 'a CHECK constraint added to delayed rejects a delayed enqueue that breaks it');
 SELECT is((SELECT count(*)::int FROM queue_engine.enqueue_batch('e1', ARRAY['{"c": 1}', '{"c": 2}']::jsonb[], priority => 5)), 2,
           'and lets the others through');
-ALTER TABLE queue_engine.runs DROP CONSTRAINT runs_priority_cap;
+ALTER TABLE queue_engine.ready DROP CONSTRAINT runs_priority_cap;
+ALTER TABLE queue_engine.delayed DROP CONSTRAINT runs_priority_cap;
 
 SELECT * FROM finish();
 ROLLBACK;

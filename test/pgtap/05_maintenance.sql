@@ -305,6 +305,14 @@ SELECT is(pg_temp.checks(true),
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'counts match the runs again');
 
 -- Leases and keys.
+-- TODO(storage 0.2): this drift cannot be made any more.  An executing run
+-- is a row of executing, whose lease_expires_at is NOT NULL (the view's
+-- trigger stores now() + lease when given NULL), and a queued run is a row
+-- of ready, which has no lease at all (the trigger drops the one given).
+-- So executing_without_lease and lease_on_idle_run find 0 here.  Adapt
+-- these checks (and the expected check lists of this file and 04_finish)
+-- to what check_consistency checks in 0.2 (src/consistency.c); until then
+-- the assertions below are 0.1's.
 SELECT pg_temp.started('m1') AS l1 \gset
 SELECT queue_engine.enqueue('m1') AS l2 \gset
 UPDATE queue_engine.runs SET lease_expires_at = NULL WHERE run_id = :l1;

@@ -47,7 +47,15 @@ SELECT count(*)
   FROM unnest(ARRAY['full_queue', 'full_key', 'full_tenant']) q,
        LATERAL queue_engine.enqueue_batch(q, array_fill('{}'::jsonb, ARRAY[20000]),
                                           concurrency_key => CASE q WHEN 'full_key' THEN 'k' END);
-ANALYZE queue_engine.runs;
+-- Statistics of the run tables, as if someone ran ANALYZE (the segments
+-- have no autovacuum, so nothing else gives them any; a relation listed
+-- alone, since ANALYZE of an inheritance parent does not analyze its
+-- children): the replanned statements must stay cheap too.
+-- TODO(storage 0.2): if maintenance comes to analyze the segments itself,
+-- say so here; if the engine relies on never-analyzed segments, drop this.
+ANALYZE queue_engine.ready, queue_engine.ready_0, queue_engine.ready_1,
+        queue_engine.delayed, queue_engine.delayed_0, queue_engine.delayed_1,
+        queue_engine.executing, queue_engine.executing_0, queue_engine.executing_1;
 SELECT pg_temp.dequeue_buffers(NULL) AS warmup \gset
 SELECT pg_temp.dequeue_buffers(NULL) AS large \gset
 
@@ -56,9 +64,11 @@ SELECT is((SELECT count(*) FROM queue_engine.runs WHERE status = 'executing' AND
           'with 60,000 runs behind limits, every dequeue(NULL) still serves the free queue');
 SELECT cmp_ok(:large::bigint, '<=', :small::bigint + 30,
               format('buffers touched do not grow with runs behind limits (%s with 30, %s with 60,030)', :small, :large));
--- For scale: reading the blocked runs would touch hundreds of pages.
-SELECT cmp_ok((SELECT pg_relation_size('queue_engine.runs') / 8192), '>', :large::bigint * 5,
-              'the runs table is far larger than what one dequeue touches');
+-- For scale: reading the blocked runs would touch hundreds of pages (the
+-- 60,030 ready runs take about 500 heap pages in storage 0.2).
+SELECT cmp_ok((SELECT (pg_relation_size('queue_engine.ready_0') + pg_relation_size('queue_engine.ready_1')) / 8192),
+              '>', :large::bigint * 5,
+              'the ready segments are far larger than what one dequeue touches');
 
 -- Many queues with work: dequeue(NULL) does not list them all (tenants and
 -- queues take turns through cursors), so 1,000 more queues with a run each

@@ -184,7 +184,7 @@ SELECT is(pg_temp.as_role('qe_r_mon', $$SELECT * FROM queue_engine.queue_stats O
 SELECT is(pg_temp.as_role('qe_r_mon', format('SELECT (queue_engine.get_run(%s)).status', :rb)),
           'executing', 'monitor: get_run of any tenant''s run');
 SELECT is(pg_temp.as_role('qe_r_mon', $$SELECT count(*) FROM queue_engine.runs$$),
-          '42501: permission denied for table runs', 'monitor: the runs table stays the owner''s');
+          '42501: permission denied for view runs', 'monitor: the runs view stays the owner''s');
 
 -- 56-60: through a group role
 SELECT is(pg_temp.as_role('qe_r_member', $$SELECT string_agg(queue, ',') FROM queue_engine.dequeue(ARRAY['qb'])$$),

@@ -519,8 +519,9 @@ ok($lat ne '' && $lat <= $bound_s,
 set_conf('queue_engine.maintenance_interval', '1h');
 sleep 1;
 sql('postgres', q{ALTER SYSTEM SET queue_engine.maintenance_batch_size = 20});
-# Each expiry takes 0.5ms (a trigger), so the pass lasts about 10s however
-# fast the engine itself is: the reload below surely lands inside it.
+# Each expiry takes 0.5ms (a trigger on finished_runs, where an expired run
+# goes), so the pass lasts about 10s however fast the engine itself is: the
+# reload below surely lands inside it.
 sql('postgres', q{
 SELECT count(*) FROM queue_engine.enqueue_batch('work',
 	array_fill('{}'::jsonb, ARRAY[20000]), ttl => '1 hour');
@@ -528,7 +529,7 @@ UPDATE queue_engine.runs SET expires_at = now() - interval '1 second'
  WHERE status = 'queued' AND expires_at IS NOT NULL;
 CREATE FUNCTION public.slow_expiry() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN PERFORM pg_catalog.pg_sleep(0.0005); RETURN NULL; END $f$;
-CREATE TRIGGER runs_slow_expiry AFTER UPDATE ON queue_engine.runs
+CREATE TRIGGER runs_slow_expiry AFTER INSERT ON queue_engine.finished_runs
 	FOR EACH ROW WHEN (NEW.status = 'expired') EXECUTE FUNCTION public.slow_expiry();
 });
 # The reload wakes the launcher, which starts the long pass.
@@ -547,7 +548,7 @@ ok( defined wait_for('postgres',
 		q{SELECT count(*) FROM queue_engine.runs WHERE status = 'queued' AND expires_at < now()},
 		'0', 120),
 	'long pass finished');
-sql('postgres', 'DROP TRIGGER runs_slow_expiry ON queue_engine.runs');
+sql('postgres', 'DROP TRIGGER runs_slow_expiry ON queue_engine.finished_runs');
 sql('postgres', q{ALTER SYSTEM RESET queue_engine.maintenance_batch_size});   # no reload yet
 my $lost = delayed_run('postgres', 'work');
 make_due('postgres', $lost, 'lost');
@@ -580,7 +581,8 @@ ok($lat ne '' && $lat <= $bound_s, "... at once (took ${lat}s)");
 
 # ------------------------------------------------ a worker that errors comes back
 
-# A trigger makes the worker's expiry of one run fail (only in the worker).
+# A trigger makes the worker's expiry of one run fail (only in the worker):
+# the expired run is inserted into finished_runs.
 sql('postgres', q{
 CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN
@@ -589,7 +591,7 @@ BEGIN
 	END IF;
 	RETURN NEW;
 END $f$;
-CREATE TRIGGER runs_poison BEFORE UPDATE ON queue_engine.runs
+CREATE TRIGGER runs_poison BEFORE INSERT ON queue_engine.finished_runs
 	FOR EACH ROW EXECUTE FUNCTION public.poison();
 });
 my $poisoned = sql('postgres',
@@ -612,7 +614,7 @@ is(launcher_pid(), $old_pid, '... and the launcher carries on (same pid)');
 is(status_of('postgres', $poisoned), 'queued', '... the poisoned run stays as it was');
 is(status_of('postgres', $behind), 'queued',
 	'an error in one task (expire_runs) does not stop the others (promote_delayed)');
-sql('postgres', 'DROP TRIGGER runs_poison ON queue_engine.runs');
+sql('postgres', 'DROP TRIGGER runs_poison ON queue_engine.finished_runs');
 ok( defined wait_for('postgres',
 		"SELECT string_agg(status::text, ',' ORDER BY run_id) FROM queue_engine.runs WHERE run_id IN ($poisoned, $behind)",
 		'expired,queued', 10),
@@ -648,7 +650,7 @@ SELECT count(*) FROM queue_engine.enqueue_batch('work', array_fill('{}'::jsonb, 
 CREATE OR REPLACE FUNCTION public.slow() RETURNS trigger LANGUAGE plpgsql AS \$f\$
 BEGIN PERFORM pg_catalog.pg_sleep(0.002); RETURN NULL; END \$f\$;
 UPDATE queue_engine.runs SET expires_at = now() - interval '1 second' WHERE status = 'queued';
-CREATE TRIGGER runs_slow AFTER UPDATE ON queue_engine.runs
+CREATE TRIGGER runs_slow AFTER INSERT ON queue_engine.finished_runs
 	FOR EACH ROW EXECUTE FUNCTION public.slow();
 });
 	return wait_for($db,
@@ -711,21 +713,26 @@ sleep 1;
 is(join("\n", bad_lines(log_since($pos))), '', 'and the log is quiet again');
 
 # ------------------------------------------------ a slow task sits out passes
-# A promotion that takes 0.5s (a trigger sleeps) without filling a batch
+# A promotion that takes 0.5s (a trigger on the ready segments, which a
+# promoted run is inserted into, sleeps) without filling a batch
 # makes the promote task sit out the next passes for 20 times as long; a
 # run that comes due meanwhile waits, then is promoted.
 sql('postgres', q{
 CREATE FUNCTION public.slow_promotion() RETURNS trigger LANGUAGE plpgsql AS $f$
 BEGIN PERFORM pg_catalog.pg_sleep(0.5); RETURN NULL; END $f$;
-CREATE TRIGGER runs_slow_promotion AFTER UPDATE ON queue_engine.runs
-	FOR EACH ROW WHEN (OLD.status = 'delayed' AND NEW.status = 'queued')
-	EXECUTE FUNCTION public.slow_promotion();
+-- (only promotions insert into ready while it exists: the run below is
+-- enqueued delayed, and made due through the view, which keeps it delayed)
+CREATE TRIGGER runs_slow_promotion AFTER INSERT ON queue_engine.ready_0
+	FOR EACH ROW EXECUTE FUNCTION public.slow_promotion();
+CREATE TRIGGER runs_slow_promotion AFTER INSERT ON queue_engine.ready_1
+	FOR EACH ROW EXECUTE FUNCTION public.slow_promotion();
 });
 my $slow_run = delayed_run('postgres', 'work');
 make_due('postgres', $slow_run, 'slow');
 ok(defined wait_for('postgres', "SELECT status FROM queue_engine.runs WHERE run_id = $slow_run", 'queued', 10),
 	'a slow promotion (0.5s) is done by the worker');
-sql('postgres', 'DROP TRIGGER runs_slow_promotion ON queue_engine.runs');
+sql('postgres', 'DROP TRIGGER runs_slow_promotion ON queue_engine.ready_0');
+sql('postgres', 'DROP TRIGGER runs_slow_promotion ON queue_engine.ready_1');
 my $waits = delayed_run('postgres', 'work');
 make_due('postgres', $waits, 'waits');
 sleep 2;

@@ -103,6 +103,15 @@ ok($ok, "queue_stats matches the runs: $detail");
 
 # ------------------------------------------------ corrupt on purpose
 
+# TODO(storage 0.2): two of these drifts cannot be made any more.  An
+# executing run is a row of executing, whose lease_expires_at is NOT NULL
+# (the runs view's trigger stores now() + lease when given NULL), and a
+# queued run is a row of ready, which has no lease (the trigger drops it).
+# So CTEs e and l below change nothing, and executing_without_lease and
+# lease_on_idle_run find 0.  Adapt them, $want and the worker's expected
+# list below to the checks check_consistency makes in 0.2
+# (src/consistency.c), e.g. a drift 0.2 can have instead (a run in two
+# tables at once?).  Until then the expectations are 0.1's.
 sub corrupt
 {
 	return split /\|/, sql(q{

@@ -54,6 +54,10 @@ SELECT coalesce(string_agg(c.oid::regclass::text, ', ' ORDER BY c.relname), 'non
    AND c.oid <> ALL (e.extconfig)}),
 	'none', 'every table and sequence of the extension is in pg_dump\'s data (extconfig)');
 is( sql('src', q{
+SELECT count(*) FROM pg_extension e, unnest(e.extconfig) AS x(cfg)
+ WHERE e.extname = 'queue_engine' AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.cfg)}),
+	'0', 'extconfig names no relation that is gone (0.1\'s runs table, dropped by the 0.2 update)');
+is( sql('src', q{
 SELECT coalesce(string_agg(c.relname || ': ' || x.cond, ', '), 'none')
   FROM pg_extension e,
        unnest(e.extconfig, e.extcondition) AS x(cfg, cond)

@@ -65,7 +65,8 @@ for my $round (1 .. 3)
 	usleep(1_500_000);
 	my ($rc, $stdout, $stderr) = $node->psql('postgres', q{
 BEGIN;
-LOCK TABLE queue_engine.runs, queue_engine.queues, queue_engine.tenants IN ACCESS EXCLUSIVE MODE;
+LOCK TABLE queue_engine.ready, queue_engine.delayed, queue_engine.executing, queue_engine.finished_runs,
+	queue_engine.queues, queue_engine.tenants IN ACCESS EXCLUSIVE MODE;
 DROP EXTENSION queue_engine;
 COMMIT;
 });

@@ -43,8 +43,9 @@
 #   runs the lowering transaction never saw.
 #
 #   Instead every status change of every run and every change of a queue's or
-#   tenant's limits is logged by row triggers (AFTER UPDATE on
-#   queue_engine.runs, AFTER INSERT OR UPDATE on queues and tenants) in the
+#   tenant's limits is logged by row triggers (AFTER INSERT OR DELETE on the
+#   executing segments, AFTER INSERT on finished_runs, AFTER INSERT OR UPDATE
+#   on queues and tenants) in the
 #   transaction that made it, whoever made it (clients, the maintenance
 #   worker, prepared transactions).  With track_commit_timestamp each logged
 #   change gets its transaction's commit time, and the changes are replayed in
@@ -71,8 +72,11 @@
 #     cluster runs without fsync, so the gap is microseconds) before its own
 #     commit, so a dequeue that committed just before a concurrent lowering
 #     became visible is never blamed for it;
-#   - the triggers see every state change: the engine writes runs only with
-#     SQL UPDATEs (its direct heap inserts are new runs, never 'executing');
+#   - the triggers see every start and exit: a run moves between states by
+#     SQL statements that delete it from one table and insert it into the
+#     next (the engine's direct heap inserts are new runs into ready and
+#     delayed, never 'executing'), and the rotation's moves of a run between
+#     executing segments are told apart (same attempt);
 #     the replay checks its own log (every exit has its start, and the counts
 #     it ends with are the engine's own, 0 after the drain).
 #   So a breach it reports is a start that committed, more than the tolerance
@@ -138,28 +142,46 @@ my $check = q{SELECT coalesce(string_agg(check_name || '=' || found, ' ' ORDER B
 sql(q{
 CREATE EXTENSION queue_engine;
 
--- The replay's log: every status change of a run, every queue/tenant change.
+-- The replay's log: every arrival of a run in executing or finished_runs and
+-- every departure from executing (storage 0.2: a move between states is a
+-- delete from one table and an insert into another), every queue/tenant
+-- change.  Nothing is logged on ready and delayed: an insert trigger there
+-- would make enqueue take its INSERT fallback instead of the direct heap
+-- insert this test should exercise under load.
 CREATE SEQUENCE fuzz_seq;
 CREATE TABLE fuzz_trans (
 	seq bigint NOT NULL DEFAULT nextval('public.fuzz_seq'),
 	txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+	ev text NOT NULL, state text NOT NULL,
 	run_id bigint, queue_id int, tenant_id int, ckey text,
-	old_status text, new_status text, new_attempt int, max_attempts int,
+	attempt int, max_attempts int,
 	started_at timestamptz, expires_at timestamptz, worker text);
 CREATE TABLE fuzz_defs (
 	seq bigint NOT NULL DEFAULT nextval('public.fuzz_seq'),
 	txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
 	kind text NOT NULL, id int NOT NULL, qlimit int, klimit int, paused boolean);
 CREATE FUNCTION fuzz_log_run() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+	j jsonb;
 BEGIN
-	INSERT INTO public.fuzz_trans (run_id, queue_id, tenant_id, ckey, old_status, new_status,
-		new_attempt, max_attempts, started_at, expires_at, worker)
-	VALUES (NEW.run_id, NEW.queue_id, NEW.tenant_id, NEW.concurrency_key, OLD.status::text,
-		NEW.status::text, NEW.attempt, NEW.max_attempts, NEW.started_at, NEW.expires_at, NEW.worker);
+	IF TG_OP = 'DELETE' THEN j := to_jsonb(OLD); ELSE j := to_jsonb(NEW); END IF;
+	INSERT INTO public.fuzz_trans (ev, state, run_id, queue_id, tenant_id, ckey, attempt, max_attempts,
+		started_at, expires_at, worker)
+	SELECT CASE WHEN TG_OP = 'DELETE' THEN '-' ELSE '+' END, coalesce(j->>'status', 'executing'),
+		(j->>'run_id')::bigint, (j->>'queue_id')::int, q.tenant_id, j->>'concurrency_key',
+		(j->>'attempt')::int, coalesce((j->'meta'->>'max_attempts')::int, p.max_attempts),
+		(j->>'started_at')::timestamptz, (j->'meta'->>'expires_at')::timestamptz, j->>'worker'
+	  FROM (SELECT) x
+	  LEFT JOIN queue_engine.queues q ON q.queue_id = (j->>'queue_id')::int
+	  LEFT JOIN queue_engine.queue_policies p ON p.policy_id = (j->>'policy_id')::int;
 	RETURN NULL;
 END $$;
-CREATE TRIGGER fuzz_log_run AFTER UPDATE ON queue_engine.runs FOR EACH ROW
-	WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION public.fuzz_log_run();
+CREATE TRIGGER fuzz_log_run AFTER INSERT OR DELETE ON queue_engine.executing_0 FOR EACH ROW
+	EXECUTE FUNCTION public.fuzz_log_run();
+CREATE TRIGGER fuzz_log_run AFTER INSERT OR DELETE ON queue_engine.executing_1 FOR EACH ROW
+	EXECUTE FUNCTION public.fuzz_log_run();
+CREATE TRIGGER fuzz_log_run AFTER INSERT ON queue_engine.finished_runs FOR EACH ROW
+	EXECUTE FUNCTION public.fuzz_log_run();
 CREATE FUNCTION fuzz_log_queue() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	INSERT INTO public.fuzz_defs (kind, id, qlimit, klimit, paused)
@@ -675,16 +697,45 @@ is($unexpected, '', 'no call raised a SQLSTATE it must not raise (XX000, deadloc
 # ---------------------------------------------------------------- the limit replay
 
 # (A psql of its own: the background session would copy the whole log into the test's log.)
+# The log as status changes (old, new): a start is an attempt's first
+# arrival in executing, an exit its last departure from it (later arrivals
+# and earlier departures of the same attempt are the segment rotation moving
+# it), to the final state it arrived in within the same transaction, or to
+# 'pending' (queued or delayed, which are not logged); an arrival in
+# finished_runs from a pending state is a change too.  The old status is
+# the run's previous change in commit order ('pending' before its first).
+# A finished run moved back to pending is seen when it starts again.
 my $events = sql(q{
+WITH fuzz_moves AS (
+	SELECT t.*, (extract(epoch FROM pg_xact_commit_timestamp(t.txid::text::xid)) * 1000000)::bigint AS ts,
+		   CASE WHEN t.ev = '-'
+				THEN coalesce((SELECT f.state FROM fuzz_trans f
+								WHERE f.txid = t.txid AND f.run_id = t.run_id AND f.ev = '+'
+								  AND f.state <> 'executing' LIMIT 1), 'pending')
+				ELSE t.state END AS new_status
+	  FROM fuzz_trans t
+	 WHERE (t.ev = '+' AND t.state = 'executing'
+			AND NOT EXISTS (SELECT 1 FROM fuzz_trans o
+							 WHERE o.run_id = t.run_id AND o.attempt = t.attempt AND o.ev = '+'
+							   AND o.state = 'executing' AND o.seq < t.seq))
+		OR (t.ev = '-'
+			AND NOT EXISTS (SELECT 1 FROM fuzz_trans o
+							 WHERE o.run_id = t.run_id AND o.attempt = t.attempt AND o.ev = '-'
+							   AND o.seq > t.seq))
+		OR (t.ev = '+' AND t.state <> 'executing'
+			AND NOT EXISTS (SELECT 1 FROM fuzz_trans o
+							 WHERE o.txid = t.txid AND o.run_id = t.run_id AND o.ev = '-')))
 SELECT e.kind, (extract(epoch FROM pg_xact_commit_timestamp(e.txid::text::xid)) * 1000000)::bigint, e.txid, e.seq,
 	   e.a, e.b, e.c, e.d, e.e, e.f, e.g, e.h, e.i, e.j
   FROM (SELECT 'r' AS kind, txid, seq, run_id::text AS a, queue_id::text AS b, tenant_id::text AS c,
-			   coalesce(ckey, '') AS d, old_status AS e, new_status AS f,
-			   (new_attempt > max_attempts)::text AS g,
-			   (new_attempt = 1 AND expires_at IS NOT NULL AND started_at >= expires_at)::text AS h,
+			   coalesce(ckey, '') AS d,
+			   coalesce(lag(new_status) OVER (PARTITION BY run_id ORDER BY ts, txid, seq), 'pending') AS e,
+			   new_status AS f,
+			   (attempt > max_attempts)::text AS g,
+			   (attempt = 1 AND expires_at IS NOT NULL AND started_at >= expires_at)::text AS h,
 			   coalesce(worker, '') AS i,
 			   (extract(epoch FROM started_at) * 1000000)::bigint AS j
-		  FROM fuzz_trans
+		  FROM fuzz_moves
 		UNION ALL
 		SELECT kind, txid, seq, id::text, NULL, NULL, NULL, NULL,
 			   coalesce(qlimit::text, ''), coalesce(klimit::text, ''), coalesce(paused::text, 'false'), NULL, NULL

@@ -47,7 +47,8 @@ is(sql($anchor), '1', 'an enqueue created it: the anchor is in pg_shmem_allocati
 
 # ------------------------------------------------ 1. one segment, shared by every backend
 
-# A held snapshot keeps the entries of claimed runs in runs_queued.
+# A held snapshot keeps the entries of claimed runs in the ready order
+# indexes (ready_0_order, ready_1_order).
 my $holder = $node->background_psql('postgres');
 $holder->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
 $holder->query_safe('SELECT count(*) FROM queue_engine.queues');
@@ -62,7 +63,8 @@ for my $i (1 .. 5)
 # entries claimed before the last walk (the last batch's 100 entries may
 # still lie after the hint); with no hint it would read all 500.
 my $reads = sql(q{
-SELECT pg_stat_get_xact_tuples_returned('queue_engine.runs_queued'::regclass)
+SELECT pg_stat_get_xact_tuples_returned('queue_engine.ready_0_order'::regclass)
+       + pg_stat_get_xact_tuples_returned('queue_engine.ready_1_order'::regclass)
   FROM (SELECT payload->>'n' AS n FROM queue_engine.dequeue(ARRAY['hq'])) d
  WHERE d.n = '501'});
 ok(defined $reads && $reads ne '' && $reads < 250,

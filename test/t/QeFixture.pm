@@ -159,10 +159,15 @@ SELECT count(*) FILTER (WHERE queue_engine.complete(d.run_id, '{"drained": true}
 }
 
 # What a run, key, queue, tenant and queue_stats row held in 0.1.0: only the
-# 0.1.0 columns, so columns that later updates add do not count.
+# 0.1.0 columns, so columns that later updates add do not count.  A run's
+# attempt_lease and queue_slot count while it executes only: 0.1 left them
+# on a run after its attempt ended (unused), and since 0.2 (runs is a view
+# of the table a run is in) only executing runs have them.
 our %FINGERPRINT = (
 	runs => q{SELECT md5(string_agg(format('%s', ROW(run_id, queue_id, tenant_id, status, attempt, max_attempts,
-	  priority, run_at, expires_at, lease_expires_at, lease, attempt_lease, queue_slot, created_at, started_at,
+	  priority, run_at, expires_at, lease_expires_at, lease,
+	  CASE WHEN status = 'executing' THEN attempt_lease END, CASE WHEN status = 'executing' THEN queue_slot END,
+	  created_at, started_at,
 	  finished_at, concurrency_key, worker, idempotency_key, parent_run_id, tags, payload, last_error, output)),
 	  '|' ORDER BY run_id)) FROM queue_engine.runs},
 	idempotency_keys => q{SELECT string_agg(format('%s', ROW(tenant_id, idempotency_key, run_id, expires_at)), '|'
@@ -208,10 +213,10 @@ sub schema_dump
 # The extension's objects as the catalogs hold them, one sorted line each:
 # every member object; routines with their signatures, results, privileges
 # and definitions; relations, columns (in order), defaults, constraints,
-# indexes, triggers, policies, sequences, views; types (enum labels in
-# order); the tables and sequences marked for pg_dump and their conditions;
-# the schema's owner and privileges.  Names only, no OIDs, so two databases
-# compare line by line.
+# indexes, triggers, policies, sequences, views, inheritance (segments and
+# partitions); types (enum labels in order); the tables and sequences
+# marked for pg_dump and their conditions; the schema's owner and
+# privileges.  Names only, no OIDs, so two databases compare line by line.
 sub catalog
 {
 	my ($node, $db) = @_;
@@ -262,6 +267,10 @@ SELECT line FROM (
     FROM pg_sequence s JOIN rel c ON c.oid = s.seqrelid
   UNION ALL
   SELECT format('view %s %s', c.relname, pg_get_viewdef(c.oid)) FROM rel c WHERE c.relkind IN ('v', 'm')
+  UNION ALL
+  SELECT format('inherits %s from %s #%s bound=%s', c.relname, p.relname, i.inhseqno,
+                pg_get_expr(c.relpartbound, c.oid))
+    FROM pg_inherits i JOIN rel c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
   UNION ALL
   SELECT format('type %s type=%s labels=%s acl=%s', t.typname, t.typtype,
                 (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid),
