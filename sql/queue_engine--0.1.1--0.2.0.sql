@@ -366,6 +366,9 @@ SELECT pg_catalog.set_config('qe_upgrade.runs_acl',
 									 WHERE oid = 'queue_engine.runs'::pg_catalog.regclass), '{}')::text,
 							 true);
 ALTER SEQUENCE queue_engine.runs_run_id_seq OWNED BY NONE;
+-- (out of the extension first, which also takes it off the tables that
+-- pg_dump copies the rows of)
+ALTER EXTENSION queue_engine DROP TABLE queue_engine.runs;
 DROP TABLE queue_engine.runs;
 
 -- Every run, with 0.1's columns.
@@ -512,6 +515,30 @@ BEGIN
 	END LOOP;
 END;
 $$;
+
+-- The engine's functions plan their statements once and keep the plans
+-- (generic plans, remade after DDL and after a segment is truncated).  A
+-- plan made while a segment was empty could read it by a sequential scan
+-- for as long as it is kept; with enable_seqscan off while they run, the
+-- plans stay index and TID scans (src/README.md, "Run storage 0.2").
+DO $$
+DECLARE
+	f regprocedure;
+BEGIN
+	FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
+			  WHERE p.pronamespace = 'queue_engine'::regnamespace
+				AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'c')
+				AND p.prokind = 'f'
+				AND EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%') LOOP
+		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET enable_seqscan = off', f);
+	END LOOP;
+END;
+$$;
+
+-- The moved runs' BRIN ranges, summarized now rather than at the next
+-- autosummarize.
+SELECT pg_catalog.brin_summarize_new_values(i)
+  FROM unnest(ARRAY['queue_engine.ready_0_id', 'queue_engine.delayed_0_id']::regclass[]) i;
 
 ---------------------------------------------------------------------------
 -- End of sections.  Privileges: nothing new for PUBLIC.

@@ -180,8 +180,7 @@ due_delayed_runs_exist(void)
 	static SPIPlanPtr plan = NULL;
 
 	qe_plan(&plan,
-			"SELECT 1 FROM queue_engine.runs x"
-			" WHERE x.status = 'delayed' AND x.run_at <= now() LIMIT 1",
+			"SELECT 1 FROM queue_engine.delayed x WHERE x.run_at <= now() LIMIT 1",
 			0, NULL);
 	return qe_exec(plan, NULL, NULL, 1) > 0;
 }
@@ -226,7 +225,7 @@ tenant_cursor(int32 tenant_id)
 #define QE_WALK_BATCH 16
 
 /*
- * Does the queue have a queued run?  (One probe of runs_queued.)
+ * Does the queue have a queued run?  (One probe of the ready order indexes.)
  */
 static bool
 has_queued_run(int32 queue_id)
@@ -235,9 +234,7 @@ has_queued_run(int32 queue_id)
 	Datum		value = Int32GetDatum(queue_id);
 
 	qe_plan(&plan,
-			"SELECT 1 FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.status = 'queued'"
-			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT 1",
+			"SELECT 1 FROM queue_engine.ready x WHERE x.queue_id = $1 LIMIT 1",
 			1, (Oid[]) {INT4OID});
 	return qe_exec(plan, &value, NULL, 1) > 0;
 }
@@ -269,10 +266,9 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 	 * LATERAL ... LIMIT 1: one probe per queue walked, never a semi-join;
 	 * gated off for limited queues (a one-time filter on the outer row).
 	 */
-				   "  LEFT JOIN LATERAL (SELECT true AS queued FROM queue_engine.runs x"
-				   "                      WHERE x.queue_id = q.queue_id AND x.status = 'queued'"
+				   "  LEFT JOIN LATERAL (SELECT true AS queued FROM queue_engine.ready x"
+				   "                      WHERE x.queue_id = q.queue_id"
 				   "                        AND q.concurrency_limit IS NULL"
-				   "                      ORDER BY x.priority DESC, x.run_at, x.run_id"
 				   "                      LIMIT 1) AS has_queued ON true"
 				   " WHERE q.tenant_id = $1 AND q.queue_id > $2 AND q.queue_id <= $5"
 				   "   AND q.dropped_at IS NULL AND NOT q.paused"

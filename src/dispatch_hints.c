@@ -5,24 +5,25 @@
  *	  repeat on every call; each is a safe bound, never the truth itself,
  *	  and is lost (harmlessly) on restart:
  *	  - ready hints: where each queue's ready entries begin, a lower bound
- *	    on the (priority, run_at, run_id) of the queue's queued runs in the
- *	    runs_queued index, so a claim can start its index scan there
- *	    instead of at the queue's first entry;
+ *	    on the (priority, run_at) of the queue's queued runs in the order
+ *	    indexes of the ready segments (ready_0_order, ready_1_order), so
+ *	    a claim can start its index scans there instead of at the queue's
+ *	    first entry;
  *	  - limit hints: that a queue was at its concurrency limit and no run
  *	    of it has finished since, so dequeue(NULL) can pass it by without
  *	    probing its runs.
  *
- *	  Why: a claim turns a queued run into an executing one, which leaves
- *	  the run's old entry in runs_queued behind.  Normally the next scan
- *	  that meets such an entry marks it dead and later scans skip it for
+ *	  Why: a claim deletes a queued run from its ready segment, which
+ *	  leaves the run's entry in the order index behind.  Normally the next
+ *	  scan that meets such an entry marks it dead and later scans skip it for
  *	  free; but while any snapshot older than the claim is open (a
  *	  long-running report, an idle-in-transaction session), the entry
  *	  cannot be marked dead, and every claim would walk and check every run
  *	  claimed since that snapshot began.  With the hint, that stretch is
  *	  walked once, by one backend, instead of by every claim.
  *
- *	  The invariant: every entry of queue Q in runs_queued that is, or may
- *	  still become, a queued run sorts at or after Q's hint.  It is kept by
+ *	  The invariant: every entry of queue Q in the order indexes that is,
+ *	  or may still become, a queued run sorts at or after Q's hint.  It is kept by
  *	  two rules:
  *	  - Whoever adds a queued entry (enqueue, promotion, retry, rescue)
  *	    lowers the hint to the entry's key after inserting the entry and
@@ -48,6 +49,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "segments.h"
 #include "shmem.h"
 
 #include "access/genam.h"
@@ -74,9 +76,13 @@
 /* A walk that has not reported for this long is taken over. */
 #define QE_READY_WALK_STALE_US	(10 * USECS_PER_SEC)
 
-/* runs and runs_queued, looked up once per backend (and after DDL). */
+/*
+ * The ready segments and their order indexes, looked up once per backend
+ * (and after DDL); and the runs view, whose relid names the installation.
+ */
 static Oid	runs_oid = InvalidOid;
-static Oid	runs_queued_oid = InvalidOid;
+static Oid	ready_oids[2] = {InvalidOid, InvalidOid};
+static Oid	ready_order_oids[2] = {InvalidOid, InvalidOid};
 static bool callback_registered = false;
 
 /*
@@ -89,11 +95,19 @@ static Oid	hints_epoch = InvalidOid;
 static void
 forget_oids(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == runs_oid || relid == runs_queued_oid)
-		runs_oid = runs_queued_oid = InvalidOid;
+	bool		ours = relid == InvalidOid || relid == runs_oid;
+
+	for (int s = 0; s < 2; s++)
+		ours = ours || relid == ready_oids[s] || relid == ready_order_oids[s];
+	if (ours)
+	{
+		runs_oid = InvalidOid;
+		for (int s = 0; s < 2; s++)
+			ready_oids[s] = ready_order_oids[s] = InvalidOid;
+	}
 }
 
-/* Look runs and runs_queued up when an invalidation made us forget them. */
+/* Look the relations up when an invalidation made us forget them. */
 static void
 lookup_oids(void)
 {
@@ -104,13 +118,20 @@ lookup_oids(void)
 		CacheRegisterRelcacheCallback(forget_oids, (Datum) 0);
 		callback_registered = true;
 	}
-	if (OidIsValid(runs_oid) && OidIsValid(runs_queued_oid))
+	if (OidIsValid(runs_oid) && OidIsValid(ready_order_oids[1]))
 		return;
 	nsp = get_namespace_oid("queue_engine", true);
 	if (!OidIsValid(nsp))
 		return;
+	for (int s = 0; s < 2; s++)
+	{
+		char		name[NAMEDATALEN];
+
+		ready_oids[s] = get_relname_relid(qe_segment_names[QE_FAMILY_READY][s], nsp);
+		snprintf(name, sizeof(name), "%s_order", qe_segment_names[QE_FAMILY_READY][s]);
+		ready_order_oids[s] = get_relname_relid(name, nsp);
+	}
 	runs_oid = get_relname_relid("runs", nsp);
-	runs_queued_oid = get_relname_relid("runs_queued", nsp);
 }
 
 /* (at commit, in the callbacks below, the transaction's epoch holds) */
@@ -239,14 +260,15 @@ entry_dead_for_good(Relation heap, ItemPointer tid)
 }
 
 /*
- * Walk queue_id's entries of runs_queued from *from (or from the start
- * when from is NULL) over entries dead for good.  Sets *to to the key of
- * the first entry that is not (the walk stops there), or of the last dead
- * one when the walk ran out of entries or budget.  Returns false when it
- * met no entry at all.
+ * Walk queue_id's entries of one ready segment's order index from *from
+ * (or from the start when from is NULL) over entries dead for good.  Sets
+ * *to to the key of the first entry that is not (the walk stops there), or
+ * of the last dead one when the walk ran out of entries or budget.
+ * Returns false when it met no entry at all.
  */
 static bool
-walk_dead_entries(int32 queue_id, const QeReadyKey *from, QeReadyKey *to)
+walk_segment(int segment, int32 queue_id, const QeReadyKey *from,
+			 QeReadyKey *to)
 {
 	Relation	heap;
 	Relation	index;
@@ -254,44 +276,37 @@ walk_dead_entries(int32 queue_id, const QeReadyKey *from, QeReadyKey *to)
 	bool		moved = false;
 	bool		stopped = false;
 
-	lookup_oids();
-	if (!OidIsValid(runs_oid) || !OidIsValid(runs_queued_oid))
+	if (!OidIsValid(ready_oids[segment]) || !OidIsValid(ready_order_oids[segment]))
 		return false;			/* someone dropped it: no hints then */
 	/* (dropped while we waited for the lock: no hints either) */
-	heap = try_relation_open(runs_oid, AccessShareLock);
+	heap = try_relation_open(ready_oids[segment], AccessShareLock);
 	if (heap == NULL)
 		return false;
-	index = index_open(runs_queued_oid, AccessShareLock);
+	index = index_open(ready_order_oids[segment], AccessShareLock);
 
 	/*
-	 * From the hint on, in index order, as three ranges of plain scan keys:
-	 * its priority and run_at from its run_id on, its priority after its
-	 * run_at, then lower priorities.  Without a hint: the whole queue.
+	 * From the hint on, in index order, as two ranges of plain scan keys:
+	 * its priority from its run_at on, then lower priorities.  Without a
+	 * hint: the whole queue.
 	 */
-	for (int range = from != NULL ? 0 : 3; range < 4 && !stopped && budget > 0; range++)
+	for (int range = from != NULL ? 0 : 2; range < 3 && !stopped && budget > 0; range++)
 	{
-		ScanKeyData keys[4];
+		ScanKeyData keys[3];
 		int			nkeys = 1;
 		IndexScanDesc scan;
 
-		if (range == 3 && from != NULL)
+		if (range == 2 && from != NULL)
 			break;
 		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
 					Int32GetDatum(queue_id));
-		if (range <= 1)
-			ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_INT4EQ,
-						Int32GetDatum(from->priority));
 		if (range == 0)
 		{
-			ScanKeyInit(&keys[nkeys++], 3, BTEqualStrategyNumber,
-						F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(from->run_at));
-			ScanKeyInit(&keys[nkeys++], 4, BTGreaterEqualStrategyNumber,
-						F_INT8GE, Int64GetDatum(from->run_id));
+			ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_INT4EQ,
+						Int32GetDatum(from->priority));
+			ScanKeyInit(&keys[nkeys++], 3, BTGreaterEqualStrategyNumber,
+						F_TIMESTAMPTZ_GE, TimestampTzGetDatum(from->run_at));
 		}
 		else if (range == 1)
-			ScanKeyInit(&keys[nkeys++], 3, BTGreaterStrategyNumber,
-						F_TIMESTAMPTZ_GT, TimestampTzGetDatum(from->run_at));
-		else if (range == 2)
 			ScanKeyInit(&keys[nkeys++], 2, BTLessStrategyNumber, F_INT4LT,
 						Int32GetDatum(from->priority));
 
@@ -309,8 +324,6 @@ walk_dead_entries(int32 queue_id, const QeReadyKey *from, QeReadyKey *to)
 													   scan->xs_itupdesc, &isnull));
 			to->run_at = DatumGetTimestampTz(index_getattr(scan->xs_itup, 3,
 														   scan->xs_itupdesc, &isnull));
-			to->run_id = DatumGetInt64(index_getattr(scan->xs_itup, 4,
-													 scan->xs_itupdesc, &isnull));
 			moved = true;
 			if (!entry_dead_for_good(heap, tid))
 			{
@@ -322,6 +335,30 @@ walk_dead_entries(int32 queue_id, const QeReadyKey *from, QeReadyKey *to)
 	}
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
+	return moved;
+}
+
+/*
+ * Both segments walked (each with its own budget); *to is the lower of
+ * where they ended.  A segment with no entry bounds nothing: entries added
+ * to it later lower the hint themselves.
+ */
+static bool
+walk_dead_entries(int32 queue_id, const QeReadyKey *from, QeReadyKey *to)
+{
+	bool		moved = false;
+
+	lookup_oids();
+	for (int s = 0; s < 2; s++)
+	{
+		QeReadyKey	end;
+
+		if (!walk_segment(s, queue_id, from, &end))
+			continue;
+		if (!moved || qe_ready_key_before(&end, to))
+			*to = end;
+		moved = true;
+	}
 	return moved;
 }
 

@@ -186,7 +186,7 @@ apply_queue_defaults(QeEnqueueOptions *opt, QeQueueInfo *info, Interval *ttl)
 		static SPIPlanPtr plan = NULL;
 		Datum		values[1];
 
-		qe_plan(&plan, "SELECT 1 WHERE " QE_SQL_RUN_QUEUE_BY_ID " IS NOT NULL",
+		qe_plan(&plan, QE_SQL_RUN_PLACES("$1") " LIMIT 1",
 				1, (Oid[]) {INT8OID});
 		values[0] = Int64GetDatum(opt->parent_run_id);
 		/* (another tenant's run does not exist for a scoped role: access.c) */
@@ -288,8 +288,8 @@ fill_run_values(Datum *values, bool *nulls, QeEnqueueOptions *opt,
 
 /*
  * The nrows runs just inserted with these values (and run_ids) became
- * queued, or delayed: their ready key is their shared priority and run_at
- * and the lowest id.
+ * queued, or delayed: their ready key is their shared priority and
+ * run_at.
  */
 static void
 report_enqueued(const Datum *values, bool delayed, const int64 *run_ids,
@@ -301,9 +301,6 @@ report_enqueued(const Datum *values, bool delayed, const int64 *run_ids,
 		return;
 	key.priority = DatumGetInt32(values[QE_RUN_PRIORITY]);
 	key.run_at = DatumGetTimestampTz(values[QE_RUN_RUN_AT]);
-	key.run_id = run_ids[0];
-	for (int r = 1; r < nrows; r++)
-		key.run_id = Min(key.run_id, run_ids[r]);
 	qe_run_transitioned(DatumGetInt32(values[QE_RUN_QUEUE_ID]), QE_RUN_NONE,
 						delayed ? QE_RUN_DELAYED : QE_RUN_QUEUED, nrows, &key,
 						DT_NOEND);

@@ -62,18 +62,6 @@ PG_FUNCTION_INFO_V1(qe_cancel);
 	"   FROM d" \
 	" RETURNING queue_id"
 
-/*
- * Where run id is, one row per table holding it (so at most one row: a
- * move is one statement, and this reads all the tables with one
- * snapshot): its status.  The unique indexes first; ready and delayed
- * are found through their run_id BRIN.
- */
-#define RUN_PLACES(id) \
-	"SELECT 'executing' AS status FROM queue_engine.executing x WHERE x.run_id = " id \
-	" UNION ALL SELECT x.status::text FROM queue_engine.finished_runs x WHERE x.run_id = " id \
-	" UNION ALL SELECT 'queued' FROM queue_engine.ready x WHERE x.run_id = " id \
-	" UNION ALL SELECT 'delayed' FROM queue_engine.delayed x WHERE x.run_id = " id
-
 static int64
 require_run_id(FunctionCallInfo fcinfo)
 {
@@ -311,7 +299,7 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	{
 		qe_plan(&missing_plan,
 				"SELECT u.id FROM unnest($1::bigint[]) AS u(id)"
-				" WHERE NOT EXISTS (" RUN_PLACES("u.id") ")"
+				" WHERE NOT EXISTS (" QE_SQL_RUN_PLACES("u.id") ")"
 				" LIMIT 1",
 				1, (Oid[]) {INT8ARRAYOID});
 		if (qe_exec(missing_plan, values, NULL, 1) == 1)
@@ -448,7 +436,7 @@ qe_fail(PG_FUNCTION_ARGS)
 				values, NULL, 0);
 	}
 	{
-		QeReadyKey	key = {priority, run_at, run_id};
+		QeReadyKey	key = {priority, run_at};
 
 		qe_run_transitioned(queue_id, QE_RUN_EXECUTING, new_status, 1, &key,
 							DT_NOEND);
@@ -578,7 +566,7 @@ qe_cancel(PG_FUNCTION_ARGS)
 	 */
 	for (;;)
 	{
-		qe_plan(&find_plan, RUN_PLACES("$1") " LIMIT 1", 1, (Oid[]) {INT8OID});
+		qe_plan(&find_plan, QE_SQL_RUN_PLACES("$1") " LIMIT 1", 1, (Oid[]) {INT8OID});
 		if (qe_exec(find_plan, values, NULL, 1) == 0)
 			qe_access_run_not_found(run_id);
 		status = qe_run_status_from_label(TextDatumGetCString(qe_get(0, 1, &isnull)));

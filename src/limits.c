@@ -126,12 +126,11 @@ count_executing(bool tenant, int32 id)
 	Datum		values[1];
 
 	qe_plan(&queue_plan,
-			"SELECT count(*) FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.status = 'executing'",
+			"SELECT count(*) FROM queue_engine.executing x WHERE x.queue_id = $1",
 			1, (Oid[]) {INT4OID});
 	qe_plan(&tenant_plan,
-			"SELECT count(*) FROM queue_engine.runs x"
-			" WHERE x.status = 'executing' AND x.queue_id = ANY (ARRAY("
+			"SELECT count(*) FROM queue_engine.executing x"
+			" WHERE x.queue_id = ANY (ARRAY("
 			"   SELECT q.queue_id FROM queue_engine.queues q WHERE q.tenant_id = $1))",
 			1, (Oid[]) {INT4OID});
 	values[0] = Int32GetDatum(id);
@@ -153,8 +152,7 @@ read_queue_slots(QeCandidate *q, bool *used, bool *out_of_range)
 	uint64		n;
 
 	qe_plan(&plan,
-			"SELECT x.queue_slot FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.status = 'executing'",
+			"SELECT x.queue_slot FROM queue_engine.executing x WHERE x.queue_id = $1",
 			1, (Oid[]) {INT4OID});
 	values[0] = Int32GetDatum(q->queue_id);
 	n = qe_exec(plan, values, NULL, 0);
@@ -404,9 +402,8 @@ qe_key_executing(int32 queue_id, text *key)
 	Datum		values[2];
 
 	qe_plan(&plan,
-			"SELECT count(*) FROM queue_engine.runs x"
-			" WHERE x.queue_id = $1 AND x.concurrency_key = $2"
-			"   AND x.status = 'executing'",
+			"SELECT count(*) FROM queue_engine.executing x"
+			" WHERE x.queue_id = $1 AND x.concurrency_key = $2",
 			2, (Oid[]) {INT4OID, TEXTOID});
 	values[0] = Int32GetDatum(queue_id);
 	values[1] = PointerGetDatum(key);

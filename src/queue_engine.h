@@ -111,23 +111,24 @@ extern void qe_require_attempt_arg(FunctionCallInfo fcinfo, int argno,
 								   const char *func, const char *arg,
 								   const char *hint);
 
-/* dispatch_hints.c: a position in runs_queued within one queue */
+/*
+ * dispatch_hints.c: a position in the ready order indexes (ready_k_order)
+ * within one queue.  Equal keys sort in heap order, which a hint does not
+ * name: a hint is the lowest key its runs may have.
+ */
 typedef struct QeReadyKey
 {
 	int32		priority;
 	TimestampTz run_at;
-	int64		run_id;
 } QeReadyKey;
 
-/* Index order of runs_queued within a queue: priority DESC, run_at, run_id. */
+/* Index order of ready runs within a queue: priority DESC, run_at. */
 static inline bool
 qe_ready_key_before(const QeReadyKey *a, const QeReadyKey *b)
 {
 	if (a->priority != b->priority)
 		return a->priority > b->priority;
-	if (a->run_at != b->run_at)
-		return a->run_at < b->run_at;
-	return a->run_id < b->run_id;
+	return a->run_at < b->run_at;
 }
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);

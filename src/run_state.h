@@ -52,15 +52,16 @@ extern QeRunStatus qe_run_status_from_label(const char *label);
 #define QE_SQL_FINISHED		"('completed', 'failed', 'canceled', 'expired')"
 
 /*
- * The queue of run $1 (NULL: no such run), wherever it is: the families
- * with a btree on run_id first, the BRIN-indexed ones only if needed.
+ * Where run id is, one row per table holding it (so at most one row: a
+ * move is one statement, and this reads all the tables with one
+ * snapshot): its status and queue.  The unique indexes first; ready and
+ * delayed are found through their run_id BRIN.
  */
-#define QE_SQL_RUN_QUEUE_BY_ID \
-	"(SELECT e.queue_id FROM queue_engine.executing e WHERE e.run_id = $1" \
-	" UNION ALL SELECT f.queue_id FROM queue_engine.finished_runs f WHERE f.run_id = $1" \
-	" UNION ALL SELECT r.queue_id FROM queue_engine.ready r WHERE r.run_id = $1" \
-	" UNION ALL SELECT d.queue_id FROM queue_engine.delayed d WHERE d.run_id = $1" \
-	" LIMIT 1)"
+#define QE_SQL_RUN_PLACES(id) \
+	"SELECT 'executing' AS status, x.queue_id FROM queue_engine.executing x WHERE x.run_id = " id \
+	" UNION ALL SELECT x.status::text, x.queue_id FROM queue_engine.finished_runs x WHERE x.run_id = " id \
+	" UNION ALL SELECT 'queued', x.queue_id FROM queue_engine.ready x WHERE x.run_id = " id \
+	" UNION ALL SELECT 'delayed', x.queue_id FROM queue_engine.delayed x WHERE x.run_id = " id
 
 /*
  * A pending run's fields that live in meta (alias x): attempts started so

@@ -7,6 +7,7 @@
  *-------------------------------------------------------------------------
  */
 #include "queue_engine.h"
+#include "run_state.h"
 
 #include "access/detoast.h"
 #include "access/table.h"
@@ -224,7 +225,7 @@ qe_check_run_exists(int64 run_id)
 	Datum		values[1];
 
 	qe_plan(&plan,
-			"SELECT 1 FROM queue_engine.runs WHERE run_id = $1",
+			QE_SQL_RUN_PLACES("$1") " LIMIT 1",
 			1, types);
 	values[0] = Int64GetDatum(run_id);
 	if (qe_exec(plan, values, NULL, 1) == 0)
