@@ -520,7 +520,9 @@ $$;
 -- (generic plans, remade after DDL and after a segment is truncated).  A
 -- plan made while a segment was empty could read it by a sequential scan
 -- for as long as it is kept; with enable_seqscan off while they run, the
--- plans stay index and TID scans (src/README.md, "Run storage 0.2").
+-- plans stay index and TID scans (src/README.md, "Run storage 0.2").  The
+-- empty parents are still read by a (disabled, so costed 1e10) sequential
+-- scan, which would make every statement look worth compiling: jit off.
 DO $$
 DECLARE
 	f regprocedure;
@@ -531,6 +533,7 @@ BEGIN
 				AND p.prokind = 'f'
 				AND EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%') LOOP
 		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET enable_seqscan = off', f);
+		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET jit = off', f);
 	END LOOP;
 END;
 $$;

@@ -825,6 +825,9 @@ with_index_scans(QeTaskFn task, int limit)
 
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	/* (the empty parents' disabled scans cost 1e10: never worth JIT) */
+	(void) set_config_option("jit", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	n = task(limit);
 	AtEOXact_GUC(true, level);
 	return n;
