@@ -192,7 +192,10 @@ BEGIN
 		EXECUTE format('CREATE TABLE queue_engine.%I () INHERITS (queue_engine.ready)'
 					   ' WITH (autovacuum_enabled = false)', seg);
 		-- Every pending run in the order index; keyed runs also by key.
-		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, priority DESC, run_at)',
+		-- run_id last: runs of one batch share (priority, run_at), and the
+		-- ready hint must be able to point inside such a tie
+		-- (dispatch_hints.c).
+		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, priority DESC, run_at, run_id)',
 					   seg || '_order', seg);
 		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, concurrency_key, priority DESC, run_at)'
 					   ' WHERE concurrency_key IS NOT NULL', seg || '_key', seg);

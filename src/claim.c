@@ -186,7 +186,7 @@ claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 /*
  * The queued runs of queue $1 to claim, up to $2 of them, in priority
  * order, locked: CTE picked (PICK_COLUMNS).  The HINTED form starts at the
- * queue's ready hint (priority $5 from run_at $6 on, then lower
+ * queue's ready hint (priority $5 from (run_at, run_id) ($6, $7) on, then lower
  * priorities), so it does not walk entries that claims left behind (see
  * dispatch_hints.c).
  */
@@ -194,19 +194,19 @@ claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 	"picked AS MATERIALIZED (" \
 	"  SELECT " PICK_COLUMNS " FROM queue_engine.ready x" \
 	"   WHERE x.queue_id = $1" STARTABLE \
-	"   ORDER BY x.priority DESC, x.run_at" \
+	"   ORDER BY x.priority DESC, x.run_at, x.run_id" \
 	"   LIMIT $2 FOR UPDATE SKIP LOCKED)"
 #define PICKED_HINTED \
 	"at_hint AS (" \
 	"  SELECT " PICK_COLUMNS " FROM queue_engine.ready x" \
 	"   WHERE x.queue_id = $1" STARTABLE \
-	"     AND x.priority = $5 AND x.run_at >= $6" \
-	"   ORDER BY x.run_at LIMIT $2 FOR UPDATE SKIP LOCKED)," \
+	"     AND x.priority = $5 AND (x.run_at, x.run_id) >= ($6, $7)" \
+	"   ORDER BY x.run_at, x.run_id LIMIT $2 FOR UPDATE SKIP LOCKED)," \
 	" lower_priority AS (" \
 	"  SELECT " PICK_COLUMNS " FROM queue_engine.ready x" \
 	"   WHERE x.queue_id = $1" STARTABLE \
 	"     AND x.priority < $5" \
-	"   ORDER BY x.priority DESC, x.run_at" \
+	"   ORDER BY x.priority DESC, x.run_at, x.run_id" \
 	"   LIMIT $2 - (SELECT count(*) FROM at_hint) FOR UPDATE SKIP LOCKED)," \
 	" picked AS MATERIALIZED (SELECT * FROM at_hint UNION ALL SELECT * FROM lower_priority)"
 
@@ -218,10 +218,10 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	static SPIPlanPtr hinted_plans[2];
 	static SPIPlanPtr pick_plan = NULL;
 	static SPIPlanPtr hinted_pick_plan = NULL;
-	const Oid	types[6] = {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID,
-	TIMESTAMPTZOID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	const Oid	types[7] = {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID,
+	TIMESTAMPTZOID, INT8OID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	uint64		n;
 	QeReadyKey	hint;
 	bool		hinted = qe_ready_hint_get(q->queue_id, &hint);
@@ -236,6 +236,7 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	values[1] = Int32GetDatum(want);
 	values[4] = Int32GetDatum(hint.priority);
 	values[5] = TimestampTzGetDatum(hint.run_at);
+	values[6] = Int64GetDatum(hint.run_id);
 	if (q->assign_slots)
 	{
 		/* Lock the runs first, then start them with their slots. */
@@ -243,9 +244,9 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		Datum	   *ids;
 
 		qe_plan(&pick_plan, "WITH " PICKED_FROM_START " SELECT c, id FROM picked",
-				6, types);
+				7, types);
 		qe_plan(&hinted_pick_plan, "WITH " PICKED_HINTED " SELECT c, id FROM picked",
-				6, types);
+				7, types);
 		nulls[2] = nulls[3] = 'n';
 		n = 0;
 		if (hinted)
@@ -253,7 +254,7 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		/* (rows the hinted pick locked are ours: this pick sees them again) */
 		if (n < (uint64) want)
 		{
-			nulls[4] = nulls[5] = 'n';
+			nulls[4] = nulls[5] = nulls[6] = 'n';
 			n = qe_exec(pick_plan, values, nulls, 0);
 		}
 		if (n == 0)
@@ -280,7 +281,7 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	{
 		n = qe_exec(qe_plan_segment(hinted_plans, QE_FAMILY_EXECUTING,
 									"WITH " PICKED_HINTED "," CLAIM_MOVE("NULL::int"),
-									6, types),
+									7, types),
 					values, nulls, 0);
 		emit_claimed(call, q, t, n);
 	}
@@ -292,7 +293,7 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		values[1] = Int32GetDatum(want - (int) n);
 		more = qe_exec(qe_plan_segment(plans, QE_FAMILY_EXECUTING,
 									   "WITH " PICKED_FROM_START "," CLAIM_MOVE("NULL::int"),
-									   6, types),
+									   7, types),
 					   values, nulls, 0);
 		emit_claimed(call, q, t, more);
 		n += more;
@@ -416,7 +417,7 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	qe_plan(&nokey_heads_plan,
 			"SELECT x.run_id, x.priority, x.run_at, x.ctid FROM queue_engine.ready x"
 			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE
-			" ORDER BY x.priority DESC, x.run_at LIMIT $2",
+			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $2",
 			2, (Oid[]) {INT4OID, INT4OID});
 
 	/* Phase 1: candidate heads, no locks taken. */

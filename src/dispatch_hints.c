@@ -5,7 +5,7 @@
  *	  repeat on every call; each is a safe bound, never the truth itself,
  *	  and is lost (harmlessly) on restart:
  *	  - ready hints: where each queue's ready entries begin, a lower bound
- *	    on the (priority, run_at) of the queue's queued runs in the order
+ *	    on the (priority, run_at, run_id) of the queue's queued runs in the order
  *	    indexes of the ready segments (ready_0_order, ready_1_order), so
  *	    a claim can start its index scans there instead of at the queue's
  *	    first entry;
@@ -285,28 +285,34 @@ walk_segment(int segment, int32 queue_id, const QeReadyKey *from,
 	index = index_open(ready_order_oids[segment], AccessShareLock);
 
 	/*
-	 * From the hint on, in index order, as two ranges of plain scan keys:
-	 * its priority from its run_at on, then lower priorities.  Without a
-	 * hint: the whole queue.
+	 * From the hint on, in index order, as three ranges of plain scan keys:
+	 * its priority and run_at from its run_id on, its priority after its
+	 * run_at, then lower priorities.  Without a hint: the whole queue.
 	 */
-	for (int range = from != NULL ? 0 : 2; range < 3 && !stopped && budget > 0; range++)
+	for (int range = from != NULL ? 0 : 3; range < 4 && !stopped && budget > 0; range++)
 	{
-		ScanKeyData keys[3];
+		ScanKeyData keys[4];
 		int			nkeys = 1;
 		IndexScanDesc scan;
 
-		if (range == 2 && from != NULL)
+		if (range == 3 && from != NULL)
 			break;
 		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
 					Int32GetDatum(queue_id));
-		if (range == 0)
-		{
+		if (range <= 1)
 			ScanKeyInit(&keys[nkeys++], 2, BTEqualStrategyNumber, F_INT4EQ,
 						Int32GetDatum(from->priority));
-			ScanKeyInit(&keys[nkeys++], 3, BTGreaterEqualStrategyNumber,
-						F_TIMESTAMPTZ_GE, TimestampTzGetDatum(from->run_at));
+		if (range == 0)
+		{
+			ScanKeyInit(&keys[nkeys++], 3, BTEqualStrategyNumber,
+						F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(from->run_at));
+			ScanKeyInit(&keys[nkeys++], 4, BTGreaterEqualStrategyNumber,
+						F_INT8GE, Int64GetDatum(from->run_id));
 		}
 		else if (range == 1)
+			ScanKeyInit(&keys[nkeys++], 3, BTGreaterStrategyNumber,
+						F_TIMESTAMPTZ_GT, TimestampTzGetDatum(from->run_at));
+		else if (range == 2)
 			ScanKeyInit(&keys[nkeys++], 2, BTLessStrategyNumber, F_INT4LT,
 						Int32GetDatum(from->priority));
 
@@ -324,6 +330,8 @@ walk_segment(int segment, int32 queue_id, const QeReadyKey *from,
 													   scan->xs_itupdesc, &isnull));
 			to->run_at = DatumGetTimestampTz(index_getattr(scan->xs_itup, 3,
 														   scan->xs_itupdesc, &isnull));
+			to->run_id = DatumGetInt64(index_getattr(scan->xs_itup, 4,
+													 scan->xs_itupdesc, &isnull));
 			moved = true;
 			if (!entry_dead_for_good(heap, tid))
 			{

@@ -289,7 +289,7 @@ fill_run_values(Datum *values, bool *nulls, QeEnqueueOptions *opt,
 /*
  * The nrows runs just inserted with these values (and run_ids) became
  * queued, or delayed: their ready key is their shared priority and
- * run_at.
+ * run_at and the lowest id.
  */
 static void
 report_enqueued(const Datum *values, bool delayed, const int64 *run_ids,
@@ -301,6 +301,9 @@ report_enqueued(const Datum *values, bool delayed, const int64 *run_ids,
 		return;
 	key.priority = DatumGetInt32(values[QE_RUN_PRIORITY]);
 	key.run_at = DatumGetTimestampTz(values[QE_RUN_RUN_AT]);
+	key.run_id = run_ids[0];
+	for (int r = 1; r < nrows; r++)
+		key.run_id = Min(key.run_id, run_ids[r]);
 	qe_run_transitioned(DatumGetInt32(values[QE_RUN_QUEUE_ID]), QE_RUN_NONE,
 						delayed ? QE_RUN_DELAYED : QE_RUN_QUEUED, nrows, &key,
 						DT_NOEND);

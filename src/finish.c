@@ -436,7 +436,7 @@ qe_fail(PG_FUNCTION_ARGS)
 				values, NULL, 0);
 	}
 	{
-		QeReadyKey	key = {priority, run_at};
+		QeReadyKey	key = {priority, run_at, run_id};
 
 		qe_run_transitioned(queue_id, QE_RUN_EXECUTING, new_status, 1, &key,
 							DT_NOEND);

@@ -84,6 +84,7 @@ report_moved_runs(void)
 		moves[i].nruns = 1;
 		moves[i].key.priority = DatumGetInt32(qe_get(i, 4, &isnull));
 		moves[i].key.run_at = DatumGetTimestampTz(qe_get(i, 5, &isnull));
+		moves[i].key.run_id = DatumGetInt64(qe_get(i, 6, &isnull));
 		moves[i].lease_expires_at = DT_NOEND;
 	}
 	qe_runs_transitioned(moves, (int) n);

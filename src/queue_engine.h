@@ -111,24 +111,23 @@ extern void qe_require_attempt_arg(FunctionCallInfo fcinfo, int argno,
 								   const char *func, const char *arg,
 								   const char *hint);
 
-/*
- * dispatch_hints.c: a position in the ready order indexes (ready_k_order)
- * within one queue.  Equal keys sort in heap order, which a hint does not
- * name: a hint is the lowest key its runs may have.
- */
+/* dispatch_hints.c: a position in the ready order indexes (ready_k_order) */
 typedef struct QeReadyKey
 {
 	int32		priority;
 	TimestampTz run_at;
+	int64		run_id;
 } QeReadyKey;
 
-/* Index order of ready runs within a queue: priority DESC, run_at. */
+/* Order of ready runs within a queue: priority DESC, run_at, run_id. */
 static inline bool
 qe_ready_key_before(const QeReadyKey *a, const QeReadyKey *b)
 {
 	if (a->priority != b->priority)
 		return a->priority > b->priority;
-	return a->run_at < b->run_at;
+	if (a->run_at != b->run_at)
+		return a->run_at < b->run_at;
+	return a->run_id < b->run_id;
 }
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);

@@ -11,6 +11,8 @@
 
 #include "access/detoast.h"
 #include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class_d.h"
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
@@ -18,8 +20,25 @@
 #include "nodes/makefuncs.h"
 #include "mb/pg_wchar.h"
 #include "storage/lock.h"
+#include "utils/lsyscache.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+
+/*
+ * Is the installed schema 0.1's (queue_engine.runs a table, no ready)?
+ * Asked only when a statement named a table that does not exist.
+ */
+static bool
+schema_before_0_2(void)
+{
+	Oid			nsp = get_namespace_oid("queue_engine", true);
+	Oid			runs;
+
+	if (!OidIsValid(nsp) || OidIsValid(get_relname_relid("ready", nsp)))
+		return false;
+	runs = get_relname_relid("runs", nsp);
+	return OidIsValid(runs) && get_rel_relkind(runs) == RELKIND_RELATION;
+}
 
 /*
  * Prepare sql once per backend and keep the plan.  All SQL is
@@ -41,8 +60,30 @@ prepare_kept(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes,
 	 * the default custom-plan heuristics can settle on) costs more than the
 	 * statement itself.
 	 */
-	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes,
-							  CURSOR_OPT_GENERIC_PLAN | options);
+	{
+		MemoryContext context = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes,
+									  CURSOR_OPT_GENERIC_PLAN | options);
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(context);
+			if (geterrcode() == ERRCODE_UNDEFINED_TABLE && schema_before_0_2())
+			{
+				FlushErrorState();
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("queue_engine's schema is older than its library"),
+						 errdetail("The library is version 0.2.0; the schema in this database has no table queue_engine.ready yet."),
+						 errhint("Run ALTER EXTENSION queue_engine UPDATE.")));
+			}
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+	}
 	if (plan == NULL)
 		elog(ERROR, "queue_engine: SPI_prepare failed: %s",
 			 SPI_result_code_string(SPI_result));

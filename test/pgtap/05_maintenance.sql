@@ -261,14 +261,14 @@ SELECT is((SELECT count(*)::int FROM queue_engine.queue_counts WHERE queue_id = 
 SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue = 'm6'), 1,
           'live queues stay');
 SELECT is(pg_temp.checks(false),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'the engine is consistent after pruning');
 
 ---------------------------------------------------------------------------
 -- check_consistency on a healthy engine
 ---------------------------------------------------------------------------
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'after a mixed workload every check finds 0');
 SELECT is((SELECT count(*)::int FROM queue_engine.consistency_log), 0, 'and the log stays empty');
 
@@ -280,11 +280,11 @@ SELECT count(*) AS m1_queued FROM queue_engine.runs WHERE queue_id = :m1_id AND 
 UPDATE queue_engine.queue_counts SET queued = queued + 5 WHERE queue_id = :m1_id;
 SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm1'), :m1_queued + 5::bigint, 'the corrupted count shows');
 SELECT is(pg_temp.checks(false),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'check_consistency(false) reports the drift without repairing');
 SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm1'), :m1_queued + 5::bigint, 'the count is still wrong');
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'check_consistency(true) finds and repairs it');
 SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm1'), :m1_queued::bigint, 'queue_stats is right again');
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'every queue''s counts match the runs');
@@ -294,13 +294,13 @@ SELECT ok(EXISTS (SELECT 1 FROM queue_engine.consistency_log
                                                                          'recorded', :m1_queued + 5, 'actual', :m1_queued))),
           'the repair is logged with what was recorded and what was actual');
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'after the repair every check finds 0');
 
 -- Drift in a pending delta is found as well.
 INSERT INTO queue_engine.queue_count_deltas (queue_id, executing) VALUES (:m1_id, 3);
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'a bogus delta is found and repaired');
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'counts match the runs again');
 
@@ -321,7 +321,7 @@ INSERT INTO queue_engine.idempotency_keys (tenant_id, idempotency_key, run_id, e
 VALUES (1, 'orphan', 987654321, now() + interval '1 day');
 SELECT count(*) AS log_before FROM queue_engine.consistency_log \gset
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=1/1', 'lease_on_idle_run=1/1', 'orphan_idempotency_keys=1/1', 'queue_counts=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['executing_without_lease=1/1', 'lease_on_idle_run=1/1', 'orphan_idempotency_keys=1/1', 'queue_counts=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'lease and key drift is found and repaired');
 SELECT is((SELECT ROW(a.lease_expires_at IS NOT NULL, b.lease_expires_at)::text
              FROM queue_engine.get_run(:l1) a, queue_engine.get_run(:l2) b),
@@ -334,7 +334,7 @@ SELECT is((SELECT array_agg(check_name || '=' || found || '/' || repaired ORDER 
 SELECT ok((SELECT detail @> to_jsonb(ARRAY[:l1]::bigint[]) FROM queue_engine.consistency_log
             WHERE check_name = 'executing_without_lease'), 'the log names the repaired run');
 SELECT is(pg_temp.checks(false),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'after the repairs every check finds 0');
 -- Two executing runs of a limited queue sharing a slot.
 SELECT queue_engine.create_queue('slotted', concurrency_limit => 3) \gset
@@ -352,7 +352,7 @@ UPDATE queue_engine.runs SET queue_slot = (:'slots_before'::int[])[1]
  WHERE run_id = (SELECT max(run_id) FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
                   WHERE q.queue = 'slotted' AND r.status = 'executing');
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=1/1'],
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=1/1'],
           'a slot held by two executing runs is found and repaired');
 SELECT is((SELECT array_agg(r.queue_slot ORDER BY r.run_id) FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
             WHERE q.queue = 'slotted' AND r.status = 'executing'),
@@ -410,7 +410,7 @@ SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE queue_id = :m5_id A
           'with batch size 1 every due run was promoted (only the rescued run waits)');
 SELECT is((SELECT count(*)::int FROM queue_engine.queue_count_deltas), 0, 'and every delta folded');
 SELECT is(pg_temp.checks(false),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'the engine is consistent after maintenance');
 
 SELECT * FROM finish();
