@@ -56,6 +56,9 @@
 /* A queued run may start unless it never started and its ttl passed. */
 #define STARTABLE " AND " QE_SQL_STARTABLE
 
+/* Entries of a keyed queue read in order before its keyless runs are listed */
+#define KEYLESS_WINDOW 64
+
 /* What a pick returns of each run it locked. */
 #define PICK_COLUMNS "x.tableoid AS t, x.ctid AS c, x.run_id AS id"
 
@@ -341,26 +344,31 @@ cmp_head(const void *a, const void *b)
 	return (x->run_id > y->run_id) - (x->run_id < y->run_id);
 }
 
-/* Append the heads SPI just returned (run_id, priority, run_at, ctid). */
+/* Append row of what SPI just returned (run_id, priority, run_at, ctid). */
+static void
+add_head(QeHead **heads, int *nheads, int *cap, uint64 row, int key)
+{
+	bool		isnull;
+
+	if (*nheads == *cap)
+	{
+		*cap *= 2;
+		*heads = repalloc(*heads, sizeof(QeHead) * *cap);
+	}
+	(*heads)[*nheads].run_id = DatumGetInt64(qe_get(row, 1, &isnull));
+	(*heads)[*nheads].tid = *(ItemPointer) DatumGetPointer(qe_get(row, 4, &isnull));
+	(*heads)[*nheads].priority = DatumGetInt32(qe_get(row, 2, &isnull));
+	(*heads)[*nheads].run_at = DatumGetTimestampTz(qe_get(row, 3, &isnull));
+	(*heads)[*nheads].key = key;
+	(*nheads)++;
+}
+
+/* Every row of the last statement a head (key: index in keys[], -1 none). */
 static void
 collect_heads(QeHead **heads, int *nheads, int *cap, int key)
 {
 	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		if (*nheads == *cap)
-		{
-			*cap *= 2;
-			*heads = repalloc(*heads, sizeof(QeHead) * *cap);
-		}
-		(*heads)[*nheads].run_id = DatumGetInt64(qe_get(i, 1, &isnull));
-		(*heads)[*nheads].tid = *(ItemPointer) DatumGetPointer(qe_get(i, 4, &isnull));
-		(*heads)[*nheads].priority = DatumGetInt32(qe_get(i, 2, &isnull));
-		(*heads)[*nheads].run_at = DatumGetTimestampTz(qe_get(i, 3, &isnull));
-		(*heads)[*nheads].key = key;
-		(*nheads)++;
-	}
+		add_head(heads, nheads, cap, i, key);
 }
 
 /*
@@ -380,7 +388,8 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	static SPIPlanPtr first_key_plan = NULL;
 	static SPIPlanPtr next_key_plan = NULL;
 	static SPIPlanPtr key_heads_plan = NULL;
-	static SPIPlanPtr nokey_heads_plan = NULL;
+	static SPIPlanPtr nokey_near_plan = NULL;
+	static SPIPlanPtr nokey_far_plan = NULL;
 	Datum		values[4];
 	int			cap = 16;
 	int			nheads = 0;
@@ -414,11 +423,27 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			" WHERE x.queue_id = $1 AND x.concurrency_key = $2" STARTABLE
 			" ORDER BY x.concurrency_key, x.priority DESC, x.run_at LIMIT $3",
 			3, (Oid[]) {INT4OID, TEXTOID, INT4OID});
-	qe_plan(&nokey_heads_plan,
+	/*
+	 * Keyless heads: the order index holds every ready run, keyed or not
+	 * (keyless runs have no other ordered entry: src/README.md, "Run
+	 * storage 0.2").  First the queue's first KEYLESS_WINDOW entries in
+	 * order, which is where keyless runs are unless keyed runs crowd ahead
+	 * of them; only if the window is full and short of keyless heads, all
+	 * the queue's keyless runs, found through the small index that lists
+	 * them (ready_k_nokey), never by walking the keyed runs ahead.
+	 */
+	qe_plan(&nokey_near_plan,
+			"SELECT w.run_id, w.priority, w.run_at, w.ctid, w.keyless FROM ("
+			"  SELECT x.run_id, x.priority, x.run_at, x.ctid,"
+			"         x.concurrency_key IS NULL" STARTABLE " AS keyless"
+			"    FROM queue_engine.ready x WHERE x.queue_id = $1"
+			"   ORDER BY x.priority DESC, x.run_at, x.run_id"
+			"   LIMIT " CppAsString2(KEYLESS_WINDOW) ") w",
+			1, (Oid[]) {INT4OID});
+	qe_plan(&nokey_far_plan,
 			"SELECT x.run_id, x.priority, x.run_at, x.ctid FROM queue_engine.ready x"
-			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE
-			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $2",
-			2, (Oid[]) {INT4OID, INT4OID});
+			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE,
+			1, (Oid[]) {INT4OID});
 
 	/* Phase 1: candidate heads, no locks taken. */
 	values[0] = Int32GetDatum(q->queue_id);
@@ -459,9 +484,29 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		qe_exec(key_heads_plan, values, NULL, 0);
 		collect_heads(&heads, &nheads, &cap, nkeys - 1);
 	}
-	values[1] = Int32GetDatum(want);
-	qe_exec(nokey_heads_plan, values, NULL, 0);
-	collect_heads(&heads, &nheads, &cap, -1);
+	n = qe_exec(nokey_near_plan, values, NULL, 0);
+	{
+		int			keyless = 0;
+		uint64		window = n;
+
+		for (uint64 i = 0; i < window; i++)
+		{
+			bool		isnull;
+
+			if (DatumGetBool(qe_get(i, 5, &isnull)) && keyless < want)
+			{
+				add_head(&heads, &nheads, &cap, i, -1);
+				keyless++;
+			}
+		}
+		if (window == KEYLESS_WINDOW && keyless < want)
+		{
+			/* (heads found again here replace those of the window) */
+			nheads -= keyless;
+			qe_exec(nokey_far_plan, values, NULL, 0);
+			collect_heads(&heads, &nheads, &cap, -1);
+		}
+	}
 	if (nheads == 0)
 		return 0;
 

@@ -225,7 +225,9 @@ tenant_cursor(int32 tenant_id)
 #define QE_WALK_BATCH 16
 
 /*
- * Does the queue have a queued run?  (One probe of the ready order indexes.)
+ * Does the queue have a queued run?  (One probe of the ready order indexes:
+ * ordered as they are, so that the plan reads each index from its start
+ * rather than collecting all the queue's entries.)
  */
 static bool
 has_queued_run(int32 queue_id)
@@ -234,7 +236,8 @@ has_queued_run(int32 queue_id)
 	Datum		value = Int32GetDatum(queue_id);
 
 	qe_plan(&plan,
-			"SELECT 1 FROM queue_engine.ready x WHERE x.queue_id = $1 LIMIT 1",
+			"SELECT 1 FROM queue_engine.ready x WHERE x.queue_id = $1"
+			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT 1",
 			1, (Oid[]) {INT4OID});
 	return qe_exec(plan, &value, NULL, 1) > 0;
 }
@@ -269,6 +272,7 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 				   "  LEFT JOIN LATERAL (SELECT true AS queued FROM queue_engine.ready x"
 				   "                      WHERE x.queue_id = q.queue_id"
 				   "                        AND q.concurrency_limit IS NULL"
+				   "                      ORDER BY x.priority DESC, x.run_at, x.run_id"
 				   "                      LIMIT 1) AS has_queued ON true"
 				   " WHERE q.tenant_id = $1 AND q.queue_id > $2 AND q.queue_id <= $5"
 				   "   AND q.dropped_at IS NULL AND NOT q.paused"
