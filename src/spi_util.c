@@ -71,7 +71,8 @@ prepare_kept(SPIPlanPtr *slot, const char *sql, int nargs, const Oid *argtypes,
 		PG_CATCH();
 		{
 			MemoryContextSwitchTo(context);
-			if (geterrcode() == ERRCODE_UNDEFINED_TABLE && schema_before_0_2())
+			if ((geterrcode() == ERRCODE_UNDEFINED_TABLE ||
+				 geterrcode() == ERRCODE_UNDEFINED_COLUMN) && schema_before_0_2())
 			{
 				FlushErrorState();
 				ereport(ERROR,

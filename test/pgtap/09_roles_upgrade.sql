@@ -26,7 +26,9 @@ CREATE ROLE qe_u_monitor;
 GRANT USAGE ON SCHEMA queue_engine TO qe_u_monitor;
 GRANT SELECT ON queue_engine.queue_stats TO qe_u_monitor;
 
-ALTER EXTENSION queue_engine UPDATE TO '0.1.1';
+-- (to 0.2.0 through 0.1.1, which brought the tenant access; the 0.2.0
+-- library does not run on a 0.1.x schema)
+ALTER EXTENSION queue_engine UPDATE;
 
 \ir as_role.psql
 
