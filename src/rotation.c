@@ -325,8 +325,8 @@ worth_switching(QeFamily family, int current, BlockNumber blocks)
 }
 
 /*
- * One family: carry and truncate its other segment, or switch; budget is
- * how many rows a carry batch may move.  Returns rows carried plus
+ * One family: carry and truncate its other segment, or switch; budget (at
+ * least 1) is how many rows a carry batch may move.  Returns rows carried plus
  * segments truncated.
  */
 static int64
@@ -361,8 +361,6 @@ rotate_family(QeFamily family, int budget)
 
 	if (family != QE_FAMILY_EXECUTING)
 	{
-		if (budget <= 0)
-			return 0;
 		n = carry_batch(family, other, relfilenodes[other], budget);
 		if (n >= budget)
 			return n;			/* more to carry: the next call goes on */
@@ -374,8 +372,9 @@ rotate_family(QeFamily family, int budget)
 }
 
 /*
- * One batch of rotation over every family: up to limit rows carried (by
- * batches; a truncation carries what is left, however many), returning
+ * One batch of rotation over the families in turn: up to limit rows
+ * carried (by batches; a truncation carries what is left, however many,
+ * and a family's turn comes only while the batch is not spent), returning
  * the rows carried plus the segments truncated.  A switch counts for
  * nothing, so a call that has nothing to carry or truncate returns 0
  * and run_maintenance() moves on; the next call (or pass) clears the
@@ -386,7 +385,8 @@ qe_task_rotate_segments(int limit)
 {
 	int64		n = 0;
 
-	for (int f = 0; f < QE_FAMILY_COUNT; f++)
-		n += rotate_family((QeFamily) f, limit - (int) Min(n, (int64) limit));
+	/* Once the batch is spent, the families after wait for the next call. */
+	for (int f = 0; f < QE_FAMILY_COUNT && n < limit; f++)
+		n += rotate_family((QeFamily) f, limit - (int) n);
 	return n;
 }
