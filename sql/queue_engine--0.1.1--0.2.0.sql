@@ -552,6 +552,22 @@ SELECT pg_catalog.brin_summarize_new_values(i)
   FROM unnest(ARRAY['queue_engine.ready_0_id', 'queue_engine.delayed_0_id']::regclass[]) i;
 
 ---------------------------------------------------------------------------
+-- Section 3: rotation of the segments (src/rotation.c).
+--
+-- A background task like the others (in run_maintenance and the worker's
+-- passes), callable on its own: carries the live rows of the segment of
+-- each family that writers are not using to the current one, empties it
+-- with TRUNCATE, and switches the current segment once it is large and
+-- mostly dead rows.
+---------------------------------------------------------------------------
+
+CREATE FUNCTION queue_engine.rotate_segments(batch_size int DEFAULT 1000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'qe_rotate_segments'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+---------------------------------------------------------------------------
 -- End of sections.  Privileges: nothing new for PUBLIC.
 ---------------------------------------------------------------------------
 

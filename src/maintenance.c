@@ -5,7 +5,8 @@
  *	  function: promote due delayed runs, expire runs past their ttl,
  *	  rescue executing runs whose lease passed, purge spent idempotency
  *	  keys, fold count deltas, delete finished runs past their retention
- *	  (and then dropped queues none of whose runs is left).  Each handles
+ *	  (and then dropped queues none of whose runs is left); and, in its
+ *	  own file (rotation.c), rotate the run families' segments.  Each handles
  *	  at most a batch and returns how many it handled; run_maintenance()
  *	  repeats each until it comes back short, committing between batches.
  *	  All use SKIP LOCKED, so they are safe to run concurrently with
@@ -46,6 +47,7 @@ PG_FUNCTION_INFO_V1(qe_rescue_stalled);
 PG_FUNCTION_INFO_V1(qe_purge_idempotency_keys);
 PG_FUNCTION_INFO_V1(qe_fold_counts);
 PG_FUNCTION_INFO_V1(qe_prune_finished_runs);
+PG_FUNCTION_INFO_V1(qe_rotate_segments);
 PG_FUNCTION_INFO_V1(qe_run_maintenance);
 
 /* Run a one-argument (the batch limit) task statement that returns a count. */
@@ -850,6 +852,7 @@ QE_TASK_WITH_INDEX_SCANS(qe_task_purge_idempotency_keys)
 QE_TASK_WITH_INDEX_SCANS(qe_task_fold_counts)
 QE_TASK_WITH_INDEX_SCANS(qe_task_prune_finished_runs)
 QE_TASK_WITH_INDEX_SCANS(qe_task_prune_finished_runs_resume)
+QE_TASK_WITH_INDEX_SCANS(qe_task_rotate_segments)
 
 /* The SQL-callable wrappers: one batch each, in the caller's transaction. */
 #define QE_TASK_WRAPPER(sqlname, task) \
@@ -872,6 +875,7 @@ QE_TASK_WRAPPER(qe_rescue_stalled, qe_task_rescue_stalled)
 QE_TASK_WRAPPER(qe_purge_idempotency_keys, qe_task_purge_idempotency_keys)
 QE_TASK_WRAPPER(qe_fold_counts, qe_task_fold_counts)
 QE_TASK_WRAPPER(qe_prune_finished_runs, qe_task_prune_finished_runs)
+QE_TASK_WRAPPER(qe_rotate_segments, qe_task_rotate_segments)
 
 /*
  * The worker and run_maintenance() call these; both get index scans from
@@ -886,6 +890,8 @@ const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT] = {
 	{"fold_counts", qe_task_fold_counts_indexed, qe_task_fold_counts_indexed},
 	{"prune_finished_runs", qe_task_prune_finished_runs_indexed,
 	qe_task_prune_finished_runs_resume_indexed},
+	/* Last: the runs the tasks above moved out need no carrying. */
+	{"rotate_segments", qe_task_rotate_segments_indexed, qe_task_rotate_segments_indexed},
 };
 
 /*

@@ -226,6 +226,9 @@ extern void qe_rescue_horizon_forget(void);
 extern int64 qe_task_prune_finished_runs(int limit);
 extern int64 qe_task_prune_finished_runs_resume(int limit);
 extern void qe_prune_cursor_forget(void);
+
+/* rotation.c: the run families' segments, carried and truncated */
+extern int64 qe_task_rotate_segments(int limit);
 /*
  * The one table of background tasks, in the order a pass runs them:
  * run_maintenance() calls each from the start (by_hand), the worker from
@@ -238,7 +241,7 @@ typedef struct QeBackgroundTask
 	QeTaskFn	by_hand;
 	QeTaskFn	resumed;
 } QeBackgroundTask;
-#define QE_BACKGROUND_TASK_COUNT 6
+#define QE_BACKGROUND_TASK_COUNT 7
 extern const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT];
 
 /* consistency.c */
