@@ -33,8 +33,9 @@
  *	    waited, would find its old version deleted and the run gone.
  *	  - Truncate: once a carry comes back short (nothing more it can move),
  *	    or right away for executing, o's AccessExclusiveLock is taken if it
- *	    is free, never waited for: no transaction then holds any lock on o,
- *	    so every row in it is committed (or aborted) and this statement's
+ *	    is free within QE_ROTATION_LOCK_WAIT (lock_segment()): no
+ *	    transaction then holds any lock on o, so every row in it is
+ *	    committed (or aborted) and this statement's
  *	    snapshot, taken after the lock, sees every live one; all of them go
  *	    to c in one statement and o is truncated.  Every reader reads a
  *	    family through its parent, which locks both segments, so a
@@ -72,15 +73,10 @@
  *	  to the carry and truncated; so only READ COMMITTED calls truncate
  *	  (the worker's and run_maintenance()'s), and others only carry.
  *
- *	  Ties.  Runs with equal (priority, run_at) in a queue are claimed in
- *	  heap order (the order index has no run_id), which within a segment
- *	  is insertion, that is run_id, order; carrying keeps o's heap order.
- *	  Between segments there is no such order: carried runs land after
- *	  those already in c, and a run skipped by a carry (being claimed by a
- *	  transaction that then rolls back) is carried after the ones of its
- *	  batch.  Equal keys in different segments are rare (runs of one
- *	  statement all go to one segment), and the order of those was never
- *	  defined.
+ *	  Order.  Claims take runs in (priority, run_at, run_id) order, all
+ *	  three in the ready order indexes, so where a row lies (segment, heap
+ *	  position) never changes which run comes first; carrying keeps o's
+ *	  heap order only to keep the index insertions sequential.
  *
  *	  Without a shared state the current segment reads 0 and a switch is
  *	  lost; a backend always has one (segments.c, shmem.c: it is attached
@@ -97,7 +93,12 @@
 #include "storage/bufmgr.h"
 #include "storage/itemptr.h"
 #include "storage/lmgr.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
+
+/* How long a rotation waits for a segment's lock (lock_timeout syntax). */
+#define QE_ROTATION_LOCK_WAIT "20ms"
+
 
 /*
  * A segment is considered for a switch once it has this many pages (1 MB,
@@ -325,6 +326,59 @@ worth_switching(QeFamily family, int current, BlockNumber blocks)
 }
 
 /*
+ * Take a segment's AccessExclusiveLock, waiting at most
+ * QE_ROTATION_LOCK_WAIT for it.  Not waiting at all would almost never
+ * get it under load: every claim and finish locks both segments of the
+ * family it reads, and the lock is free only at an instant when none is
+ * running.  Queued for it, this call makes the statements that come for
+ * the family meanwhile wait behind it for that long at most (and for the
+ * carry and TRUNCATE after).  A subtransaction, so that a timeout only
+ * gives the segment up until the next call.
+ */
+static bool
+lock_segment(Oid relid)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool locked = false;
+
+	if (ConditionalLockRelationOid(relid, AccessExclusiveLock))
+		return true;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		int			level = NewGUCNestLevel();
+
+		(void) set_config_option("lock_timeout", QE_ROTATION_LOCK_WAIT,
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+		LockRelationOid(relid, AccessExclusiveLock);
+		AtEOXact_GUC(true, level);
+		ReleaseCurrentSubTransaction();
+		locked = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			ReThrowError(error);
+		FreeErrorData(error);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(context);
+	CurrentResourceOwner = owner;
+	return locked;
+}
+
+/*
  * One family: carry and truncate its other segment, or switch; budget (at
  * least 1) is how many rows a carry batch may move.  Returns rows carried plus
  * segments truncated.
@@ -365,8 +419,7 @@ rotate_family(QeFamily family, int budget)
 		if (n >= budget)
 			return n;			/* more to carry: the next call goes on */
 	}
-	if (!IsolationUsesXactSnapshot() &&
-		ConditionalLockRelationOid(oids[other], AccessExclusiveLock))
+	if (!IsolationUsesXactSnapshot() && lock_segment(oids[other]))
 		n += carry_all_and_truncate(family, other);
 	return n;
 }
