@@ -853,6 +853,7 @@ QE_TASK_WITH_INDEX_SCANS(qe_task_fold_counts)
 QE_TASK_WITH_INDEX_SCANS(qe_task_prune_finished_runs)
 QE_TASK_WITH_INDEX_SCANS(qe_task_prune_finished_runs_resume)
 QE_TASK_WITH_INDEX_SCANS(qe_task_rotate_segments)
+QE_TASK_WITH_INDEX_SCANS(qe_task_rotate_segments_nowait)
 
 /* The SQL-callable wrappers: one batch each, in the caller's transaction. */
 #define QE_TASK_WRAPPER(sqlname, task) \
@@ -875,7 +876,7 @@ QE_TASK_WRAPPER(qe_rescue_stalled, qe_task_rescue_stalled)
 QE_TASK_WRAPPER(qe_purge_idempotency_keys, qe_task_purge_idempotency_keys)
 QE_TASK_WRAPPER(qe_fold_counts, qe_task_fold_counts)
 QE_TASK_WRAPPER(qe_prune_finished_runs, qe_task_prune_finished_runs)
-QE_TASK_WRAPPER(qe_rotate_segments, qe_task_rotate_segments)
+QE_TASK_WRAPPER(qe_rotate_segments, qe_task_rotate_segments_nowait)
 
 /*
  * The worker and run_maintenance() call these; both get index scans from

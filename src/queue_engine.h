@@ -229,6 +229,7 @@ extern void qe_prune_cursor_forget(void);
 
 /* rotation.c: the run families' segments, carried and truncated */
 extern int64 qe_task_rotate_segments(int limit);
+extern int64 qe_task_rotate_segments_nowait(int limit);
 /*
  * The one table of background tasks, in the order a pass runs them:
  * run_maintenance() calls each from the start (by_hand), the worker from

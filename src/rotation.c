@@ -327,7 +327,7 @@ worth_switching(QeFamily family, int current, BlockNumber blocks)
 
 /*
  * Take a segment's AccessExclusiveLock, waiting at most
- * QE_ROTATION_LOCK_WAIT for it.  Not waiting at all would almost never
+ * QE_ROTATION_LOCK_WAIT for it (unless !wait).  Not waiting at all would almost never
  * get it under load: every claim and finish locks both segments of the
  * family it reads, and the lock is free only at an instant when none is
  * running.  Queued for it, this call makes the statements that come for
@@ -336,7 +336,7 @@ worth_switching(QeFamily family, int current, BlockNumber blocks)
  * gives the segment up until the next call.
  */
 static bool
-lock_segment(Oid relid)
+lock_segment(Oid relid, bool wait)
 {
 	MemoryContext context = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -344,6 +344,8 @@ lock_segment(Oid relid)
 
 	if (ConditionalLockRelationOid(relid, AccessExclusiveLock))
 		return true;
+	if (!wait)
+		return false;
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(context);
 	PG_TRY();
@@ -384,7 +386,7 @@ lock_segment(Oid relid)
  * segments truncated.
  */
 static int64
-rotate_family(QeFamily family, int budget)
+rotate_family(QeFamily family, int budget, bool wait)
 {
 	int			current = qe_current_segment(family);
 	int			other = 1 - current;
@@ -419,7 +421,7 @@ rotate_family(QeFamily family, int budget)
 		if (n >= budget)
 			return n;			/* more to carry: the next call goes on */
 	}
-	if (!IsolationUsesXactSnapshot() && lock_segment(oids[other]))
+	if (!IsolationUsesXactSnapshot() && lock_segment(oids[other], wait))
 		n += carry_all_and_truncate(family, other);
 	return n;
 }
@@ -433,13 +435,30 @@ rotate_family(QeFamily family, int budget)
  * and run_maintenance() moves on; the next call (or pass) clears the
  * segment it left.
  */
-int64
-qe_task_rotate_segments(int limit)
+static int64
+rotate_families(int limit, bool wait)
 {
 	int64		n = 0;
 
 	/* Once the batch is spent, the families after wait for the next call. */
 	for (int f = 0; f < QE_FAMILY_COUNT && n < limit; f++)
-		n += rotate_family((QeFamily) f, limit - (int) n);
+		n += rotate_family((QeFamily) f, limit - (int) n, wait);
 	return n;
+}
+
+/* The task as the worker and run_maintenance() run it: locks waited for. */
+int64
+qe_task_rotate_segments(int limit)
+{
+	return rotate_families(limit, true);
+}
+
+/*
+ * rotate_segments(), called by hand or by a test: takes a segment's lock
+ * only if it is free, so that a caller never queues behind a long reader.
+ */
+int64
+qe_task_rotate_segments_nowait(int limit)
+{
+	return rotate_families(limit, false);
 }
