@@ -6,15 +6,23 @@
 #    idempotency keys) check_consistency(false) finds nothing and
 #    consistency_log stays empty;
 #  - four kinds of deliberate corruption (queue_counts drift in two states,
-#    executing runs without a lease, a lease on a queued run, an idempotency
-#    key whose run was deleted) are each found with the exact count;
-#    check_consistency(false) changes nothing; check_consistency() repairs all of
-#    them, logs each in consistency_log with a detail, and a second check finds 0;
-#  - the repairs work: queue_stats matches the runs, the lease-less runs get
-#    rescued by the worker, the orphaned key can be used again;
+#    runs in two places: executing runs also in finished_runs and a queued run
+#    in both ready segments, two executing runs sharing a slot, an
+#    idempotency key whose run was deleted) are each found with the exact
+#    count; check_consistency(false) changes nothing; check_consistency()
+#    repairs all of them in one pass, logs each in consistency_log with a
+#    detail, and a second check finds 0;
+#  - the repairs work: queue_stats matches the runs, each run in two places
+#    keeps the copy furthest along (the finished one; the one in the current
+#    ready segment) and is finished or claimed once, the orphaned key can be
+#    used again;
 #  - with consistency_interval = 500ms the worker finds and repairs the same
-#    corruption on its own, within consistency_interval plus two maintenance
-#    intervals (plus a fixed allowance), measured on the server clock.
+#    corruption on its own, in one pass, within consistency_interval plus two
+#    maintenance intervals (plus a fixed allowance), measured on the server
+#    clock.
+#  Since storage 0.2 executing_without_lease and lease_on_idle_run cannot find
+#  anything (only executing has lease columns, NOT NULL; a queued run has no
+#  lease): they are expected at 0 throughout.
 use strict;
 use warnings FATAL => 'all';
 
@@ -103,18 +111,23 @@ ok($ok, "queue_stats matches the runs: $detail");
 
 # ------------------------------------------------ corrupt on purpose
 
-# TODO(storage 0.2): two of these drifts cannot be made any more.  An
-# executing run is a row of executing, whose lease_expires_at is NOT NULL
-# (the runs view's trigger stores now() + lease when given NULL), and a
-# queued run is a row of ready, which has no lease (the trigger drops it).
-# So CTEs e and l below change nothing, and executing_without_lease and
-# lease_on_idle_run find 0.  Adapt them, $want and the worker's expected
-# list below to the checks check_consistency makes in 0.2
-# (src/consistency.c), e.g. a drift 0.2 can have instead (a run in two
-# tables at once?).  Until then the expectations are 0.1's.
+# Executing and queued runs cannot lose or gain a lease since storage 0.2
+# (see the header); the drift 0.2 can have instead is a run in two places,
+# as a move that inserted without deleting would leave.  Returns the count
+# rows corrupted, the executing runs also finished (two, comma separated),
+# the queued run copied into the other ready segment, the run deleted from
+# under its idempotency key, the run given another's slot, and the ready
+# segment the queued run keeps.
 sub corrupt
 {
-	return split /\|/, sql(q{
+	# The oldest queued run of 'a' and its segment: it is copied into the other.
+	my ($seg, $dup) = split /\|/, sql(q{
+SELECT tableoid::regclass, run_id FROM queue_engine.ready
+ WHERE queue_id = (SELECT queue_id FROM queue_engine.queues WHERE queue = 'a' AND dropped_at IS NULL)
+ ORDER BY run_id LIMIT 1});
+	die "no queued run of 'a' to copy" unless defined $dup && $seg =~ /^queue_engine\.ready_([01])$/;
+	my $other = 'queue_engine.ready_' . (1 - $1);
+	my @r = split /\|/, sql(qq{
 WITH
  -- the two newest executing runs of 'a' (limit 10): the later will take the other's slot
  a_slots AS (SELECT run_id, queue_slot FROM queue_engine.runs
@@ -125,17 +138,20 @@ WITH
  c AS (UPDATE queue_engine.queue_counts SET queued = queued + 5, executing = executing - 1
         WHERE queue_id = (SELECT queue_id FROM queue_engine.queues WHERE queue = 'a' AND dropped_at IS NULL)
        RETURNING 1),
- -- two executing runs lose their lease
- e AS (UPDATE queue_engine.runs SET lease_expires_at = NULL
-        WHERE run_id IN (SELECT run_id FROM queue_engine.runs WHERE status = 'executing' AND lease_expires_at IS NOT NULL
-                            AND run_id NOT IN (SELECT run_id FROM a_slots)
-                          ORDER BY run_id LIMIT 2)
+ -- the two oldest other executing runs of 'a' are also completed (a copy in finished_runs)
+ e AS (INSERT INTO queue_engine.finished_runs
+              (run_id, finished_at, run_at, started_at, queue_id, policy_id, priority,
+               attempt, status, payload, output, concurrency_key, worker, meta)
+       SELECT x.run_id, now(), x.run_at, x.started_at, x.queue_id, x.policy_id, x.priority,
+              x.attempt, 'completed', x.payload, '{"copy": true}', x.concurrency_key, x.worker, x.meta
+         FROM queue_engine.executing x
+        WHERE x.run_id IN (SELECT run_id FROM queue_engine.executing
+                            WHERE queue_id = (SELECT queue_id FROM queue_engine.queues WHERE queue = 'a' AND dropped_at IS NULL)
+                              AND run_id NOT IN (SELECT run_id FROM a_slots)
+                            ORDER BY run_id LIMIT 2)
        RETURNING run_id),
- -- a queued run gets a lease
- l AS (UPDATE queue_engine.runs SET lease_expires_at = now() + interval '1 hour'
-        WHERE run_id = (SELECT min(run_id) FROM queue_engine.runs WHERE status = 'queued'
-                          AND queue_id = (SELECT queue_id FROM queue_engine.queues WHERE queue = 'a' AND dropped_at IS NULL))
-       RETURNING run_id),
+ -- a queued run of 'a' is in both ready segments ('a' then counts 1 queued too few)
+ l AS (INSERT INTO $other SELECT * FROM $seg WHERE run_id = $dup RETURNING run_id),
  -- the run an idempotency key names disappears ('b' then also counts 1 queued too many)
  k AS (DELETE FROM queue_engine.runs
         WHERE run_id = (SELECT min(k.run_id) FROM queue_engine.idempotency_keys k
@@ -146,47 +162,96 @@ WITH
        RETURNING run_id)
 SELECT (SELECT count(*) FROM c), (SELECT string_agg(run_id::text, ',' ORDER BY run_id) FROM e),
        (SELECT run_id FROM l), (SELECT run_id FROM k), (SELECT run_id FROM s)});
+	return (@r, $seg);
 }
 
-my ($c, $no_lease, $idle, $orphan_run, $shared) = corrupt();
+# Where each run is: "table:run_id" for every row of the given runs, in order.
+sub places
+{
+	my ($runs) = @_;
+	return sql(qq{
+SELECT string_agg(x.tableoid::regclass::text || ':' || x.run_id, ' ' ORDER BY x.run_id, x.tableoid::regclass::text)
+  FROM (SELECT tableoid, run_id FROM queue_engine.executing
+        UNION ALL SELECT tableoid, run_id FROM queue_engine.finished_runs
+        UNION ALL SELECT tableoid, run_id FROM queue_engine.ready
+        UNION ALL SELECT tableoid, run_id FROM queue_engine.delayed) x
+ WHERE x.run_id IN ($runs)});
+}
+
+# What places() shows once the runs corrupt() put in two places keep the right copy.
+sub kept
+{
+	my ($finished, $dup, $dup_seg) = @_;
+	my %at = ((map { $_ => 'queue_engine.finished_runs' } split /,/, $finished), $dup => $dup_seg);
+	return join ' ', map { "$at{$_}:$_" } sort { $a <=> $b } keys %at;
+}
+
+# Run ids in more than one row of the run tables.
+my $in_two_places = q{
+SELECT count(*) FROM (SELECT run_id FROM queue_engine.executing UNION ALL SELECT run_id FROM queue_engine.finished_runs
+                      UNION ALL SELECT run_id FROM queue_engine.ready UNION ALL SELECT run_id FROM queue_engine.delayed) x
+ GROUP BY run_id HAVING count(*) > 1};
+
+# A second executing run of 'a' for each of the two that get a finished copy.
+sql(q{SELECT count(*) FROM queue_engine.dequeue(ARRAY['a'], 4, lease => '1 hour')});
+my ($c, $finished, $dup, $orphan_run, $shared, $dup_seg) = corrupt();
 is($c, 1, 'queue_counts row corrupted');
 like($shared, qr/^\d+$/, "executing run $shared shares another run's slot");
-like($no_lease, qr/^\d+,\d+$/, "two executing runs lost their lease ($no_lease)");
-like($idle, qr/^\d+$/, "queued run $idle got a lease");
+like($finished, qr/^\d+,\d+$/, "two executing runs are also finished ($finished)");
+like($dup, qr/^\d+$/, "queued run $dup is in both ready segments");
 like($orphan_run, qr/^\d+$/, "run $orphan_run deleted from under its idempotency key");
 my $orphan_key = sql("SELECT idempotency_key FROM queue_engine.idempotency_keys WHERE run_id = $orphan_run");
-my $want = 'executing_without_lease=2/%d lease_on_idle_run=1/%d orphan_idempotency_keys=1/%d queue_counts=3/%d runs_in_two_places=0/0 runs_of_unknown_queue=0/0 shared_queue_slots=1/%d';
+my $want = 'executing_without_lease=0/0 lease_on_idle_run=0/0 orphan_idempotency_keys=1/%d queue_counts=3/%d runs_in_two_places=3/%d runs_of_unknown_queue=0/0 shared_queue_slots=1/%d';
+my $places_before = places("$finished,$dup");
 
-is(sql(sprintf($check, 'false')), sprintf($want, 0, 0, 0, 0, 0),
+is(sql(sprintf($check, 'false')), sprintf($want, 0, 0, 0, 0),
 	'check_consistency(false) finds each kind of drift, exact counts, repairs nothing');
-is(sql(sprintf($check, 'false')), sprintf($want, 0, 0, 0, 0, 0),
+is(sql(sprintf($check, 'false')), sprintf($want, 0, 0, 0, 0),
 	'... and really changed nothing (same findings again)');
+is(places("$finished,$dup"), $places_before, '... every copy of the runs in two places is still there');
 my $log_before = sql('SELECT count(*) FROM queue_engine.consistency_log WHERE repaired > 0');
 is($log_before, '0', 'no repair logged by check_consistency(false)');
 
 my $t0 = sql('SELECT clock_timestamp()');
-is(sql(sprintf($check, 'true')), sprintf($want, 2, 1, 1, 3, 1),
+is(sql(sprintf($check, 'true')), sprintf($want, 1, 3, 3, 1),
 	'check_consistency() finds and repairs all of it');
 is(sql(sprintf($check, 'false')), $all_zero, 'a second check finds nothing');
 is( sql(qq{
 SELECT string_agg(check_name || '=' || found || '/' || repaired || ':' || (detail IS NOT NULL), ' ' ORDER BY check_name)
   FROM queue_engine.consistency_log WHERE logged_at >= '$t0' AND repaired > 0}),
-	'executing_without_lease=2/2:true lease_on_idle_run=1/1:true orphan_idempotency_keys=1/1:true queue_counts=3/3:true shared_queue_slots=1/1:true',
+	'orphan_idempotency_keys=1/1:true queue_counts=3/3:true runs_in_two_places=3/3:true shared_queue_slots=1/1:true',
 	'each repair is logged in consistency_log with its detail');
 like( sql(qq{SELECT detail::text FROM queue_engine.consistency_log
              WHERE logged_at >= '$t0' AND check_name = 'orphan_idempotency_keys'}),
 	qr/"run_id": $orphan_run\b/, 'the orphan key detail names the deleted run');
+(my $dup_kept = $dup_seg) =~ s/^queue_engine\.//;
+(my $dup_other = $dup_kept) =~ s/(\d)$/1 - $1/e;
+my %want_places = ((map { $_ => '"finished_runs", "executing_[01]"' } split /,/, $finished),
+	$dup => qq{"$dup_kept", "$dup_other"});
+my $want_detail = join ', ', map { qq(\\{"places": \\[$want_places{$_}\\], "run_id": $_\\}) }
+  sort { $a <=> $b } keys %want_places;
+like( sql(qq{SELECT detail::text FROM queue_engine.consistency_log
+             WHERE logged_at >= '$t0' AND check_name = 'runs_in_two_places'}),
+	qr/^\[$want_detail\]$/,
+	'the runs_in_two_places detail names each run with its places, the copy kept first');
 
 ($ok, $detail) = stats_match();
 ok($ok, "after repair queue_stats matches the runs: $detail");
-is(sql("SELECT lease_expires_at IS NULL FROM queue_engine.runs WHERE run_id = $idle"), 't',
-	'stray lease on the queued run cleared');
 is(sql("SELECT queue_slot IS NULL OR status <> 'executing' FROM queue_engine.runs WHERE run_id = $shared"), 't',
 	'the run that shared a slot holds none now');
-ok( defined wait_for(
-		"SELECT string_agg(status::text || (lease_expires_at IS NULL), ',') FROM queue_engine.runs WHERE run_id IN ($no_lease)",
-		'queuedtrue,queuedtrue', 10),
-	'runs that had lost their lease were given an expired one, and the worker rescued them');
+is(places("$finished,$dup"), kept($finished, $dup, $dup_seg),
+	'each run in two places keeps one copy: the finished one, and the one in the current ready segment');
+is( sql(qq{SELECT string_agg(status || ':' || output::text || ':' || queue_engine.complete(run_id), ',' ORDER BY run_id)
+             FROM queue_engine.runs WHERE run_id IN ($finished)}),
+	'completed:{"copy": true}:false,completed:{"copy": true}:false',
+	'the runs that were executing and finished are completed, once: complete() returns false');
+sql("UPDATE queue_engine.runs SET priority = 1000000 WHERE run_id = $dup");
+is(sql(q{SELECT string_agg(run_id::text, ',') FROM queue_engine.dequeue(ARRAY['a'], 1)}), $dup,
+	'the queued run that was in both segments is claimed ...');
+is( sql(qq{SELECT string_agg(status::text, ',') FROM queue_engine.runs WHERE run_id = $dup}) . ' '
+	  . sql(qq{SELECT count(*) FROM queue_engine.ready WHERE run_id = $dup}) . ' '
+	  . sql(qq{SELECT queue_engine.complete($dup)::text || ',' || queue_engine.complete($dup)::text}),
+	'executing 0 true,false', '... once: no copy is left queued, and it completes once');
 my $new_run = sql("SELECT queue_engine.enqueue('b', '{}', idempotency_key => '$orphan_key')");
 isnt($new_run, $orphan_run, "the orphaned idempotency key makes a new run ($new_run) again");
 is(sql("SELECT (queue_engine.get_run($new_run)).status"), 'queued', '... which exists');
@@ -196,16 +261,16 @@ is(sql("SELECT (queue_engine.get_run($new_run)).status"), 'queued', '... which e
 sql("ALTER SYSTEM SET queue_engine.consistency_interval = '${consistency_ms}ms'");
 sql('SELECT pg_reload_conf()');
 sleep 1;
-# Make sure there are executing runs with leases to corrupt again.
-sql(q{SELECT count(*) FROM queue_engine.dequeue(ARRAY['a'], 2, lease => '1 hour')});
+# Make sure there are executing runs of 'a' to corrupt again.
+sql(q{SELECT count(*) FROM queue_engine.dequeue(ARRAY['a'], 4, lease => '1 hour')});
 my $mark = sql('SELECT clock_timestamp()');
-($c, $no_lease, $idle, $orphan_run, $shared) = corrupt();
-ok($c == 1 && $no_lease =~ /,/ && $idle =~ /^\d+$/ && $orphan_run =~ /^\d+$/ && $shared =~ /^\d+$/,
+($c, $finished, $dup, $orphan_run, $shared, $dup_seg) = corrupt();
+ok($c == 1 && $finished =~ /^\d+,\d+$/ && $dup =~ /^\d+$/ && $orphan_run =~ /^\d+$/ && $shared =~ /^\d+$/,
 	'corrupted again');
 my $t = wait_for(qq{
 SELECT string_agg(DISTINCT check_name, ',' ORDER BY check_name)
   FROM queue_engine.consistency_log WHERE logged_at >= '$mark' AND repaired > 0},
-	'executing_without_lease,lease_on_idle_run,orphan_idempotency_keys,queue_counts,shared_queue_slots', 15);
+	'orphan_idempotency_keys,queue_counts,runs_in_two_places,shared_queue_slots', 15);
 ok(defined $t, 'the worker found and repaired every kind of drift on its own');
 my $bound_s = ($consistency_ms + 2 * $interval_ms + $slack_ms) / 1000.0;
 my $lat = sql(qq{
@@ -213,10 +278,12 @@ SELECT round(extract(epoch FROM max(logged_at) - '$mark'::timestamptz)::numeric,
   FROM queue_engine.consistency_log WHERE logged_at >= '$mark' AND repaired > 0});
 ok($lat ne '' && $lat <= $bound_s,
 	sprintf('... within consistency_interval + two maintenance intervals (took %ss, bound %.3fs)', $lat, $bound_s));
-ok(defined wait_for("SELECT count(*) FROM queue_engine.runs WHERE status = 'executing' AND lease_expires_at IS NULL", '0', 5),
-	'no executing run is left without a lease');
-is(sql("SELECT count(*) FROM queue_engine.runs WHERE status <> 'executing' AND lease_expires_at IS NOT NULL"), '0',
-	'no idle run is left with a lease');
+# Give the worker time for another consistency pass: it must have nothing left to find.
+usleep(($consistency_ms + 2 * $interval_ms + $slack_ms) * 1000);
+is( sql(qq{SELECT count(DISTINCT logged_at) FROM queue_engine.consistency_log WHERE logged_at >= '$mark'}), '1',
+	'the worker repaired all of it in one pass (its next pass found nothing)');
+is(sql($in_two_places), '', 'no run is left in two places');
+is(places("$finished,$dup"), kept($finished, $dup, $dup_seg), 'each kept the copy furthest along');
 is(sql("SELECT count(*) FROM queue_engine.idempotency_keys k WHERE NOT EXISTS (SELECT 1 FROM queue_engine.runs r WHERE r.run_id = k.run_id)"),
 	'0', 'no orphan idempotency key is left');
 ($ok, $detail) = stats_match();
