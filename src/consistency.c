@@ -108,6 +108,56 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"          FROM (SELECT * FROM bad LIMIT 100) b)"},
 
 	/*
+	 * A run is in one place: one row in one of ready, delayed, executing
+	 * and finished_runs, in one segment of its family.  A move that
+	 * inserted without deleting (a bug, or a table changed by hand) would
+	 * leave two; each would be claimed, counted and finished on its own.
+	 * Repaired by keeping the copy furthest along the run's life and
+	 * deleting the others: finished_runs (final), then executing (a worker
+	 * may hold it; if none does, its lease passes and rescue retries it),
+	 * then ready (promotion moves delayed runs there), then delayed; of two
+	 * copies in one family, the one in the family's current segment (where
+	 * rotation moves rows to), then the lower (segment, ctid).  Detail: the
+	 * run ids with their places ("ready_0", "finished_runs", ...), the
+	 * copy kept first.  Before queue_counts, which then counts the rows
+	 * that are left, so one pass leaves the counts right.  Reads the three
+	 * unfinished families whole and finished_runs by run_id.
+	 */
+	{"runs_in_two_places",
+		"WITH cur AS ("
+		"  SELECT ('queue_engine.' || f || '_' || queue_engine.current_segment(f))"
+		"         ::pg_catalog.regclass::pg_catalog.oid AS t"
+		"    FROM unnest(ARRAY['ready', 'delayed', 'executing']) f),"
+		" open AS MATERIALIZED ("
+		"  SELECT x.run_id, x.tableoid AS t, x.ctid AS c, 2 AS place FROM queue_engine.executing x"
+		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 3 FROM queue_engine.ready x"
+		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 4 FROM queue_engine.delayed x),"
+		" copies AS ("
+		"  SELECT o.run_id, o.t, o.c, o.place, o.t IN (SELECT t FROM cur) AS in_current"
+		"    FROM open o"
+		"  UNION ALL"
+		"  SELECT f.run_id, f.tableoid, f.ctid, 1, true FROM queue_engine.finished_runs f"
+		"   WHERE f.run_id IN (SELECT run_id FROM open)),"
+		" ranked AS ("
+		"  SELECT p.*, count(*) OVER (PARTITION BY p.run_id) AS n,"
+		"         row_number() OVER (PARTITION BY p.run_id"
+		"                            ORDER BY p.place, p.in_current DESC, p.t, p.c) AS nth"
+		"    FROM copies p),"
+		" dup AS (SELECT * FROM ranked WHERE n > 1),"
+		" extra AS (SELECT * FROM dup WHERE $1 AND nth > 1),"
+		DELETE_COPIES("fix_executing", "executing", "2") ","
+		DELETE_COPIES("fix_ready", "ready", "3") ","
+		DELETE_COPIES("fix_delayed", "delayed", "4")
+		"SELECT (SELECT count(DISTINCT run_id) FROM dup),"
+		"       (SELECT count(DISTINCT run_id)"
+		"          FROM (SELECT run_id FROM fix_executing UNION ALL SELECT run_id FROM fix_ready"
+		"                UNION ALL SELECT run_id FROM fix_delayed) f),"
+		"       (SELECT jsonb_agg(jsonb_build_object('run_id', run_id, 'places', places)"
+		"                         ORDER BY run_id)"
+		"          FROM (SELECT d.run_id, jsonb_agg(r.relname::text ORDER BY d.nth) AS places"
+		"                  FROM dup d JOIN pg_catalog.pg_class r ON r.oid = d.t"
+		"                 GROUP BY d.run_id ORDER BY d.run_id LIMIT 100) b)"},
+	/*
 	 * Per-queue counts by state (queue_counts plus pending deltas) against
 	 * the runs in each state's table; repaired by appending a correcting
 	 * delta.  No table holds waiting runs yet: their actual count is 0.
@@ -215,56 +265,6 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"       (SELECT jsonb_agg(jsonb_build_object('tenant_id', tenant_id, 'key', idempotency_key,"
 		"                         'run_id', run_id)) FROM (SELECT * FROM bad LIMIT 100) b)"},
 
-	/*
-	 * A run is in one place: one row in one of ready, delayed, executing
-	 * and finished_runs, in one segment of its family.  A move that
-	 * inserted without deleting (a bug, or a table changed by hand) would
-	 * leave two; each would be claimed, counted and finished on its own.
-	 * Repaired by keeping the copy furthest along the run's life and
-	 * deleting the others: finished_runs (final), then executing (a worker
-	 * may hold it; if none does, its lease passes and rescue retries it),
-	 * then ready (promotion moves delayed runs there), then delayed; of two
-	 * copies in one family, the one in the family's current segment (where
-	 * rotation moves rows to), then the lower (segment, ctid).  Detail: the
-	 * run ids with their places ("ready_0", "finished_runs", ...), the
-	 * copy kept first.  The counts the deleted copies leave wrong are
-	 * corrected by the next pass's queue_counts check.  Reads the three
-	 * unfinished families whole and finished_runs by run_id.
-	 */
-	{"runs_in_two_places",
-		"WITH cur AS ("
-		"  SELECT ('queue_engine.' || f || '_' || queue_engine.current_segment(f))"
-		"         ::pg_catalog.regclass::pg_catalog.oid AS t"
-		"    FROM unnest(ARRAY['ready', 'delayed', 'executing']) f),"
-		" open AS MATERIALIZED ("
-		"  SELECT x.run_id, x.tableoid AS t, x.ctid AS c, 2 AS place FROM queue_engine.executing x"
-		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 3 FROM queue_engine.ready x"
-		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 4 FROM queue_engine.delayed x),"
-		" copies AS ("
-		"  SELECT o.run_id, o.t, o.c, o.place, o.t IN (SELECT t FROM cur) AS in_current"
-		"    FROM open o"
-		"  UNION ALL"
-		"  SELECT f.run_id, f.tableoid, f.ctid, 1, true FROM queue_engine.finished_runs f"
-		"   WHERE f.run_id IN (SELECT run_id FROM open)),"
-		" ranked AS ("
-		"  SELECT p.*, count(*) OVER (PARTITION BY p.run_id) AS n,"
-		"         row_number() OVER (PARTITION BY p.run_id"
-		"                            ORDER BY p.place, p.in_current DESC, p.t, p.c) AS nth"
-		"    FROM copies p),"
-		" dup AS (SELECT * FROM ranked WHERE n > 1),"
-		" extra AS (SELECT * FROM dup WHERE $1 AND nth > 1),"
-		DELETE_COPIES("fix_executing", "executing", "2") ","
-		DELETE_COPIES("fix_ready", "ready", "3") ","
-		DELETE_COPIES("fix_delayed", "delayed", "4")
-		"SELECT (SELECT count(DISTINCT run_id) FROM dup),"
-		"       (SELECT count(DISTINCT run_id)"
-		"          FROM (SELECT run_id FROM fix_executing UNION ALL SELECT run_id FROM fix_ready"
-		"                UNION ALL SELECT run_id FROM fix_delayed) f),"
-		"       (SELECT jsonb_agg(jsonb_build_object('run_id', run_id, 'places', places)"
-		"                         ORDER BY run_id)"
-		"          FROM (SELECT d.run_id, jsonb_agg(r.relname::text ORDER BY d.nth) AS places"
-		"                  FROM dup d JOIN pg_catalog.pg_class r ON r.oid = d.t"
-		"                 GROUP BY d.run_id ORDER BY d.run_id LIMIT 100) b)"},
 };
 
 /* Run every check; SPI must be connected.  Logs each drift found. */
