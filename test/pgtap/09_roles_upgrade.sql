@@ -46,7 +46,7 @@ SELECT is(pg_temp.as_role('qe_u_monitor', $$SELECT string_agg(queue, ',') FROM q
 -- 5-7: the update added no privilege beyond what the view needs
 SELECT ok(NOT has_function_privilege('qe_u_producer', 'queue_engine.get_run(bigint)', 'EXECUTE'),
           'the update widened no role''s functions (producer has no get_run)');
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'queue_engine'), '0.1.1', 'updated to 0.1.1');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'queue_engine'), '0.2.0', 'updated (through 0.1.1) to 0.2.0');
 SELECT is(pg_temp.as_role('qe_u_producer', $$SELECT queue_engine.grant_tenant('qe_u_producer', 'up_t', 'admin')$$),
           '42501: permission denied for function grant_tenant', 'old roles cannot grant');
 

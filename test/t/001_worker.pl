@@ -136,17 +136,36 @@ sub install_in
 CREATE EXTENSION queue_engine;
 CREATE TABLE IF NOT EXISTS public.status_log (run_id bigint, old_status text, new_status text,
 	at timestamptz, backend_type text);
+-- Since 0.2 a run's status is the table it is in: a change of status is
+-- an insert into another table (a carry by rotation, into the same
+-- family, is none and is not logged).
 CREATE OR REPLACE FUNCTION public.log_status() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE
+	status text := CASE WHEN TG_TABLE_NAME LIKE 'ready%' THEN 'queued'
+						WHEN TG_TABLE_NAME LIKE 'delayed%' THEN 'delayed'
+						WHEN TG_TABLE_NAME LIKE 'executing%' THEN 'executing'
+						ELSE NEW.status::text END;
+	old_status text := (SELECT l.new_status FROM public.status_log l
+						 WHERE l.run_id = NEW.run_id ORDER BY l.at DESC LIMIT 1);
 BEGIN
-	INSERT INTO public.status_log VALUES (NEW.run_id, OLD.status::text, NEW.status::text,
-		pg_catalog.clock_timestamp(),
-		(SELECT a.backend_type FROM pg_catalog.pg_stat_activity a
-		  WHERE a.pid = pg_catalog.pg_backend_pid()));
+	IF old_status IS DISTINCT FROM status THEN
+		INSERT INTO public.status_log VALUES (NEW.run_id, old_status, status,
+			pg_catalog.clock_timestamp(),
+			(SELECT a.backend_type FROM pg_catalog.pg_stat_activity a
+			  WHERE a.pid = pg_catalog.pg_backend_pid()));
+	END IF;
 	RETURN NULL;
 END $f$;
-CREATE TRIGGER runs_status_log AFTER UPDATE OF status ON queue_engine.runs
-	FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
-	EXECUTE FUNCTION public.log_status();
+DO $d$
+DECLARE
+	t text;
+BEGIN
+	FOREACH t IN ARRAY ARRAY['ready_0', 'ready_1', 'delayed_0', 'delayed_1',
+							 'executing_0', 'executing_1', 'finished_runs'] LOOP
+		EXECUTE format('CREATE TRIGGER runs_status_log AFTER INSERT ON queue_engine.%I'
+					   ' FOR EACH ROW EXECUTE FUNCTION public.log_status()', t);
+	END LOOP;
+END $d$;
 CREATE TABLE IF NOT EXISTS public.marks (name text PRIMARY KEY, at timestamptz);
 });
 }
