@@ -208,7 +208,9 @@ BEGIN
 		seg := 'delayed_' || k;
 		EXECUTE format('CREATE TABLE queue_engine.%I () INHERITS (queue_engine.delayed)'
 					   ' WITH (autovacuum_enabled = false)', seg);
-		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (run_at)', seg || '_run_at', seg);
+		-- run_id last: a row by hand is found by (run_at, run_id), where a
+		-- batch's runs share run_at (runs_change())
+		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (run_at, run_id)', seg || '_run_at', seg);
 
 		FOREACH seg IN ARRAY ARRAY['ready_' || k, 'delayed_' || k] LOOP
 			EXECUTE format('CREATE INDEX %I ON queue_engine.%I USING brin (run_id)'
@@ -423,20 +425,36 @@ SELECT u.run_id, u.queue_id, q.tenant_id, u.status, u.attempt,
 CREATE FUNCTION queue_engine.runs_change()
 RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- every row by an index: never by reading a whole segment for each row
+SET enable_seqscan = off
+SET jit = off
 AS $$
 DECLARE
-	family text;
 	old_policy int;
 	p queue_engine.queue_policies;
 	m queue_engine.run_meta;
 	seg text;
 BEGIN
 	IF TG_OP <> 'INSERT' THEN
-		family := CASE WHEN OLD.status = 'queued' THEN 'ready'
-					   WHEN OLD.status IN ('delayed', 'executing') THEN OLD.status::text
-					   ELSE 'finished_runs' END;
-		EXECUTE format('DELETE FROM queue_engine.%I WHERE run_id = $1 RETURNING policy_id', family)
-		   INTO old_policy USING OLD.run_id;
+		-- By an index that names the row: ready and delayed have no btree
+		-- on run_id (their BRIN cannot find a row once rows were moved by
+		-- hand), but their order indexes end in run_id.
+		IF OLD.status = 'queued' THEN
+			DELETE FROM queue_engine.ready r
+			 WHERE r.queue_id = OLD.queue_id AND r.priority = OLD.priority
+			   AND r.run_at = OLD.run_at AND r.run_id = OLD.run_id
+			RETURNING r.policy_id INTO old_policy;
+		ELSIF OLD.status = 'delayed' THEN
+			DELETE FROM queue_engine.delayed r
+			 WHERE r.run_at = OLD.run_at AND r.run_id = OLD.run_id
+			RETURNING r.policy_id INTO old_policy;
+		ELSIF OLD.status = 'executing' THEN
+			DELETE FROM queue_engine.executing r WHERE r.run_id = OLD.run_id
+			RETURNING r.policy_id INTO old_policy;
+		ELSE
+			DELETE FROM queue_engine.finished_runs r WHERE r.run_id = OLD.run_id
+			RETURNING r.policy_id INTO old_policy;
+		END IF;
 		IF TG_OP = 'DELETE' THEN
 			RETURN OLD;
 		END IF;
