@@ -27,9 +27,9 @@
 #    passes during the upgrade.
 #  - Both stopped; the current build's queue_engine.so, control file and
 #    scripts copied from the current installation over the release's;
-#    started.  Before the update the new library serves the 0.1.0 schema
-#    (check_consistency, a wrong attempt, idempotency keys answer as 0.1.0
-#    did, nothing changes); then ALTER EXTENSION queue_engine UPDATE to the
+#    started.  Before the update the new library refuses the 0.1.0 schema
+#    with a clear error (SQLSTATE 55000, hint: ALTER EXTENSION ... UPDATE)
+#    and changes nothing; then ALTER EXTENSION queue_engine UPDATE to the
 #    control file's default_version.
 #  - Then: every run, key, queue, tenant and queue_stats row unchanged (the
 #    0.1.0 columns); the executing runs heartbeat and complete with their
@@ -310,13 +310,18 @@ for my $v (@variants)
 	$node->start;
 	is(sql($v, "SELECT extversion FROM pg_extension WHERE extname = '$EXT'"), $RELEASE,
 		"$v->{name}: the current library starts on the $RELEASE schema");
-	# Until the update runs, the new library serves the old schema (README:
-	# a preloaded library is the new one from the restart on).
-	is(sql($v, q{SELECT count(*) FROM queue_engine.check_consistency(false) WHERE found <> 0}), '0',
-		"$v->{name}: on the $RELEASE schema, check_consistency(false) finds nothing");
-	is(call($v, $v->{wrong_attempt_sql}), $v->{wrong_attempt},
-		"$v->{name}: on the $RELEASE schema, a wrong attempt is refused as by $RELEASE");
-	is(call($v, $v->{key_sql}), $v->{keys}, "$v->{name}: on the $RELEASE schema, idempotency keys return their runs");
+	# Until the update runs, the new library refuses the old schema with a
+	# clear error (README, "0.1.x to 0.2.0"), and changes nothing.
+	for my $call ('SELECT count(*) FROM queue_engine.check_consistency(false)',
+		$v->{wrong_attempt_sql}, $v->{key_sql},
+		q{SELECT count(*) FROM queue_engine.dequeue(NULL, 10)})
+	{
+		my ($rc0, $out0, $err0) = $node->psql($db, $call,
+			extra_params => [ '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=verbose' ]);
+		like($err0, qr/55000: queue_engine's schema is older than its library.*HINT:  Run ALTER EXTENSION queue_engine UPDATE/s,
+			"$v->{name}: on the $RELEASE schema, the new library asks for the update ("
+			  . substr($call, 0, 40) . '...)');
+	}
 	is(QeFixture::fingerprints($node, $db)->{runs}, $v->{before}{runs}, "$v->{name}: ... and nothing changed");
 
 	my ($rc, $out, $err) = $node->psql($db, "ALTER EXTENSION $EXT UPDATE");
