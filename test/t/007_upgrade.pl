@@ -3,15 +3,15 @@
 # schema as a fresh install.
 #
 # Proves, on a cluster of its own (shared_preload_libraries = 'queue_engine'):
-#  - a database made with CREATE EXTENSION queue_engine VERSION '0.1.0',
-#    with tenants, queues (limited, keyed, dropped) and runs in every state
-#    (queued, delayed, executing, completed, failed, canceled, expired;
-#    idempotency keys), updates to the default version;
-#  - every run keeps its state and history (the 0.1.0 columns, row by row),
-#    as do the idempotency keys and queue_stats;
-#  - the runs dequeued before the update complete with their attempt, the
-#    stalled one is rescued, limits still hold, new queues and tenants work,
-#    everything drains, and check_consistency(false) finds nothing;
+#  - a database made with CREATE EXTENSION queue_engine VERSION '0.1.0'
+#    updates to the default version, and then takes tenants, queues
+#    (limited, keyed, dropped) and runs in every state (queued, delayed,
+#    executing, completed, failed, canceled, expired; idempotency keys):
+#    the stalled run is rescued, limits hold, everything drains, and
+#    check_consistency(false) finds nothing (that the update keeps the
+#    runs of a live 0.1.0 database is 011's: since 0.2.0 the current
+#    library does not serve a 0.1.x schema, so only the 0.1.0 release can
+#    make them);
 #  - the updated database's schema equals a fresh CREATE EXTENSION's:
 #    pg_dump --schema-only --binary-upgrade of both (plain --schema-only
 #    prints an extension as one CREATE EXTENSION; binary-upgrade mode lists
@@ -44,37 +44,29 @@ my $default_version = sql('postgres',
 	q{SELECT default_version FROM pg_available_extensions WHERE name = 'queue_engine'});
 isnt($default_version, '0.1.0', "the default version ($default_version) is an update from 0.1.0");
 
-# ------------------------------------------------ a live 0.1.0 database
+# ------------------------------------------------ a 0.1.0 database, updated
 
+# Since 0.2.0 the current library refuses a 0.1.x schema (it asks for the
+# update), so runs cannot be made here before the update: 011 makes them
+# with the 0.1.0 release itself and shows that the update keeps every one.
 $node->safe_psql('postgres', 'CREATE DATABASE upgraded');
 sql('upgraded', q{CREATE EXTENSION queue_engine VERSION '0.1.0'});
 is(sql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'queue_engine'}), '0.1.0',
 	'installed 0.1.0');
-my $f = QeFixture::populate($node, 'upgraded');
-is(QeFixture::state_counts($node, 'upgraded'),
-	'canceled=2 completed=2 delayed=3 executing=7 expired=1 failed=1 queued=10',
-	'0.1.0: runs in every state');
-is(QeFixture::consistency($node, 'upgraded'), $QeFixture::ALL_ZERO, '0.1.0: consistent');
-
-my $before = QeFixture::fingerprints($node, 'upgraded');
-
-# ------------------------------------------------ ALTER EXTENSION UPDATE
-
 my ($rc, $out, $err) = $node->psql('upgraded', 'ALTER EXTENSION queue_engine UPDATE');
 is($rc, 0, 'ALTER EXTENSION queue_engine UPDATE') or diag($err);
 is(sql('upgraded', q{SELECT extversion FROM pg_extension WHERE extname = 'queue_engine'}), $default_version,
 	"updated to $default_version");
-my $after = QeFixture::fingerprints($node, 'upgraded');
-for my $what (sort keys %$before)
-{
-	is($after->{$what}, $before->{$what}, "updated: $what unchanged");
-}
+my $f = QeFixture::populate($node, 'upgraded');
+is(QeFixture::state_counts($node, 'upgraded'),
+	'canceled=2 completed=2 delayed=3 executing=7 expired=1 failed=1 queued=10',
+	'updated: runs in every state');
 is(QeFixture::consistency($node, 'upgraded'), $QeFixture::ALL_ZERO, 'updated: consistent');
 
 # ------------------------------------------------ the engine works on
 
 is(sql('upgraded', q{SELECT count(*) FROM queue_engine.dequeue(ARRAY['limited'], 10)}), '0',
-	'updated: a queue at its limit (2 executing before the update) starts nothing');
+	'updated: a queue at its limit (2 executing) starts nothing');
 ($rc, $out, $err) = $node->psql('upgraded', q{
 SELECT queue_engine.set_tenant_limit('newco', 1);
 SELECT queue_engine.create_queue('fresh', tenant => 'newco');
