@@ -144,7 +144,7 @@ DECLARE
 	status text := CASE WHEN TG_TABLE_NAME LIKE 'ready%' THEN 'queued'
 						WHEN TG_TABLE_NAME LIKE 'delayed%' THEN 'delayed'
 						WHEN TG_TABLE_NAME LIKE 'executing%' THEN 'executing'
-						ELSE NEW.status::text END;
+						ELSE to_jsonb(NEW)->>'status' END;
 	old_status text := (SELECT l.new_status FROM public.status_log l
 						 WHERE l.run_id = NEW.run_id ORDER BY l.at DESC LIMIT 1);
 BEGIN
