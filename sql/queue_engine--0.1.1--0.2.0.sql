@@ -439,15 +439,32 @@ BEGIN
 		-- By an index that names the row: ready and delayed have no btree
 		-- on run_id (their BRIN cannot find a row once rows were moved by
 		-- hand), but their order indexes end in run_id.
+		-- Rotation may carry a ready or delayed row to the other segment
+		-- (a delete and an insert) while this waits for its lock: then the
+		-- row is gone, and the next statement (a new snapshot) finds the
+		-- carried copy.  A row that is not found twice was claimed or
+		-- promoted meanwhile: the change does not apply to it.
 		IF OLD.status = 'queued' THEN
-			DELETE FROM queue_engine.ready r
-			 WHERE r.queue_id = OLD.queue_id AND r.priority = OLD.priority
-			   AND r.run_at = OLD.run_at AND r.run_id = OLD.run_id
-			RETURNING r.policy_id INTO old_policy;
+			FOR attempt IN 1 .. 3 LOOP
+				DELETE FROM queue_engine.ready r
+				 WHERE r.queue_id = OLD.queue_id AND r.priority = OLD.priority
+				   AND r.run_at = OLD.run_at AND r.run_id = OLD.run_id
+				RETURNING r.policy_id INTO old_policy;
+				EXIT WHEN FOUND;
+			END LOOP;
+			IF old_policy IS NULL THEN
+				RETURN NULL;
+			END IF;
 		ELSIF OLD.status = 'delayed' THEN
-			DELETE FROM queue_engine.delayed r
-			 WHERE r.run_at = OLD.run_at AND r.run_id = OLD.run_id
-			RETURNING r.policy_id INTO old_policy;
+			FOR attempt IN 1 .. 3 LOOP
+				DELETE FROM queue_engine.delayed r
+				 WHERE r.run_at = OLD.run_at AND r.run_id = OLD.run_id
+				RETURNING r.policy_id INTO old_policy;
+				EXIT WHEN FOUND;
+			END LOOP;
+			IF old_policy IS NULL THEN
+				RETURN NULL;
+			END IF;
 		ELSIF OLD.status = 'executing' THEN
 			DELETE FROM queue_engine.executing r WHERE r.run_id = OLD.run_id
 			RETURNING r.policy_id INTO old_policy;
