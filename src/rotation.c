@@ -327,8 +327,8 @@ worth_switching(QeFamily family, int current, BlockNumber blocks)
 
 /*
  * Take a segment's AccessExclusiveLock, waiting at most
- * QE_ROTATION_LOCK_WAIT for it (unless !wait).  Not waiting at all would almost never
- * get it under load: every claim and finish locks both segments of the
+ * QE_ROTATION_LOCK_WAIT for it (unless !wait).  Not waiting at all would
+ * almost never get it under load: every claim and finish locks both segments of the
  * family it reads, and the lock is free only at an instant when none is
  * running.  Queued for it, this call makes the statements that come for
  * the family meanwhile wait behind it for that long at most (and for the
