@@ -145,11 +145,15 @@ DECLARE
 						WHEN TG_TABLE_NAME LIKE 'delayed%' THEN 'delayed'
 						WHEN TG_TABLE_NAME LIKE 'executing%' THEN 'executing'
 						ELSE to_jsonb(NEW)->>'status' END;
-	old_status text := (SELECT l.new_status FROM public.status_log l
+	old_status text := (SELECT regexp_replace(l.new_status, '^enqueued as ', '')
+						  FROM public.status_log l
 						 WHERE l.run_id = NEW.run_id ORDER BY l.at DESC LIMIT 1);
 BEGIN
+	-- (a run's first row is its enqueue, not a change of status: logged
+	-- apart, as 0.1's UPDATE trigger did not see it at all)
 	IF old_status IS DISTINCT FROM status THEN
-		INSERT INTO public.status_log VALUES (NEW.run_id, old_status, status,
+		INSERT INTO public.status_log VALUES (NEW.run_id, old_status,
+			CASE WHEN old_status IS NULL THEN 'enqueued as ' || status ELSE status END,
 			pg_catalog.clock_timestamp(),
 			(SELECT a.backend_type FROM pg_catalog.pg_stat_activity a
 			  WHERE a.pid = pg_catalog.pg_backend_pid()));
