@@ -63,14 +63,24 @@ for my $round (1 .. 3)
 		],
 		'>', \$out, '2>', \$err);
 	usleep(1_500_000);
-	my ($rc, $stdout, $stderr) = $node->psql('postgres', q{
+	# The README's recipe; a deadlock (a call that held one table and
+	# waited for another the drop had locked) changes nothing: retried, as
+	# the README says.
+	my ($rc, $stdout, $stderr, $tries) = (1, '', '', 0);
+	while ($rc != 0 && $tries < 3 && ($tries == 0 || $stderr =~ /deadlock detected/))
+	{
+		$tries++;
+		($rc, $stdout, $stderr) = $node->psql('postgres', q{
 BEGIN;
 LOCK TABLE queue_engine.ready, queue_engine.delayed, queue_engine.executing, queue_engine.finished_runs,
-	queue_engine.queues, queue_engine.tenants IN ACCESS EXCLUSIVE MODE;
+	queue_engine.queues, queue_engine.tenants, queue_engine.tenant_access, queue_engine.queue_policies,
+	queue_engine.idempotency_keys, queue_engine.queue_counts, queue_engine.queue_count_deltas,
+	queue_engine.consistency_log IN ACCESS EXCLUSIVE MODE;
 DROP EXTENSION queue_engine;
 COMMIT;
 });
-	is($rc, 0, "round $round: DROP EXTENSION with the tables locked first commits under load")
+	}
+	is($rc, 0, "round $round: DROP EXTENSION with the tables locked first commits under load ($tries tries)")
 	  or diag($stderr);
 	$bench->finish;
 	my @errors = ($err =~ /ERROR:\s+(.*)/g);
