@@ -67,15 +67,15 @@ for my $round (1 .. 3)
 	# waited for another the drop had locked) changes nothing: retried, as
 	# the README says.
 	my ($rc, $stdout, $stderr, $tries) = (1, '', '', 0);
-	while ($rc != 0 && $tries < 3 && ($tries == 0 || $stderr =~ /deadlock detected/))
+	while ($rc != 0 && $tries < 6 && ($tries == 0 || $stderr =~ /deadlock detected/))
 	{
 		$tries++;
 		($rc, $stdout, $stderr) = $node->psql('postgres', q{
 BEGIN;
-LOCK TABLE queue_engine.ready, queue_engine.delayed, queue_engine.executing, queue_engine.finished_runs,
-	queue_engine.queues, queue_engine.tenants, queue_engine.tenant_access, queue_engine.queue_policies,
-	queue_engine.idempotency_keys, queue_engine.queue_counts, queue_engine.queue_count_deltas,
-	queue_engine.consistency_log IN ACCESS EXCLUSIVE MODE;
+LOCK TABLE queue_engine.delayed, queue_engine.tenants, queue_engine.queues, queue_engine.ready,
+	queue_engine.executing, queue_engine.queue_policies, queue_engine.queue_count_deltas,
+	queue_engine.queue_counts, queue_engine.finished_runs, queue_engine.idempotency_keys,
+	queue_engine.tenant_access, queue_engine.consistency_log IN ACCESS EXCLUSIVE MODE;
 DROP EXTENSION queue_engine;
 COMMIT;
 });
@@ -85,7 +85,9 @@ COMMIT;
 	$bench->finish;
 	my @errors = ($err =~ /ERROR:\s+(.*)/g);
 	ok(@errors > 0, "round $round: the drop cut clients off (" . scalar(@errors) . ' errors)');
-	my @bad = grep { !/does not exist/ } @errors;
+	# (a call chosen as the victim of a deadlock with the drop is an error
+	# the README names too: retried, it meets the dropped extension)
+	my @bad = grep { !/does not exist|deadlock detected/ } @errors;
 	is(scalar(@bad), 0, "round $round: every client error says the engine's table or function does not exist")
 	  or diag(join("\n", @bad));
 }
