@@ -259,30 +259,51 @@ entry_dead_for_good(Relation heap, ItemPointer tid)
 	return dead;
 }
 
+/* How a segment's walk ended. */
+typedef enum QeWalk
+{
+	WALK_EMPTY,					/* the queue has no entry there */
+	WALK_MOVED,					/* *to set */
+	WALK_FAILED					/* the segment could not be read */
+} QeWalk;
+
 /*
  * Walk queue_id's entries of one ready segment's order index from *from
  * (or from the start when from is NULL) over entries dead for good.  Sets
  * *to to the key of the first entry that is not (the walk stops there), or
  * of the last dead one when the walk ran out of entries or budget.
- * Returns false when it met no entry at all.
  */
-static bool
+static QeWalk
 walk_segment(int segment, int32 queue_id, const QeReadyKey *from,
 			 QeReadyKey *to)
 {
+	/*
+	 * Copies: taking a lock processes invalidations, and one (a TRUNCATE by
+	 * rotation, DDL) makes forget_oids() clear the statics.
+	 */
+	Oid			heap_oid;
+	Oid			index_oid;
 	Relation	heap;
 	Relation	index;
 	int			budget = QE_READY_WALK_MAX;
 	bool		moved = false;
 	bool		stopped = false;
 
-	if (!OidIsValid(ready_oids[segment]) || !OidIsValid(ready_order_oids[segment]))
-		return false;			/* someone dropped it: no hints then */
+	lookup_oids();
+	heap_oid = ready_oids[segment];
+	index_oid = ready_order_oids[segment];
+	if (!OidIsValid(heap_oid) || !OidIsValid(index_oid))
+		return WALK_FAILED;		/* someone dropped it: no hints then */
 	/* (dropped while we waited for the lock: no hints either) */
-	heap = try_relation_open(ready_oids[segment], AccessShareLock);
+	heap = try_relation_open(heap_oid, AccessShareLock);
 	if (heap == NULL)
-		return false;
-	index = index_open(ready_order_oids[segment], AccessShareLock);
+		return WALK_FAILED;
+	index = try_index_open(index_oid, AccessShareLock);
+	if (index == NULL)
+	{
+		table_close(heap, AccessShareLock);
+		return WALK_FAILED;
+	}
 
 	/*
 	 * From the hint on, in index order, as three ranges of plain scan keys:
@@ -343,26 +364,33 @@ walk_segment(int segment, int32 queue_id, const QeReadyKey *from,
 	}
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
-	return moved;
+	return moved ? WALK_MOVED : WALK_EMPTY;
 }
 
 /*
  * Both segments walked (each with its own budget); *to is the lower of
  * where they ended.  A segment with no entry bounds nothing: entries added
- * to it later lower the hint themselves.
+ * to it later lower the hint themselves.  Returns false (the hint stays)
+ * when no segment had an entry or one could not be read.
  */
 static bool
 walk_dead_entries(int32 queue_id, const QeReadyKey *from, QeReadyKey *to)
 {
 	bool		moved = false;
 
-	lookup_oids();
 	for (int s = 0; s < 2; s++)
 	{
 		QeReadyKey	end;
 
-		if (!walk_segment(s, queue_id, from, &end))
-			continue;
+		switch (walk_segment(s, queue_id, from, &end))
+		{
+			case WALK_FAILED:
+				return false;	/* a segment not walked bounds nothing */
+			case WALK_EMPTY:
+				continue;
+			case WALK_MOVED:
+				break;
+		}
 		if (!moved || qe_ready_key_before(&end, to))
 			*to = end;
 		moved = true;
