@@ -95,6 +95,7 @@
 #include "storage/lmgr.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
 
 /* How long a rotation waits for a segment's lock (lock_timeout syntax). */
 #define QE_ROTATION_LOCK_WAIT "20ms"
@@ -326,6 +327,14 @@ worth_switching(QeFamily family, int current, BlockNumber blocks)
 }
 
 /*
+ * This backend's backoff from waiting for a family's segment lock
+ * (seconds, and until when); reset by a rotation that got the lock.
+ */
+#define QE_ROTATION_BACKOFF_MAX_S 30
+static int	lock_wait_backoff[QE_FAMILY_COUNT];
+static TimestampTz lock_wait_after[QE_FAMILY_COUNT];
+
+/*
  * Take a segment's AccessExclusiveLock, waiting at most
  * QE_ROTATION_LOCK_WAIT for it (unless !wait).  Not waiting at all would
  * almost never get it under load: every claim and finish locks both segments of the
@@ -421,8 +430,31 @@ rotate_family(QeFamily family, int budget, bool wait)
 		if (n >= budget)
 			return n;			/* more to carry: the next call goes on */
 	}
-	if (!IsolationUsesXactSnapshot() && lock_segment(oids[other], wait))
-		n += carry_all_and_truncate(family, other);
+	if (!IsolationUsesXactSnapshot())
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		bool		may_wait = wait && now >= lock_wait_after[family];
+
+		if (lock_segment(oids[other], may_wait))
+		{
+			n += carry_all_and_truncate(family, other);
+			lock_wait_backoff[family] = 0;
+			lock_wait_after[family] = 0;
+		}
+		else if (may_wait)
+		{
+			/*
+			 * Someone holds the segment for longer than a claim does (a
+			 * report, an idle transaction that read the runs): waiting
+			 * every call would stall every claim each time.  Back off:
+			 * 1 s, doubling, at most QE_ROTATION_BACKOFF_MAX_S; meanwhile
+			 * only a free lock is taken.
+			 */
+			lock_wait_backoff[family] =
+				Min(Max(lock_wait_backoff[family] * 2, 1), QE_ROTATION_BACKOFF_MAX_S);
+			lock_wait_after[family] = now + lock_wait_backoff[family] * USECS_PER_SEC;
+		}
+	}
 	return n;
 }
 
