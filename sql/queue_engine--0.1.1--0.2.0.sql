@@ -442,35 +442,29 @@ BEGIN
 		-- Rotation may carry a ready or delayed row to the other segment
 		-- (a delete and an insert) while this waits for its lock: then the
 		-- row is gone, and the next statement (a new snapshot) finds the
-		-- carried copy.  A row that is not found twice was claimed or
-		-- promoted meanwhile: the change does not apply to it.
-		IF OLD.status = 'queued' THEN
-			FOR attempt IN 1 .. 3 LOOP
+		-- carried copy.  A row not found again was claimed, promoted or
+		-- finished meanwhile: the change does not apply to it.
+		FOR attempt IN 1 .. 3 LOOP
+			IF OLD.status = 'queued' THEN
 				DELETE FROM queue_engine.ready r
 				 WHERE r.queue_id = OLD.queue_id AND r.priority = OLD.priority
 				   AND r.run_at = OLD.run_at AND r.run_id = OLD.run_id
 				RETURNING r.policy_id INTO old_policy;
-				EXIT WHEN FOUND;
-			END LOOP;
-			IF old_policy IS NULL THEN
-				RETURN NULL;
-			END IF;
-		ELSIF OLD.status = 'delayed' THEN
-			FOR attempt IN 1 .. 3 LOOP
+			ELSIF OLD.status = 'delayed' THEN
 				DELETE FROM queue_engine.delayed r
 				 WHERE r.run_at = OLD.run_at AND r.run_id = OLD.run_id
 				RETURNING r.policy_id INTO old_policy;
-				EXIT WHEN FOUND;
-			END LOOP;
-			IF old_policy IS NULL THEN
-				RETURN NULL;
+			ELSIF OLD.status = 'executing' THEN
+				DELETE FROM queue_engine.executing r WHERE r.run_id = OLD.run_id
+				RETURNING r.policy_id INTO old_policy;
+			ELSE
+				DELETE FROM queue_engine.finished_runs r WHERE r.run_id = OLD.run_id
+				RETURNING r.policy_id INTO old_policy;
 			END IF;
-		ELSIF OLD.status = 'executing' THEN
-			DELETE FROM queue_engine.executing r WHERE r.run_id = OLD.run_id
-			RETURNING r.policy_id INTO old_policy;
-		ELSE
-			DELETE FROM queue_engine.finished_runs r WHERE r.run_id = OLD.run_id
-			RETURNING r.policy_id INTO old_policy;
+			EXIT WHEN old_policy IS NOT NULL;
+		END LOOP;
+		IF old_policy IS NULL THEN
+			RETURN NULL;		-- gone meanwhile: the change does not apply
 		END IF;
 		IF TG_OP = 'DELETE' THEN
 			RETURN OLD;
