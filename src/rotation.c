@@ -87,6 +87,7 @@
  */
 #include "segments.h"
 
+#include "access/heapam.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
@@ -95,6 +96,7 @@
 #include "storage/lmgr.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 /* How long a rotation waits for a segment's lock (lock_timeout syntax). */
@@ -122,7 +124,7 @@
  */
 #define QE_RUN_SEGMENT_DEAD_RATIO	3
 
-/* Pages the live-size estimate reads (TABLESAMPLE SYSTEM), about. */
+/* Pages the live-size estimate reads (worth_switching()). */
 #define QE_RUN_SEGMENT_SAMPLE_PAGES 16
 
 /* The columns of a ready or delayed row, in table order. */
@@ -169,20 +171,10 @@
 	CARRIED_RESULT \
 	"  FROM carried ORDER BY queue_id, priority DESC, run_at"
 
-/*
- * The bytes of the live rows on a sample of about $1 percent of a
- * segment's pages (their stored size: a payload stored out of line counts
- * in full, which only makes a switch later).
- */
-#define LIVE_SAMPLE_SQL \
-	"SELECT coalesce(sum(pg_catalog.pg_column_size(s.*)), 0)::float8" \
-	"  FROM queue_engine.%1$s s TABLESAMPLE SYSTEM ($1)"
-
 /* Saved plans, per family and per segment carried from (or measured). */
 static SPIPlanPtr carry_batch_plans[QE_FAMILY_COUNT][2];
 static SPIPlanPtr carry_all_plans[QE_FAMILY_COUNT][2];
 static SPIPlanPtr truncate_plans[QE_FAMILY_COUNT][2];
-static SPIPlanPtr sample_plans[QE_FAMILY_COUNT][2];
 
 /*
  * Where this backend's last batch out of a segment stopped: the next one
@@ -303,26 +295,60 @@ carry_all_and_truncate(QeFamily family, int from)
 
 /*
  * Is the current segment, of blocks pages, worth leaving: large, and
- * mostly dead rows?  Its live rows' size is estimated from about
- * QE_RUN_SEGMENT_SAMPLE_PAGES of its pages.
+ * mostly dead rows?  The space its live rows take is estimated from
+ * QE_RUN_SEGMENT_SAMPLE_PAGES pages spread evenly over it (claims empty a
+ * segment from its front, so the first pages alone would say "all dead").
+ * Live means visible to a dirty snapshot: committed and not deleted, or
+ * inserted or deleted by a transaction still running.  An MVCC snapshot
+ * would count the rows of an enqueue_batch still in progress as dead, and
+ * switch (and then carry them all) for nothing.
  */
 static bool
 worth_switching(QeFamily family, int current, BlockNumber blocks)
 {
-	Datum		values[1];
-	float4		percent;
+	Relation	rel;
+	SnapshotData dirty;
+	BufferAccessStrategy strategy;
+	BlockNumber step;
+	BlockNumber sampled = 0;
+	double		live_bytes = 0;
 	double		live_pages;
-	bool		isnull;
 
 	if (blocks < QE_RUN_SEGMENT_PAGES)
 		return false;
-	percent = Min(100.0, 100.0 * QE_RUN_SEGMENT_SAMPLE_PAGES / blocks);
-	values[0] = Float4GetDatum(percent);
-	qe_exec(segment_plan(&sample_plans[family][current], LIVE_SAMPLE_SQL,
-						 qe_segment_names[family][current], qe_segment_names[family][current],
-						 1, (Oid[]) {FLOAT4OID}),
-			values, NULL, 1);
-	live_pages = DatumGetFloat8(qe_get(0, 1, &isnull)) * 100.0 / percent / BLCKSZ;
+	InitDirtySnapshot(dirty);
+	strategy = GetAccessStrategy(BAS_BULKREAD);
+	rel = qe_open_table(qe_segment_names[family][current], AccessShareLock);
+	step = Max(blocks / QE_RUN_SEGMENT_SAMPLE_PAGES, 1);
+	for (BlockNumber blk = step / 2; blk < blocks; blk += step)
+	{
+		Buffer		buf = ReadBufferExtended(rel, MAIN_FORKNUM, blk, RBM_NORMAL, strategy);
+		Page		page;
+		OffsetNumber maxoff;
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		page = BufferGetPage(buf);
+		maxoff = PageGetMaxOffsetNumber(page);
+		for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
+		{
+			ItemId		item = PageGetItemId(page, off);
+			HeapTupleData tuple;
+
+			if (!ItemIdIsNormal(item))
+				continue;
+			tuple.t_data = (HeapTupleHeader) PageGetItem(page, item);
+			tuple.t_len = ItemIdGetLength(item);
+			tuple.t_tableOid = RelationGetRelid(rel);
+			ItemPointerSet(&tuple.t_self, blk, off);
+			if (HeapTupleSatisfiesVisibility(&tuple, &dirty, buf))
+				live_bytes += MAXALIGN(tuple.t_len) + sizeof(ItemIdData);
+		}
+		UnlockReleaseBuffer(buf);
+		sampled++;
+	}
+	table_close(rel, NoLock);
+	FreeAccessStrategy(strategy);
+	live_pages = live_bytes / Max(sampled, 1) * blocks / BLCKSZ;
 	return blocks >= QE_RUN_SEGMENT_DEAD_RATIO * live_pages;
 }
 

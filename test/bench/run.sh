@@ -390,7 +390,27 @@ maintenance_loop_start() {
     done ) &
   maint_pid=$!
 }
+# maintenance_pause / maintenance_resume: nothing but the bench touches the engine's
+# tables in between (its resets TRUNCATE and DROP them, which deadlocks with a
+# rotation under way: it holds one segment's ACCESS EXCLUSIVE lock while it
+# inserts into the other).  Preloaded, the worker is switched off and waited for
+# until it sleeps (two looks 0.2 s apart, the reload delivered first); not
+# preloaded, the bench's own maintenance loop pauses.
 maintenance_pause() {
+  if [ "${PRELOAD:-on}" = on ]; then
+    qe_psql -c "ALTER SYSTEM SET queue_engine.maintenance_enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.2
+    local idle=0
+    while [ "$idle" -lt 2 ]; do
+      if [ "$(qe_psql -Atc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'queue_engine maintenance'
+                               AND coalesce(wait_event, '') <> 'Extension'")" = 0 ]; then
+        idle=$((idle + 1))
+      else
+        idle=0
+      fi
+      sleep 0.2
+    done
+  fi
   [ -n "$maint_pid" ] || return 0
   touch "$work/maintenance.pause"
   # a pass under way ends first
@@ -398,7 +418,12 @@ maintenance_pause() {
     sleep 0.1
   done
 }
-maintenance_resume() { rm -f "$work/maintenance.pause"; }
+maintenance_resume() {
+  if [ "${PRELOAD:-on}" = on ]; then
+    qe_psql -c "ALTER SYSTEM RESET queue_engine.maintenance_enabled" -c "SELECT pg_reload_conf()" >/dev/null
+  fi
+  rm -f "$work/maintenance.pause"
+}
 maintenance_loop_stop() {
   [ -n "$maint_pid" ] || return 0
   kill "$maint_pid" 2>/dev/null || true
