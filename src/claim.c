@@ -39,8 +39,19 @@
  * lease $3 (NULL: the run's), worker $4 and queue_slot SLOT, returning
  * what dequeue() hands out (CLAIM_* columns).
  */
-#define CLAIM_MOVE(slot) \
-	QE_SQL_TAKE_PICKED("ready") \
+#define CLAIM_MOVE(slot) QE_SQL_TAKE_PICKED("ready") CLAIM_INSERT(slot)
+
+/*
+ * The same, when every picked row is in the ready segment %2$s (CTE
+ * picked: c ctid only): one DELETE rather than one per segment.
+ */
+#define CLAIM_MOVE_FROM_SEGMENT(slot) \
+	" taken AS (DELETE FROM queue_engine.%2$s r" \
+	"   WHERE r.ctid = ANY (ARRAY(SELECT c FROM picked)) RETURNING r.*)" \
+	CLAIM_INSERT(slot)
+
+/* The insert of CTE taken's rows into executing segment %1$s. */
+#define CLAIM_INSERT(slot) \
 	" INSERT INTO queue_engine.%1$s AS e" \
 	"   (run_id, run_at, started_at, lease_expires_at, attempt_lease, queue_id," \
 	"    policy_id, priority, attempt, queue_slot, payload, concurrency_key," \
@@ -213,6 +224,64 @@ claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 	"   LIMIT $2 - (SELECT count(*) FROM at_hint) FOR UPDATE SKIP LOCKED)," \
 	" picked AS MATERIALIZED (SELECT * FROM at_hint UNION ALL SELECT * FROM lower_priority)"
 
+/*
+ * The same picks from the ready segment %2$s alone (CTE picked: c ctid).
+ * The hinted one reads only the hint's priority: when it comes up short,
+ * the pick from the start follows.
+ */
+#define PICKED_FROM_START_IN_SEGMENT \
+	"picked AS MATERIALIZED (" \
+	"  SELECT x.ctid AS c FROM queue_engine.%2$s x" \
+	"   WHERE x.queue_id = $1" STARTABLE \
+	"   ORDER BY x.priority DESC, x.run_at, x.run_id" \
+	"   LIMIT $2 FOR UPDATE SKIP LOCKED)"
+#define PICKED_HINTED_IN_SEGMENT \
+	"picked AS MATERIALIZED (" \
+	"  SELECT x.ctid AS c FROM queue_engine.%2$s x" \
+	"   WHERE x.queue_id = $1" STARTABLE \
+	"     AND x.priority = $5 AND (x.run_at, x.run_id) >= ($6, $7)" \
+	"   ORDER BY x.run_at, x.run_id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+
+/* Which of a segment's claim statements. */
+typedef enum QeSegmentClaim
+{
+	SEGMENT_CLAIM_HINTED,
+	SEGMENT_CLAIM_FROM_START,
+	SEGMENT_CLAIM_KINDS
+} QeSegmentClaim;
+
+/*
+ * Run a claim statement on ready segment ready_segment alone, inserting
+ * into the current executing segment; hand its runs out.
+ */
+static uint64
+claim_in_segment(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
+				 QeSegmentClaim kind, int ready_segment,
+				 Datum *values, const char *nulls)
+{
+	/* [kind][ready segment][executing segment] */
+	static SPIPlanPtr plans[SEGMENT_CLAIM_KINDS][2][2];
+	int			executing_segment = qe_current_segment(QE_FAMILY_EXECUTING);
+	SPIPlanPtr *plan = &plans[kind][ready_segment][executing_segment];
+	uint64		n;
+
+	if (*plan == NULL)
+	{
+		char	   *sql = psprintf(kind == SEGMENT_CLAIM_HINTED ?
+								   "WITH " PICKED_HINTED_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT("NULL::int") :
+								   "WITH " PICKED_FROM_START_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT("NULL::int"),
+								   qe_segment_names[QE_FAMILY_EXECUTING][executing_segment],
+								   qe_segment_names[QE_FAMILY_READY][ready_segment]);
+
+		qe_plan(plan, sql, 7, (Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID,
+			TIMESTAMPTZOID, INT8OID});
+		pfree(sql);
+	}
+	n = qe_exec(*plan, values, nulls, 0);
+	emit_claimed(call, q, t, n);
+	return n;
+}
+
 /* Claim up to want runs of an unkeyed queue in priority order. */
 static uint64
 claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
@@ -228,6 +297,7 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	uint64		n;
 	QeReadyKey	hint;
 	bool		hinted = qe_ready_hint_get(q->queue_id, &hint);
+	int			sole;
 
 	/*
 	 * A hinted claim that comes up short looks from the queue's start as
@@ -280,6 +350,29 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	values[3] = call->worker;
 	nulls[3] = call->worker_null ? 'n' : ' ';
 	n = 0;
+
+	/*
+	 * Usually one ready segment has every row (rotation empties the other
+	 * by TRUNCATE): then statements on that segment alone, whose plans are
+	 * a third the size of the parent's (no Merge Append over the parent
+	 * and both segments, one DELETE), and starting a plan is most of what
+	 * a claim costs.  Rows that reached the other segment meanwhile are
+	 * looked for through the parent below.
+	 */
+	sole = qe_sole_segment(QE_FAMILY_READY);
+	if (sole >= 0)
+	{
+		if (hinted)
+			n = claim_in_segment(call, q, t, SEGMENT_CLAIM_HINTED, sole, values, nulls);
+		if (n < (uint64) want)
+		{
+			values[1] = Int32GetDatum(want - (int) n);
+			n += claim_in_segment(call, q, t, SEGMENT_CLAIM_FROM_START, sole, values, nulls);
+		}
+		if (n == (uint64) want || qe_sole_segment(QE_FAMILY_READY) == sole)
+			return n;
+		hinted = false;
+	}
 	if (hinted)
 	{
 		n = qe_exec(qe_plan_segment(hinted_plans, QE_FAMILY_EXECUTING,

@@ -50,7 +50,9 @@ PG_FUNCTION_INFO_V1(qe_cancel);
  * the queue_id of each run moved.
  */
 #define FINISH_EXECUTING(using_where, returning, status, output, last_error) \
-	"WITH d AS (DELETE FROM queue_engine.executing e " using_where \
+	FINISH_EXECUTING_IN("executing", using_where, returning, status, output, last_error)
+#define FINISH_EXECUTING_IN(table, using_where, returning, status, output, last_error) \
+	"WITH d AS (DELETE FROM queue_engine." table " e " using_where \
 	"            RETURNING e.*" returning ")" \
 	" INSERT INTO queue_engine.finished_runs" \
 	" SELECT d.run_id, now(), d.run_at, d.started_at, d.queue_id, d.policy_id," \
@@ -118,10 +120,30 @@ qe_heartbeat(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(result);
 }
 
+/*
+ * complete()'s move, from table (executing, or one of its segments).  When
+ * one executing segment holds every row (qe_sole_segment()), the statement
+ * on it alone: its plan is a third of the parent's (no scan of the parent
+ * and the other segment, one DELETE target), and starting a plan is most
+ * of what the call costs.  The run is then there, or not executing: the
+ * other segment has no pages, and the one returned stays locked.  Should
+ * it not be found anyway, the statement through the parent has the last
+ * word.
+ */
+#define COMPLETE_ONE(table) \
+	FINISH_EXECUTING_IN(table, "WHERE e.run_id = $1" \
+						"  AND ($3::int IS NULL OR e.attempt = $3)" \
+						"  AND " IN_TENANTS("e", "$4"), \
+						"", "'completed'", "$2", "(d.meta).last_error")
+
+static const Oid complete_types[4] = {INT8OID, JSONBOID, INT4OID, INT4ARRAYOID};
+
 Datum
 qe_complete(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr segment_plans[2];
+	int			segment;
 	int64		run_id = require_run_id(fcinfo);
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
@@ -135,12 +157,6 @@ qe_complete(PG_FUNCTION_ARGS)
 							"queue_engine.max_output_bytes");
 
 	SPI_connect();
-	qe_plan(&plan,
-			FINISH_EXECUTING("WHERE e.run_id = $1"
-							 "  AND ($3::int IS NULL OR e.attempt = $3)"
-							 "  AND " IN_TENANTS("e", "$4"),
-							 "", "'completed'", "$2", "(d.meta).last_error"),
-			4, (Oid[]) {INT8OID, JSONBOID, INT4OID, INT4ARRAYOID});
 	values[0] = Int64GetDatum(run_id);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
@@ -148,7 +164,15 @@ qe_complete(PG_FUNCTION_ARGS)
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	values[3] = PointerGetDatum(qe_access_tenant_array(QE_NEED_WORK));
 	nulls[3] = values[3] == (Datum) 0 ? 'n' : ' ';
-	done = qe_exec(plan, values, nulls, 0) == 1;
+	done = false;
+	segment = qe_sole_segment(QE_FAMILY_EXECUTING);
+	if (segment >= 0)
+		done = qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_EXECUTING, segment,
+										  COMPLETE_ONE("%1$s"), 4, complete_types),
+					   values, nulls, 0) == 1;
+	if (!done)
+		done = qe_exec(qe_plan(&plan, COMPLETE_ONE("executing"), 4, complete_types),
+					   values, nulls, 0) == 1;
 	if (done)
 	{
 		qe_run_transitioned(DatumGetInt32(qe_get(0, 1, &isnull)),
@@ -203,11 +227,26 @@ report_completed(int64 n)
 	qe_runs_transitioned(moves, nmoves);
 }
 
+/* complete_batch()'s move, from table (as COMPLETE_ONE). */
+#define COMPLETE_BATCH(table) \
+	FINISH_EXECUTING_IN(table, "USING unnest($1::bigint[], $2::jsonb[], $3::int[])" \
+						"      AS u(run_id, output, attempt)" \
+						" WHERE e.run_id = u.run_id" \
+						"   AND (u.attempt IS NULL OR e.attempt = u.attempt)" \
+						"   AND " IN_TENANTS("e", "$4"), \
+						", u.output AS new_output", "'completed'", "d.new_output", \
+						"(d.meta).last_error")
+
+static const Oid complete_batch_types[4] = {INT8ARRAYOID, JSONBARRAYOID, INT4ARRAYOID,
+INT4ARRAYOID};
+
 Datum
 qe_complete_batch(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr segment_plans[2];
 	static SPIPlanPtr missing_plan = NULL;
+	int			segment;
 	ArrayType  *ids;
 	int			nids;
 	Datum		values[4];
@@ -275,15 +314,6 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	 * with 0.1's UPDATE ... FROM.
 	 */
 	SPI_connect();
-	qe_plan(&plan,
-			FINISH_EXECUTING("USING unnest($1::bigint[], $2::jsonb[], $3::int[])"
-							 "      AS u(run_id, output, attempt)"
-							 " WHERE e.run_id = u.run_id"
-							 "   AND (u.attempt IS NULL OR e.attempt = u.attempt)"
-							 "   AND " IN_TENANTS("e", "$4"),
-							 ", u.output AS new_output", "'completed'", "d.new_output",
-							 "(d.meta).last_error"),
-			4, (Oid[]) {INT8ARRAYOID, JSONBARRAYOID, INT4ARRAYOID, INT4ARRAYOID});
 	values[0] = PointerGetDatum(ids);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
@@ -291,8 +321,27 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	values[3] = PointerGetDatum(qe_access_tenant_array(QE_NEED_WORK));
 	nulls[3] = values[3] == (Datum) 0 ? 'n' : ' ';
-	completed = (int64) qe_exec(plan, values, nulls, 0);
-	report_completed(completed);
+	/* (one segment alone first, as in complete(); the rest through the parent) */
+	segment = qe_sole_segment(QE_FAMILY_EXECUTING);
+	if (segment >= 0)
+	{
+		int64		n = (int64) qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_EXECUTING,
+														   segment, COMPLETE_BATCH("%1$s"),
+														   4, complete_batch_types),
+									   values, nulls, 0);
+
+		report_completed(n);
+		completed += n;
+	}
+	if (completed < nids)
+	{
+		int64		n = (int64) qe_exec(qe_plan(&plan, COMPLETE_BATCH("executing"),
+											   4, complete_batch_types),
+									   values, nulls, 0);
+
+		report_completed(n);
+		completed += n;
+	}
 
 	/* Only on the slow path: is any id not a run at all? */
 	if (completed < nids)

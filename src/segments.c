@@ -11,8 +11,11 @@
 #include "segments.h"
 #include "shmem.h"
 
+#include "access/table.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
+#include "utils/rel.h"
 
 const char *const qe_family_names[QE_FAMILY_COUNT] = {
 	[QE_FAMILY_READY] = "ready",
@@ -59,12 +62,32 @@ qe_set_current_segment(QeFamily family, int segment)
 	}
 }
 
-SPIPlanPtr
-qe_plan_segment(SPIPlanPtr plans[2], QeFamily family, const char *sql_fmt,
-				int nargs, const Oid *argtypes)
+int
+qe_sole_segment(QeFamily family)
 {
-	int			segment = qe_current_segment(family);
+	BlockNumber blocks[2];
 
+	for (int i = 0; i < 2; i++)
+	{
+		Relation	rel = qe_try_open_table(qe_segment_names[family][i], AccessShareLock);
+
+		/* (no segments: the statement through the parent says why) */
+		if (rel == NULL)
+			return -1;
+		blocks[i] = RelationGetNumberOfBlocks(rel);
+		table_close(rel, NoLock);
+	}
+	if (blocks[0] > 0 && blocks[1] > 0)
+		return -1;
+	if (blocks[0] == 0 && blocks[1] == 0)
+		return qe_current_segment(family);
+	return blocks[0] > 0 ? 0 : 1;
+}
+
+SPIPlanPtr
+qe_plan_in_segment(SPIPlanPtr plans[2], QeFamily family, int segment,
+				   const char *sql_fmt, int nargs, const Oid *argtypes)
+{
 	if (plans[segment] == NULL)
 	{
 		char	   *sql = psprintf(sql_fmt, qe_segment_names[family][segment]);
@@ -73,6 +96,14 @@ qe_plan_segment(SPIPlanPtr plans[2], QeFamily family, const char *sql_fmt,
 		pfree(sql);
 	}
 	return plans[segment];
+}
+
+SPIPlanPtr
+qe_plan_segment(SPIPlanPtr plans[2], QeFamily family, const char *sql_fmt,
+				int nargs, const Oid *argtypes)
+{
+	return qe_plan_in_segment(plans, family, qe_current_segment(family),
+							  sql_fmt, nargs, argtypes);
 }
 
 /* queue_engine.current_segment(family text): for SQL (runs_change()). */

@@ -37,6 +37,18 @@ extern int	qe_current_segment(QeFamily family);
 extern void qe_set_current_segment(QeFamily family, int segment);
 
 /*
+ * The segment of a family that holds every row, when the other one has no
+ * pages at all (both empty: the current one); -1 when both have pages, or
+ * the segments are missing (a schema older than the library: the caller's
+ * statement through the parent reports it).
+ * Both segments stay locked (AccessShareLock, as a statement through the
+ * parent locks them), so the segment returned cannot be truncated under
+ * the caller; rows may still come to the other one meanwhile (an insert,
+ * a carry), which a caller that comes up short must look for.
+ */
+extern int	qe_sole_segment(QeFamily family);
+
+/*
  * A saved plan for a statement that inserts into the current segment of a
  * family: sql_fmt names the segment table as %1$s (the plan of each
  * segment is kept in plans[segment]).
@@ -44,6 +56,14 @@ extern void qe_set_current_segment(QeFamily family, int segment);
 extern SPIPlanPtr qe_plan_segment(SPIPlanPtr plans[2], QeFamily family,
 								  const char *sql_fmt, int nargs,
 								  const Oid *argtypes);
+
+/*
+ * A saved plan for a statement on one given segment of a family: sql_fmt
+ * names it as %1$s (kept in plans[segment]).
+ */
+extern SPIPlanPtr qe_plan_in_segment(SPIPlanPtr plans[2], QeFamily family,
+									 int segment, const char *sql_fmt,
+									 int nargs, const Oid *argtypes);
 
 /*
  * CTEs that delete the rows of a ready or delayed family ("ready",
