@@ -11,6 +11,7 @@
  *-------------------------------------------------------------------------
  */
 #include "dequeue.h"
+#include "segments.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
@@ -178,7 +179,16 @@ static bool
 due_delayed_runs_exist(void)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr segment_plans[2];
+	int			segment = qe_sole_segment(QE_FAMILY_DELAYED);
 
+	/* (one segment alone, as the claim does: its plan is cheaper to start) */
+	if (segment >= 0)
+		return qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_DELAYED, segment,
+										  "SELECT 1 FROM queue_engine.%1$s x"
+										  " WHERE x.run_at <= now() LIMIT 1",
+										  0, NULL),
+					   NULL, NULL, 1) > 0;
 	qe_plan(&plan,
 			"SELECT 1 FROM queue_engine.delayed x WHERE x.run_at <= now() LIMIT 1",
 			0, NULL);
@@ -233,8 +243,16 @@ static bool
 has_queued_run(int32 queue_id)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr segment_plans[2];
 	Datum		value = Int32GetDatum(queue_id);
+	int			segment = qe_sole_segment(QE_FAMILY_READY);
 
+	if (segment >= 0)
+		return qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_READY, segment,
+										  "SELECT 1 FROM queue_engine.%1$s x WHERE x.queue_id = $1"
+										  " ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT 1",
+										  1, (Oid[]) {INT4OID}),
+					   &value, NULL, 1) > 0;
 	qe_plan(&plan,
 			"SELECT 1 FROM queue_engine.ready x WHERE x.queue_id = $1"
 			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT 1",
@@ -554,7 +572,7 @@ qe_dequeue(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	QeDequeueCall call;
-	Datum		values[1];
+	Datum		values[1] = {0};
 	char		nulls[1] = {' '};
 	int			max_runs;
 	QeCandidate single;

@@ -75,10 +75,22 @@ require_run_id(FunctionCallInfo fcinfo)
 	return PG_GETARG_INT64(0);
 }
 
+/* heartbeat()'s update, of table (executing, or one of its segments). */
+#define HEARTBEAT_IN(table) \
+	"UPDATE queue_engine." table " e" \
+	"   SET lease_expires_at = now() + coalesce($3, e.attempt_lease)" \
+	" WHERE e.run_id = $1 AND ($2::int IS NULL OR e.attempt = $2)" \
+	" RETURNING e.lease_expires_at"
+
+static const Oid heartbeat_types[3] = {INT8OID, INT4OID, INTERVALOID};
+
 Datum
 qe_heartbeat(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr segment_plans[2];
+	int			segment;
+	bool		done;
 	int64		run_id = require_run_id(fcinfo);
 	Datum		values[3];
 	char		nulls[3] = {' ', ' ', ' '};
@@ -93,20 +105,24 @@ qe_heartbeat(PG_FUNCTION_ARGS)
 	if (!qe_access_run(QE_NEED_WORK, run_id))
 		PG_RETURN_NULL();
 
-	/* In place: the lease is in no index, so this is a HOT update. */
+	/*
+	 * In place: the lease is in no index, so this is a HOT update.  On the
+	 * one executing segment with pages first, as complete() does.
+	 */
 	SPI_connect();
-	qe_plan(&plan,
-			"UPDATE queue_engine.executing e"
-			"   SET lease_expires_at = now() + coalesce($3, e.attempt_lease)"
-			" WHERE e.run_id = $1 AND ($2::int IS NULL OR e.attempt = $2)"
-			" RETURNING e.lease_expires_at",
-			3, (Oid[]) {INT8OID, INT4OID, INTERVALOID});
 	values[0] = Int64GetDatum(run_id);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
-	if (qe_exec(plan, values, nulls, 0) == 0)
+	segment = qe_sole_segment(QE_FAMILY_EXECUTING);
+	done = segment >= 0 &&
+		qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_EXECUTING, segment,
+								   HEARTBEAT_IN("%1$s"), 3, heartbeat_types),
+				values, nulls, 0) == 1;
+	if (!done &&
+		qe_exec(qe_plan(&plan, HEARTBEAT_IN("executing"), 3, heartbeat_types),
+				values, nulls, 0) == 0)
 	{
 		qe_check_run_exists(run_id);
 		SPI_finish();
