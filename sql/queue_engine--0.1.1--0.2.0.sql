@@ -553,28 +553,6 @@ BEGIN
 END;
 $$;
 
--- The engine's functions plan their statements once and keep the plans
--- (generic plans, remade after DDL and after a segment is truncated).  A
--- plan made while a segment was empty could read it by a sequential scan
--- for as long as it is kept; with enable_seqscan off while they run, the
--- plans stay index and TID scans (src/README.md, "Run storage 0.2").  The
--- empty parents are still read by a (disabled, so costed 1e10) sequential
--- scan, which would make every statement look worth compiling: jit off.
-DO $$
-DECLARE
-	f regprocedure;
-BEGIN
-	FOR f IN SELECT p.oid FROM pg_catalog.pg_proc p
-			  WHERE p.pronamespace = 'queue_engine'::regnamespace
-				AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'c')
-				AND p.prokind = 'f'
-				AND EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%') LOOP
-		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET enable_seqscan = off', f);
-		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET jit = off', f);
-	END LOOP;
-END;
-$$;
-
 -- The moved runs' BRIN ranges, summarized now rather than at the next
 -- autosummarize.
 SELECT pg_catalog.brin_summarize_new_values(i)

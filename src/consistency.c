@@ -11,8 +11,8 @@
  *	  correction that commutes with concurrent writers: it never needs to
  *	  lock out the workers.  A repair that changes a run's state moves it
  *	  between tables in that statement.  The checks read whole tables and
- *	  run with the caller's enable_seqscan (maintenance.c sets it off only
- *	  for its tasks).
+ *	  are planned with the caller's settings (qe_exec_whole_tables()), not
+ *	  with the index scans every other engine statement is planned for.
  *
  *-------------------------------------------------------------------------
  */
@@ -291,7 +291,7 @@ qe_run_consistency_checks(bool repair, QeCheckResult *results)
 
 		qe_plan(&plans[i], checks[i].sql, 1, (Oid[]) {BOOLOID});
 		values[0] = BoolGetDatum(repair);
-		qe_exec(plans[i], values, NULL, 1);
+		qe_exec_whole_tables(plans[i], values, NULL, 1);
 		results[i].check_name = checks[i].name;
 		results[i].found = qe_get_int64(0, 1);
 		results[i].repaired = qe_get_int64(0, 2);

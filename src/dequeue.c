@@ -314,7 +314,7 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 
 		values[1] = Int32GetDatum(pass == 0 ? after : 0);
 		values[4] = Int32GetDatum(pass == 0 ? PG_INT32_MAX : after);
-		portal = SPI_cursor_open(NULL, plan, values, nulls, false);
+		portal = qe_cursor_open(plan, values, nulls);
 		for (;;)
 		{
 			uint64		n;

@@ -14,9 +14,9 @@
  *
  *	  Runs move between the tables of storage 0.2 (segments.h, run_state.h)
  *	  in one statement each: the rows deleted from where they are, inserted
- *	  where they go.  Every task call runs with enable_seqscan off
- *	  (with_index_scans()), so that a plan made while a segment was empty
- *	  stays an index or TID scan once it has filled.
+ *	  where they go.  Their statements are planned with enable_seqscan off
+ *	  (qe_exec()), so that a plan made while a segment was empty stays an
+ *	  index or TID scan once it has filled.
  *
  *-------------------------------------------------------------------------
  */
@@ -811,50 +811,6 @@ batch_arg(FunctionCallInfo fcinfo)
 	return limit;
 }
 
-/*
- * Call a task with enable_seqscan off, for the call only: the statements
- * that read the run families by ctid or through partial indexes must keep
- * those plans when a segment was empty at planning (segments.h), and the
- * saved plans are made at a task's first call.  A nest level of its own,
- * popped on return (an error pops it with the (sub)transaction), so it
- * also holds across run_maintenance()'s commits, which come between calls,
- * and the worker needs no setting of its own.
- */
-static int64
-with_index_scans(QeTaskFn task, int limit)
-{
-	int			level = NewGUCNestLevel();
-	int64		n;
-
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	/* (the empty parents' disabled scans cost 1e10: never worth JIT) */
-	(void) set_config_option("jit", "off", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	n = task(limit);
-	AtEOXact_GUC(true, level);
-	return n;
-}
-
-/* The tasks as the task table calls them: each with index scans. */
-#define QE_TASK_WITH_INDEX_SCANS(task) \
-static int64 \
-task##_indexed(int limit) \
-{ \
-	return with_index_scans(task, limit); \
-}
-
-QE_TASK_WITH_INDEX_SCANS(qe_task_expire_runs)
-QE_TASK_WITH_INDEX_SCANS(qe_task_promote_delayed)
-QE_TASK_WITH_INDEX_SCANS(qe_task_rescue_stalled)
-QE_TASK_WITH_INDEX_SCANS(qe_task_rescue_stalled_resume)
-QE_TASK_WITH_INDEX_SCANS(qe_task_purge_idempotency_keys)
-QE_TASK_WITH_INDEX_SCANS(qe_task_fold_counts)
-QE_TASK_WITH_INDEX_SCANS(qe_task_prune_finished_runs)
-QE_TASK_WITH_INDEX_SCANS(qe_task_prune_finished_runs_resume)
-QE_TASK_WITH_INDEX_SCANS(qe_task_rotate_segments)
-QE_TASK_WITH_INDEX_SCANS(qe_task_rotate_segments_nowait)
-
 /* The SQL-callable wrappers: one batch each, in the caller's transaction. */
 #define QE_TASK_WRAPPER(sqlname, task) \
 Datum \
@@ -865,7 +821,7 @@ sqlname(PG_FUNCTION_ARGS) \
 \
 	qe_access_require_unscoped(&(#sqlname "()")[3]);	/* without "qe_" */ \
 	SPI_connect(); \
-	n = task##_indexed(limit); \
+	n = task(limit); \
 	SPI_finish(); \
 	PG_RETURN_INT64(n); \
 }
@@ -878,21 +834,16 @@ QE_TASK_WRAPPER(qe_fold_counts, qe_task_fold_counts)
 QE_TASK_WRAPPER(qe_prune_finished_runs, qe_task_prune_finished_runs)
 QE_TASK_WRAPPER(qe_rotate_segments, qe_task_rotate_segments_nowait)
 
-/*
- * The worker and run_maintenance() call these; both get index scans from
- * the entries themselves.
- */
+/* The worker and run_maintenance() call these. */
 const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT] = {
-	{"expire_runs", qe_task_expire_runs_indexed, qe_task_expire_runs_indexed},
-	{"promote_delayed", qe_task_promote_delayed_indexed, qe_task_promote_delayed_indexed},
-	{"rescue_stalled", qe_task_rescue_stalled_indexed, qe_task_rescue_stalled_resume_indexed},
-	{"purge_idempotency_keys", qe_task_purge_idempotency_keys_indexed,
-	qe_task_purge_idempotency_keys_indexed},
-	{"fold_counts", qe_task_fold_counts_indexed, qe_task_fold_counts_indexed},
-	{"prune_finished_runs", qe_task_prune_finished_runs_indexed,
-	qe_task_prune_finished_runs_resume_indexed},
+	{"expire_runs", qe_task_expire_runs, qe_task_expire_runs},
+	{"promote_delayed", qe_task_promote_delayed, qe_task_promote_delayed},
+	{"rescue_stalled", qe_task_rescue_stalled, qe_task_rescue_stalled_resume},
+	{"purge_idempotency_keys", qe_task_purge_idempotency_keys, qe_task_purge_idempotency_keys},
+	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts},
+	{"prune_finished_runs", qe_task_prune_finished_runs, qe_task_prune_finished_runs_resume},
 	/* Last: the runs the tasks above moved out need no carrying. */
-	{"rotate_segments", qe_task_rotate_segments_indexed, qe_task_rotate_segments_indexed},
+	{"rotate_segments", qe_task_rotate_segments, qe_task_rotate_segments},
 };
 
 /*
@@ -915,10 +866,9 @@ pin_search_path(void)
  * CALL queue_engine.run_maintenance(): every task until it has nothing
  * left, then a consistency check.  Called by CALL outside a transaction
  * block it commits after every batch, so no transaction grows with the
- * backlog; inside one (or via SELECT) it runs atomically.  Each task call
- * sets enable_seqscan off for itself (the task table's entries), so the
- * commits between them lose nothing; the consistency check reads whole
- * tables and runs with the caller's setting.
+ * backlog; inside one (or via SELECT) it runs atomically.  The tasks'
+ * statements are planned for index scans (qe_exec()); the consistency
+ * check reads whole tables and plans with the caller's settings.
  */
 Datum
 qe_run_maintenance(PG_FUNCTION_ARGS)

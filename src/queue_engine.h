@@ -85,6 +85,9 @@ extern SPIPlanPtr qe_plan_cursor(SPIPlanPtr *slot, const char *sql,
 								 int nargs, const Oid *argtypes);
 extern uint64 qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
 					  long count);
+extern uint64 qe_exec_whole_tables(SPIPlanPtr plan, Datum *values,
+								   const char *nulls, long count);
+extern Portal qe_cursor_open(SPIPlanPtr plan, Datum *values, const char *nulls);
 extern Datum qe_get(int row, int col, bool *isnull);
 extern int64 qe_get_int64(int row, int col);
 extern bool qe_try_xact_lock(uint32 kind, uint32 id1, uint32 id2);

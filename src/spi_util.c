@@ -17,7 +17,9 @@
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "jit/jit.h"
 #include "nodes/makefuncs.h"
+#include "optimizer/cost.h"
 #include "mb/pg_wchar.h"
 #include "storage/lock.h"
 #include "utils/lsyscache.h"
@@ -112,17 +114,74 @@ qe_plan_cursor(SPIPlanPtr *slot, const char *sql, int nargs,
 	return prepare_kept(slot, sql, nargs, argtypes, CURSOR_OPT_FAST_PLAN);
 }
 
+/*
+ * Run a saved plan, or open a cursor on one, planning it (if it must be:
+ * the first run, or after an invalidation such as a segment's TRUNCATE)
+ * with enable_seqscan and jit off.  A generic plan made while a segment
+ * was empty would read it by a sequential scan for as long as it is kept
+ * (src/README.md, "Plans"); and the empty parents' disabled scans cost
+ * 1e10, which would make every statement look worth compiling.  The two
+ * planner variables are set around the call and put back however it ends:
+ * far cheaper than the functions' SET clauses were (a GUC nest level and
+ * two settings parsed and undone at every call, 3 % of an enqueue).
+ */
+static uint64
+exec_planned(SPIPlanPtr plan, Datum *values, const char *nulls, long count,
+			 Portal *portal, bool index_scans)
+{
+	bool		seqscan = enable_seqscan;
+	bool		jit = jit_enabled;
+	volatile int rc = 0;
+
+	if (index_scans)
+	{
+		enable_seqscan = false;
+		jit_enabled = false;
+	}
+	PG_TRY();
+	{
+		if (portal != NULL)
+			*portal = SPI_cursor_open(NULL, plan, values, nulls, false);
+		else
+			rc = SPI_execute_plan(plan, values, nulls, false, count);
+	}
+	PG_FINALLY();
+	{
+		enable_seqscan = seqscan;
+		jit_enabled = jit;
+	}
+	PG_END_TRY();
+	if (rc < 0)
+		elog(ERROR, "queue_engine: SPI_execute_plan failed: %s",
+			 SPI_result_code_string(rc));
+	return portal != NULL ? 0 : SPI_processed;
+}
+
 /* Run a saved plan; any failure is an internal error. */
 uint64
 qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
 {
-	int			rc;
+	return exec_planned(plan, values, nulls, count, NULL, true);
+}
 
-	rc = SPI_execute_plan(plan, values, nulls, false, count);
-	if (rc < 0)
-		elog(ERROR, "queue_engine: SPI_execute_plan failed: %s",
-			 SPI_result_code_string(rc));
-	return SPI_processed;
+/*
+ * The same with the caller's planner settings, for statements that read
+ * whole tables (check_consistency's checks).
+ */
+uint64
+qe_exec_whole_tables(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
+{
+	return exec_planned(plan, values, nulls, count, NULL, false);
+}
+
+/* Open an unnamed cursor on a saved plan (qe_plan_cursor()). */
+Portal
+qe_cursor_open(SPIPlanPtr plan, Datum *values, const char *nulls)
+{
+	Portal		portal = NULL;
+
+	(void) exec_planned(plan, values, nulls, 0, &portal, true);
+	return portal;
 }
 
 Datum
