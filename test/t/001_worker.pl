@@ -160,6 +160,14 @@ BEGIN
 	END IF;
 	RETURN NULL;
 END $f$;
+CREATE TABLE IF NOT EXISTS public.marks (name text PRIMARY KEY, at timestamptz);
+});
+	# The triggers lock the tables one by one while the worker's first pass
+	# may already move runs between them (promotion locks delayed, then
+	# ready): a deadlock the server breaks by failing one side.  Try again.
+	for my $try (1 .. 5)
+	{
+		eval { sql($db, q{
 DO $d$
 DECLARE
 	t text;
@@ -170,8 +178,10 @@ BEGIN
 					   ' FOR EACH ROW EXECUTE FUNCTION public.log_status()', t);
 	END LOOP;
 END $d$;
-CREATE TABLE IF NOT EXISTS public.marks (name text PRIMARY KEY, at timestamptz);
-});
+}); };
+		last unless $@;
+		die $@ unless $@ =~ /deadlock detected/ && $try < 5;
+	}
 }
 
 # Seconds from mark $mark to the status change of run $id into $status (by
