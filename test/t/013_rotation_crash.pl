@@ -50,18 +50,25 @@ my $where = q{SELECT format('current=%s ready_0=%s/%s ready_1=%s/%s', queue_engi
 	(SELECT count(*) FROM queue_engine.ready_1), pg_relation_size('queue_engine.ready_1') / 8192)};
 my $stats = q{SELECT s.queued || '/' || s.executing FROM queue_engine.queue_stats s WHERE s.queue = 'r'};
 
-sql(q{
-CREATE EXTENSION queue_engine;
-SELECT queue_engine.create_queue('r');
+# enqueue_and_drain($n): 20,000 runs of 100-byte payloads enqueued in one
+# batch, then $n thousand runs of queue r dequeued and completed.
+sub enqueue_and_drain
+{
+	my ($n) = @_;
+	sql(qq{
 SELECT count(*) FROM queue_engine.enqueue_batch('r',
 	array_fill(jsonb_build_object('pad', repeat('x', 89)), ARRAY[20000]));
-DO $$
+DO \$\$
 BEGIN
-	FOR i IN 1 .. 17 LOOP
+	FOR i IN 1 .. $n LOOP
 		PERFORM queue_engine.complete_batch(ARRAY(SELECT run_id FROM queue_engine.dequeue(ARRAY['r'], 1000)));
 	END LOOP;
-END $$;
+END \$\$;
 });
+}
+
+sql(q{CREATE EXTENSION queue_engine; SELECT queue_engine.create_queue('r');});
+enqueue_and_drain(17);
 my $ids = sql($queued_ids);
 like($ids, qr/^3000:/, '3,000 runs left queued of 20,000');
 my $before = sql(q{SELECT queue_engine.current_segment('ready')});
@@ -104,16 +111,7 @@ is(sql($check), $all_zero, '... and check_consistency(false) finds nothing');
 # ------------------------------------------------ 2. crash after a whole rotation committed
 
 # Make the current segment large and mostly dead again, switch, carry, truncate.
-sql(q{
-SELECT count(*) FROM queue_engine.enqueue_batch('r',
-	array_fill(jsonb_build_object('pad', repeat('y', 89)), ARRAY[20000]));
-DO $$
-BEGIN
-	FOR i IN 1 .. 20 LOOP
-		PERFORM queue_engine.complete_batch(ARRAY(SELECT run_id FROM queue_engine.dequeue(ARRAY['r'], 1000)));
-	END LOOP;
-END $$;
-});
+enqueue_and_drain(20);
 $ids = sql($queued_ids);
 like($ids, qr/^3000:/, '20,000 more enqueued, 20,000 completed: 3,000 left');
 my $was = sql(q{SELECT queue_engine.current_segment('ready')});
