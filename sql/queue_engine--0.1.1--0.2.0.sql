@@ -91,7 +91,10 @@ SELECT pg_catalog.pg_extension_config_dump('queue_engine.queue_count_deltas_1', 
 -- What a run has beyond its 8 pending columns; NULL fields are the common
 -- case (attempt NULL: 0; created_at NULL: run_at; max_attempts and lease
 -- NULL: the policy's).  A field of meta in executing_k and finished_runs
--- that the row has a column for (attempt, started_at, worker) is unused.
+-- that the row has a column for (attempt, started_at, worker,
+-- concurrency_key) is unused.  concurrency_key: a queued run's key when
+-- its queue has no per-key limit (ready's column then stays NULL, so the
+-- run is in the order index, which holds only runs whose column is NULL).
 CREATE TYPE queue_engine.run_meta AS (
 	attempt				int,
 	created_at			timestamptz,
@@ -103,7 +106,8 @@ CREATE TYPE queue_engine.run_meta AS (
 	parent_run_id		bigint,
 	max_attempts		int,
 	lease				interval,
-	last_error			jsonb
+	last_error			jsonb,
+	concurrency_key		text
 );
 
 -- What a queue gives its runs at enqueue (SPEC: a change to the queue
@@ -191,19 +195,18 @@ BEGIN
 		seg := 'ready_' || k;
 		EXECUTE format('CREATE TABLE queue_engine.%I () INHERITS (queue_engine.ready)'
 					   ' WITH (autovacuum_enabled = false)', seg);
-		-- Every pending run in the order index; keyed runs also by key.
-		-- run_id last: runs of one batch share (priority, run_at), and the
-		-- ready hint must be able to point inside such a tie
-		-- (dispatch_hints.c).
-		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, priority DESC, run_at, run_id)',
-					   seg || '_order', seg);
+		-- The order index holds the runs whose concurrency_key column is
+		-- NULL: every run of a queue without a per-key limit (its key, if
+		-- any, is in meta) and the keyless runs of a queue with one; the
+		-- keyed runs of such a queue are in _key alone.  So each run has
+		-- one ordered entry, and a key-limited queue finds its keyless
+		-- runs without walking its keyed ones.  run_id last: runs of one
+		-- batch share (priority, run_at), and the ready hint must be able
+		-- to point inside such a tie (dispatch_hints.c).
+		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, priority DESC, run_at, run_id)'
+					   ' WHERE concurrency_key IS NULL', seg || '_order', seg);
 		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, concurrency_key, priority DESC, run_at)'
 					   ' WHERE concurrency_key IS NOT NULL', seg || '_key', seg);
-		-- Which keyless runs a queue has, for queues with a per-key limit
-		-- whose keyed runs crowd the order index (claim.c, claim_keyed);
-		-- its entries deduplicate to a few bytes a run.
-		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id) WHERE concurrency_key IS NULL',
-					   seg || '_nokey', seg);
 
 		seg := 'delayed_' || k;
 		EXECUTE format('CREATE TABLE queue_engine.%I () INHERITS (queue_engine.delayed)'
@@ -297,13 +300,21 @@ WITH moving AS (
 			   CASE WHEN r.status IN ('queued', 'delayed') THEN r.started_at END,
 			   CASE WHEN r.status IN ('queued', 'delayed') THEN r.worker END,
 			   r.idempotency_key, r.tags, r.parent_run_id, NULL, NULL,
-			   r.last_error)::queue_engine.run_meta) AS meta
-	  FROM queue_engine.runs r
+			   r.last_error,
+			   CASE WHEN r.key_in_meta THEN r.concurrency_key END)::queue_engine.run_meta) AS meta
+	  FROM (SELECT r.*,
+				   -- a queued run's key is in meta when its queue has no per-key limit
+				   r.status = 'queued' AND r.concurrency_key IS NOT NULL
+				   AND NOT EXISTS (SELECT 1 FROM queue_engine.queues q
+									WHERE q.queue_id = r.queue_id
+									  AND q.key_concurrency_limit IS NOT NULL) AS key_in_meta
+			  FROM queue_engine.runs r) r
 	 WHERE CASE WHEN r.status = 'waiting'
 				THEN queue_engine.upgrade_refuse_waiting(r.run_id) ELSE true END),
 ready AS (
 	INSERT INTO queue_engine.ready_0
-	SELECT run_id, run_at, queue_id, policy_id, priority, payload, concurrency_key, meta
+	SELECT run_id, run_at, queue_id, policy_id, priority, payload,
+		   CASE WHEN NOT key_in_meta THEN concurrency_key END, meta
 	  FROM moving WHERE status = 'queued' ORDER BY run_id),
 delayed AS (
 	INSERT INTO queue_engine.delayed_0
@@ -343,12 +354,14 @@ SELECT t.tenant,
 			   FROM queue_engine.queue_count_deltas
 			  GROUP BY queue_id) d ON d.queue_id = q.queue_id
   -- Earliest run_at among startable runs: one index probe per distinct
-  -- priority of the queue's ready runs (a loose index scan), plus the
-  -- delayed runs already due (maintenance keeps those few).
+  -- priority of the queue's ready runs in the order index (a loose index
+  -- scan), and for a queue with a per-key limit one per distinct key and
+  -- priority of its keyed runs; plus the delayed runs already due
+  -- (maintenance keeps those few).
   CROSS JOIN LATERAL (
 	WITH RECURSIVE heads AS (
 		(SELECT r.priority, r.run_at FROM queue_engine.ready r
-		  WHERE r.queue_id = q.queue_id
+		  WHERE r.queue_id = q.queue_id AND r.concurrency_key IS NULL
 			AND ((r.meta).attempt IS NOT NULL OR (r.meta).expires_at IS NULL OR (r.meta).expires_at > now())
 		  ORDER BY r.priority DESC, r.run_at LIMIT 1)
 		UNION ALL
@@ -356,11 +369,34 @@ SELECT t.tenant,
 		  FROM heads h
 		 CROSS JOIN LATERAL (
 			SELECT r.priority, r.run_at FROM queue_engine.ready r
-			 WHERE r.queue_id = q.queue_id AND r.priority < h.priority
+			 WHERE r.queue_id = q.queue_id AND r.concurrency_key IS NULL AND r.priority < h.priority
 			   AND ((r.meta).attempt IS NOT NULL OR (r.meta).expires_at IS NULL OR (r.meta).expires_at > now())
 			 ORDER BY r.priority DESC, r.run_at LIMIT 1) n
+	),
+	keyed_heads AS (
+		(SELECT r.concurrency_key AS k, r.priority, r.run_at FROM queue_engine.ready r
+		  WHERE q.key_concurrency_limit IS NOT NULL
+			AND r.queue_id = q.queue_id AND r.concurrency_key IS NOT NULL
+			AND ((r.meta).attempt IS NOT NULL OR (r.meta).expires_at IS NULL OR (r.meta).expires_at > now())
+		  ORDER BY r.concurrency_key, r.priority DESC, r.run_at LIMIT 1)
+		UNION ALL
+		SELECT n.k, n.priority, n.run_at
+		  FROM keyed_heads h
+		 CROSS JOIN LATERAL (
+			-- the key's next priority, else the next key
+			(SELECT r.concurrency_key AS k, r.priority, r.run_at FROM queue_engine.ready r
+			  WHERE r.queue_id = q.queue_id AND r.concurrency_key = h.k AND r.priority < h.priority
+				AND ((r.meta).attempt IS NOT NULL OR (r.meta).expires_at IS NULL OR (r.meta).expires_at > now())
+			  ORDER BY r.concurrency_key, r.priority DESC, r.run_at LIMIT 1)
+			UNION ALL
+			(SELECT r.concurrency_key, r.priority, r.run_at FROM queue_engine.ready r
+			  WHERE r.queue_id = q.queue_id AND r.concurrency_key > h.k
+				AND ((r.meta).attempt IS NOT NULL OR (r.meta).expires_at IS NULL OR (r.meta).expires_at > now())
+			  ORDER BY r.concurrency_key, r.priority DESC, r.run_at LIMIT 1)
+			LIMIT 1) n
 	)
-	SELECT (SELECT min(run_at) FROM heads) AS oldest_queued,
+	SELECT least((SELECT min(run_at) FROM heads),
+				 (SELECT min(run_at) FROM keyed_heads)) AS oldest_queued,
 		   (SELECT min(r.run_at) FROM queue_engine.delayed r
 			 WHERE r.run_at <= now() AND r.queue_id = q.queue_id
 			   AND ((r.meta).attempt IS NOT NULL OR (r.meta).expires_at IS NULL OR (r.meta).expires_at > now())) AS oldest_due
@@ -388,7 +424,8 @@ SELECT u.run_id, u.queue_id, q.tenant_id, u.status, u.attempt,
 	   u.priority, u.run_at, (u.meta).expires_at, u.lease_expires_at,
 	   coalesce((u.meta).lease, p.lease) AS lease, u.attempt_lease, u.queue_slot,
 	   coalesce((u.meta).created_at, u.run_at) AS created_at, u.started_at,
-	   u.finished_at, u.concurrency_key, u.worker, (u.meta).idempotency_key,
+	   u.finished_at, coalesce(u.concurrency_key, (u.meta).concurrency_key) AS concurrency_key,
+	   u.worker, (u.meta).idempotency_key,
 	   (u.meta).parent_run_id, (u.meta).tags, u.payload,
 	   (u.meta).last_error, u.output
   FROM (SELECT r.run_id, r.queue_id, r.policy_id, 'queued'::queue_engine.run_status AS status,
@@ -433,6 +470,7 @@ DECLARE
 	old_policy int;
 	p queue_engine.queue_policies;
 	m queue_engine.run_meta;
+	key_in_meta boolean;
 	seg text;
 BEGIN
 	IF TG_OP <> 'INSERT' THEN
@@ -446,10 +484,19 @@ BEGIN
 		-- finished meanwhile: the change does not apply to it.
 		FOR attempt IN 1 .. 3 LOOP
 			IF OLD.status = 'queued' THEN
+				-- in the order index, or (a key-limited queue's keyed run) by key
 				DELETE FROM queue_engine.ready r
 				 WHERE r.queue_id = OLD.queue_id AND r.priority = OLD.priority
 				   AND r.run_at = OLD.run_at AND r.run_id = OLD.run_id
+				   AND r.concurrency_key IS NULL
 				RETURNING r.policy_id INTO old_policy;
+				IF old_policy IS NULL AND OLD.concurrency_key IS NOT NULL THEN
+					DELETE FROM queue_engine.ready r
+					 WHERE r.queue_id = OLD.queue_id AND r.concurrency_key = OLD.concurrency_key
+					   AND r.priority = OLD.priority AND r.run_at = OLD.run_at
+					   AND r.run_id = OLD.run_id
+					RETURNING r.policy_id INTO old_policy;
+				END IF;
 			ELSIF OLD.status = 'delayed' THEN
 				DELETE FROM queue_engine.delayed r
 				 WHERE r.run_at = OLD.run_at AND r.run_id = OLD.run_id
@@ -487,20 +534,24 @@ BEGIN
 			USING ERRCODE = 'foreign_key_violation',
 				  HINT = 'A run must belong to a queue of queue_engine.queues.';
 	END IF;
+	-- A queued run's key goes to meta when its queue has no per-key limit.
+	key_in_meta := NEW.status = 'queued' AND NEW.concurrency_key IS NOT NULL
+		AND NOT EXISTS (SELECT 1 FROM queue_engine.queues q
+						 WHERE q.queue_id = NEW.queue_id AND q.key_concurrency_limit IS NOT NULL);
 	m := ROW(CASE WHEN NEW.status IN ('queued', 'delayed') THEN nullif(NEW.attempt, 0) END,
 			 nullif(NEW.created_at, NEW.run_at), NEW.expires_at,
 			 CASE WHEN NEW.status IN ('queued', 'delayed') THEN NEW.started_at END,
 			 CASE WHEN NEW.status IN ('queued', 'delayed') THEN NEW.worker END,
 			 NEW.idempotency_key, NEW.tags, NEW.parent_run_id,
 			 nullif(NEW.max_attempts, p.max_attempts), nullif(NEW.lease, p.lease),
-			 NEW.last_error);
+			 NEW.last_error, CASE WHEN key_in_meta THEN NEW.concurrency_key END);
 	m := queue_engine.run_meta_or_null(m);
 	IF NEW.status IN ('queued', 'delayed') THEN
 		seg := CASE WHEN NEW.status = 'queued' THEN 'ready' ELSE 'delayed' END;
 		EXECUTE format('INSERT INTO queue_engine.%I VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
 					   seg || '_' || queue_engine.current_segment(seg))
 		  USING NEW.run_id, NEW.run_at, NEW.queue_id, p.policy_id, NEW.priority,
-				NEW.payload, NEW.concurrency_key, m;
+				NEW.payload, CASE WHEN NOT key_in_meta THEN NEW.concurrency_key END, m;
 	ELSIF NEW.status = 'executing' THEN
 		EXECUTE format('INSERT INTO queue_engine.%I VALUES ($1, $2, $3, $4, $5, $6, $7, $8,'
 					   ' $9, $10, $11, $12, $13, $14)',
@@ -522,6 +573,20 @@ $$;
 CREATE TRIGGER runs_change
 	INSTEAD OF INSERT OR UPDATE OR DELETE ON queue_engine.runs
 	FOR EACH ROW EXECUTE FUNCTION queue_engine.runs_change();
+
+-- Setting or clearing a queue's per-key limit moves the keys of its
+-- queued runs between ready's concurrency_key column and meta (src/README.md,
+-- "Keys"), by the API or by hand.
+CREATE FUNCTION queue_engine.move_concurrency_keys()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'qe_move_concurrency_keys'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+CREATE TRIGGER queues_key_placement
+	AFTER UPDATE OF key_concurrency_limit ON queue_engine.queues
+	FOR EACH ROW
+	WHEN ((OLD.key_concurrency_limit IS NULL) <> (NEW.key_concurrency_limit IS NULL))
+	EXECUTE FUNCTION queue_engine.move_concurrency_keys();
 
 DO $$
 DECLARE

@@ -50,7 +50,10 @@
 	"   WHERE r.ctid = ANY (ARRAY(SELECT c FROM picked)) RETURNING r.*)" \
 	CLAIM_INSERT(slot)
 
-/* The insert of CTE taken's rows into executing segment %1$s. */
+/*
+ * The insert of CTE taken's rows into executing segment %1$s (the key in
+ * the column there, wherever it was in ready).
+ */
 #define CLAIM_INSERT(slot) \
 	" INSERT INTO queue_engine.%1$s AS e" \
 	"   (run_id, run_at, started_at, lease_expires_at, attempt_lease, queue_id," \
@@ -59,16 +62,15 @@
 	" SELECT r.run_id, r.run_at, now(), now() + coalesce($3, " QE_SQL_LEASE("r", "p") ")," \
 	"        coalesce($3, " QE_SQL_LEASE("r", "p") "), r.queue_id, r.policy_id," \
 	"        r.priority, " QE_SQL_ATTEMPT("r") " + 1, " slot ", r.payload," \
-	"        r.concurrency_key, $4, r.meta" \
+	"        " QE_SQL_KEY_OF("r") ", $4," \
+	"        CASE WHEN (r.meta).concurrency_key IS NULL THEN r.meta" \
+	"             ELSE " QE_SQL_META_WITH_KEY("r.meta", "NULL") " END" \
 	"   FROM taken r JOIN queue_engine.queue_policies p ON p.policy_id = r.policy_id" \
 	" RETURNING e.run_id, e.attempt, e.payload, e.concurrency_key, e.priority," \
 	"           e.lease_expires_at, e.run_at, e.queue_slot"
 
 /* A queued run may start unless it never started and its ttl passed. */
 #define STARTABLE " AND " QE_SQL_STARTABLE
-
-/* Entries of a keyed queue read in order before its keyless runs are listed */
-#define KEYLESS_WINDOW 64
 
 /* What a pick returns of each run it locked. */
 #define PICK_COLUMNS "x.tableoid AS t, x.ctid AS c, x.run_id AS id"
@@ -207,18 +209,18 @@ claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 #define PICKED_FROM_START \
 	"picked AS MATERIALIZED (" \
 	"  SELECT " PICK_COLUMNS " FROM queue_engine.ready x" \
-	"   WHERE x.queue_id = $1" STARTABLE \
+	"   WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE \
 	"   ORDER BY x.priority DESC, x.run_at, x.run_id" \
 	"   LIMIT $2 FOR UPDATE SKIP LOCKED)"
 #define PICKED_HINTED \
 	"at_hint AS (" \
 	"  SELECT " PICK_COLUMNS " FROM queue_engine.ready x" \
-	"   WHERE x.queue_id = $1" STARTABLE \
+	"   WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE \
 	"     AND x.priority = $5 AND (x.run_at, x.run_id) >= ($6, $7)" \
 	"   ORDER BY x.run_at, x.run_id LIMIT $2 FOR UPDATE SKIP LOCKED)," \
 	" lower_priority AS (" \
 	"  SELECT " PICK_COLUMNS " FROM queue_engine.ready x" \
-	"   WHERE x.queue_id = $1" STARTABLE \
+	"   WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE \
 	"     AND x.priority < $5" \
 	"   ORDER BY x.priority DESC, x.run_at, x.run_id" \
 	"   LIMIT $2 - (SELECT count(*) FROM at_hint) FOR UPDATE SKIP LOCKED)," \
@@ -232,15 +234,40 @@ claim_by_ids(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 #define PICKED_FROM_START_IN_SEGMENT \
 	"picked AS MATERIALIZED (" \
 	"  SELECT x.ctid AS c FROM queue_engine.%2$s x" \
-	"   WHERE x.queue_id = $1" STARTABLE \
+	"   WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE \
 	"   ORDER BY x.priority DESC, x.run_at, x.run_id" \
 	"   LIMIT $2 FOR UPDATE SKIP LOCKED)"
 #define PICKED_HINTED_IN_SEGMENT \
 	"picked AS MATERIALIZED (" \
 	"  SELECT x.ctid AS c FROM queue_engine.%2$s x" \
-	"   WHERE x.queue_id = $1" STARTABLE \
+	"   WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE \
 	"     AND x.priority = $5 AND (x.run_at, x.run_id) >= ($6, $7)" \
 	"   ORDER BY x.run_at, x.run_id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+
+/*
+ * The queue_slot of each run a claim in order starts: none, or (a queue
+ * whose runs hold slots) the i-th of the free slots admission locked ($8),
+ * the claim taking at most as many runs as there are.
+ */
+#define SLOT_NONE	"NULL::int"
+#define SLOT_NTH	"($8::int[])[row_number() OVER ()]"
+
+/* The statements' parameter types ($1 .. $8). */
+static const Oid claim_types[8] = {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID,
+TIMESTAMPTZOID, INT8OID, INT4ARRAYOID};
+
+/* The slots admission locked for q that no run took yet, as an int[]. */
+static Datum
+free_slots(QeCandidate *q)
+{
+	Datum	   *slots = palloc(sizeof(Datum) * Max(q->nslots, 1));
+	int			n = 0;
+
+	for (int i = 0; i < q->nslots; i++)
+		if (!q->slot_used[q->slots[i]])
+			slots[n++] = Int32GetDatum(q->slots[i]);
+	return PointerGetDatum(construct_array(slots, n, INT4OID, 4, true, TYPALIGN_INT));
+}
 
 /* Which of a segment's claim statements. */
 typedef enum QeSegmentClaim
@@ -259,44 +286,52 @@ claim_in_segment(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 				 QeSegmentClaim kind, int ready_segment,
 				 Datum *values, const char *nulls)
 {
-	/* [kind][ready segment][executing segment] */
-	static SPIPlanPtr plans[SEGMENT_CLAIM_KINDS][2][2];
+	/* [kind][slotted][ready segment][executing segment] */
+	static SPIPlanPtr plans[SEGMENT_CLAIM_KINDS][2][2][2];
+	static const char *const sql[SEGMENT_CLAIM_KINDS][2] = {
+		[SEGMENT_CLAIM_HINTED] = {
+			"WITH " PICKED_HINTED_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT(SLOT_NONE),
+			"WITH " PICKED_HINTED_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT(SLOT_NTH)},
+		[SEGMENT_CLAIM_FROM_START] = {
+			"WITH " PICKED_FROM_START_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT(SLOT_NONE),
+			"WITH " PICKED_FROM_START_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT(SLOT_NTH)},
+	};
 	int			executing_segment = qe_current_segment(QE_FAMILY_EXECUTING);
-	SPIPlanPtr *plan = &plans[kind][ready_segment][executing_segment];
+	int			slotted = q->assign_slots ? 1 : 0;
+	SPIPlanPtr *plan = &plans[kind][slotted][ready_segment][executing_segment];
 	uint64		n;
 
 	if (*plan == NULL)
 	{
-		char	   *sql = psprintf(kind == SEGMENT_CLAIM_HINTED ?
-								   "WITH " PICKED_HINTED_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT("NULL::int") :
-								   "WITH " PICKED_FROM_START_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT("NULL::int"),
-								   qe_segment_names[QE_FAMILY_EXECUTING][executing_segment],
-								   qe_segment_names[QE_FAMILY_READY][ready_segment]);
+		char	   *text = psprintf(sql[kind][slotted],
+									qe_segment_names[QE_FAMILY_EXECUTING][executing_segment],
+									qe_segment_names[QE_FAMILY_READY][ready_segment]);
 
-		qe_plan(plan, sql, 7, (Oid[]) {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID,
-			TIMESTAMPTZOID, INT8OID});
-		pfree(sql);
+		qe_plan(plan, text, 8, claim_types);
+		pfree(text);
 	}
 	n = qe_exec(*plan, values, nulls, 0);
 	emit_claimed(call, q, t, n);
 	return n;
 }
 
-/* Claim up to want runs of an unkeyed queue in priority order. */
+/*
+ * Claim up to want runs of an unkeyed queue in priority order; in a queue
+ * whose runs hold slots, each started run takes one of the free slots
+ * admission locked (SLOT_NTH).
+ */
 static uint64
 claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 {
-	static SPIPlanPtr plans[2];
-	static SPIPlanPtr hinted_plans[2];
-	static SPIPlanPtr pick_plan = NULL;
-	static SPIPlanPtr hinted_pick_plan = NULL;
-	const Oid	types[7] = {INT4OID, INT4OID, INTERVALOID, TEXTOID, INT4OID,
-	TIMESTAMPTZOID, INT8OID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	uint64		n;
+	/* [slotted][executing segment] */
+	static SPIPlanPtr plans[2][2];
+	static SPIPlanPtr hinted_plans[2][2];
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	uint64		n = 0;
 	QeReadyKey	hint;
 	bool		hinted = qe_ready_hint_get(q->queue_id, &hint);
+	int			slotted = q->assign_slots ? 1 : 0;
 	int			sole;
 
 	/*
@@ -307,49 +342,17 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	 */
 	values[0] = Int32GetDatum(q->queue_id);
 	values[1] = Int32GetDatum(want);
-	values[4] = Int32GetDatum(hint.priority);
-	values[5] = TimestampTzGetDatum(hint.run_at);
-	values[6] = Int64GetDatum(hint.run_id);
-	if (q->assign_slots)
-	{
-		/* Lock the runs first, then start them with their slots. */
-		Datum	   *tids;
-		Datum	   *ids;
-
-		qe_plan(&pick_plan, "WITH " PICKED_FROM_START " SELECT c, id FROM picked",
-				7, types);
-		qe_plan(&hinted_pick_plan, "WITH " PICKED_HINTED " SELECT c, id FROM picked",
-				7, types);
-		nulls[2] = nulls[3] = 'n';
-		n = 0;
-		if (hinted)
-			n = qe_exec(hinted_pick_plan, values, nulls, 0);
-		/* (rows the hinted pick locked are ours: this pick sees them again) */
-		if (n < (uint64) want)
-		{
-			nulls[4] = nulls[5] = nulls[6] = 'n';
-			n = qe_exec(pick_plan, values, nulls, 0);
-		}
-		if (n == 0)
-			return 0;
-		tids = palloc(sizeof(Datum) * n);
-		ids = palloc(sizeof(Datum) * n);
-		for (uint64 i = 0; i < n; i++)
-		{
-			bool		isnull;
-
-			tids[i] = datumCopy(qe_get((int) i, 1, &isnull), false,
-								sizeof(ItemPointerData));
-			ids[i] = Int64GetDatum(qe_get_int64((int) i, 2));
-		}
-		return claim_by_ids(call, q, t, tids, ids, (int) n);
-	}
-
 	values[2] = call->lease;
 	nulls[2] = call->lease_null ? 'n' : ' ';
 	values[3] = call->worker;
 	nulls[3] = call->worker_null ? 'n' : ' ';
-	n = 0;
+	values[4] = Int32GetDatum(hint.priority);
+	values[5] = TimestampTzGetDatum(hint.run_at);
+	values[6] = Int64GetDatum(hint.run_id);
+	if (slotted)
+		values[7] = free_slots(q);
+	else
+		nulls[7] = 'n';
 
 	/*
 	 * Usually one ready segment has every row (rotation empties the other
@@ -367,6 +370,8 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		if (n < (uint64) want)
 		{
 			values[1] = Int32GetDatum(want - (int) n);
+			if (slotted && n > 0)
+				values[7] = free_slots(q);
 			n += claim_in_segment(call, q, t, SEGMENT_CLAIM_FROM_START, sole, values, nulls);
 		}
 		if (n == (uint64) want || qe_sole_segment(QE_FAMILY_READY) == sole)
@@ -375,9 +380,11 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	}
 	if (hinted)
 	{
-		n = qe_exec(qe_plan_segment(hinted_plans, QE_FAMILY_EXECUTING,
-									"WITH " PICKED_HINTED "," CLAIM_MOVE("NULL::int"),
-									7, types),
+		n = qe_exec(qe_plan_segment(hinted_plans[slotted], QE_FAMILY_EXECUTING,
+									slotted ?
+									"WITH " PICKED_HINTED "," CLAIM_MOVE(SLOT_NTH) :
+									"WITH " PICKED_HINTED "," CLAIM_MOVE(SLOT_NONE),
+									8, claim_types),
 					values, nulls, 0);
 		emit_claimed(call, q, t, n);
 	}
@@ -387,9 +394,13 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		uint64		more;
 
 		values[1] = Int32GetDatum(want - (int) n);
-		more = qe_exec(qe_plan_segment(plans, QE_FAMILY_EXECUTING,
-									   "WITH " PICKED_FROM_START "," CLAIM_MOVE("NULL::int"),
-									   7, types),
+		if (slotted)
+			values[7] = free_slots(q);
+		more = qe_exec(qe_plan_segment(plans[slotted], QE_FAMILY_EXECUTING,
+									   slotted ?
+									   "WITH " PICKED_FROM_START "," CLAIM_MOVE(SLOT_NTH) :
+									   "WITH " PICKED_FROM_START "," CLAIM_MOVE(SLOT_NONE),
+									   8, claim_types),
 					   values, nulls, 0);
 		emit_claimed(call, q, t, more);
 		n += more;
@@ -481,8 +492,7 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	static SPIPlanPtr first_key_plan = NULL;
 	static SPIPlanPtr next_key_plan = NULL;
 	static SPIPlanPtr key_heads_plan = NULL;
-	static SPIPlanPtr nokey_near_plan = NULL;
-	static SPIPlanPtr nokey_far_plan = NULL;
+	static SPIPlanPtr keyless_plan = NULL;
 	Datum		values[4];
 	int			cap = 16;
 	int			nheads = 0;
@@ -509,7 +519,7 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	/*
 	 * The keyed heads query orders by concurrency_key first (constant within
 	 * it) so that the planner reads the per-key index rather than filtering
-	 * the queue's whole ready list; keyless heads have an index of their own.
+	 * the queue's whole ready list; keyless heads are the order index.
 	 */
 	qe_plan(&key_heads_plan,
 			"SELECT x.run_id, x.priority, x.run_at, x.ctid FROM queue_engine.ready x"
@@ -517,26 +527,19 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 			" ORDER BY x.concurrency_key, x.priority DESC, x.run_at LIMIT $3",
 			3, (Oid[]) {INT4OID, TEXTOID, INT4OID});
 	/*
-	 * Keyless heads: the order index holds every ready run, keyed or not
-	 * (keyless runs have no other ordered entry: src/README.md, "Run
-	 * storage 0.2").  First the queue's first KEYLESS_WINDOW entries in
-	 * order, which is where keyless runs are unless keyed runs crowd ahead
-	 * of them; only if the window is full and short of keyless heads, all
-	 * the queue's keyless runs, found through the small index that lists
-	 * them (ready_k_nokey), never by walking the keyed runs ahead.
+	 * Keyless heads: in a queue with a per-key limit, the order index holds
+	 * exactly the keyless runs (keyed ones have their key in the column:
+	 * src/README.md, "Keys").  A keyed run there with its key in meta was
+	 * placed by a retry or promotion that raced with the limit being set;
+	 * it is passed over (never started past its key's limit) until
+	 * check_consistency moves its key.
 	 */
-	qe_plan(&nokey_near_plan,
-			"SELECT w.run_id, w.priority, w.run_at, w.ctid, w.keyless FROM ("
-			"  SELECT x.run_id, x.priority, x.run_at, x.ctid,"
-			"         x.concurrency_key IS NULL" STARTABLE " AS keyless"
-			"    FROM queue_engine.ready x WHERE x.queue_id = $1"
-			"   ORDER BY x.priority DESC, x.run_at, x.run_id"
-			"   LIMIT " CppAsString2(KEYLESS_WINDOW) ") w",
-			1, (Oid[]) {INT4OID});
-	qe_plan(&nokey_far_plan,
+	qe_plan(&keyless_plan,
 			"SELECT x.run_id, x.priority, x.run_at, x.ctid FROM queue_engine.ready x"
-			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE,
-			1, (Oid[]) {INT4OID});
+			" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" STARTABLE
+			"   AND (x.meta).concurrency_key IS NULL"
+			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT $2",
+			2, (Oid[]) {INT4OID, INT4OID});
 
 	/* Phase 1: candidate heads, no locks taken. */
 	values[0] = Int32GetDatum(q->queue_id);
@@ -577,29 +580,9 @@ claim_keyed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 		qe_exec(key_heads_plan, values, NULL, 0);
 		collect_heads(&heads, &nheads, &cap, nkeys - 1);
 	}
-	n = qe_exec(nokey_near_plan, values, NULL, 0);
-	{
-		int			keyless = 0;
-		uint64		window = n;
-
-		for (uint64 i = 0; i < window; i++)
-		{
-			bool		isnull;
-
-			if (DatumGetBool(qe_get(i, 5, &isnull)) && keyless < want)
-			{
-				add_head(&heads, &nheads, &cap, i, -1);
-				keyless++;
-			}
-		}
-		if (window == KEYLESS_WINDOW && keyless < want)
-		{
-			/* (heads found again here replace those of the window) */
-			nheads -= keyless;
-			qe_exec(nokey_far_plan, values, NULL, 0);
-			collect_heads(&heads, &nheads, &cap, -1);
-		}
-	}
+	values[1] = Int32GetDatum(want);
+	qe_exec(keyless_plan, values, NULL, 0);
+	collect_heads(&heads, &nheads, &cap, -1);
 	if (nheads == 0)
 		return 0;
 

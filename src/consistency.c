@@ -29,6 +29,7 @@ typedef struct QeCheck
 	const char *name;
 	const char *sql;			/* $1 = repair; returns found, repaired, detail */
 	bool		repair_grants_leases;	/* to executing runs, already passed */
+	bool		repair_adds_ready;	/* queued runs enter the order index */
 } QeCheck;
 
 /*
@@ -57,7 +58,7 @@ typedef struct QeCheck
 	"  DELETE FROM queue_engine." family " x" UNKNOWN_QUEUE_OF("x") \
 	"  RETURNING x.run_id, x.run_at, (x.meta).started_at AS started_at, x.queue_id," \
 	"            x.policy_id, x.priority, " QE_SQL_ATTEMPT("x") " AS attempt, x.payload," \
-	"            x.concurrency_key, (x.meta).worker AS worker, x.meta)"
+	"            " QE_SQL_KEY_OF("x") " AS concurrency_key, (x.meta).worker AS worker, x.meta)"
 
 static const QeCheck checks[QE_CHECK_COUNT] = {
 	/*
@@ -100,7 +101,7 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 					"(g.meta).idempotency_key", "(g.meta).tags", "(g.meta).parent_run_id",
 					"(g.meta).max_attempts", "(g.meta).lease",
 					"jsonb_build_object('message', 'canceled: its queue does not exist',"
-					" 'reason', 'queue does not exist', 'canceled', true)")
+					" 'reason', 'queue does not exist', 'canceled', true)", "NULL")
 		"    FROM gone g"
 		"  ON CONFLICT (run_id) DO NOTHING)"
 		"SELECT (SELECT count(*) FROM bad), (SELECT count(DISTINCT run_id) FROM gone),"
@@ -265,6 +266,35 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"       (SELECT jsonb_agg(jsonb_build_object('tenant_id', tenant_id, 'key', idempotency_key,"
 		"                         'run_id', run_id)) FROM (SELECT * FROM bad LIMIT 100) b)"},
 
+	/*
+	 * A queued run's concurrency key is in ready's column when its queue
+	 * has a per-key limit (so that the limit sees it: _key), else in meta
+	 * (so that the run is in the order index); never in both.  Setting or
+	 * clearing the limit moves the keys (qe_move_concurrency_keys), but a
+	 * retry or a promotion that read the queue just before such a change
+	 * may commit just after its move.  A misplaced run is never started
+	 * past its key's limit (claim.c passes over keyed runs in the order
+	 * index) but may wait until this check, which moves the key.
+	 */
+	{"ready_key_placement", .repair_adds_ready = true, .sql =
+		"WITH bad AS ("
+		"  SELECT r.tableoid AS t, r.ctid AS c, r.run_id,"
+		"         q.key_concurrency_limit IS NOT NULL AS keyed"
+		"    FROM queue_engine.ready r"
+		"    LEFT JOIN queue_engine.queues q ON q.queue_id = r.queue_id"
+		"   WHERE (r.concurrency_key IS NOT NULL AND (r.meta).concurrency_key IS NOT NULL)"
+		"      OR CASE WHEN q.key_concurrency_limit IS NOT NULL"
+		"              THEN (r.meta).concurrency_key IS NOT NULL"
+		"              ELSE r.concurrency_key IS NOT NULL END),"
+		" fix AS ("
+		"  UPDATE queue_engine.ready x"
+		"     SET concurrency_key = " QE_SQL_READY_KEY_COLUMN(QE_SQL_KEY_OF("x"), "b.keyed") ","
+		"         meta = " QE_SQL_META_WITH_KEY("x.meta", QE_SQL_READY_KEY_META(QE_SQL_KEY_OF("x"), "b.keyed"))
+		"    FROM bad b WHERE $1 AND x.tableoid = b.t AND x.ctid = b.c"
+		"  RETURNING 1)"
+		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
+		"       (SELECT jsonb_agg(run_id ORDER BY run_id) FROM (SELECT run_id FROM bad LIMIT 100) b)"},
+
 };
 
 /* Run every check; SPI must be connected.  Logs each drift found. */
@@ -301,6 +331,9 @@ qe_run_consistency_checks(bool repair, QeCheckResult *results)
 		 * A repaired run holds a lease that has passed (by now()): rescue
 		 * it soon.  Only leases moved, which know no queue.
 		 */
+		/* Runs entered the order index behind their queues' ready hints. */
+		if (results[i].repaired > 0 && checks[i].repair_adds_ready)
+			qe_ready_hint_forget_all();
 		if (results[i].repaired > 0 && checks[i].repair_grants_leases)
 			qe_run_transitioned(0, QE_RUN_EXECUTING, QE_RUN_EXECUTING,
 								(int32) results[i].repaired, NULL,

@@ -235,29 +235,39 @@ tenant_cursor(int32 tenant_id)
 #define QE_WALK_BATCH 16
 
 /*
- * Does the queue have a queued run?  (One probe of the ready order indexes:
- * ordered as they are, so that the plan reads each index from its start
- * rather than collecting all the queue's entries.)
+ * Does the queue have a queued run?  One probe of the ready order indexes
+ * (ordered as they are, so that the plan reads each index from its start
+ * rather than collecting all the queue's entries), and for a queue with a
+ * per-key limit, whose keyed runs are only in _key, one of that if the
+ * first found nothing.
  */
+#define QUEUED_RUN_PROBE(table) \
+	"SELECT 1 FROM (" \
+	"  (SELECT 1 FROM queue_engine." table " x" \
+	"    WHERE x.queue_id = $1 AND x.concurrency_key IS NULL" \
+	"    ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT 1)" \
+	"  UNION ALL" \
+	"  (SELECT 1 FROM queue_engine." table " x" \
+	"    WHERE $2 AND x.queue_id = $1 AND x.concurrency_key IS NOT NULL" \
+	"    ORDER BY x.concurrency_key LIMIT 1)) p LIMIT 1"
+
 static bool
-has_queued_run(int32 queue_id)
+has_queued_run(int32 queue_id, bool key_limited)
 {
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr segment_plans[2];
-	Datum		value = Int32GetDatum(queue_id);
+	Datum		values[2];
 	int			segment = qe_sole_segment(QE_FAMILY_READY);
 
+	values[0] = Int32GetDatum(queue_id);
+	values[1] = BoolGetDatum(key_limited);
 	if (segment >= 0)
 		return qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_READY, segment,
-										  "SELECT 1 FROM queue_engine.%1$s x WHERE x.queue_id = $1"
-										  " ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT 1",
-										  1, (Oid[]) {INT4OID}),
-					   &value, NULL, 1) > 0;
-	qe_plan(&plan,
-			"SELECT 1 FROM queue_engine.ready x WHERE x.queue_id = $1"
-			" ORDER BY x.priority DESC, x.run_at, x.run_id LIMIT 1",
-			1, (Oid[]) {INT4OID});
-	return qe_exec(plan, &value, NULL, 1) > 0;
+										  QUEUED_RUN_PROBE("%1$s"),
+										  2, (Oid[]) {INT4OID, BOOLOID}),
+					   values, NULL, 1) > 0;
+	qe_plan(&plan, QUEUED_RUN_PROBE("ready"), 2, (Oid[]) {INT4OID, BOOLOID});
+	return qe_exec(plan, values, NULL, 1) > 0;
 }
 
 /*
@@ -287,10 +297,20 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 	 * LATERAL ... LIMIT 1: one probe per queue walked, never a semi-join;
 	 * gated off for limited queues (a one-time filter on the outer row).
 	 */
-				   "  LEFT JOIN LATERAL (SELECT true AS queued FROM queue_engine.ready x"
-				   "                      WHERE x.queue_id = q.queue_id"
-				   "                        AND q.concurrency_limit IS NULL"
-				   "                      ORDER BY x.priority DESC, x.run_at, x.run_id"
+				   "  LEFT JOIN LATERAL (SELECT true AS queued FROM ("
+				   "                      (SELECT 1 FROM queue_engine.ready x"
+				   "                        WHERE x.queue_id = q.queue_id"
+				   "                          AND x.concurrency_key IS NULL"
+				   "                          AND q.concurrency_limit IS NULL"
+				   "                        ORDER BY x.priority DESC, x.run_at, x.run_id"
+				   "                        LIMIT 1)"
+				   "                      UNION ALL"
+				   "                      (SELECT 1 FROM queue_engine.ready x"
+				   "                        WHERE x.queue_id = q.queue_id"
+				   "                          AND x.concurrency_key IS NOT NULL"
+				   "                          AND q.concurrency_limit IS NULL"
+				   "                          AND q.key_concurrency_limit IS NOT NULL"
+				   "                        ORDER BY x.concurrency_key LIMIT 1)) p"
 				   "                      LIMIT 1) AS has_queued ON true"
 				   " WHERE q.tenant_id = $1 AND q.queue_id > $2 AND q.queue_id <= $5"
 				   "   AND q.dropped_at IS NULL AND NOT q.paused"
@@ -350,7 +370,7 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 				 */
 				if (found[i].limit > 0 &&
 					(!qe_queue_below_limit_now(found[i].queue_id, found[i].limit) ||
-					 !has_queued_run(found[i].queue_id)))
+					 !has_queued_run(found[i].queue_id, found[i].key_limit > 0)))
 					continue;
 				SPI_cursor_close(portal);
 				*out = found[i];

@@ -26,6 +26,7 @@ typedef struct QeQueueInfo
 	int32		tenant_id;
 	int32		policy_id;
 	int32		max_attempts;
+	bool		key_limited;	/* has a per-key limit */
 	bool		ttl_null;
 	Datum		ttl;
 } QeQueueInfo;
@@ -75,6 +76,7 @@ lookup_queue(const char *queue)
 	info.tenant_id = def->tenant_id;
 	info.policy_id = def->policy_id;
 	info.max_attempts = def->max_attempts;
+	info.key_limited = def->key_limit > 0;
 	info.ttl_null = def->ttl_null;
 	info.ttl = info.ttl_null ? (Datum) 0 : IntervalPGetDatum(&def->ttl);
 	return info;
@@ -252,6 +254,7 @@ fill_run_values(Datum *values, bool *nulls, QeEnqueueOptions *opt,
 	Datum		meta[QE_META_NFIELDS];
 	bool		meta_nulls[QE_META_NFIELDS];
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	bool		key_in_meta;
 
 	for (int c = 0; c < QE_RUN_NCOLS; c++)
 	{
@@ -262,8 +265,15 @@ fill_run_values(Datum *values, bool *nulls, QeEnqueueOptions *opt,
 	values[QE_RUN_QUEUE_ID] = Int32GetDatum(info->queue_id);
 	values[QE_RUN_POLICY_ID] = Int32GetDatum(info->policy_id);
 	values[QE_RUN_PRIORITY] = Int32GetDatum(opt->priority);
+	/*
+	 * The key: in the column for a delayed run or a queue with a per-key
+	 * limit, else in meta (run_state.h, QE_SQL_KEY_OF).  The queue's limit
+	 * cannot change meanwhile: setting or clearing it waits for this
+	 * transaction's lock on the queue's name (lookup_queue()).
+	 */
+	key_in_meta = opt->concurrency_key != NULL && !opt->delayed && !info->key_limited;
 	values[QE_RUN_CONCURRENCY_KEY] = PointerGetDatum(opt->concurrency_key);
-	nulls[QE_RUN_CONCURRENCY_KEY] = (opt->concurrency_key == NULL);
+	nulls[QE_RUN_CONCURRENCY_KEY] = (opt->concurrency_key == NULL || key_in_meta);
 
 	/* What most runs lack, in meta (NULL fields: the common case). */
 	for (int f = 0; f < QE_META_NFIELDS; f++)
@@ -283,6 +293,8 @@ fill_run_values(Datum *values, bool *nulls, QeEnqueueOptions *opt,
 	meta_nulls[QE_META_PARENT_RUN_ID] = opt->parent_null;
 	meta[QE_META_MAX_ATTEMPTS] = Int32GetDatum(opt->max_attempts);
 	meta_nulls[QE_META_MAX_ATTEMPTS] = (opt->max_attempts == 0);
+	meta[QE_META_CONCURRENCY_KEY] = PointerGetDatum(opt->concurrency_key);
+	meta_nulls[QE_META_CONCURRENCY_KEY] = !key_in_meta;
 	values[QE_RUN_META] = qe_form_run_meta(meta, meta_nulls, &nulls[QE_RUN_META]);
 }
 

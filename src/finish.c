@@ -60,7 +60,7 @@ PG_FUNCTION_INFO_V1(qe_cancel);
 	"        " output ", d.concurrency_key, d.worker, " \
 	QE_SQL_META("NULL", "(d.meta).created_at", "(d.meta).expires_at", "NULL", "NULL", \
 				"(d.meta).idempotency_key", "(d.meta).tags", "(d.meta).parent_run_id", \
-				"(d.meta).max_attempts", "(d.meta).lease", last_error) \
+				"(d.meta).max_attempts", "(d.meta).lease", last_error, "NULL") \
 	"   FROM d" \
 	" RETURNING queue_id"
 
@@ -377,6 +377,9 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(completed);
 }
 
+/* A retried run (d, of queue q) keeps its key in the column: delayed ($4), or key-limited. */
+#define RETRY_KEYED "($4 OR q.key_concurrency_limit IS NOT NULL)"
+
 Datum
 qe_fail(PG_FUNCTION_ARGS)
 {
@@ -384,13 +387,14 @@ qe_fail(PG_FUNCTION_ARGS)
 	static SPIPlanPtr failed_plan = NULL;
 	static SPIPlanPtr retry_plans[QE_FAMILY_DELAYED + 1][2];
 	int64		run_id = require_run_id(fcinfo);
-	Datum		values[3];
+	Datum		values[4];
 	bool		isnull;
 	bool		permanent;
 	int32		attempt;
 	int32		max_attempts;
 	int32		queue_id;
 	int32		priority;
+	bool		keyed;
 	Interval   *backoff;
 	Interval   *backoff_max;
 	QeRunStatus new_status;
@@ -420,7 +424,8 @@ qe_fail(PG_FUNCTION_ARGS)
 	SPI_connect();
 	qe_plan(&lock_plan,
 			"SELECT e.attempt, " QE_SQL_MAX_ATTEMPTS("e", "p") ", e.queue_id,"
-			"       q.retry_backoff, q.retry_backoff_max, e.priority"
+			"       q.retry_backoff, q.retry_backoff_max, e.priority,"
+			"       e.concurrency_key IS NOT NULL"
 			"  FROM queue_engine.executing e"
 			"  JOIN queue_engine.queue_policies p ON p.policy_id = e.policy_id"
 			"  JOIN queue_engine.queues q ON q.queue_id = e.queue_id"
@@ -446,6 +451,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	backoff = DatumGetIntervalP(qe_get(0, 4, &isnull));
 	backoff_max = DatumGetIntervalP(qe_get(0, 5, &isnull));
 	priority = DatumGetInt32(qe_get(0, 6, &isnull));
+	keyed = DatumGetBool(qe_get(0, 7, &isnull));
 
 	if (permanent || attempt >= max_attempts)
 		new_status = QE_RUN_FAILED;
@@ -464,10 +470,14 @@ qe_fail(PG_FUNCTION_ARGS)
 	error = qe_trim_error(PG_GETARG_JSONB_P(1), qe_max_error_field_bytes,
 						  QE_MAX_ERROR_BYTES);
 
-	/* $1 run_id, $2 the error, $3 the retry's run_at (unused when failed) */
+	/*
+	 * $1 run_id, $2 the error, $3 the retry's run_at, $4 whether the retry
+	 * is delayed (unused when failed).
+	 */
 	values[0] = Int64GetDatum(run_id);
 	values[1] = JsonbPGetDatum(error);
 	values[2] = TimestampTzGetDatum(run_at);
+	values[3] = BoolGetDatum(new_status == QE_RUN_DELAYED);
 	if (new_status == QE_RUN_FAILED)
 		qe_exec(qe_plan(&failed_plan,
 						FINISH_EXECUTING("WHERE e.run_id = $1", "", "'failed'", "NULL", "$2"),
@@ -482,22 +492,28 @@ qe_fail(PG_FUNCTION_ARGS)
 		 * (same columns): meta carries the failed attempt (its number,
 		 * start and worker) and the error, and keeps the run's other
 		 * fields.  created_at is written out when run_at moves away from
-		 * it.
+		 * it.  The key stays in the column unless the run is queued in a
+		 * queue without a per-key limit (run_state.h, QE_SQL_KEY_OF), as
+		 * the statement reads the queue after the key placement lock.
 		 */
+		if (keyed)
+			qe_lock_key_placement(queue_id, false);
 		qe_exec(qe_plan_segment(retry_plans[family], family,
 								"WITH d AS (DELETE FROM queue_engine.executing e"
 								"            WHERE e.run_id = $1 RETURNING e.*)"
 								" INSERT INTO queue_engine.%1$s"
 								" SELECT d.run_id, $3, d.queue_id, d.policy_id, d.priority,"
-								"        d.payload, d.concurrency_key, "
+								"        d.payload, "
+								QE_SQL_READY_KEY_COLUMN("d.concurrency_key", RETRY_KEYED) ", "
 								QE_SQL_META("nullif(d.attempt, 0)",
 											"nullif(coalesce((d.meta).created_at, d.run_at), $3)",
 											"(d.meta).expires_at", "d.started_at", "d.worker",
 											"(d.meta).idempotency_key", "(d.meta).tags",
 											"(d.meta).parent_run_id", "(d.meta).max_attempts",
-											"(d.meta).lease", "$2")
-								"   FROM d",
-								3, (Oid[]) {INT8OID, JSONBOID, TIMESTAMPTZOID}),
+											"(d.meta).lease", "$2",
+											QE_SQL_READY_KEY_META("d.concurrency_key", RETRY_KEYED))
+								"   FROM d LEFT JOIN queue_engine.queues q ON q.queue_id = d.queue_id",
+								4, (Oid[]) {INT8OID, JSONBOID, TIMESTAMPTZOID, BOOLOID}),
 				values, NULL, 0);
 	}
 	{
@@ -588,11 +604,11 @@ cancel_error(text *reason_text)
 	" SELECT k.run_id, now(), k.run_at, (k.meta).started_at, k.queue_id, k.policy_id," \
 	"        k.priority, " QE_SQL_ATTEMPT("k") ", 'canceled'::queue_engine.run_status," \
 	"        k.payload, NULL," \
-	"        k.concurrency_key, (k.meta).worker, " \
+	"        " QE_SQL_KEY_OF("k") ", (k.meta).worker, " \
 	QE_SQL_META("NULL", "(k.meta).created_at", "(k.meta).expires_at", "NULL", "NULL", \
 				"(k.meta).idempotency_key", "(k.meta).tags", "(k.meta).parent_run_id", \
 				"(k.meta).max_attempts", "(k.meta).lease", \
-				"coalesce($2, (k.meta).last_error)") \
+				"coalesce($2, (k.meta).last_error)", "NULL") \
 	"   FROM taken k" \
 	" RETURNING queue_id"
 

@@ -38,6 +38,7 @@
 #include "storage/spin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
@@ -105,34 +106,75 @@ run_move_plan(SPIPlanPtr plan, int limit)
 	return report_moved_runs();
 }
 
+/* A promoted run keeps its key in the column if its queue q has a per-key limit. */
+#define PROMOTED_KEYED "(q.key_concurrency_limit IS NOT NULL)"
+
 /*
- * Delayed runs whose run_at has come become queued: taken from delayed
- * (through its run_at index, then by ctid: the family has no btree on
- * run_id) and inserted into the current ready segment, in run_id order so
- * that runs with equal keys stay in the queue's tie order.
+ * Delayed runs whose run_at has come become queued: picked from delayed
+ * (through its run_at index; locked), then taken by ctid (the family has
+ * no btree on run_id) and inserted into the current ready segment, in
+ * run_id order so that runs with equal keys stay in the queue's tie order.
+ * Between the two, the key placement lock of each queue with a keyed run
+ * among them, so that the move reads the queue's per-key limit after any
+ * change of it in flight has committed (src/README.md, "Keys").
  */
 int64
 qe_task_promote_delayed(int limit)
 {
+	static SPIPlanPtr pick_plan = NULL;
 	static SPIPlanPtr plans[2] = {NULL, NULL};
 	SPIPlanPtr	plan;
+	Datum		values[2];
+	Datum	   *tables;
+	Datum	   *tids;
+	uint64		n;
 
+	qe_plan(&pick_plan,
+			"SELECT x.tableoid, x.ctid,"
+			"       CASE WHEN x.concurrency_key IS NOT NULL THEN x.queue_id END"
+			"  FROM queue_engine.delayed x"
+			" WHERE x.run_at <= now() AND " QE_SQL_STARTABLE
+			" ORDER BY x.run_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+			1, (Oid[]) {INT4OID});
+	values[0] = Int32GetDatum(limit);
+	n = qe_exec(pick_plan, values, NULL, 0);
+	if (n == 0)
+		return 0;
+	tables = palloc(sizeof(Datum) * n);
+	tids = palloc(sizeof(Datum) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		keyed_queue;
+
+		tables[i] = qe_get(i, 1, &isnull);
+		tids[i] = datumCopy(qe_get(i, 2, &isnull), false, sizeof(ItemPointerData));
+		keyed_queue = qe_get(i, 3, &isnull);
+		if (!isnull)
+			qe_lock_key_placement(DatumGetInt32(keyed_queue), false);
+	}
+	values[0] = PointerGetDatum(construct_array(tables, (int) n, OIDOID, sizeof(Oid),
+												true, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(tids, (int) n, TIDOID,
+												sizeof(ItemPointerData), false,
+												TYPALIGN_SHORT));
 	plan = qe_plan_segment(plans, QE_FAMILY_READY,
-						   "WITH picked AS MATERIALIZED ("
-						   "  SELECT x.tableoid AS t, x.ctid AS c FROM queue_engine.delayed x"
-						   "   WHERE x.run_at <= now() AND " QE_SQL_STARTABLE
-						   "   ORDER BY x.run_at LIMIT $1 FOR UPDATE SKIP LOCKED),"
+						   "WITH picked AS (SELECT * FROM unnest($1::oid[], $2::tid[]) AS p(t, c)),"
 						   QE_SQL_TAKE_PICKED("delayed")
 						   " INSERT INTO queue_engine.%1$s"
 						   "        (run_id, run_at, queue_id, policy_id, priority, payload,"
 						   "         concurrency_key, meta)"
 						   " SELECT t.run_id, t.run_at, t.queue_id, t.policy_id, t.priority,"
-						   "        t.payload, t.concurrency_key, t.meta"
-						   "   FROM taken t ORDER BY t.run_id"
+						   "        t.payload, "
+						   QE_SQL_READY_KEY_COLUMN(QE_SQL_KEY_OF("t"), PROMOTED_KEYED) ", "
+						   QE_SQL_META_WITH_KEY("t.meta", QE_SQL_READY_KEY_META(QE_SQL_KEY_OF("t"), PROMOTED_KEYED))
+						   "   FROM taken t LEFT JOIN queue_engine.queues q ON q.queue_id = t.queue_id"
+						   "  ORDER BY t.run_id"
 						   " RETURNING queue_id, 'delayed'::text, 'queued'::text,"
 						   "           priority, run_at, run_id",
-						   1, (Oid[]) {INT4OID});
-	return run_move_plan(plan, limit);
+						   2, (Oid[]) {OIDARRAYOID, TIDARRAYOID});
+	qe_exec(plan, values, NULL, 0);
+	return report_moved_runs();
 }
 
 /*
@@ -159,10 +201,10 @@ qe_task_promote_delayed(int limit)
 	QE_SQL_TAKE_PICKED(family) \
 	" INSERT INTO queue_engine.finished_runs" FINISHED_RUNS_COLUMNS \
 	" SELECT t.run_id, now(), t.run_at, (t.meta).started_at, t.queue_id, t.policy_id," \
-	"        t.priority, 0, 'expired', t.payload, NULL, t.concurrency_key, (t.meta).worker," \
+	"        t.priority, 0, 'expired', t.payload, NULL, " QE_SQL_KEY_OF("t") ", (t.meta).worker," \
 	QE_SQL_META("NULL", "(t.meta).created_at", "(t.meta).expires_at", "NULL", "NULL", \
 				"(t.meta).idempotency_key", "(t.meta).tags", "(t.meta).parent_run_id", \
-				"(t.meta).max_attempts", "(t.meta).lease", "(t.meta).last_error") \
+				"(t.meta).max_attempts", "(t.meta).lease", "(t.meta).last_error", "NULL") \
 	"   FROM taken t" \
 	" RETURNING queue_id, '" from "'::text, status::text, priority, run_at, run_id"
 
@@ -236,6 +278,8 @@ qe_rescue_horizon_forget(void)
  * started_at and worker of the stalled attempt, and its error.  created_at
  * is kept explicitly when it was run_at's, which the retry changes.
  */
+/* A retried run keeps its key in the column when delayed, or its queue q is key-limited. */
+#define RESCUED_KEYED "($3 = 'delayed' OR q.key_concurrency_limit IS NOT NULL)"
 #define RESCUE_RETRY_SQL \
 	"WITH d AS (" \
 	"  DELETE FROM queue_engine.executing e" \
@@ -245,12 +289,14 @@ qe_rescue_horizon_forget(void)
 	" INSERT INTO queue_engine.%1$s" \
 	"        (run_id, run_at, queue_id, policy_id, priority, payload, concurrency_key, meta)" \
 	" SELECT d.run_id, d.retry_at, d.queue_id, d.policy_id, d.priority, d.payload," \
-	"        d.concurrency_key," \
+	"        " QE_SQL_READY_KEY_COLUMN("d.concurrency_key", RESCUED_KEYED) "," \
 	QE_SQL_META("d.attempt", "nullif(coalesce((d.meta).created_at, d.run_at), d.retry_at)", \
 				"(d.meta).expires_at", "d.started_at", "d.worker", \
 				"(d.meta).idempotency_key", "(d.meta).tags", "(d.meta).parent_run_id", \
-				"(d.meta).max_attempts", "(d.meta).lease", STALL_ERROR("$4")) \
-	"   FROM d ORDER BY d.run_id" \
+				"(d.meta).max_attempts", "(d.meta).lease", STALL_ERROR("$4"), \
+				QE_SQL_READY_KEY_META("d.concurrency_key", RESCUED_KEYED)) \
+	"   FROM d LEFT JOIN queue_engine.queues q ON q.queue_id = d.queue_id" \
+	"  ORDER BY d.run_id" \
 	" RETURNING queue_id, 'executing'::text, $3::text, priority, run_at, run_id"
 
 /*
@@ -287,7 +333,8 @@ qe_task_rescue_stalled(int limit)
 			"   WHERE x.lease_expires_at < now()"
 			"   ORDER BY x.lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
 			"SELECT e.run_id, e.attempt, " QE_SQL_MAX_ATTEMPTS("e", "p") ","
-			"       q.retry_backoff, q.retry_backoff_max"
+			"       q.retry_backoff, q.retry_backoff_max, e.queue_id,"
+			"       e.concurrency_key IS NOT NULL"
 			"  FROM due JOIN queue_engine.executing e ON e.run_id = due.run_id"
 			"  JOIN queue_engine.queue_policies p ON p.policy_id = e.policy_id"
 			"  JOIN queue_engine.queues q ON q.queue_id = e.queue_id",
@@ -321,6 +368,9 @@ qe_task_rescue_stalled(int limit)
 			run_ats[k][counts[k]] =
 				TimestampTzGetDatum(GetCurrentTransactionStartTimestamp() + delay_us);
 			ids[k][counts[k]++] = id;
+			/* (the retry statements read the queue's per-key limit after this) */
+			if (k == 0 && DatumGetBool(qe_get(i, 7, &isnull)))
+				qe_lock_key_placement(DatumGetInt32(qe_get(i, 6, &isnull)), false);
 		}
 	}
 
@@ -356,7 +406,7 @@ qe_task_rescue_stalled(int limit)
 				QE_SQL_META("NULL", "(d.meta).created_at", "(d.meta).expires_at", "NULL",
 							"NULL", "(d.meta).idempotency_key", "(d.meta).tags",
 							"(d.meta).parent_run_id", "(d.meta).max_attempts",
-							"(d.meta).lease", STALL_ERROR("$2"))
+							"(d.meta).lease", STALL_ERROR("$2"), "NULL")
 				"   FROM d"
 				" RETURNING queue_id, 'executing'::text, status::text, priority, run_at, run_id",
 				2, (Oid[]) {INT8ARRAYOID, INT4OID});

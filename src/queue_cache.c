@@ -26,7 +26,9 @@
  *-------------------------------------------------------------------------
  */
 #include "queue_engine.h"
+#include "run_state.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
@@ -39,9 +41,11 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 PG_FUNCTION_INFO_V1(qe_queue_definitions_changed);
 PG_FUNCTION_INFO_V1(qe_definition_change_lock);
+PG_FUNCTION_INFO_V1(qe_move_concurrency_keys);
 
 typedef struct QeQueueCacheEntry
 {
@@ -181,6 +185,79 @@ qe_definition_change_lock(PG_FUNCTION_ARGS)
 	desc = RelationGetDescr(trigdata->tg_relation);
 	lock_tenant_for_change(trigdata->tg_trigtuple, desc);
 	lock_tenant_for_change(trigdata->tg_newtuple, desc);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * queue_engine.move_concurrency_keys(): the row trigger after an UPDATE of
+ * a queue that sets or clears its key_concurrency_limit.  A queued run's
+ * key is in ready's concurrency_key column when its queue has a per-key
+ * limit, else in meta (run_state.h, QE_SQL_KEY_OF; src/README.md, "Keys"):
+ * this moves the keys of the queue's queued runs to their new place, in
+ * the changing transaction.  It first takes the queue's name lock and key
+ * placement lock exclusively, so the enqueues, retries and promotions in
+ * flight (which hold one of them shared and placed keys by the old
+ * definition) commit before the move reads, and later ones wait for this
+ * transaction and read the new definition.  Delayed runs keep their keys
+ * in the column: promotion places them.
+ */
+Datum
+qe_move_concurrency_keys(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr to_column_plan = NULL;
+	static SPIPlanPtr to_meta_plan = NULL;
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	bool		old_null;
+	bool		new_null;
+	bool		isnull;
+	Datum		queue_id;
+	Datum		name;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("move_concurrency_keys() must be called as a row trigger after update"),
+				 errhint("It is the row trigger on queue_engine.queues.")));
+	desc = RelationGetDescr(trigdata->tg_relation);
+	(void) heap_getattr(trigdata->tg_trigtuple, SPI_fnumber(desc, "key_concurrency_limit"),
+						desc, &old_null);
+	(void) heap_getattr(trigdata->tg_newtuple, SPI_fnumber(desc, "key_concurrency_limit"),
+						desc, &new_null);
+	if (old_null == new_null)
+		return PointerGetDatum(NULL);
+	queue_id = heap_getattr(trigdata->tg_newtuple, SPI_fnumber(desc, "queue_id"), desc, &isnull);
+	name = heap_getattr(trigdata->tg_newtuple, SPI_fnumber(desc, "queue"), desc, &isnull);
+	qe_lock_queue_name(TextDatumGetCString(name), true);
+	qe_lock_key_placement(DatumGetInt32(queue_id), true);
+
+	SPI_connect();
+	if (!new_null)
+		qe_exec(qe_plan(&to_column_plan,
+						"UPDATE queue_engine.ready x"
+						"   SET concurrency_key = (x.meta).concurrency_key,"
+						"       meta = " QE_SQL_META_WITH_KEY("x.meta", "NULL")
+						" WHERE x.queue_id = $1 AND x.concurrency_key IS NULL"
+						"   AND (x.meta).concurrency_key IS NOT NULL",
+						1, (Oid[]) {INT4OID}),
+				&queue_id, NULL, 0);
+	else
+	{
+		/* These runs enter the order index, maybe before the ready hint. */
+		QeReadyKey	first = {PG_INT32_MAX, DT_NOBEGIN, 0};
+
+		qe_exec(qe_plan(&to_meta_plan,
+						"UPDATE queue_engine.ready x"
+						"   SET concurrency_key = NULL,"
+						"       meta = " QE_SQL_META_WITH_KEY("x.meta", "x.concurrency_key")
+						" WHERE x.queue_id = $1 AND x.concurrency_key IS NOT NULL",
+						1, (Oid[]) {INT4OID}),
+				&queue_id, NULL, 0);
+		qe_ready_hint_lower(DatumGetInt32(queue_id), &first);
+	}
+	SPI_finish();
 	return PointerGetDatum(NULL);
 }
 

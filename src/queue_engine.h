@@ -54,6 +54,7 @@
 #define QE_LOCK_KEY			0x5147
 #define QE_LOCK_QUEUE_NAME	0x5148
 #define QE_LOCK_QUEUE_SLOT	0x5149
+#define QE_LOCK_KEY_PLACEMENT 0x514A
 
 /* guc.c */
 extern int	qe_max_payload_bytes;
@@ -96,6 +97,7 @@ extern bool qe_try_xact_lock_mode(uint32 kind, uint32 id1, uint32 id2,
 extern void qe_release_xact_lock(uint32 kind, uint32 id1, uint32 id2,
 								 int lockmode);
 extern void qe_lock_queue_name(const char *queue, bool exclusive);
+extern void qe_lock_key_placement(int32 queue_id, bool exclusive);
 extern void qe_check_jsonb_size(Datum value, int limit, const char *what,
 								const char *guc_name);
 extern void qe_check_interval(Interval *value, const char *name,
@@ -205,6 +207,7 @@ typedef enum QeMetaField
 	QE_META_MAX_ATTEMPTS,
 	QE_META_LEASE,
 	QE_META_LAST_ERROR,
+	QE_META_CONCURRENCY_KEY,
 	QE_META_NFIELDS
 } QeMetaField;
 /* A run_meta datum of the given fields, or NULL (*isnull) when all are. */
@@ -256,7 +259,7 @@ typedef struct QeCheckResult
 	int64		repaired;
 } QeCheckResult;
 
-#define QE_CHECK_COUNT 7
+#define QE_CHECK_COUNT 8
 extern void qe_run_consistency_checks(bool repair, QeCheckResult *results);
 
 /* access.c: tenant-scoped roles.  Granted accesses, as bits ... */

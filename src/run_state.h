@@ -69,6 +69,23 @@ extern QeRunStatus qe_run_status_from_label(const char *label);
  * (meta overrides, else the run's policy p), created_at.
  */
 #define QE_SQL_ATTEMPT(x)		"coalesce((" x ".meta).attempt, 0)"
+
+/*
+ * A run's concurrency key (alias x): in the concurrency_key column, or,
+ * for a queued run of a queue without a per-key limit, in meta (the
+ * column then stays NULL, which puts the run in the order index:
+ * src/README.md, "Keys").  Executing and finished rows and delayed ones
+ * always have it in the column.
+ */
+#define QE_SQL_KEY_OF(x)		"coalesce(" x ".concurrency_key, (" x ".meta).concurrency_key)"
+
+/*
+ * Where a run entering ready puts its key (an SQL expression), given
+ * keyed, an SQL boolean saying whether its queue has a per-key limit: the
+ * column's value, and meta's.
+ */
+#define QE_SQL_READY_KEY_COLUMN(key, keyed) "CASE WHEN " keyed " THEN " key " END"
+#define QE_SQL_READY_KEY_META(key, keyed)	"CASE WHEN NOT " keyed " THEN " key " END"
 #define QE_SQL_MAX_ATTEMPTS(x, p) "coalesce((" x ".meta).max_attempts, " p ".max_attempts)"
 #define QE_SQL_LEASE(x, p)		"coalesce((" x ".meta).lease, " p ".lease)"
 
@@ -87,11 +104,18 @@ extern QeRunStatus qe_run_status_from_label(const char *label);
  */
 #define QE_SQL_META(attempt, created_at, expires_at, started_at, worker, \
 					idempotency_key, tags, parent_run_id, max_attempts, lease, \
-					last_error) \
+					last_error, concurrency_key) \
 	"queue_engine.run_meta_or_null(ROW(" attempt ", " created_at ", " \
 	expires_at ", " started_at ", " worker ", " idempotency_key ", " tags \
 	", " parent_run_id ", " max_attempts ", " lease ", " last_error \
-	")::queue_engine.run_meta)"
+	", " concurrency_key ")::queue_engine.run_meta)"
+
+/* meta m (an SQL expression) with its concurrency_key replaced by key. */
+#define QE_SQL_META_WITH_KEY(m, key) \
+	QE_SQL_META("(" m ").attempt", "(" m ").created_at", "(" m ").expires_at", \
+				"(" m ").started_at", "(" m ").worker", "(" m ").idempotency_key", \
+				"(" m ").tags", "(" m ").parent_run_id", "(" m ").max_attempts", \
+				"(" m ").lease", "(" m ").last_error", key)
 
 /*
  * Runs that made one move: nruns runs of queue_id went from one state to

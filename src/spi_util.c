@@ -247,6 +247,23 @@ qe_lock_queue_name(const char *queue, bool exclusive)
 	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
 }
 
+/*
+ * Lock where a queue's queued runs keep their keys (src/README.md, "Keys")
+ * for the transaction: shared by a retry or promotion into the queue's
+ * ready runs, which then reads the queue's per-key limit with a new
+ * snapshot; exclusive by the change of that limit, which moves the keys.
+ * (Enqueues hold the queue's name lock instead, which the change also
+ * takes.)
+ */
+void
+qe_lock_key_placement(int32 queue_id, bool exclusive)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) queue_id, 0, QE_LOCK_KEY_PLACEMENT);
+	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
+}
+
 PG_FUNCTION_INFO_V1(qe_lock_queue_name_sql);
 
 /* lock_queue_name(queue): the exclusive side, for drop_queue(). */

@@ -1,6 +1,6 @@
 -- 06_queues.sql: tenants and queues (SPEC "Tenants and queues", "Reading", "Errors").
 BEGIN;
-SELECT plan(89);
+SELECT plan(106);
 
 -- The DETAIL and HINT of the error sql raises.
 CREATE FUNCTION pg_temp.err_detail(sql text) RETURNS text LANGUAGE plpgsql AS $$
@@ -239,6 +239,55 @@ SELECT queue_engine.enqueue('os2', run_at => now() - interval '30 minutes', ttl 
 UPDATE queue_engine.runs SET expires_at = now() - interval '1 second' WHERE run_id = :os2_exp;
 SELECT is((SELECT oldest_queued_at FROM queue_engine.queue_stats WHERE queue = 'os2'), NULL::timestamptz,
           'a run past its ttl is not startable, so it is not the oldest startable run');
+
+-- Where a queued run's key is kept (src/README.md, "Keys"): in ready's column
+-- for a queue with a per-key limit, else in meta (so the run has one ordered
+-- entry); moved when the limit is set or cleared, repaired when misplaced.
+SELECT queue_engine.create_queue('kp');
+SELECT queue_engine.enqueue('kp', '{"n": 1}', concurrency_key => 'a') AS kp1 \gset
+SELECT queue_engine.enqueue('kp', '{"n": 2}') AS kp2 \gset
+SELECT queue_engine.enqueue('kp', '{"n": 3}', concurrency_key => 'a', delay => '1 hour') AS kp3 \gset
+SELECT is((SELECT ROW(concurrency_key, (meta).concurrency_key)::text FROM queue_engine.ready WHERE run_id = :kp1),
+          '(,a)', 'a queued run of a queue without a per-key limit keeps its key in meta');
+SELECT is((SELECT ROW(concurrency_key, (meta).concurrency_key)::text FROM queue_engine.delayed WHERE run_id = :kp3),
+          '(a,)', 'a delayed run keeps its key in the column');
+SELECT is((SELECT concurrency_key FROM queue_engine.get_run(:kp1)), 'a', 'get_run shows the key kept in meta');
+SELECT queue_engine.alter_queue('kp', key_concurrency_limit => 1);
+SELECT is((SELECT ROW(concurrency_key, (meta).concurrency_key, meta IS NULL)::text FROM queue_engine.ready WHERE run_id = :kp1),
+          '(a,,t)', 'setting a per-key limit moves the key to the column (meta empty again)');
+SELECT is((SELECT array_agg(concurrency_key ORDER BY run_id) FROM queue_engine.runs WHERE queue_id = (SELECT queue_id FROM queue_engine.queues WHERE queue = 'kp')),
+          ARRAY['a', NULL, 'a'], 'the runs view shows every key, wherever it is kept');
+SELECT is((SELECT oldest_queued_at FROM queue_engine.queue_stats WHERE queue = 'kp'), now(),
+          'queue_stats sees keyed and keyless runs of a key-limited queue');
+UPDATE queue_engine.queues SET key_concurrency_limit = NULL WHERE queue = 'kp';
+SELECT is((SELECT ROW(concurrency_key, (meta).concurrency_key)::text FROM queue_engine.ready WHERE run_id = :kp1),
+          '(,a)', 'clearing it (here by hand) moves the key back to meta');
+SELECT is((SELECT array_agg(ROW(run_id, concurrency_key)::text ORDER BY run_id) FROM queue_engine.dequeue(ARRAY['kp'], 5)),
+          ARRAY[ROW(:kp1, 'a')::text, ROW(:kp2, NULL)::text], 'dequeue returns the key kept in meta');
+SELECT is((SELECT ROW(concurrency_key, meta IS NULL)::text FROM queue_engine.executing WHERE run_id = :kp1),
+          '(a,t)', 'an executing run has its key in the column');
+SELECT is(queue_engine.fail(:kp1, '{"message": "again"}', retry_in => '0 seconds')::text, 'queued', 'a retried run is queued again');
+SELECT is((SELECT ROW(concurrency_key, (meta).concurrency_key)::text FROM queue_engine.ready WHERE run_id = :kp1),
+          '(,a)', 'and keeps its key in meta, its queue having no per-key limit');
+
+-- A keyed run left in the order index of a key-limited queue (a retry that
+-- raced with the limit being set): never started past its key's limit, found
+-- and moved by check_consistency.
+SELECT queue_engine.create_queue('kq1', key_concurrency_limit => 1);
+SELECT queue_engine.enqueue('kq1', '{"n": 1}', concurrency_key => 'b') AS kq1a \gset
+SELECT queue_engine.enqueue('kq1', '{"n": 2}', concurrency_key => 'b') AS kq1b \gset
+UPDATE queue_engine.ready SET concurrency_key = NULL, meta.concurrency_key = 'b' WHERE run_id = :kq1b;
+SELECT is((SELECT array_agg(run_id) FROM queue_engine.dequeue(ARRAY['kq1'], 5)), ARRAY[:kq1a::bigint],
+          'a misplaced keyed run is not started while its key is at its limit');
+SELECT is((SELECT found || '/' || repaired FROM queue_engine.check_consistency(false) WHERE check_name = 'ready_key_placement'),
+          '1/0', 'check_consistency(false) finds the misplaced key');
+SELECT is((SELECT found || '/' || repaired FROM queue_engine.check_consistency() WHERE check_name = 'ready_key_placement'),
+          '1/1', 'check_consistency() moves it');
+SELECT is((SELECT ROW(concurrency_key, meta IS NULL)::text FROM queue_engine.ready WHERE run_id = :kq1b),
+          '(b,t)', 'to the column');
+SELECT is(queue_engine.complete(:kq1a), true, 'its key''s running run completes');
+SELECT is((SELECT array_agg(run_id) FROM queue_engine.dequeue(ARRAY['kq1'], 5)), ARRAY[:kq1b::bigint],
+          'and the moved run starts');
 
 SELECT * FROM finish();
 ROLLBACK;
