@@ -329,6 +329,51 @@ engine_bytes() {
 }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
+# Checkpoints so far (timed and requested).
+checkpoints() { qe_psql -Atc "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"; }
+
+# The engine's largest tables (with their indexes and toast), "name=MB ...".
+largest_tables() {
+  qe_psql -Atc "SELECT string_agg(c.relname || '=' || round(pg_total_relation_size(c.oid) / 1048576.0, 1),
+                                  ' ' ORDER BY pg_total_relation_size(c.oid) DESC)
+                  FROM (SELECT oid, relname FROM pg_class
+                         WHERE relnamespace = 'queue_engine'::regnamespace AND relkind IN ('r', 'p', 'm')
+                         ORDER BY pg_total_relation_size(oid) DESC LIMIT 8) c"
+}
+
+# Wait events of the pgbench backends, sampled every 0.5 s while a load runs
+# (waits_start ... waits_stop), summed by waits_top: "count type:event ...".
+waits_pid=
+waits_start() {
+  : >"$work/waits"
+  ( while :; do
+      # (a heavyweight lock wait also names the relation and what blocks it)
+      "$QE_PG_BIN/psql" -X -Atc "SELECT coalesce(a.wait_event_type, 'CPU') || ':' || coalesce(a.wait_event, '-')
+                                        || CASE WHEN a.wait_event_type = 'Lock' THEN
+                                             '(' || coalesce((SELECT l.relation::regclass::text FROM pg_locks l
+                                                               WHERE l.pid = a.pid AND NOT l.granted LIMIT 1), '?')
+                                             || '<-' || coalesce((SELECT string_agg(DISTINCT
+                                                                    coalesce(nullif(b.application_name, ''), b.backend_type)
+                                                                    || '/' || left(regexp_replace(b.query, '\s+', ' ', 'g'), 30), '+')
+                                                                  FROM pg_stat_activity b
+                                                                 WHERE b.pid = ANY (pg_blocking_pids(a.pid))), '?') || ')'
+                                           ELSE '' END
+                                   FROM pg_stat_activity a WHERE a.application_name = 'pgbench' AND a.state = 'active'" \
+        >>"$work/waits" 2>/dev/null || true
+      sleep 0.5
+    done ) &
+  waits_pid=$!
+}
+waits_stop() {
+  [ -n "$waits_pid" ] || return 0
+  kill "$waits_pid" 2>/dev/null || true
+  wait "$waits_pid" 2>/dev/null || true
+  waits_pid=
+}
+waits_top() {
+  sort "$work/waits" | uniq -c | sort -rn | head -12 | sed 's/^ *//' | paste -sd ';' -
+}
+
 # Engine bytes but the finished-run history: tables whose name matches BENCH_HISTORY_RELS
 # (with their indexes and toast) left out.
 engine_live_bytes() {
@@ -372,6 +417,7 @@ holder_release() {
   holder_fd='' holder_pid=''
 }
 qe_on_exit 'holder_release'
+qe_on_exit 'waits_stop'
 
 # Without preloading, nothing runs the engine's time-based work: the bench calls
 # run_maintenance() itself, every BENCH_MAINTENANCE_INTERVAL s (errors, e.g. while
@@ -718,11 +764,18 @@ run_workloads() {
           for holder in none $BENCH_HOLDERS; do
             reset_engine
             enqueue_n bench "$BENCH_SUSTAIN_BACKLOG"
-            qe_psql -c "VACUUM ANALYZE" >/dev/null
+            # A checkpoint first, so that every run starts as far from the next
+            # one (max_wal_size) and none inherits the one before's.
+            qe_psql -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null
             s0=$(engine_bytes)
+            c0=$(checkpoints)
             [ "$holder" = none ] || holder_start "$holder"
+            waits_start
             m=$(pgb "$sync" 8 1 "${sus_args[@]}"); read -r tps p50 p99 _ <<<"$m"
+            waits_stop
             s1=$(engine_bytes)
+            qe_log "workload 10 (sync $sync, $rlabel, holder $holder): wait events of the load's backends (samples): $(waits_top); checkpoints during the load: $(( $(checkpoints) - c0 ))"
+            qe_log "workload 10 (sync $sync, $rlabel, holder $holder): largest tables at the end (MB): $(largest_tables)"
             if [ "$holder" != none ] && ! holder_holds; then
               qe_die "workload 10: the $holder holder was no longer idle in its transaction at the end of the load"
             fi
@@ -732,6 +785,7 @@ run_workloads() {
               pgb "$sync" 8 0 -T "$BENCH_SUSTAIN_AFTER" -R "$rate" -f "$here/scripts/qe_sustain.sql" >/dev/null
               qe_psql -c "CALL queue_engine.run_maintenance()" -c "VACUUM" >/dev/null
               a1=$(engine_live_bytes)
+              qe_log "workload 10 (sync $sync, $rlabel, holder $holder): largest tables after the release (MB): $(largest_tables)"
             fi
             qe_log "workload 10 (sync $sync, $rlabel, holder $holder): $tps tx/s, p50 $p50 ms, p99 $p99 ms, tables $(mb "$s0") -> $(mb "$s1") MB$([ "$a1" = - ] || echo ", but history after release + ${BENCH_SUSTAIN_AFTER}s + maintenance + VACUUM $(mb "$a1") MB")"
             echo "$holder $tps $p50 $p99 $s0 $s1 $a1" >>"$all"
