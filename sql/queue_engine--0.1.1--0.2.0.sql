@@ -574,6 +574,44 @@ CREATE TRIGGER runs_change
 	INSTEAD OF INSERT OR UPDATE OR DELETE ON queue_engine.runs
 	FOR EACH ROW EXECUTE FUNCTION queue_engine.runs_change();
 
+-- A queue row locked for a change (alter_queue, pause_queue,
+-- resume_queue, drop_queue) is locked after the queue's name lock, taken
+-- exclusive: the order drop_queue always had, and the one the trigger
+-- below needs (it takes the name lock to move keys, which after the row
+-- lock would deadlock with a drop_queue that holds the name and waits for
+-- the row).  So these changes also wait for the enqueues into the queue
+-- in flight, and hold new ones until they commit.
+CREATE OR REPLACE FUNCTION queue_engine.live_queue(queue text, lock boolean DEFAULT false)
+RETURNS queue_engine.queues LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	q queue_engine.queues;
+BEGIN
+	IF queue IS NULL THEN
+		RAISE EXCEPTION 'queue must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the name of a queue made with create_queue().';
+	END IF;
+	PERFORM queue_engine.check_name_length('queue name', queue,
+		'Pass the name of a queue made with create_queue().');
+	IF lock THEN
+		PERFORM queue_engine.lock_queue_name(queue);
+		SELECT * INTO q FROM queue_engine.queues x
+		 WHERE x.queue = live_queue.queue AND x.dropped_at IS NULL FOR UPDATE;
+	ELSE
+		SELECT * INTO q FROM queue_engine.queues x
+		 WHERE x.queue = live_queue.queue AND x.dropped_at IS NULL;
+	END IF;
+	IF q.queue_id IS NULL THEN
+		RAISE EXCEPTION 'queue "%" does not exist', queue
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it with queue_engine.create_queue().';
+	END IF;
+	RETURN q;
+END;
+$$;
+
 -- Setting or clearing a queue's per-key limit moves the keys of its
 -- queued runs between ready's concurrency_key column and meta (src/README.md,
 -- "Keys"), by the API or by hand.

@@ -50,9 +50,13 @@ BEGIN
 			PERFORM queue_engine.fold_counts(1000000);
 			COMMIT;
 		END IF;
+		-- (a claim may come back empty while rotation's carry holds the
+		-- rows locked: SKIP LOCKED; that call then completes nothing)
 		SELECT d.run_id INTO rid FROM queue_engine.dequeue(ARRAY['bench'], 1) d;
 		COMMIT;
-		PERFORM queue_engine.complete(rid);
+		IF rid IS NOT NULL THEN
+			PERFORM queue_engine.complete(rid);
+		END IF;
 		COMMIT;
 	END LOOP;
 	IF sample THEN
@@ -103,7 +107,9 @@ BEGIN
 		ELSE
 			SELECT d.run_id INTO rid FROM queue_engine.dequeue(ARRAY['bench'], 1) d;
 			COMMIT;
-			PERFORM queue_engine.complete(rid);
+			IF rid IS NOT NULL THEN
+				PERFORM queue_engine.complete(rid);
+			END IF;
 			COMMIT;
 		END IF;
 	END LOOP;
