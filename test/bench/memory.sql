@@ -11,7 +11,9 @@
 -- each from the same kind of loop, with the bytes that context holds measured before
 -- and after each loop.
 -- Run by run.sh with: psql -v calls=N -v max_seconds=S -v spi_calls=M -f memory.sql
--- (output lines: before|.., after|.., peak|.. (ctx bytes, RssAnon kB, VmRSS-RssShmem kB), calls|N,
+-- (output lines: before|.., after|.., peak|.. (ctx bytes, RssAnon kB, VmRSS-RssShmem kB),
+-- half|.., end|.. (ctx bytes but the procedure's "SPI Proc", in the loop at the first
+-- 10,000-call boundary past half the calls, and after its last call), calls|N,
 -- spi|M|raw bytes|engine bytes (SPI Proc growth over M iterations)).
 \set ON_ERROR_STOP 1
 SET synchronous_commit = off;
@@ -23,9 +25,13 @@ CREATE TEMP VIEW mem AS
 SELECT (SELECT sum(total_bytes) FROM pg_backend_memory_contexts)::bigint AS ctx_bytes,
        (regexp_match(s, 'RssAnon:\s+(\d+)'))[1]::bigint AS rss_anon_kb,
        ((regexp_match(s, 'VmRSS:\s+(\d+)'))[1]::bigint
-        - (regexp_match(s, 'RssShmem:\s+(\d+)'))[1]::bigint) AS rss_private_kb
+        - (regexp_match(s, 'RssShmem:\s+(\d+)'))[1]::bigint) AS rss_private_kb,
+       -- without the procedure's own context, which grows by the same bytes per
+       -- iteration in the raw loop (the spi lines below)
+       (SELECT sum(total_bytes) FROM pg_backend_memory_contexts
+         WHERE name <> 'SPI Proc')::bigint AS ctx_bytes_but_proc
   FROM pg_read_file('/proc/self/status') s;
-CREATE TEMP TABLE mem_peak AS SELECT * FROM mem WITH NO DATA;
+CREATE TEMP TABLE mem_peak AS SELECT 0 AS calls, * FROM mem WITH NO DATA;
 CREATE TEMP TABLE mem_calls (n int);
 
 CREATE PROCEDURE pg_temp.loop(n int, sample boolean)
@@ -37,7 +43,7 @@ BEGIN
 	FOR i IN 0 .. n - 1 LOOP
 		IF i % 10000 = 0 THEN
 			IF sample THEN
-				INSERT INTO mem_peak SELECT * FROM mem;
+				INSERT INTO mem_peak SELECT i, * FROM mem;
 				IF clock_timestamp() > current_setting('bench.deadline')::timestamptz THEN
 					RAISE WARNING 'memory workload: stopped after % calls (time limit)', i;
 					INSERT INTO mem_calls VALUES (i);
@@ -60,6 +66,7 @@ BEGIN
 		COMMIT;
 	END LOOP;
 	IF sample THEN
+		INSERT INTO mem_peak SELECT n, * FROM mem;
 		INSERT INTO mem_calls VALUES (n);
 	END IF;
 END $$;
@@ -75,6 +82,12 @@ SELECT 'before', * FROM mem;
 CALL pg_temp.loop(current_setting('bench.calls')::int, true);
 SELECT 'after', * FROM mem;
 SELECT 'peak', max(ctx_bytes), max(rss_anon_kb), max(rss_private_kb) FROM mem_peak;
+-- The contexts but the procedure's halfway through the loop and at its end:
+-- what grows between them grows with the calls (a leak); caches filled
+-- once, early, do not.
+SELECT 'half', ctx_bytes_but_proc FROM mem_peak
+ WHERE calls >= (SELECT max(n) / 2 FROM mem_calls) ORDER BY calls LIMIT 1;
+SELECT 'end', ctx_bytes_but_proc FROM mem_peak ORDER BY calls DESC LIMIT 1;
 SELECT 'calls', n FROM mem_calls;
 
 -- SPI Proc growth, raw claim+ack against the engine, in this backend.
