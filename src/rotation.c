@@ -119,10 +119,14 @@
  * its live rows fill: each rotation carries every live row once more, so
  * with a backlog of a million blocked runs a fixed size alone would copy
  * the million at every pass (and, the carried rows filling the new
- * segment past the size at once, back and forth for ever).  At 3, the
- * carrying costs at most half a row copy per dead row reclaimed.
+ * segment past the size at once, back and forth for ever).  At 2, the
+ * carrying costs at most one row copy per dead row reclaimed.  Not more:
+ * until the switch, claims walk the dead rows' index entries, and
+ * switching at 2 rather than 3 gave the sustained mixed load (a
+ * 10,000-run backlog) about 9 % more throughput (test/bench/README.md,
+ * 2026-12-07, second session).
  */
-#define QE_RUN_SEGMENT_DEAD_RATIO	3
+#define QE_RUN_SEGMENT_DEAD_RATIO	2
 
 /* Pages the live-size estimate reads (worth_switching()). */
 #define QE_RUN_SEGMENT_SAMPLE_PAGES 16
