@@ -677,6 +677,15 @@ AS 'MODULE_PATHNAME', 'qe_rotate_segments'
 LANGUAGE C VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 
+-- Internal: dequeue(NULL)'s queue walk passes a queue marked (in shared
+-- memory) at its limit by this filter, before probing it for a queued
+-- run.  No SET clause: it runs once per limited queue walked, and runs no
+-- query.
+CREATE FUNCTION queue_engine.queue_at_limit_marked(queue_id int, concurrency_limit int)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'qe_queue_at_limit_marked'
+LANGUAGE C VOLATILE;
+
 ---------------------------------------------------------------------------
 -- End of sections.  Privileges: nothing new for PUBLIC.
 ---------------------------------------------------------------------------

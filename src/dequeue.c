@@ -316,6 +316,14 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 				   "   AND q.dropped_at IS NULL AND NOT q.paused"
 				   "   AND ($3::int[] IS NULL OR q.queue_id = ANY ($3))"
 				   "   AND q.queue_id <> ALL ($4)"
+	/*
+	 * A limited queue marked at its limit is passed by here, before the
+	 * lateral probe is rescanned for it: with many queues at their limit
+	 * the walk costs an index entry each (admission below would refuse
+	 * it from the same mark).
+	 */
+				   "   AND (q.concurrency_limit IS NULL"
+				   "        OR NOT queue_engine.queue_at_limit_marked(q.queue_id, q.concurrency_limit))"
 				   "   AND (q.concurrency_limit IS NOT NULL OR has_queued.queued)"
 				   " ORDER BY q.tenant_id, q.queue_id",
 				   5, (Oid[]) {INT4OID, INT4OID, INT4ARRAYOID, INT4ARRAYOID, INT4OID});

@@ -585,6 +585,25 @@ qe_queue_below_limit_now(int32 queue_id, int32 limit)
 }
 
 /*
+ * queue_engine.queue_at_limit_marked(queue_id, concurrency_limit): is the
+ * queue marked at this limit, the mark still good?  The filter of
+ * dequeue(NULL)'s queue walk (dequeue.c): a queue so marked is passed by
+ * at its index entry, before the walk's probe for a queued run, where
+ * qe_queue_below_limit_now() would refuse it from the same mark.  No SPI,
+ * no SET clause: it runs once per limited queue walked.
+ */
+PG_FUNCTION_INFO_V1(qe_queue_at_limit_marked);
+
+Datum
+qe_queue_at_limit_marked(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(qe_limit_hints_enabled() &&
+				   marked_at_limit(PG_GETARG_INT32(0), PG_GETARG_INT32(1)));
+}
+
+/*
  * queue_engine.queue_below_limit(queue_id, concurrency_limit): the same,
  * from SQL (NULL limit: none).  dequeue() no longer calls it.
  */

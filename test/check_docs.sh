@@ -29,7 +29,7 @@ readme=${1:-$root/README.md}
 # Functions the API calls internally, not meant for users (README,
 # "Internal objects").
 INTERNAL="count_delta_segment check_positive check_interval ensure_tenant live_queue lock_queue_name
-  queue_definitions_changed queue_below_limit definition_change_lock
+  queue_definitions_changed queue_below_limit queue_at_limit_marked definition_change_lock
   restore_default_tenant check_name_length tenant_access_changed require_access
   require_unscoped access_privileges privilege_sql check_grant_args set_queue_paused
   run_meta_or_null current_segment runs_change queue_policy_assign move_concurrency_keys"

@@ -1,7 +1,7 @@
 -- 01_schema.sql: the public surface of queue_engine (SPEC "Functions", "Run states",
 -- "Reading", "Operating") and its privileges (README "Roles and grants").
 BEGIN;
-SELECT plan(112);
+SELECT plan(114);
 
 -- Every SPEC function: name, argument types, argument names with defaults, result.
 CREATE TEMP TABLE api (name text, argtypes text[], args text, result text);
@@ -104,7 +104,8 @@ SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttyp
           'tenant_access columns');
 
 -- 89-91: search_path is pinned, API functions are SECURITY DEFINER
--- (queue_below_limit excepted: its one query is schema-qualified, and a SET
+-- (queue_below_limit and queue_at_limit_marked excepted: the first's one
+-- query is schema-qualified, the second runs none, and a SET
 -- clause would cost a GUC save and restore on each of its calls, one per
 -- queue that dequeue(NULL) walks past; count_delta_segment and
 -- current_segment too: they run no query at all, and count_delta_segment is
@@ -113,8 +114,8 @@ SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttyp
 -- would keep from being inlined into the statements that build meta)
 SELECT is((SELECT coalesce(array_agg(proname::text ORDER BY proname), '{}') FROM pg_proc
             WHERE pronamespace = 'queue_engine'::regnamespace AND prokind = 'f'
-              AND proname NOT IN ('queue_below_limit', 'count_delta_segment', 'current_segment',
-                                  'run_meta_or_null')
+              AND proname NOT IN ('queue_below_limit', 'queue_at_limit_marked', 'count_delta_segment',
+                                  'current_segment', 'run_meta_or_null')
               AND NOT coalesce(proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']),
           '{}'::text[], 'every function pins search_path = pg_catalog, pg_temp');
 SELECT is((SELECT coalesce(array_agg(a.name ORDER BY a.name), '{}') FROM api a
@@ -223,6 +224,8 @@ SELECT is(current_setting('search_path'), 'public, pg_catalog', 'run_maintenance
 SELECT throws_ok($$SELECT queue_engine.queue_below_limit(NULL, 1)$$, '22004',
                  'queue_id must not be null', 'queue_below_limit(NULL, ...) is refused (22004)');
 SELECT is(queue_engine.queue_below_limit(-1, NULL), true, 'queue_below_limit with no limit: true');
+SELECT is(queue_engine.queue_at_limit_marked(NULL, 1), false, 'queue_at_limit_marked(NULL, ...): false');
+SELECT is(queue_engine.queue_at_limit_marked(-1, 1), false, 'queue_at_limit_marked of a queue never marked: false');
 SELECT throws_ok($$SELECT queue_engine.queue_definitions_changed()$$, '39P01',
                  'queue_definitions_changed() must be called as a trigger',
                  'the trigger function cannot be called directly');
