@@ -19,12 +19,25 @@
 #include "run_state.h"
 #include "segments.h"
 
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
+#include "executor/tuptable.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/typcache.h"
 
 PG_FUNCTION_INFO_V1(qe_heartbeat);
 PG_FUNCTION_INFO_V1(qe_complete);
@@ -154,6 +167,288 @@ qe_heartbeat(PG_FUNCTION_ARGS)
 
 static const Oid complete_types[4] = {INT8OID, JSONBOID, INT4OID, INT4ARRAYOID};
 
+/*
+ * complete() without a statement.  Starting the executor for COMPLETE_ONE
+ * (a DELETE feeding an INSERT, a projection of every column and of meta's
+ * fields) is most of what complete() costs, so the common case does what
+ * that statement does by hand: the run's executing row is found by its
+ * unique run_id index, deleted (in READ COMMITTED following a concurrent
+ * heartbeat to the row's latest version and checking the attempt again,
+ * as the statement's recheck would), and its finished_runs row inserted
+ * (run_insert.c).  Whatever a heap delete and insert would bypass (a
+ * trigger, a rule or row security on either table, a tenant-scoped role)
+ * takes the statement instead.
+ */
+
+/* The executing segments' columns complete_direct() reads. */
+typedef enum ExecutingColumn
+{
+	EXEC_RUN_ID,
+	EXEC_RUN_AT,
+	EXEC_STARTED_AT,
+	EXEC_QUEUE_ID,
+	EXEC_POLICY_ID,
+	EXEC_PRIORITY,
+	EXEC_ATTEMPT,
+	EXEC_PAYLOAD,
+	EXEC_CONCURRENCY_KEY,
+	EXEC_WORKER,
+	EXEC_META,
+	EXEC_NCOLS
+} ExecutingColumn;
+
+static const char *const executing_column_names[EXEC_NCOLS] = {
+	"run_id", "run_at", "started_at", "queue_id", "policy_id", "priority",
+	"attempt", "payload", "concurrency_key", "worker", "meta"
+};
+
+/* Deleting from rel is a heap delete and nothing else. */
+static bool
+plain_delete(Relation rel)
+{
+	return !(rel->rd_rules != NULL || rel->rd_rel->relrowsecurity ||
+			 (rel->trigdesc != NULL &&
+			  (rel->trigdesc->trig_delete_before_row ||
+			   rel->trigdesc->trig_delete_after_row ||
+			   rel->trigdesc->trig_delete_instead_row ||
+			   rel->trigdesc->trig_delete_before_statement ||
+			   rel->trigdesc->trig_delete_after_statement)));
+}
+
+/*
+ * The finished_runs row (fin, fin_nulls) of the executing row in slot
+ * (columns att), completed with output.
+ */
+static void
+finished_row_of(TupleTableSlot *slot, const AttrNumber *att, Datum output,
+				bool output_null, Oid status_type, Datum *fin, bool *fin_nulls)
+{
+	static const struct
+	{
+		QeFinishedColumn fin;
+		ExecutingColumn exec;
+	}			copied[] = {
+		{QE_FIN_RUN_ID, EXEC_RUN_ID}, {QE_FIN_RUN_AT, EXEC_RUN_AT},
+		{QE_FIN_STARTED_AT, EXEC_STARTED_AT}, {QE_FIN_QUEUE_ID, EXEC_QUEUE_ID},
+		{QE_FIN_POLICY_ID, EXEC_POLICY_ID}, {QE_FIN_PRIORITY, EXEC_PRIORITY},
+		{QE_FIN_ATTEMPT, EXEC_ATTEMPT}, {QE_FIN_PAYLOAD, EXEC_PAYLOAD},
+		{QE_FIN_CONCURRENCY_KEY, EXEC_CONCURRENCY_KEY}, {QE_FIN_WORKER, EXEC_WORKER},
+	};
+	Datum		fields[QE_META_NFIELDS];
+	bool		field_nulls[QE_META_NFIELDS];
+	bool		meta_null;
+	Datum		meta;
+
+	for (int i = 0; i < lengthof(copied); i++)
+		fin[copied[i].fin] = slot_getattr(slot, att[copied[i].exec],
+										  &fin_nulls[copied[i].fin]);
+	fin[QE_FIN_FINISHED_AT] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	fin_nulls[QE_FIN_FINISHED_AT] = false;
+	fin[QE_FIN_STATUS] = DirectFunctionCall2(enum_in,
+											 CStringGetDatum(qe_run_status_labels[QE_RUN_COMPLETED]),
+											 ObjectIdGetDatum(status_type));
+	fin_nulls[QE_FIN_STATUS] = false;
+	fin[QE_FIN_OUTPUT] = output;
+	fin_nulls[QE_FIN_OUTPUT] = output_null;
+
+	/*
+	 * meta keeps the run's other fields (FINISH_EXECUTING): its attempt,
+	 * started_at, worker and key are the row's columns there.
+	 */
+	meta = slot_getattr(slot, att[EXEC_META], &meta_null);
+	for (int f = 0; f < QE_META_NFIELDS; f++)
+	{
+		fields[f] = (Datum) 0;
+		field_nulls[f] = true;
+	}
+	if (!meta_null)
+	{
+		HeapTupleHeader header = DatumGetHeapTupleHeader(meta);
+		TupleDesc	desc = lookup_rowtype_tupdesc(qe_run_meta_type(), -1);
+		HeapTupleData tuple;
+
+		if (desc->natts != QE_META_NFIELDS)
+			elog(ERROR, "queue_engine: type queue_engine.run_meta has %d fields, not %d",
+				 desc->natts, QE_META_NFIELDS);
+		tuple.t_len = HeapTupleHeaderGetDatumLength(header);
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = InvalidOid;
+		tuple.t_data = header;
+		heap_deform_tuple(&tuple, desc, fields, field_nulls);
+		ReleaseTupleDesc(desc);
+		field_nulls[QE_META_ATTEMPT] = true;
+		field_nulls[QE_META_STARTED_AT] = true;
+		field_nulls[QE_META_WORKER] = true;
+		field_nulls[QE_META_CONCURRENCY_KEY] = true;
+	}
+	fin[QE_FIN_META] = qe_form_run_meta(fields, field_nulls, &fin_nulls[QE_FIN_META]);
+}
+
+/*
+ * Delete run_id's executing row of the attempt (any: attempt_null) from
+ * the first of the nsegs executing segments segs that has it, under a
+ * snapshot taken once they are locked (a rotation that carried it has
+ * committed by then), and form its finished_runs row.  1: done; 0: not
+ * there; -1: a segment needs a real DELETE (nothing done).
+ */
+static int
+delete_executing(const int *segs, int nsegs, int64 run_id, bool attempt_null,
+				 int32 attempt, Datum output, bool output_null,
+				 Oid status_type, Datum *fin, bool *fin_nulls)
+{
+	Relation	rels[2];
+	Relation	indexes[2] = {NULL, NULL};
+	Oid			nsp = get_namespace_oid("queue_engine", false);
+	Snapshot	snapshot;
+	CommandId	cid;
+	int			result = 0;
+	int			opened = 0;
+
+	for (int k = 0; k < nsegs; k++)
+	{
+		char		name[NAMEDATALEN];
+		Oid			indexoid;
+
+		rels[k] = qe_try_open_table(qe_segment_names[QE_FAMILY_EXECUTING][segs[k]],
+									RowExclusiveLock);
+		if (rels[k] == NULL)
+		{
+			result = -1;		/* no segments: the statement says why */
+			break;
+		}
+		opened++;
+		snprintf(name, sizeof(name), "%s_id", qe_segment_names[QE_FAMILY_EXECUTING][segs[k]]);
+		indexoid = get_relname_relid(name, nsp);
+		if (!plain_delete(rels[k]) || !OidIsValid(indexoid))
+		{
+			result = -1;
+			break;
+		}
+		indexes[k] = index_open(indexoid, RowExclusiveLock);
+	}
+
+	/* As a statement would: see what this transaction did so far, anew. */
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+	snapshot = GetActiveSnapshot();
+	cid = GetCurrentCommandId(true);
+
+	for (int k = 0; k < nsegs && result == 0; k++)
+	{
+		Relation	rel = rels[k];
+		AttrNumber	att[EXEC_NCOLS];
+		ScanKeyData key;
+		IndexScanDesc scan;
+		TupleTableSlot *slot = table_slot_create(rel, NULL);
+		bool		found;
+
+		qe_column_numbers(rel, executing_column_names, EXEC_NCOLS, att);
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(run_id));
+		scan = qe_index_beginscan(rel, indexes[k], snapshot, 1, 0);
+		index_rescan(scan, &key, 1, NULL, 0);
+		found = index_getnext_slot(scan, ForwardScanDirection, slot);
+		index_endscan(scan);
+
+		while (found)
+		{
+			bool		isnull;
+			ItemPointerData tid = slot->tts_tid;
+			TM_FailureData tmfd;
+			TM_Result	res;
+
+			if (!attempt_null &&
+				DatumGetInt32(slot_getattr(slot, att[EXEC_ATTEMPT], &isnull)) != attempt)
+				break;			/* another attempt: not this call's to end */
+			res = table_tuple_delete(rel, &tid, cid, snapshot, InvalidSnapshot,
+									 true, &tmfd, false);
+			if (res == TM_Ok)
+			{
+				finished_row_of(slot, att, output, output_null, status_type,
+								fin, fin_nulls);
+				result = 1;
+				break;
+			}
+			if (res == TM_SelfModified || res == TM_Deleted)
+			{
+				if (res == TM_Deleted && IsolationUsesXactSnapshot())
+					ereport(ERROR,
+							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+							 errmsg("could not serialize access due to concurrent delete")));
+				break;			/* finished or moved meanwhile */
+			}
+			if (res != TM_Updated)
+				elog(ERROR, "queue_engine: unexpected result %d deleting an executing run", (int) res);
+			if (IsolationUsesXactSnapshot())
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not serialize access due to concurrent update")));
+			/* A heartbeat updated it: lock its latest version, check again. */
+			res = table_tuple_lock(rel, &tid, snapshot, slot, cid, LockTupleExclusive,
+								   LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+			if (res != TM_Ok)
+				break;			/* deleted meanwhile */
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		if (result != 0)
+			break;
+	}
+	PopActiveSnapshot();
+	for (int k = 0; k < opened; k++)
+	{
+		if (indexes[k] != NULL)
+			index_close(indexes[k], NoLock);
+		table_close(rels[k], NoLock);
+	}
+	return result;
+}
+
+/*
+ * complete(run_id, output, attempt) by hand, for a caller that sees every
+ * tenant.  Returns 1 (completed; *queue_id is its queue), 0 (not
+ * executing, or another attempt), or -1: COMPLETE_ONE must do it (nothing
+ * was done).
+ */
+static int
+complete_direct(int64 run_id, Datum output, bool output_null, bool attempt_null,
+				int32 attempt, int32 *queue_id)
+{
+	Relation	finished = qe_open_finished_runs();
+	Datum		fin[QE_FIN_NCOLS];
+	bool		fin_nulls[QE_FIN_NCOLS];
+	Oid			status_type;
+	int			current;
+	int			result;
+
+	if (finished == NULL)
+		return -1;
+	status_type = TupleDescAttr(RelationGetDescr(finished),
+								get_attnum(RelationGetRelid(finished), "status") - 1)->atttypid;
+
+	/*
+	 * On the current segment first, where runs started since the last
+	 * switch are; then, locking both before a snapshot of its own, on both,
+	 * as a statement through the parent would (rotation.c: a run the first
+	 * look missed was in the other segment, or carried from it meanwhile).
+	 */
+	current = qe_current_segment(QE_FAMILY_EXECUTING);
+	result = delete_executing((int[]) {current}, 1, run_id, attempt_null, attempt,
+							  output, output_null, status_type, fin, fin_nulls);
+	if (result == 0)
+		result = delete_executing((int[]) {0, 1}, 2, run_id, attempt_null, attempt,
+								  output, output_null, status_type, fin, fin_nulls);
+	if (result != 1)
+	{
+		table_close(finished, NoLock);
+		return result;
+	}
+	qe_insert_finished_run(finished, fin, fin_nulls);
+	/* Later statements of the transaction see the move, as after a statement. */
+	CommandCounterIncrement();
+	*queue_id = DatumGetInt32(fin[QE_FIN_QUEUE_ID]);
+	return 1;
+}
+
 Datum
 qe_complete(PG_FUNCTION_ARGS)
 {
@@ -165,6 +460,8 @@ qe_complete(PG_FUNCTION_ARGS)
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		done;
 	bool		isnull;
+	int			direct;
+	int32		queue_id = 0;
 
 	qe_require_attempt_arg(fcinfo, 2, "complete", "attempt",
 						   "Pass the attempt that dequeue() returned: complete(run_id, output, attempt => 1).");
@@ -180,20 +477,27 @@ qe_complete(PG_FUNCTION_ARGS)
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	values[3] = PointerGetDatum(qe_access_tenant_array(QE_NEED_WORK));
 	nulls[3] = values[3] == (Datum) 0 ? 'n' : ' ';
-	done = false;
-	segment = qe_sole_segment(QE_FAMILY_EXECUTING);
-	if (segment >= 0)
-		done = qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_EXECUTING, segment,
-										  COMPLETE_ONE("%1$s"), 4, complete_types),
-					   values, nulls, 0) == 1;
-	if (!done)
-		done = qe_exec(qe_plan(&plan, COMPLETE_ONE("executing"), 4, complete_types),
-					   values, nulls, 0) == 1;
-	if (done)
+	direct = -1;
+	if (nulls[3] == 'n')
+		direct = complete_direct(run_id, values[1], nulls[1] == 'n', nulls[2] == 'n',
+								 nulls[2] == 'n' ? 0 : DatumGetInt32(values[2]),
+								 &queue_id);
+	done = direct == 1;
+	if (direct < 0)
 	{
-		qe_run_transitioned(DatumGetInt32(qe_get(0, 1, &isnull)),
-							QE_RUN_EXECUTING, QE_RUN_COMPLETED, 1, NULL, DT_NOEND);
+		segment = qe_sole_segment(QE_FAMILY_EXECUTING);
+		if (segment >= 0)
+			done = qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_EXECUTING, segment,
+											  COMPLETE_ONE("%1$s"), 4, complete_types),
+						   values, nulls, 0) == 1;
+		if (!done)
+			done = qe_exec(qe_plan(&plan, COMPLETE_ONE("executing"), 4, complete_types),
+						   values, nulls, 0) == 1;
+		if (done)
+			queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
 	}
+	if (done)
+		qe_run_transitioned(queue_id, QE_RUN_EXECUTING, QE_RUN_COMPLETED, 1, NULL, DT_NOEND);
 	else
 		qe_check_run_exists(run_id);
 	SPI_finish();
@@ -243,6 +547,71 @@ report_completed(int64 n)
 	qe_runs_transitioned(moves, nmoves);
 }
 
+/*
+ * complete_batch() by hand (complete_direct() for each id in turn, a run
+ * id given twice completed once), for a caller that sees every tenant.
+ * Returns how many it completed; *done says whether it did them all, or
+ * left the rest (every id it did not complete) to COMPLETE_BATCH.
+ */
+static int64
+complete_batch_direct(ArrayType *ids, ArrayType *outputs, ArrayType *attempts,
+					  bool *done)
+{
+	Datum	   *id_elems;
+	Datum	   *output_elems = NULL;
+	bool	   *output_nulls = NULL;
+	Datum	   *attempt_elems = NULL;
+	int			nids;
+	int			n;
+	QeTransition *moves;
+	int			nmoves = 0;
+	int64		completed = 0;
+
+	deconstruct_array(ids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &id_elems, NULL, &nids);
+	if (outputs != NULL)
+		deconstruct_array(outputs, JSONBOID, -1, false, TYPALIGN_INT,
+						  &output_elems, &output_nulls, &n);
+	if (attempts != NULL)
+		deconstruct_array(attempts, INT4OID, 4, true, TYPALIGN_INT,
+						  &attempt_elems, NULL, &n);
+	moves = palloc(sizeof(QeTransition) * nids);
+	*done = true;
+	for (int i = 0; i < nids; i++)
+	{
+		int32		queue_id;
+		int			r = complete_direct(DatumGetInt64(id_elems[i]),
+										output_elems != NULL ? output_elems[i] : (Datum) 0,
+										output_elems == NULL || output_nulls[i],
+										attempt_elems == NULL,
+										attempt_elems != NULL ? DatumGetInt32(attempt_elems[i]) : 0,
+										&queue_id);
+
+		if (r < 0)
+		{
+			*done = false;		/* the statement completes the rest */
+			break;
+		}
+		if (r == 0)
+			continue;
+		completed++;
+		if (nmoves > 0 && moves[nmoves - 1].queue_id == queue_id)
+		{
+			moves[nmoves - 1].nruns++;
+			continue;
+		}
+		moves[nmoves].queue_id = queue_id;
+		moves[nmoves].from = QE_RUN_EXECUTING;
+		moves[nmoves].to = QE_RUN_COMPLETED;
+		moves[nmoves].nruns = 1;
+		moves[nmoves].lease_expires_at = DT_NOEND;
+		nmoves++;
+	}
+	qe_runs_transitioned(moves, nmoves);
+	pfree(moves);
+	return completed;
+}
+
 /* complete_batch()'s move, from table (as COMPLETE_ONE). */
 #define COMPLETE_BATCH(table) \
 	FINISH_EXECUTING_IN(table, "USING unnest($1::bigint[], $2::jsonb[], $3::int[])" \
@@ -268,6 +637,7 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int64		completed = 0;
+	bool		direct_done = false;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -337,8 +707,12 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	values[3] = PointerGetDatum(qe_access_tenant_array(QE_NEED_WORK));
 	nulls[3] = values[3] == (Datum) 0 ? 'n' : ' ';
+	if (nulls[3] == 'n')
+		completed = complete_batch_direct(ids, nulls[1] == 'n' ? NULL : DatumGetArrayTypeP(values[1]),
+										  nulls[2] == 'n' ? NULL : DatumGetArrayTypeP(values[2]),
+										  &direct_done);
 	/* (one segment alone first, as in complete(); the rest through the parent) */
-	segment = qe_sole_segment(QE_FAMILY_EXECUTING);
+	segment = direct_done ? -1 : qe_sole_segment(QE_FAMILY_EXECUTING);
 	if (segment >= 0)
 	{
 		int64		n = (int64) qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_EXECUTING,
@@ -349,7 +723,7 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 		report_completed(n);
 		completed += n;
 	}
-	if (completed < nids)
+	if (!direct_done && completed < nids)
 	{
 		int64		n = (int64) qe_exec(qe_plan(&plan, COMPLETE_BATCH("executing"),
 											   4, complete_batch_types),

@@ -210,6 +210,29 @@ typedef enum QeMetaField
 	QE_META_CONCURRENCY_KEY,
 	QE_META_NFIELDS
 } QeMetaField;
+/* finished_runs' columns (run_insert.c) */
+typedef enum QeFinishedColumn
+{
+	QE_FIN_RUN_ID,
+	QE_FIN_FINISHED_AT,
+	QE_FIN_RUN_AT,
+	QE_FIN_STARTED_AT,
+	QE_FIN_QUEUE_ID,
+	QE_FIN_POLICY_ID,
+	QE_FIN_PRIORITY,
+	QE_FIN_ATTEMPT,
+	QE_FIN_STATUS,
+	QE_FIN_PAYLOAD,
+	QE_FIN_OUTPUT,
+	QE_FIN_CONCURRENCY_KEY,
+	QE_FIN_WORKER,
+	QE_FIN_META,
+	QE_FIN_NCOLS
+} QeFinishedColumn;
+extern void qe_column_numbers(Relation rel, const char *const *colnames,
+							  int ncols, AttrNumber *att);
+extern Relation qe_open_finished_runs(void);
+extern void qe_insert_finished_run(Relation rel, Datum *values, bool *nulls);
 /* A run_meta datum of the given fields, or NULL (*isnull) when all are. */
 extern Oid	qe_run_meta_type(void);
 extern Datum qe_form_run_meta(Datum *fields, bool *nulls, bool *isnull);

@@ -10,7 +10,9 @@
  *	  table's index metadata and compiled predicates and expressions are
  *	  kept per backend and rebuilt when a relcache invalidation says the
  *	  table or one of its indexes changed.  Also the run_meta datum of a
- *	  run (qe_form_run_meta).
+ *	  run (qe_form_run_meta).  The same for a run's row in finished_runs
+ *	  (qe_insert_finished_run), which complete() writes without a statement
+ *	  (finish.c).
  *
  *	  The segment tables have no triggers, rules, row security, foreign
  *	  keys or CHECK constraints (the install script makes them so, and the
@@ -55,6 +57,8 @@ typedef struct QeRunIndex
 	List	   *expressions;	/* ExprStates of its expression columns */
 } QeRunIndex;
 
+#define QE_MAX_CACHED_COLS Max((int) QE_RUN_NCOLS, (int) QE_FIN_NCOLS)
+
 typedef struct QeRunTableCache
 {
 	bool		valid;
@@ -65,11 +69,15 @@ typedef struct QeRunTableCache
 	int			natts;
 	int			nindexes;
 	QeRunIndex	indexes[QE_MAX_RUN_INDEXES];
-	AttrNumber	att[QE_RUN_NCOLS];
+	int			ncols;			/* the columns callers name, in att */
+	const char *const *colnames;
+	AttrNumber	att[QE_MAX_CACHED_COLS];
 } QeRunTableCache;
 
 /* One per segment table: [delayed][segment]. */
 static QeRunTableCache caches[2][2];
+/* finished_runs */
+static QeRunTableCache finished_cache;
 static bool callback_registered = false;
 
 /* Column names, in the order of QeRunColumn. */
@@ -78,27 +86,41 @@ static const char *const run_column_names[QE_RUN_NCOLS] = {
 	"concurrency_key", "meta"
 };
 
+/* finished_runs' column names, in the order of QeFinishedColumn. */
+static const char *const finished_column_names[QE_FIN_NCOLS] = {
+	"run_id", "finished_at", "run_at", "started_at", "queue_id", "policy_id",
+	"priority", "attempt", "status", "payload", "output", "concurrency_key",
+	"worker", "meta"
+};
+
+static void
+invalidate_one(QeRunTableCache *cache, Oid relid)
+{
+	if (!cache->valid)
+		return;
+	if (relid == InvalidOid || relid == cache->relid)
+		cache->valid = false;
+	for (int i = 0; cache->valid && i < cache->nindexes; i++)
+		if (relid == cache->indexes[i].indexoid)
+			cache->valid = false;
+}
+
 static void
 invalidate_cache(Datum arg, Oid relid)
 {
 	for (int d = 0; d < 2; d++)
 		for (int k = 0; k < 2; k++)
-		{
-			QeRunTableCache *cache = &caches[d][k];
-
-			if (!cache->valid)
-				continue;
-			if (relid == InvalidOid || relid == cache->relid)
-				cache->valid = false;
-			for (int i = 0; cache->valid && i < cache->nindexes; i++)
-				if (relid == cache->indexes[i].indexoid)
-					cache->valid = false;
-		}
+			invalidate_one(&caches[d][k], relid);
+	invalidate_one(&finished_cache, relid);
 }
 
-/* Build a segment table's cache from the open table. */
+/*
+ * Build a table's cache from the open table: the attribute numbers of the
+ * ncols columns colnames names, its indexes, whether a heap insert will do.
+ */
 static void
-build_cache(QeRunTableCache *cache, Relation rel)
+build_cache(QeRunTableCache *cache, Relation rel, const char *const *colnames,
+			int ncols)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	List	   *indexoids;
@@ -134,21 +156,9 @@ build_cache(QeRunTableCache *cache, Relation rel)
 
 	cache->relid = RelationGetRelid(rel);
 	cache->natts = desc->natts;
-	for (int c = 0; c < QE_RUN_NCOLS; c++)
-	{
-		cache->att[c] = InvalidAttrNumber;
-		for (int a = 0; a < desc->natts; a++)
-		{
-			Form_pg_attribute attr = TupleDescAttr(desc, a);
-
-			if (!attr->attisdropped &&
-				strcmp(NameStr(attr->attname), run_column_names[c]) == 0)
-				cache->att[c] = attr->attnum;
-		}
-		if (cache->att[c] == InvalidAttrNumber)
-			elog(ERROR, "queue_engine: queue_engine.%s has no column \"%s\"",
-				 RelationGetRelationName(rel), run_column_names[c]);
-	}
+	cache->ncols = ncols;
+	cache->colnames = colnames;
+	qe_column_numbers(rel, colnames, ncols, cache->att);
 	cache->seqoid = get_relname_relid("runs_run_id_seq", nsp);
 	if (!OidIsValid(cache->seqoid))
 		elog(ERROR, "queue_engine: sequence queue_engine.runs_run_id_seq is missing");
@@ -203,7 +213,7 @@ open_segment(bool delayed, QeRunTableCache **cache_out)
 	rel = qe_open_table(qe_segment_names[family][segment], RowExclusiveLock);
 	/* Taking the lock may have processed an invalidation. */
 	if (!cache->valid || cache->relid != RelationGetRelid(rel))
-		build_cache(cache, rel);
+		build_cache(cache, rel, run_column_names, QE_RUN_NCOLS);
 	*cache_out = cache;
 	return rel;
 }
@@ -272,6 +282,55 @@ form_index_key(QeRunIndex *entry, TupleTableSlot *slot, ExprContext *econtext,
 }
 
 /*
+ * A table row (row, row_nulls: natts long) of the values (and nulls) of
+ * the cache's columns, in their order; columns the callers do not name
+ * keep their defaults: NULL.
+ */
+static void
+table_row(QeRunTableCache *cache, Datum *values, bool *nulls, Datum *row,
+		  bool *row_nulls)
+{
+	for (int a = 0; a < cache->natts; a++)
+	{
+		row[a] = (Datum) 0;
+		row_nulls[a] = true;
+	}
+	for (int c = 0; c < cache->ncols; c++)
+	{
+		row[cache->att[c] - 1] = values[c];
+		row_nulls[cache->att[c] - 1] = nulls[c];
+	}
+}
+
+/* The index entries of the row in slot, just inserted into rel. */
+static void
+insert_index_entries(QeRunTableCache *cache, Relation *indexes, Relation rel,
+					 TupleTableSlot *slot, ExprContext *econtext)
+{
+	econtext->ecxt_scantuple = slot;
+	for (int i = 0; i < cache->nindexes; i++)
+	{
+		QeRunIndex *entry = &cache->indexes[i];
+		Datum		key[INDEX_MAX_KEYS];
+		bool		key_nulls[INDEX_MAX_KEYS];
+
+		if (!entry->info->ii_ReadyForInserts)
+			continue;			/* being built concurrently, not yet ready */
+		if (entry->predicate != NULL)
+		{
+			ResetExprContext(econtext);
+			if (!ExecQual(entry->predicate, econtext))
+				continue;
+		}
+		ResetExprContext(econtext);
+		form_index_key(entry, slot, econtext, key, key_nulls);
+		index_insert(indexes[i], key, key_nulls, &slot->tts_tid, rel,
+					 entry->info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 false, entry->info);
+	}
+}
+
+/*
  * Insert runs: nrows rows whose values differ only in the payload (and the
  * run id, taken from the sequence unless run_ids[i] is given), into the
  * current segment of delayed or of ready.  values and nulls are indexed by
@@ -310,17 +369,7 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 	for (int i = 0; i < cache->nindexes; i++)
 		indexes[i] = index_open(cache->indexes[i].indexoid, RowExclusiveLock);
 
-	/* Columns the callers do not name keep their defaults: NULL. */
-	for (int a = 0; a < cache->natts; a++)
-	{
-		row[a] = (Datum) 0;
-		row_nulls[a] = true;
-	}
-	for (int c = 0; c < QE_RUN_NCOLS; c++)
-	{
-		row[cache->att[c] - 1] = values[c];
-		row_nulls[cache->att[c] - 1] = nulls[c];
-	}
+	table_row(cache, values, nulls, row, row_nulls);
 
 	/*
 	 * Rows go to the heap in groups (heap_multi_insert: one WAL record and
@@ -356,27 +405,7 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 
 		for (int r = 0; r < n; r++)
 		{
-			econtext->ecxt_scantuple = slots[r];
-			for (int i = 0; i < cache->nindexes; i++)
-			{
-				QeRunIndex *entry = &cache->indexes[i];
-				Datum		key[INDEX_MAX_KEYS];
-				bool		key_nulls[INDEX_MAX_KEYS];
-
-				if (!entry->info->ii_ReadyForInserts)
-					continue;	/* being built concurrently, not yet ready */
-				if (entry->predicate != NULL)
-				{
-					ResetExprContext(econtext);
-					if (!ExecQual(entry->predicate, econtext))
-						continue;
-				}
-				ResetExprContext(econtext);
-				form_index_key(entry, slots[r], econtext, key, key_nulls);
-				index_insert(indexes[i], key, key_nulls, &slots[r]->tts_tid, rel,
-							 entry->info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
-							 false, entry->info);
-			}
+			insert_index_entries(cache, indexes, rel, slots[r], econtext);
 			ExecClearTuple(slots[r]);
 		}
 	}
@@ -390,6 +419,90 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 
 	/* Later statements of the transaction see the runs, as after an INSERT. */
 	CommandCounterIncrement();
+}
+
+/*
+ * The attribute numbers (att, ncols long) of the columns of rel named
+ * colnames, or an error naming the one it lacks.
+ */
+void
+qe_column_numbers(Relation rel, const char *const *colnames, int ncols,
+				  AttrNumber *att)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int c = 0; c < ncols; c++)
+	{
+		att[c] = InvalidAttrNumber;
+		for (int a = 0; a < desc->natts; a++)
+		{
+			Form_pg_attribute attr = TupleDescAttr(desc, a);
+
+			if (!attr->attisdropped &&
+				strcmp(NameStr(attr->attname), colnames[c]) == 0)
+				att[c] = attr->attnum;
+		}
+		if (att[c] == InvalidAttrNumber)
+			elog(ERROR, "queue_engine: queue_engine.%s has no column \"%s\"",
+				 RelationGetRelationName(rel), colnames[c]);
+	}
+}
+
+/*
+ * finished_runs, open for inserting, with a valid cache; NULL when a row
+ * must go there by an INSERT statement (someone's trigger on it, say), or
+ * there is no such table (a 0.1 schema: the statement says what to do).
+ */
+Relation
+qe_open_finished_runs(void)
+{
+	Relation	rel = qe_try_open_table("finished_runs", RowExclusiveLock);
+
+	if (rel == NULL)
+		return NULL;
+	if (!finished_cache.valid || finished_cache.relid != RelationGetRelid(rel))
+		build_cache(&finished_cache, rel, finished_column_names, QE_FIN_NCOLS);
+	if (!finished_cache.plain)
+	{
+		table_close(rel, NoLock);
+		return NULL;
+	}
+	return rel;
+}
+
+/*
+ * Insert one row into finished_runs (rel, from qe_open_finished_runs()),
+ * values and nulls indexed by QeFinishedColumn, with its index entries, as
+ * an INSERT would; closes rel.
+ */
+void
+qe_insert_finished_run(Relation rel, Datum *values, bool *nulls)
+{
+	QeRunTableCache *cache = &finished_cache;
+	Relation	indexes[QE_MAX_RUN_INDEXES];
+	Datum	   *row = palloc(sizeof(Datum) * cache->natts);
+	bool	   *row_nulls = palloc(sizeof(bool) * cache->natts);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+	ExprContext *econtext = CreateStandaloneExprContext();
+	HeapTuple	tuple;
+
+	Assert(cache->valid && cache->relid == RelationGetRelid(rel));
+	table_row(cache, values, nulls, row, row_nulls);
+	ExecStoreHeapTuple(heap_form_tuple(RelationGetDescr(rel), row, row_nulls), slot, true);
+	tuple = ExecFetchSlotHeapTuple(slot, false, NULL);
+	/* toasts the payload and output as INSERT would (or copies another table's) */
+	heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
+	slot->tts_tid = tuple->t_self;
+	for (int i = 0; i < cache->nindexes; i++)
+		indexes[i] = index_open(cache->indexes[i].indexoid, RowExclusiveLock);
+	insert_index_entries(cache, indexes, rel, slot, econtext);
+	for (int i = 0; i < cache->nindexes; i++)
+		index_close(indexes[i], NoLock);
+	FreeExprContext(econtext, true);
+	ExecDropSingleTupleTableSlot(slot);
+	pfree(row);
+	pfree(row_nulls);
+	table_close(rel, NoLock);
 }
 
 /* The type queue_engine.run_meta. */

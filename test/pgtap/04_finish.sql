@@ -1,6 +1,6 @@
 -- 04_finish.sql: heartbeat, complete, complete_batch, fail, cancel (SPEC "Executing").
 BEGIN;
-SELECT plan(97);
+SELECT plan(113);
 
 -- Enqueue one run on queue q and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, payload jsonb DEFAULT '{}') RETURNS bigint LANGUAGE plpgsql AS $$
@@ -345,6 +345,81 @@ SELECT set_config('queue_engine.max_output_bytes', :'bigosz', true) \gset
 SELECT is(queue_engine.complete(:o1, :'bigo'::jsonb), true, 'an output of exactly max_output_bytes is accepted');
 RESET queue_engine.max_output_bytes;
 SELECT queue_engine.complete(:o2) \gset
+
+---------------------------------------------------------------------------
+-- complete() writes finished_runs by hand (finish.c, complete_direct): the
+-- row is what the statement writes, and a trigger someone adds to
+-- finished_runs or to an executing segment gets a real statement.
+---------------------------------------------------------------------------
+SELECT queue_engine.create_queue('fd', max_attempts => 5, lease => '7 minutes') \gset
+SELECT queue_engine.enqueue('fd', jsonb_build_object('big', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 4000) i)),
+                            idempotency_key => 'fd-1', tags => ARRAY['t1', 't2'], max_attempts => 4) AS d1 \gset
+SELECT d.attempt FROM queue_engine.dequeue(ARRAY['fd'], 1, worker => 'w-a') d \gset
+SELECT queue_engine.fail(:d1, '{"message": "first try"}', retry_in => '0') \gset
+SELECT d.attempt FROM queue_engine.dequeue(ARRAY['fd'], 1, worker => 'w-b') d \gset
+SELECT is(queue_engine.complete(:d1, '{"done": true}', attempt => 2), true, 'a retried run with a toasted payload completes');
+SELECT is((SELECT ROW(g.status, g.attempt, g.max_attempts, g.output, g.last_error->>'message', g.idempotency_key, g.tags,
+                      g.finished_at, g.started_at IS NOT NULL, g.lease_expires_at,
+                      length(g.payload->>'big'), g.payload = jsonb_build_object('big', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 4000) i)))::text
+             FROM queue_engine.get_run(:d1) g),
+          ROW('completed'::queue_engine.run_status, 2, 4, '{"done": true}'::jsonb, 'first try', 'fd-1', ARRAY['t1', 't2'],
+              now(), true, NULL::timestamptz, 128000, true)::text,
+          'its finished row keeps attempt, max_attempts, last error, idempotency key, tags and the whole payload');
+SELECT is((SELECT ROW(f.worker, (f.meta).attempt, (f.meta).started_at, (f.meta).worker, (f.meta).concurrency_key)::text
+             FROM queue_engine.finished_runs f WHERE f.run_id = :d1),
+          ROW('w-b', NULL::int, NULL::timestamptz, NULL::text, NULL::text)::text,
+          'the worker is the column, and meta holds no attempt, start, worker or key of its own');
+SELECT pg_temp.started('fd') AS d2 \gset
+SELECT queue_engine.complete(:d2) \gset
+SELECT is((SELECT f.meta IS NULL FROM queue_engine.finished_runs f WHERE f.run_id = :d2), true,
+          'a run with nothing in meta is finished with meta NULL');
+SELECT is((SELECT count(*)::int FROM queue_engine.idempotency_keys WHERE idempotency_key = 'fd-1'), 1,
+          'the idempotency key stays taken after complete');
+
+CREATE TEMP TABLE finish_log (what text, run_id bigint);
+CREATE FUNCTION pg_temp.log_finish() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO finish_log VALUES (TG_OP || ' ' || TG_TABLE_NAME, CASE WHEN TG_OP = 'DELETE' THEN OLD.run_id ELSE NEW.run_id END);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER finish_log AFTER INSERT ON queue_engine.finished_runs
+	FOR EACH ROW EXECUTE FUNCTION pg_temp.log_finish();
+SELECT pg_temp.started('fd') AS d3 \gset
+SELECT pg_temp.started('fd') AS d4 \gset
+SELECT is(queue_engine.complete(:d3, '{"n": 3}'), true, 'complete with an insert trigger on finished_runs');
+SELECT is(queue_engine.complete_batch(ARRAY[:d4]::bigint[], ARRAY['{"n": 4}']::jsonb[]), 1::bigint,
+          'complete_batch with an insert trigger on finished_runs');
+SELECT is((SELECT array_agg(what || ' ' || run_id ORDER BY run_id) FROM finish_log),
+          ARRAY['INSERT finished_runs ' || :d3, 'INSERT finished_runs ' || :d4],
+          'the trigger fired for both');
+SELECT is((SELECT array_agg(f.output ORDER BY f.run_id) FROM queue_engine.finished_runs f WHERE f.run_id IN (:d3, :d4)),
+          ARRAY['{"n": 3}', '{"n": 4}']::jsonb[], 'and the runs are finished with their outputs');
+DROP TRIGGER finish_log ON queue_engine.finished_runs;
+
+CREATE TRIGGER finish_log AFTER DELETE ON queue_engine.executing_0
+	FOR EACH ROW EXECUTE FUNCTION pg_temp.log_finish();
+CREATE TRIGGER finish_log AFTER DELETE ON queue_engine.executing_1
+	FOR EACH ROW EXECUTE FUNCTION pg_temp.log_finish();
+SELECT pg_temp.started('fd') AS d5 \gset
+-- (started() moved the row through the runs view: a delete too)
+TRUNCATE finish_log;
+SELECT is(queue_engine.complete(:d5), true, 'complete with a delete trigger on the executing segments');
+SELECT is((SELECT array_agg(run_id) FROM finish_log WHERE what LIKE 'DELETE executing_%'), ARRAY[:d5]::bigint[],
+          'the delete trigger fired');
+DROP TRIGGER finish_log ON queue_engine.executing_0;
+DROP TRIGGER finish_log ON queue_engine.executing_1;
+SELECT pg_temp.started('fd') AS d6 \gset
+SELECT is(queue_engine.complete(:d6), true, 'once the triggers are gone, complete goes by hand again');
+SELECT is((SELECT count(*)::int FROM finish_log), 1, 'and fires nothing');
+SELECT is((SELECT g.status FROM queue_engine.get_run(:d6) g), 'completed'::queue_engine.run_status, 'and the run is completed');
+
+-- In the transaction that started it, and twice in one statement.
+SELECT queue_engine.enqueue('fd') AS d7 \gset
+SELECT is((SELECT array_agg(queue_engine.complete(d.run_id)) FROM queue_engine.dequeue(ARRAY['fd'], 1) d), ARRAY[true],
+          'complete in the statement that dequeued the run');
+SELECT pg_temp.started('fd') AS d8 \gset
+SELECT is((SELECT array_agg(queue_engine.complete(:d8) ORDER BY i) FROM generate_series(1, 2) i), ARRAY[true, false],
+          'a second complete of the run in the same statement returns false');
 
 ---------------------------------------------------------------------------
 -- Bookkeeping after all of the above
