@@ -177,7 +177,8 @@ static const Oid complete_types[4] = {INT8OID, JSONBOID, INT4OID, INT4ARRAYOID};
  * as the statement's recheck would), and its finished_runs row inserted
  * (run_insert.c).  Whatever a heap delete and insert would bypass (a
  * trigger, a rule or row security on either table, a tenant-scoped role)
- * takes the statement instead.
+ * takes the statement instead, and so does a read-only transaction (the
+ * statement refuses it; heap calls would not).
  */
 
 /* The executing segments' columns complete_direct() reads. */
@@ -478,7 +479,7 @@ qe_complete(PG_FUNCTION_ARGS)
 	values[3] = PointerGetDatum(qe_access_tenant_array(QE_NEED_WORK));
 	nulls[3] = values[3] == (Datum) 0 ? 'n' : ' ';
 	direct = -1;
-	if (nulls[3] == 'n')
+	if (nulls[3] == 'n' && !XactReadOnly)
 		direct = complete_direct(run_id, values[1], nulls[1] == 'n', nulls[2] == 'n',
 								 nulls[2] == 'n' ? 0 : DatumGetInt32(values[2]),
 								 &queue_id);
@@ -707,7 +708,7 @@ qe_complete_batch(PG_FUNCTION_ARGS)
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	values[3] = PointerGetDatum(qe_access_tenant_array(QE_NEED_WORK));
 	nulls[3] = values[3] == (Datum) 0 ? 'n' : ' ';
-	if (nulls[3] == 'n')
+	if (nulls[3] == 'n' && !XactReadOnly)
 		completed = complete_batch_direct(ids, nulls[1] == 'n' ? NULL : DatumGetArrayTypeP(values[1]),
 										  nulls[2] == 'n' ? NULL : DatumGetArrayTypeP(values[2]),
 										  &direct_done);

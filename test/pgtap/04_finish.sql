@@ -1,6 +1,6 @@
 -- 04_finish.sql: heartbeat, complete, complete_batch, fail, cancel (SPEC "Executing").
 BEGIN;
-SELECT plan(113);
+SELECT plan(116);
 
 -- Enqueue one run on queue q and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, payload jsonb DEFAULT '{}') RETURNS bigint LANGUAGE plpgsql AS $$
@@ -412,6 +412,18 @@ SELECT pg_temp.started('fd') AS d6 \gset
 SELECT is(queue_engine.complete(:d6), true, 'once the triggers are gone, complete goes by hand again');
 SELECT is((SELECT count(*)::int FROM finish_log), 1, 'and fires nothing');
 SELECT is((SELECT g.status FROM queue_engine.get_run(:d6) g), 'completed'::queue_engine.run_status, 'and the run is completed');
+
+-- A read-only transaction cannot complete a run (the statement says so).
+SELECT pg_temp.started('fd') AS d9 \gset
+SAVEPOINT read_only;
+SET LOCAL transaction_read_only = on;
+SELECT throws_ok(format('SELECT queue_engine.complete(%s)', :d9), '25006', NULL,
+                 'complete in a read-only transaction is refused');
+SELECT throws_ok(format('SELECT queue_engine.complete_batch(ARRAY[%s]::bigint[])', :d9), '25006', NULL,
+                 'complete_batch in a read-only transaction is refused');
+ROLLBACK TO SAVEPOINT read_only;
+SELECT is((SELECT g.status FROM queue_engine.get_run(:d9) g), 'executing'::queue_engine.run_status,
+          'and the run is still executing');
 
 -- In the transaction that started it, and twice in one statement.
 SELECT queue_engine.enqueue('fd') AS d7 \gset
