@@ -518,9 +518,28 @@ array_length_checked(ArrayType *arr, const char *name)
 }
 
 /*
+ * One more run of queue_id went from executing to completed: runs of one
+ * queue in a row are one move (a batch is almost always from one queue).
+ */
+static void
+add_completed(QeTransition *moves, int *nmoves, int32 queue_id)
+{
+	if (*nmoves > 0 && moves[*nmoves - 1].queue_id == queue_id)
+	{
+		moves[*nmoves - 1].nruns++;
+		return;
+	}
+	moves[*nmoves].queue_id = queue_id;
+	moves[*nmoves].from = QE_RUN_EXECUTING;
+	moves[*nmoves].to = QE_RUN_COMPLETED;
+	moves[*nmoves].nruns = 1;
+	moves[*nmoves].lease_expires_at = DT_NOEND;
+	(*nmoves)++;
+}
+
+/*
  * The n runs the last statement completed, whose queue ids are its first
- * result column, went from executing to completed; runs of one queue are
- * one move (a batch is almost always from one queue).
+ * result column, went from executing to completed.
  */
 static void
 report_completed(int64 n)
@@ -533,17 +552,7 @@ report_completed(int64 n)
 		bool		isnull;
 		int32		queue_id = DatumGetInt32(qe_get(i, 1, &isnull));
 
-		if (nmoves > 0 && moves[nmoves - 1].queue_id == queue_id)
-		{
-			moves[nmoves - 1].nruns++;
-			continue;
-		}
-		moves[nmoves].queue_id = queue_id;
-		moves[nmoves].from = QE_RUN_EXECUTING;
-		moves[nmoves].to = QE_RUN_COMPLETED;
-		moves[nmoves].nruns = 1;
-		moves[nmoves].lease_expires_at = DT_NOEND;
-		nmoves++;
+		add_completed(moves, &nmoves, queue_id);
 	}
 	qe_runs_transitioned(moves, nmoves);
 }
@@ -596,17 +605,7 @@ complete_batch_direct(ArrayType *ids, ArrayType *outputs, ArrayType *attempts,
 		if (r == 0)
 			continue;
 		completed++;
-		if (nmoves > 0 && moves[nmoves - 1].queue_id == queue_id)
-		{
-			moves[nmoves - 1].nruns++;
-			continue;
-		}
-		moves[nmoves].queue_id = queue_id;
-		moves[nmoves].from = QE_RUN_EXECUTING;
-		moves[nmoves].to = QE_RUN_COMPLETED;
-		moves[nmoves].nruns = 1;
-		moves[nmoves].lease_expires_at = DT_NOEND;
-		nmoves++;
+		add_completed(moves, &nmoves, queue_id);
 	}
 	qe_runs_transitioned(moves, nmoves);
 	pfree(moves);
