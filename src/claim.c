@@ -16,12 +16,23 @@
 #include "dequeue.h"
 #include "segments.h"
 
+#include "access/detoast.h"
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 /* Column numbers of the claim statements' results (CLAIM_TAIL). */
 #define CLAIM_RUN_ID		1
@@ -278,6 +289,317 @@ typedef enum QeSegmentClaim
 } QeSegmentClaim;
 
 /*
+ * The claim without a statement.  Starting the executor for a claim
+ * statement (a locking scan feeding a DELETE feeding an INSERT, and the
+ * projections between) is most of what a dequeue costs, so the common case
+ * (one ready segment holds the queue, READ COMMITTED, nothing on the tables
+ * that a heap call would bypass) does what claim_in_segment()'s statement
+ * does by hand: it walks the segment's order index from the queue's start
+ * or its hint, and deletes each startable row with a heap delete that does
+ * not wait, which is the statement's FOR UPDATE SKIP LOCKED without the
+ * lock it writes first (a row another claim is deleting, or a cancel holds,
+ * is passed over), then inserts the run's executing row (run_insert.c).
+ * A row updated since the scan's snapshot (a priority changed by hand)
+ * is passed over too, and the statement looks once more for what is left:
+ * it follows the update and checks the row again.  Runs come out in the
+ * index's order, which is the queue's.
+ */
+
+/* A policy's lease, looked up by claim_direct() (one per call and policy). */
+typedef struct QePolicyLease
+{
+	int32		policy_id;		/* 0: none looked up yet */
+	Interval	lease;
+} QePolicyLease;
+
+static void
+policy_lease(QePolicyLease *memo, int32 policy_id, Snapshot snapshot)
+{
+	Relation	policies;
+	Relation	pkey;
+	Oid			pkeyoid;
+	ScanKeyData key;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		isnull;
+
+	if (memo->policy_id == policy_id)
+		return;
+	policies = qe_open_table("queue_policies", AccessShareLock);
+	pkeyoid = get_relname_relid("queue_policies_pkey", RelationGetNamespace(policies));
+	if (!OidIsValid(pkeyoid))
+		elog(ERROR, "queue_engine: index queue_engine.queue_policies_pkey is missing");
+	pkey = index_open(pkeyoid, AccessShareLock);
+	slot = table_slot_create(policies, NULL);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(policy_id));
+	scan = qe_index_beginscan(policies, pkey, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	if (!index_getnext_slot(scan, ForwardScanDirection, slot))
+		elog(ERROR, "queue_engine: a queued run names policy %d, which does not exist",
+			 policy_id);
+	memo->lease = *DatumGetIntervalP(slot_getattr(slot,
+												  get_attnum(RelationGetRelid(policies), "lease"),
+												  &isnull));
+	memo->policy_id = policy_id;
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, NoLock);
+	table_close(policies, NoLock);
+}
+
+/* What claim_direct() works with. */
+typedef struct QeDirectClaim
+{
+	QeDequeueCall *call;
+	QeCandidate *q;
+	QeTenant   *t;
+	Relation	ready;
+	AttrNumber	att[QE_RUN_NCOLS];	/* ready's columns */
+	QeRowWriter *writer;		/* into the current executing segment */
+	Snapshot	snapshot;
+	CommandId	cid;
+	TimestampTz now;
+	const int  *slots;			/* free slots (nslots), in the order runs
+								 * take them */
+	int			nslots;
+	QePolicyLease policy;
+	int64		n;				/* runs started */
+	TimestampTz lease_min;		/* the earliest lease they got */
+	bool		look_again;
+} QeDirectClaim;
+
+/*
+ * Start the queued run in slot (a row of ready the order index led to) if
+ * it is startable and no one else has it; false when passed over.
+ */
+static bool
+claim_row(QeDirectClaim *c, TupleTableSlot *slot)
+{
+	Datum		exec[QE_EXEC_NCOLS];
+	bool		exec_nulls[QE_EXEC_NCOLS];
+	Datum		fields[QE_META_NFIELDS];
+	bool		field_nulls[QE_META_NFIELDS];
+	Datum		out[9];
+	bool		out_nulls[9];
+	bool		isnull;
+	bool		meta_null;
+	Datum		meta;
+	Interval   *lease;
+	ItemPointerData tid;
+	TM_FailureData tmfd;
+	TM_Result	res;
+
+	(void) slot_getattr(slot, c->att[QE_RUN_CONCURRENCY_KEY], &isnull);
+	if (!isnull)
+		return false;			/* not the order index's (it is partial) */
+	meta = slot_getattr(slot, c->att[QE_RUN_META], &meta_null);
+	qe_deform_run_meta(meta, meta_null, fields, field_nulls);
+	/* QE_SQL_STARTABLE */
+	if (field_nulls[QE_META_ATTEMPT] && !field_nulls[QE_META_EXPIRES_AT] &&
+		!(DatumGetTimestampTz(fields[QE_META_EXPIRES_AT]) > c->now))
+		return false;
+
+	tid = slot->tts_tid;
+	res = table_tuple_delete(c->ready, &tid, c->cid, c->snapshot, InvalidSnapshot,
+							 false, &tmfd, false);
+	if (res == TM_Updated)
+		c->look_again = true;
+	if (res != TM_Ok)
+	{
+		if (res != TM_BeingModified && res != TM_Updated &&
+			res != TM_Deleted && res != TM_SelfModified)
+			elog(ERROR, "queue_engine: unexpected result %d claiming a queued run",
+				 (int) res);
+		return false;			/* another claim's, a cancel's, or gone */
+	}
+
+	/* CLAIM_INSERT's row */
+	if (!c->call->lease_null)
+		lease = DatumGetIntervalP(c->call->lease);
+	else if (!field_nulls[QE_META_LEASE])
+		lease = DatumGetIntervalP(fields[QE_META_LEASE]);
+	else
+	{
+		policy_lease(&c->policy,
+					 DatumGetInt32(slot_getattr(slot, c->att[QE_RUN_POLICY_ID], &isnull)),
+					 c->snapshot);
+		lease = &c->policy.lease;
+	}
+	memset(exec_nulls, 0, sizeof(exec_nulls));
+	exec[QE_EXEC_RUN_ID] = slot_getattr(slot, c->att[QE_RUN_RUN_ID], &isnull);
+	exec[QE_EXEC_RUN_AT] = slot_getattr(slot, c->att[QE_RUN_RUN_AT], &isnull);
+	exec[QE_EXEC_STARTED_AT] = TimestampTzGetDatum(c->now);
+	exec[QE_EXEC_LEASE_EXPIRES_AT] =
+		DirectFunctionCall2(timestamptz_pl_interval, TimestampTzGetDatum(c->now),
+							IntervalPGetDatum(lease));
+	exec[QE_EXEC_ATTEMPT_LEASE] = IntervalPGetDatum(lease);
+	exec[QE_EXEC_QUEUE_ID] = slot_getattr(slot, c->att[QE_RUN_QUEUE_ID], &isnull);
+	exec[QE_EXEC_POLICY_ID] = slot_getattr(slot, c->att[QE_RUN_POLICY_ID], &isnull);
+	exec[QE_EXEC_PRIORITY] = slot_getattr(slot, c->att[QE_RUN_PRIORITY], &isnull);
+	exec[QE_EXEC_ATTEMPT] = Int32GetDatum((field_nulls[QE_META_ATTEMPT] ? 0 :
+										   DatumGetInt32(fields[QE_META_ATTEMPT])) + 1);
+	exec_nulls[QE_EXEC_QUEUE_SLOT] = c->n >= c->nslots;
+	exec[QE_EXEC_QUEUE_SLOT] = c->n < c->nslots ? Int32GetDatum(c->slots[c->n]) : (Datum) 0;
+	exec[QE_EXEC_PAYLOAD] = slot_getattr(slot, c->att[QE_RUN_PAYLOAD], &isnull);
+	/* a payload stored apart: handed out whole (its ready copy is deleted) */
+	if (VARATT_IS_EXTERNAL(DatumGetPointer(exec[QE_EXEC_PAYLOAD])))
+		exec[QE_EXEC_PAYLOAD] =
+			PointerGetDatum(detoast_external_attr((struct varlena *)
+												  DatumGetPointer(exec[QE_EXEC_PAYLOAD])));
+	/* the key goes back to the column (QE_SQL_KEY_OF), meta keeps the rest */
+	exec[QE_EXEC_CONCURRENCY_KEY] = fields[QE_META_CONCURRENCY_KEY];
+	exec_nulls[QE_EXEC_CONCURRENCY_KEY] = field_nulls[QE_META_CONCURRENCY_KEY];
+	exec[QE_EXEC_WORKER] = c->call->worker;
+	exec_nulls[QE_EXEC_WORKER] = c->call->worker_null;
+	if (field_nulls[QE_META_CONCURRENCY_KEY])
+	{
+		exec[QE_EXEC_META] = meta;
+		exec_nulls[QE_EXEC_META] = meta_null;
+	}
+	else
+	{
+		field_nulls[QE_META_CONCURRENCY_KEY] = true;
+		exec[QE_EXEC_META] = qe_form_run_meta(fields, field_nulls,
+											  &exec_nulls[QE_EXEC_META]);
+	}
+	qe_write_row(c->writer, exec, exec_nulls);
+
+	/* the slot admission gave it, and what dequeue() returns of it */
+	if (!exec_nulls[QE_EXEC_QUEUE_SLOT])
+		qe_admit_slot_taken(c->q, c->slots[c->n]);
+	if (DatumGetTimestampTz(exec[QE_EXEC_LEASE_EXPIRES_AT]) < c->lease_min)
+		c->lease_min = DatumGetTimestampTz(exec[QE_EXEC_LEASE_EXPIRES_AT]);
+	memset(out_nulls, 0, sizeof(out_nulls));
+	out[0] = exec[QE_EXEC_RUN_ID];
+	out[1] = CStringGetTextDatum(c->q->queue);
+	out[2] = CStringGetTextDatum(c->t->tenant);
+	out[3] = exec[QE_EXEC_ATTEMPT];
+	out[4] = exec[QE_EXEC_PAYLOAD];
+	out[5] = exec[QE_EXEC_CONCURRENCY_KEY];
+	out_nulls[5] = exec_nulls[QE_EXEC_CONCURRENCY_KEY];
+	out[6] = exec[QE_EXEC_PRIORITY];
+	out[7] = exec[QE_EXEC_LEASE_EXPIRES_AT];
+	out[8] = (Datum) 0;
+	out_nulls[8] = true;
+	tuplestore_putvalues(c->call->store, c->call->desc, out, out_nulls);
+	c->n++;
+	return true;
+}
+
+/*
+ * Claim up to want runs of q from ready segment ready_segment by hand: from
+ * the hint (priority hint->priority from (run_at, run_id) on) or, hint
+ * NULL, from the queue's start; each taking one of the free slots that
+ * admission locked in a queue whose runs hold slots.  Returns how many it
+ * started (handed out, reported), or -1 when the statement must do it
+ * (nothing was done).  *look_again: it passed over a row a concurrent
+ * update changed, which the statement should look at.
+ */
+static int64
+claim_direct(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
+			 const QeReadyKey *hint, int ready_segment, int want,
+			 bool *look_again)
+{
+	const char *segment_name = qe_segment_names[QE_FAMILY_READY][ready_segment];
+	QeDirectClaim c = {.call = call,.q = q,.t = t,.lease_min = DT_NOEND};
+	int		   *slots = palloc(sizeof(int) * Max(q->nslots, 1));
+	Relation	order;
+	Oid			orderoid;
+	TupleTableSlot *slot;
+	char		name[NAMEDATALEN];
+
+	*look_again = false;
+	if (XactIsoLevel != XACT_READ_COMMITTED || XactReadOnly)
+		return -1;				/* the statement: its errors, its rechecks */
+	/* In a queue whose runs hold slots, the i-th run takes the i-th free one. */
+	if (q->assign_slots)
+	{
+		for (int i = 0; i < q->nslots; i++)
+			if (!q->slot_used[q->slots[i]])
+				slots[c.nslots++] = q->slots[i];
+		want = Min(want, c.nslots);
+	}
+	c.slots = slots;
+	c.ready = qe_try_open_table(segment_name, RowExclusiveLock);
+	if (c.ready == NULL)
+		return -1;
+	snprintf(name, sizeof(name), "%s_order", segment_name);
+	orderoid = get_relname_relid(name, RelationGetNamespace(c.ready));
+	if (!qe_plain_delete(c.ready) || !OidIsValid(orderoid) ||
+		(c.writer = qe_open_executing(qe_current_segment(QE_FAMILY_EXECUTING))) == NULL)
+	{
+		table_close(c.ready, NoLock);
+		return -1;
+	}
+	order = index_open(orderoid, AccessShareLock);
+	qe_column_numbers(c.ready, qe_run_column_names, QE_RUN_NCOLS, c.att);
+	slot = table_slot_create(c.ready, NULL);
+	c.now = GetCurrentTransactionStartTimestamp();
+
+	/* As a statement would: see what this transaction did so far, anew. */
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+	c.snapshot = GetActiveSnapshot();
+	c.cid = GetCurrentCommandId(true);
+
+	/*
+	 * From the hint: its tie (priority and run_at equal, run_id from the
+	 * hint's on), then the rest of its priority; from the start: the whole
+	 * queue.  (A scan key on run_at alone would walk every entry of a batch,
+	 * one run_at, that claims left behind.)
+	 */
+	for (int pass = 0; pass < (hint != NULL ? 2 : 1) && c.n < want; pass++)
+	{
+		ScanKeyData keys[4];
+		int			nkeys = 1;
+		IndexScanDesc scan;
+
+		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT4EQ,
+					Int32GetDatum(q->queue_id));
+		if (hint != NULL)
+		{
+			ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT4EQ,
+						Int32GetDatum(hint->priority));
+			if (pass == 0)
+			{
+				ScanKeyInit(&keys[2], 3, BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ,
+							TimestampTzGetDatum(hint->run_at));
+				ScanKeyInit(&keys[3], 4, BTGreaterEqualStrategyNumber, F_INT8GE,
+							Int64GetDatum(hint->run_id));
+				nkeys = 4;
+			}
+			else
+			{
+				ScanKeyInit(&keys[2], 3, BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT,
+							TimestampTzGetDatum(hint->run_at));
+				nkeys = 3;
+			}
+		}
+		scan = qe_index_beginscan(c.ready, order, c.snapshot, nkeys, 0);
+		index_rescan(scan, keys, nkeys, NULL, 0);
+		while (c.n < want && index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			CHECK_FOR_INTERRUPTS();
+			(void) claim_row(&c, slot);
+		}
+		index_endscan(scan);
+	}
+
+	ExecDropSingleTupleTableSlot(slot);
+	PopActiveSnapshot();
+	index_close(order, NoLock);
+	qe_close_writer(c.writer);
+	table_close(c.ready, NoLock);
+	/* Later statements of the transaction see the moves, as after a statement. */
+	CommandCounterIncrement();
+	qe_run_transitioned(q->queue_id, QE_RUN_QUEUED, QE_RUN_EXECUTING, (int32) c.n,
+						NULL, c.lease_min);
+	*look_again = c.look_again;
+	return c.n;
+}
+
+/*
  * Run a claim statement on ready segment ready_segment alone, inserting
  * into the current executing segment; hand its runs out.
  */
@@ -296,11 +618,31 @@ claim_in_segment(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 			"WITH " PICKED_FROM_START_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT(SLOT_NONE),
 			"WITH " PICKED_FROM_START_IN_SEGMENT "," CLAIM_MOVE_FROM_SEGMENT(SLOT_NTH)},
 	};
-	int			executing_segment = qe_current_segment(QE_FAMILY_EXECUTING);
+	int			executing_segment;
 	int			slotted = q->assign_slots ? 1 : 0;
-	SPIPlanPtr *plan = &plans[kind][slotted][ready_segment][executing_segment];
+	SPIPlanPtr *plan;
+	int			want = DatumGetInt32(values[1]);
+	QeReadyKey	hint = {.priority = DatumGetInt32(values[4]),
+		.run_at = DatumGetTimestampTz(values[5]),.run_id = DatumGetInt64(values[6])};
+	int64		direct;
+	bool		look_again;
 	uint64		n;
 
+	/* By hand first; the statement when that cannot, or to look again. */
+	direct = claim_direct(call, q, t, kind == SEGMENT_CLAIM_HINTED ? &hint : NULL,
+						  ready_segment, want, &look_again);
+	if (direct >= 0 && (!look_again || direct == want))
+		return (uint64) direct;
+	if (direct > 0)
+	{
+		values[1] = Int32GetDatum(want - (int) direct);
+		if (slotted)
+			values[7] = free_slots(q);
+	}
+	direct = Max(direct, 0);
+
+	executing_segment = qe_current_segment(QE_FAMILY_EXECUTING);
+	plan = &plans[kind][slotted][ready_segment][executing_segment];
 	if (*plan == NULL)
 	{
 		char	   *text = psprintf(sql[kind][slotted],
@@ -312,7 +654,7 @@ claim_in_segment(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 	}
 	n = qe_exec(*plan, values, nulls, 0);
 	emit_claimed(call, q, t, n);
-	return n;
+	return n + (uint64) direct;
 }
 
 /*

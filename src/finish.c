@@ -181,41 +181,6 @@ static const Oid complete_types[4] = {INT8OID, JSONBOID, INT4OID, INT4ARRAYOID};
  * statement refuses it; heap calls would not).
  */
 
-/* The executing segments' columns complete_direct() reads. */
-typedef enum ExecutingColumn
-{
-	EXEC_RUN_ID,
-	EXEC_RUN_AT,
-	EXEC_STARTED_AT,
-	EXEC_QUEUE_ID,
-	EXEC_POLICY_ID,
-	EXEC_PRIORITY,
-	EXEC_ATTEMPT,
-	EXEC_PAYLOAD,
-	EXEC_CONCURRENCY_KEY,
-	EXEC_WORKER,
-	EXEC_META,
-	EXEC_NCOLS
-} ExecutingColumn;
-
-static const char *const executing_column_names[EXEC_NCOLS] = {
-	"run_id", "run_at", "started_at", "queue_id", "policy_id", "priority",
-	"attempt", "payload", "concurrency_key", "worker", "meta"
-};
-
-/* Deleting from rel is a heap delete and nothing else. */
-static bool
-plain_delete(Relation rel)
-{
-	return !(rel->rd_rules != NULL || rel->rd_rel->relrowsecurity ||
-			 (rel->trigdesc != NULL &&
-			  (rel->trigdesc->trig_delete_before_row ||
-			   rel->trigdesc->trig_delete_after_row ||
-			   rel->trigdesc->trig_delete_instead_row ||
-			   rel->trigdesc->trig_delete_before_statement ||
-			   rel->trigdesc->trig_delete_after_statement)));
-}
-
 /*
  * The finished_runs row (fin, fin_nulls) of the executing row in slot
  * (columns att), completed with output.
@@ -227,13 +192,13 @@ finished_row_of(TupleTableSlot *slot, const AttrNumber *att, Datum output,
 	static const struct
 	{
 		QeFinishedColumn fin;
-		ExecutingColumn exec;
+		QeExecutingColumn exec;
 	}			copied[] = {
-		{QE_FIN_RUN_ID, EXEC_RUN_ID}, {QE_FIN_RUN_AT, EXEC_RUN_AT},
-		{QE_FIN_STARTED_AT, EXEC_STARTED_AT}, {QE_FIN_QUEUE_ID, EXEC_QUEUE_ID},
-		{QE_FIN_POLICY_ID, EXEC_POLICY_ID}, {QE_FIN_PRIORITY, EXEC_PRIORITY},
-		{QE_FIN_ATTEMPT, EXEC_ATTEMPT}, {QE_FIN_PAYLOAD, EXEC_PAYLOAD},
-		{QE_FIN_CONCURRENCY_KEY, EXEC_CONCURRENCY_KEY}, {QE_FIN_WORKER, EXEC_WORKER},
+		{QE_FIN_RUN_ID, QE_EXEC_RUN_ID}, {QE_FIN_RUN_AT, QE_EXEC_RUN_AT},
+		{QE_FIN_STARTED_AT, QE_EXEC_STARTED_AT}, {QE_FIN_QUEUE_ID, QE_EXEC_QUEUE_ID},
+		{QE_FIN_POLICY_ID, QE_EXEC_POLICY_ID}, {QE_FIN_PRIORITY, QE_EXEC_PRIORITY},
+		{QE_FIN_ATTEMPT, QE_EXEC_ATTEMPT}, {QE_FIN_PAYLOAD, QE_EXEC_PAYLOAD},
+		{QE_FIN_CONCURRENCY_KEY, QE_EXEC_CONCURRENCY_KEY}, {QE_FIN_WORKER, QE_EXEC_WORKER},
 	};
 	Datum		fields[QE_META_NFIELDS];
 	bool		field_nulls[QE_META_NFIELDS];
@@ -256,32 +221,12 @@ finished_row_of(TupleTableSlot *slot, const AttrNumber *att, Datum output,
 	 * meta keeps the run's other fields (FINISH_EXECUTING): its attempt,
 	 * started_at, worker and key are the row's columns there.
 	 */
-	meta = slot_getattr(slot, att[EXEC_META], &meta_null);
-	for (int f = 0; f < QE_META_NFIELDS; f++)
-	{
-		fields[f] = (Datum) 0;
-		field_nulls[f] = true;
-	}
-	if (!meta_null)
-	{
-		HeapTupleHeader header = DatumGetHeapTupleHeader(meta);
-		TupleDesc	desc = lookup_rowtype_tupdesc(qe_run_meta_type(), -1);
-		HeapTupleData tuple;
-
-		if (desc->natts != QE_META_NFIELDS)
-			elog(ERROR, "queue_engine: type queue_engine.run_meta has %d fields, not %d",
-				 desc->natts, QE_META_NFIELDS);
-		tuple.t_len = HeapTupleHeaderGetDatumLength(header);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = InvalidOid;
-		tuple.t_data = header;
-		heap_deform_tuple(&tuple, desc, fields, field_nulls);
-		ReleaseTupleDesc(desc);
-		field_nulls[QE_META_ATTEMPT] = true;
-		field_nulls[QE_META_STARTED_AT] = true;
-		field_nulls[QE_META_WORKER] = true;
-		field_nulls[QE_META_CONCURRENCY_KEY] = true;
-	}
+	meta = slot_getattr(slot, att[QE_EXEC_META], &meta_null);
+	qe_deform_run_meta(meta, meta_null, fields, field_nulls);
+	field_nulls[QE_META_ATTEMPT] = true;
+	field_nulls[QE_META_STARTED_AT] = true;
+	field_nulls[QE_META_WORKER] = true;
+	field_nulls[QE_META_CONCURRENCY_KEY] = true;
 	fin[QE_FIN_META] = qe_form_run_meta(fields, field_nulls, &fin_nulls[QE_FIN_META]);
 }
 
@@ -320,7 +265,7 @@ delete_executing(const int *segs, int nsegs, int64 run_id, bool attempt_null,
 		opened++;
 		snprintf(name, sizeof(name), "%s_id", qe_segment_names[QE_FAMILY_EXECUTING][segs[k]]);
 		indexoid = get_relname_relid(name, nsp);
-		if (!plain_delete(rels[k]) || !OidIsValid(indexoid))
+		if (!qe_plain_delete(rels[k]) || !OidIsValid(indexoid))
 		{
 			result = -1;
 			break;
@@ -338,13 +283,13 @@ delete_executing(const int *segs, int nsegs, int64 run_id, bool attempt_null,
 	for (int k = 0; k < nsegs && result == 0; k++)
 	{
 		Relation	rel = rels[k];
-		AttrNumber	att[EXEC_NCOLS];
+		AttrNumber	att[QE_EXEC_NCOLS];
 		ScanKeyData key;
 		IndexScanDesc scan;
 		TupleTableSlot *slot = table_slot_create(rel, NULL);
 		bool		found;
 
-		qe_column_numbers(rel, executing_column_names, EXEC_NCOLS, att);
+		qe_column_numbers(rel, qe_executing_column_names, QE_EXEC_NCOLS, att);
 		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(run_id));
 		scan = qe_index_beginscan(rel, indexes[k], snapshot, 1, 0);
 		index_rescan(scan, &key, 1, NULL, 0);
@@ -359,7 +304,7 @@ delete_executing(const int *segs, int nsegs, int64 run_id, bool attempt_null,
 			TM_Result	res;
 
 			if (!attempt_null &&
-				DatumGetInt32(slot_getattr(slot, att[EXEC_ATTEMPT], &isnull)) != attempt)
+				DatumGetInt32(slot_getattr(slot, att[QE_EXEC_ATTEMPT], &isnull)) != attempt)
 				break;			/* another attempt: not this call's to end */
 			res = table_tuple_delete(rel, &tid, cid, snapshot, InvalidSnapshot,
 									 true, &tmfd, false);

@@ -194,6 +194,7 @@ typedef enum QeRunColumn
 	QE_RUN_META,
 	QE_RUN_NCOLS
 } QeRunColumn;
+extern const char *const qe_run_column_names[QE_RUN_NCOLS];
 typedef enum QeMetaField
 {
 	QE_META_ATTEMPT,
@@ -229,6 +230,31 @@ typedef enum QeFinishedColumn
 	QE_FIN_META,
 	QE_FIN_NCOLS
 } QeFinishedColumn;
+/* The executing segments' columns (run_insert.c, claim.c) */
+typedef enum QeExecutingColumn
+{
+	QE_EXEC_RUN_ID,
+	QE_EXEC_RUN_AT,
+	QE_EXEC_STARTED_AT,
+	QE_EXEC_LEASE_EXPIRES_AT,
+	QE_EXEC_ATTEMPT_LEASE,
+	QE_EXEC_QUEUE_ID,
+	QE_EXEC_POLICY_ID,
+	QE_EXEC_PRIORITY,
+	QE_EXEC_ATTEMPT,
+	QE_EXEC_QUEUE_SLOT,
+	QE_EXEC_PAYLOAD,
+	QE_EXEC_CONCURRENCY_KEY,
+	QE_EXEC_WORKER,
+	QE_EXEC_META,
+	QE_EXEC_NCOLS
+} QeExecutingColumn;
+extern const char *const qe_executing_column_names[QE_EXEC_NCOLS];
+typedef struct QeRowWriter QeRowWriter;
+extern bool qe_plain_delete(Relation rel);
+extern QeRowWriter *qe_open_executing(int segment);
+extern void qe_write_row(QeRowWriter *w, Datum *values, bool *nulls);
+extern void qe_close_writer(QeRowWriter *w);
 extern void qe_column_numbers(Relation rel, const char *const *colnames,
 							  int ncols, AttrNumber *att);
 extern Relation qe_open_finished_runs(void);
@@ -236,6 +262,8 @@ extern void qe_insert_finished_run(Relation rel, Datum *values, bool *nulls);
 /* A run_meta datum of the given fields, or NULL (*isnull) when all are. */
 extern Oid	qe_run_meta_type(void);
 extern Datum qe_form_run_meta(Datum *fields, bool *nulls, bool *isnull);
+extern void qe_deform_run_meta(Datum meta, bool meta_null, Datum *fields,
+							   bool *nulls);
 extern void qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 						   Datum *payloads, int nrows, const int64 *given_id,
 						   int64 *run_ids_out);

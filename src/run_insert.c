@@ -12,7 +12,8 @@
  *	  table or one of its indexes changed.  Also the run_meta datum of a
  *	  run (qe_form_run_meta).  The same for a run's row in finished_runs
  *	  (qe_insert_finished_run), which complete() writes without a statement
- *	  (finish.c).
+ *	  (finish.c), and for a run's row in an executing segment (qe_write_row),
+ *	  which the claim writes without one (claim.c).
  *
  *	  The segment tables have no triggers, rules, row security, foreign
  *	  keys or CHECK constraints (the install script makes them so, and the
@@ -57,7 +58,8 @@ typedef struct QeRunIndex
 	List	   *expressions;	/* ExprStates of its expression columns */
 } QeRunIndex;
 
-#define QE_MAX_CACHED_COLS Max((int) QE_RUN_NCOLS, (int) QE_FIN_NCOLS)
+#define QE_MAX_CACHED_COLS Max(Max((int) QE_RUN_NCOLS, (int) QE_FIN_NCOLS), \
+								   (int) QE_EXEC_NCOLS)
 
 typedef struct QeRunTableCache
 {
@@ -78,10 +80,12 @@ typedef struct QeRunTableCache
 static QeRunTableCache caches[2][2];
 /* finished_runs */
 static QeRunTableCache finished_cache;
+/* The executing segments */
+static QeRunTableCache executing_caches[2];
 static bool callback_registered = false;
 
 /* Column names, in the order of QeRunColumn. */
-static const char *const run_column_names[QE_RUN_NCOLS] = {
+const char *const qe_run_column_names[QE_RUN_NCOLS] = {
 	"run_id", "run_at", "queue_id", "policy_id", "priority", "payload",
 	"concurrency_key", "meta"
 };
@@ -91,6 +95,13 @@ static const char *const finished_column_names[QE_FIN_NCOLS] = {
 	"run_id", "finished_at", "run_at", "started_at", "queue_id", "policy_id",
 	"priority", "attempt", "status", "payload", "output", "concurrency_key",
 	"worker", "meta"
+};
+
+/* The executing segments' column names, in the order of QeExecutingColumn. */
+const char *const qe_executing_column_names[QE_EXEC_NCOLS] = {
+	"run_id", "run_at", "started_at", "lease_expires_at", "attempt_lease",
+	"queue_id", "policy_id", "priority", "attempt", "queue_slot", "payload",
+	"concurrency_key", "worker", "meta"
 };
 
 static void
@@ -112,6 +123,8 @@ invalidate_cache(Datum arg, Oid relid)
 		for (int k = 0; k < 2; k++)
 			invalidate_one(&caches[d][k], relid);
 	invalidate_one(&finished_cache, relid);
+	for (int k = 0; k < 2; k++)
+		invalidate_one(&executing_caches[k], relid);
 }
 
 /*
@@ -213,7 +226,7 @@ open_segment(bool delayed, QeRunTableCache **cache_out)
 	rel = qe_open_table(qe_segment_names[family][segment], RowExclusiveLock);
 	/* Taking the lock may have processed an invalidation. */
 	if (!cache->valid || cache->relid != RelationGetRelid(rel))
-		build_cache(cache, rel, run_column_names, QE_RUN_NCOLS);
+		build_cache(cache, rel, qe_run_column_names, QE_RUN_NCOLS);
 	*cache_out = cache;
 	return rel;
 }
@@ -503,6 +516,134 @@ qe_insert_finished_run(Relation rel, Datum *values, bool *nulls)
 	pfree(row);
 	pfree(row_nulls);
 	table_close(rel, NoLock);
+}
+
+/*
+ * Deleting from rel is a heap delete and nothing else: no trigger, rule or
+ * row security that a DELETE statement would apply.
+ */
+bool
+qe_plain_delete(Relation rel)
+{
+	return !(rel->rd_rules != NULL || rel->rd_rel->relrowsecurity ||
+			 (rel->trigdesc != NULL &&
+			  (rel->trigdesc->trig_delete_before_row ||
+			   rel->trigdesc->trig_delete_after_row ||
+			   rel->trigdesc->trig_delete_instead_row ||
+			   rel->trigdesc->trig_delete_before_statement ||
+			   rel->trigdesc->trig_delete_after_statement)));
+}
+
+/* Rows written into one table through its cache (qe_open_executing()). */
+struct QeRowWriter
+{
+	QeRunTableCache *cache;
+	Relation	rel;
+	Relation	indexes[QE_MAX_RUN_INDEXES];
+	TupleTableSlot *slot;
+	ExprContext *econtext;
+	Datum	   *row;
+	bool	   *row_nulls;
+	CommandId	cid;
+};
+
+/*
+ * Executing segment segment, open for inserting rows as an INSERT would
+ * (qe_write_row()); NULL when rows must go there by an INSERT statement
+ * (someone's trigger on it, say) or the table is missing.
+ */
+QeRowWriter *
+qe_open_executing(int segment)
+{
+	QeRunTableCache *cache = &executing_caches[segment];
+	Relation	rel = qe_try_open_table(qe_segment_names[QE_FAMILY_EXECUTING][segment],
+										RowExclusiveLock);
+	QeRowWriter *w;
+
+	if (rel == NULL)
+		return NULL;
+	if (!cache->valid || cache->relid != RelationGetRelid(rel))
+		build_cache(cache, rel, qe_executing_column_names, QE_EXEC_NCOLS);
+	if (!cache->plain)
+	{
+		table_close(rel, NoLock);
+		return NULL;
+	}
+	w = palloc(sizeof(QeRowWriter));
+	w->cache = cache;
+	w->rel = rel;
+	for (int i = 0; i < cache->nindexes; i++)
+		w->indexes[i] = index_open(cache->indexes[i].indexoid, RowExclusiveLock);
+	w->slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+	w->econtext = CreateStandaloneExprContext();
+	w->row = palloc(sizeof(Datum) * cache->natts);
+	w->row_nulls = palloc(sizeof(bool) * cache->natts);
+	w->cid = GetCurrentCommandId(true);
+	return w;
+}
+
+/*
+ * Insert one row (values and nulls in the order of the writer's columns)
+ * with its index entries.
+ */
+void
+qe_write_row(QeRowWriter *w, Datum *values, bool *nulls)
+{
+	HeapTuple	tuple;
+
+	table_row(w->cache, values, nulls, w->row, w->row_nulls);
+	ExecStoreHeapTuple(heap_form_tuple(RelationGetDescr(w->rel), w->row, w->row_nulls),
+					   w->slot, true);
+	tuple = ExecFetchSlotHeapTuple(w->slot, false, NULL);
+	heap_insert(w->rel, tuple, w->cid, 0, NULL);
+	w->slot->tts_tid = tuple->t_self;
+	insert_index_entries(w->cache, w->indexes, w->rel, w->slot, w->econtext);
+	ExecClearTuple(w->slot);
+}
+
+/* Close the writer's table and indexes (keeping their locks). */
+void
+qe_close_writer(QeRowWriter *w)
+{
+	for (int i = 0; i < w->cache->nindexes; i++)
+		index_close(w->indexes[i], NoLock);
+	FreeExprContext(w->econtext, true);
+	ExecDropSingleTupleTableSlot(w->slot);
+	table_close(w->rel, NoLock);
+	pfree(w->row);
+	pfree(w->row_nulls);
+	pfree(w);
+}
+
+/*
+ * The fields of a run_meta datum (fields, nulls: QE_META_NFIELDS long, in
+ * QeMetaField order); all NULL when meta is.
+ */
+void
+qe_deform_run_meta(Datum meta, bool meta_null, Datum *fields, bool *nulls)
+{
+	HeapTupleHeader header;
+	TupleDesc	desc;
+	HeapTupleData tuple;
+
+	for (int f = 0; f < QE_META_NFIELDS; f++)
+	{
+		fields[f] = (Datum) 0;
+		nulls[f] = true;
+	}
+	if (meta_null)
+		return;
+	header = DatumGetHeapTupleHeader(meta);
+	desc = lookup_rowtype_tupdesc(qe_run_meta_type(), -1);
+	if (desc->natts != QE_META_NFIELDS)
+		elog(ERROR, "queue_engine: type queue_engine.run_meta has %d fields, not %d",
+			 desc->natts, QE_META_NFIELDS);
+	tuple.t_len = HeapTupleHeaderGetDatumLength(header);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = header;
+	heap_deform_tuple(&tuple, desc, fields, nulls);
+	ReleaseTupleDesc(desc);
 }
 
 /* The type queue_engine.run_meta. */

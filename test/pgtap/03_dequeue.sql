@@ -1,6 +1,6 @@
 -- 03_dequeue.sql: dequeue() ordering, limits, fairness, ttl and delayed runs (SPEC "Executing").
 BEGIN;
-SELECT plan(67);
+SELECT plan(78);
 
 -- Cancel every open run, so a scenario with dequeue(NULL, ...) starts from an empty engine.
 CREATE FUNCTION pg_temp.reset_runs() RETURNS bigint LANGUAGE sql AS $$
@@ -407,6 +407,67 @@ END;
 $$;
 SELECT pg_temp.isolation_check('REPEATABLE READ');
 SELECT pg_temp.isolation_check('SERIALIZABLE');
+
+
+---------------------------------------------------------------------------
+-- dequeue() claims by hand (claim.c, claim_direct): the executing row and
+-- what dequeue returns are what the claim statement gives, and a delete
+-- trigger someone adds to a ready segment gets the statement.
+---------------------------------------------------------------------------
+SELECT pg_temp.reset_runs() \gset
+SELECT queue_engine.create_queue('dh', lease => '7 minutes') \gset
+SELECT queue_engine.enqueue('dh', jsonb_build_object('big', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 4000) i)),
+                            concurrency_key => 'k-1', tags => ARRAY['t1']) AS h1 \gset
+SELECT is((SELECT ROW(d.run_id, d.attempt, d.concurrency_key, d.lease_expires_at, d.resume IS NULL,
+                      d.payload = jsonb_build_object('big', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 4000) i)))::text
+             FROM queue_engine.dequeue(ARRAY['dh'], 5, worker => 'w-h') d),
+          ROW(:h1::bigint, 1, 'k-1', now() + interval '7 minutes', true, true)::text,
+          'a run claimed by hand: attempt 1, its key, the policy''s lease, the whole toasted payload');
+SELECT is((SELECT ROW(e.started_at, e.lease_expires_at, e.attempt_lease, e.attempt, e.worker, e.concurrency_key,
+                      (e.meta).concurrency_key, (e.meta).tags, e.queue_slot)::text
+             FROM queue_engine.executing e WHERE e.run_id = :h1),
+          ROW(now(), now() + interval '7 minutes', interval '7 minutes', 1, 'w-h', 'k-1', NULL::text, ARRAY['t1'], NULL::int)::text,
+          'its executing row: started now, the lease, the worker, the key back in its column, meta keeps the rest');
+SELECT queue_engine.fail(:h1, '{"message": "again"}', retry_in => '0') \gset
+SELECT is((SELECT ROW(d.attempt, d.lease_expires_at)::text FROM queue_engine.dequeue(ARRAY['dh'], 1, lease => '1 minute') d),
+          ROW(2, now() + interval '1 minute')::text, 'a retried run: attempt 2, and the lease the caller asked for');
+SELECT queue_engine.complete(:h1) \gset
+SELECT queue_engine.enqueue('dh', '{"n": "expired"}', ttl => '1 hour') AS h2 \gset
+UPDATE queue_engine.ready SET meta.expires_at = now() - interval '1 s' WHERE run_id = :h2;
+SELECT queue_engine.enqueue('dh', '{"n": "live"}') AS h3 \gset
+SELECT is((SELECT array_agg(d.run_id) FROM queue_engine.dequeue(ARRAY['dh'], 5) d), ARRAY[:h3]::bigint[],
+          'a never-started run past its ttl is not claimed');
+SELECT queue_engine.cancel(:h2) \gset
+SELECT queue_engine.complete(:h3) \gset
+
+CREATE TEMP TABLE claim_log (what text, run_id bigint);
+CREATE FUNCTION pg_temp.log_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO claim_log VALUES (TG_OP || ' ' || TG_TABLE_NAME, OLD.run_id);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER claim_log AFTER DELETE ON queue_engine.ready_0 FOR EACH ROW EXECUTE FUNCTION pg_temp.log_claim();
+CREATE TRIGGER claim_log AFTER DELETE ON queue_engine.ready_1 FOR EACH ROW EXECUTE FUNCTION pg_temp.log_claim();
+SELECT count(queue_engine.enqueue('dh', jsonb_build_object('n', i))) FROM generate_series(1, 3) i \gset
+SELECT is((SELECT count(*)::int FROM queue_engine.dequeue(ARRAY['dh'], 3)), 3, 'dequeue with a delete trigger on the ready segments');
+SELECT is((SELECT count(*)::int FROM claim_log WHERE what LIKE 'DELETE ready_%'), 3, 'the trigger fired for each run');
+DROP TRIGGER claim_log ON queue_engine.ready_0;
+DROP TRIGGER claim_log ON queue_engine.ready_1;
+SELECT count(queue_engine.enqueue('dh', jsonb_build_object('n', i))) FROM generate_series(1, 3) i \gset
+SELECT is((SELECT count(*)::int FROM queue_engine.dequeue(ARRAY['dh'], 3)), 3, 'once the triggers are gone, dequeue claims by hand again');
+SELECT is((SELECT count(*)::int FROM claim_log), 3, 'and fires nothing');
+SELECT is((SELECT count(*)::int FROM queue_engine.executing e JOIN queue_engine.queues q USING (queue_id) WHERE q.queue = 'dh'), 6,
+          'all six runs are executing');
+
+-- A read-only transaction cannot claim a run (the statement says so).
+SELECT queue_engine.enqueue('dh', '{"n": "ro"}') \gset
+SAVEPOINT read_only;
+SET LOCAL transaction_read_only = on;
+SELECT throws_ok($$SELECT * FROM queue_engine.dequeue(ARRAY['dh'])$$, '25006', NULL,
+                 'dequeue in a read-only transaction is refused');
+ROLLBACK TO SAVEPOINT read_only;
+SELECT is((SELECT count(*)::int FROM queue_engine.ready r JOIN queue_engine.queues q USING (queue_id) WHERE q.queue = 'dh'), 1,
+          'and its run stays queued');
 
 SELECT * FROM finish();
 ROLLBACK;
