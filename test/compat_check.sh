@@ -15,6 +15,9 @@
 #     is unpacked under $QE_COMPAT_WORK (default /tmp/qe_compat) and treated
 #     as a source tree.
 # Without arguments it checks every /usr/include/postgresql/*/server.
+# With --debian V ... it first downloads postgresql-server-dev-V from
+# Debian (trixie has 17, sid 18; no Debian release packages 16) and checks
+# those headers: what `make test`'s compat suite runs.
 #
 # Getting headers without installing anything (Debian):
 #   apt-get download postgresql-server-dev-17   # from a suite that has it
@@ -120,6 +123,58 @@ check() {
 		failed=$((failed + 1))
 	fi
 }
+
+# --debian V ...: headers of PostgreSQL V from the first Debian suite that
+# packages them (Debian's registry, no install: dpkg-deb -x), unpacked
+# under $WORK/debian.  Exit status 77 when none could be had (no network).
+debian_headers() {
+	local v suite pkgs file dir found=()
+	local base=${QE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+	mkdir -p "$WORK/debian"
+	for v in "$@"; do
+		dir=$WORK/debian/$v
+		if [[ -f $dir/usr/include/postgresql/$v/server/pg_config.h ]]; then
+			found+=("$dir/usr/include/postgresql/$v/server")
+			continue
+		fi
+		file=
+		for suite in trixie forky sid; do
+			pkgs=$WORK/debian/Packages-$suite
+			if [[ ! -s $pkgs ]]; then
+				curl -fsS --max-time 120 "$base/dists/$suite/main/binary-amd64/Packages.xz" |
+					xz -dc >"$pkgs.tmp" 2>/dev/null && mv "$pkgs.tmp" "$pkgs"
+				rm -f "$pkgs.tmp"
+			fi
+			[[ -s $pkgs ]] || continue
+			file=$(awk -v p="postgresql-server-dev-$v" \
+				'$1 == "Package:" { ok = ($2 == p) } ok && $1 == "Filename:" { print $2; exit }' "$pkgs")
+			[[ -n $file ]] && break
+		done
+		if [[ -z $file ]]; then
+			echo "SKIP $v: no postgresql-server-dev-$v in Debian's trixie, forky or sid (or no network)" >&2
+			continue
+		fi
+		rm -rf "$dir" && mkdir -p "$dir"
+		if curl -fsS --max-time 300 "$base/$file" -o "$dir/pkg.deb" &&
+			dpkg-deb -x "$dir/pkg.deb" "$dir"; then
+			echo "headers of $v: $base/$file" >&2
+			found+=("$dir/usr/include/postgresql/$v/server")
+		else
+			echo "SKIP $v: could not download or unpack $base/$file" >&2
+		fi
+	done
+	printf '%s\n' "${found[@]}"
+}
+
+if [[ ${1:-} == --debian ]]; then
+	shift
+	mapfile -t dirs < <(debian_headers "$@")
+	if [[ ${#dirs[@]} == 0 ]]; then
+		echo "compat_check: no headers could be had from Debian; nothing checked"
+		exit 77
+	fi
+	set -- "${dirs[@]}"
+fi
 
 if [[ $# == 0 ]]; then
 	shopt -s nullglob

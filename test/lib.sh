@@ -59,6 +59,7 @@ QE_PACKAGES=(
   postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
   postgresql-15-cron libipc-run-perl
   util-linux coreutils procps
+  curl xz-utils ca-certificates
 )
 
 qe_log() { printf '==> %s\n' "$*" >&2; }

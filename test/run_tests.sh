@@ -12,6 +12,8 @@
 #              (the pg_cron setup: the shared state then lives in a dynamic shared memory segment)
 #   pgtap      test/pgtap/*.sql, each in a fresh database with pgtap + the extension created, via pg_prove
 #   tap        test/t/*.pl with PostgreSQL::Test::Cluster (their own clusters), via prove as postgres
+#   compat     test/compat_check.sh --debian 17 18: every src/*.c compiled against PostgreSQL 17 and
+#              18's server headers, downloaded from Debian's registry (skipped, saying why, without it)
 # Last line: "N passed, N failed" (suites).
 #
 # Environment: QE_SUITE_TIMEOUT (seconds per suite command, default 1200),
@@ -37,7 +39,7 @@ summary() {
   echo "===== test summary ====="
   local r
   for r in ${RESULTS[@]+"${RESULTS[@]}"}; do echo "  $r"; done
-  [ "$SKIPPED" -eq 0 ] || echo "($SKIPPED suite(s) skipped: no test files yet)"
+  [ "$SKIPPED" -eq 0 ] || echo "($SKIPPED suite(s) skipped: their output says why)"
   echo "$PASSED passed, $FAILED failed"
 }
 
@@ -218,6 +220,12 @@ suite_tap() {
   rm -rf "$tmp"
 }
 
+suite_compat() {
+  local rc=0
+  bounded bash test/compat_check.sh --debian 17 18 || rc=$?
+  return "$rc"
+}
+
 run_suite() {
   local name=$1 fn=$2 rc start
   echo
@@ -233,7 +241,7 @@ run_suite() {
   if [ "$rc" -eq 0 ]; then
     PASSED=$((PASSED + 1)); RESULTS+=("PASS  $name ($took)")
   elif [ "$rc" -eq $SKIP ]; then
-    SKIPPED=$((SKIPPED + 1)); RESULTS+=("SKIP  $name (no test files)")
+    SKIPPED=$((SKIPPED + 1)); RESULTS+=("SKIP  $name (nothing to run: its output says why)")
   elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     FAILED=$((FAILED + 1)); RESULTS+=("FAIL  $name (timed out after ${QE_SUITE_TIMEOUT}s)")
   else
@@ -269,6 +277,7 @@ run_suite isolation suite_isolation
 run_suite nopreload suite_nopreload
 run_suite pgtap suite_pgtap
 run_suite tap suite_tap
+run_suite compat suite_compat
 
 # A backend crash can hide behind a test that "passed" on reconnect; the server log tells.
 crashes=$(grep -E 'terminated by signal (6|7|11)|PANIC:|TRAP:' "$QE_CLUSTER_LOG" || true)
