@@ -309,12 +309,12 @@ has_queued_run(int32 queue_id, bool key_limited)
 	values[0] = Int32GetDatum(queue_id);
 	values[1] = BoolGetDatum(key_limited);
 	if (segment >= 0)
-		return qe_exec(qe_plan_in_segment(segment_plans, QE_FAMILY_READY, segment,
-										  QUEUED_RUN_PROBE("%1$s"),
-										  2, (Oid[]) {INT4OID, BOOLOID}),
-					   values, NULL, 1) > 0;
+		return qe_exec_in_order(qe_plan_in_segment(segment_plans, QE_FAMILY_READY, segment,
+												   QUEUED_RUN_PROBE("%1$s"),
+												   2, (Oid[]) {INT4OID, BOOLOID}),
+								values, NULL, 1) > 0;
 	qe_plan(&plan, QUEUED_RUN_PROBE("ready"), 2, (Oid[]) {INT4OID, BOOLOID});
-	return qe_exec(plan, values, NULL, 1) > 0;
+	return qe_exec_in_order(plan, values, NULL, 1) > 0;
 }
 
 /*
@@ -498,7 +498,7 @@ dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
 	values[0] = ids;
 	nulls[0] = ids_null ? 'n' : ' ';
 	generation = qe_queue_definitions_generation();
-	nrows = (int) qe_exec(tenants_plan, values, nulls, 0);
+	nrows = (int) qe_exec_in_order(tenants_plan, values, nulls, 0);
 	tenants = palloc0(sizeof(QeTenant) * Max(nrows, 1));
 	ntenants = 0;
 	for (int i = 0; i < nrows; i++)

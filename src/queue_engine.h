@@ -86,6 +86,8 @@ extern SPIPlanPtr qe_plan_cursor(SPIPlanPtr *slot, const char *sql,
 								 int nargs, const Oid *argtypes);
 extern uint64 qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
 					  long count);
+extern uint64 qe_exec_in_order(SPIPlanPtr plan, Datum *values,
+							   const char *nulls, long count);
 extern uint64 qe_exec_whole_tables(SPIPlanPtr plan, Datum *values,
 								   const char *nulls, long count);
 extern Portal qe_cursor_open(SPIPlanPtr plan, Datum *values, const char *nulls);

@@ -114,30 +114,55 @@ qe_plan_cursor(SPIPlanPtr *slot, const char *sql, int nargs,
 	return prepare_kept(slot, sql, nargs, argtypes, CURSOR_OPT_FAST_PLAN);
 }
 
+/* How exec_planned() has the planner plan a statement (when it must). */
+typedef enum QePlanning
+{
+	QE_PLANNING_WHOLE_TABLES,	/* the caller's settings */
+	QE_PLANNING_INDEX_SCANS,	/* no sequential scans, no JIT */
+	QE_PLANNING_INDEX_ORDER		/* nor bitmap scans or sorts */
+} QePlanning;
+
 /*
  * Run a saved plan, or open a cursor on one, planning it (if it must be:
  * the first run, or after an invalidation such as a segment's TRUNCATE)
  * with enable_seqscan and jit off.  A generic plan made while a segment
  * was empty would read it by a sequential scan for as long as it is kept
  * (src/README.md, "Plans"); and the empty parents' disabled scans cost
- * 1e10, which would make every statement look worth compiling.  The two
- * planner variables are set around the call and put back however it ends:
- * far cheaper than the functions' SET clauses were (a GUC nest level and
- * two settings parsed and undone at every call: 2.2 % of an enqueue's
+ * 1e10, which would make every statement look worth compiling.
+ *
+ * A statement that must read an index in order and stop at its first rows
+ * (ORDER BY ... LIMIT over many rows: the tenants with a queue, the
+ * tenant's queue walk, a queue's first queued run) is planned with bitmap
+ * scans and sorts off as well.  Before autovacuum has analysed a table of
+ * 10,000 new queues, the planner guesses that few match and may pick a
+ * bitmap scan of them all and a sort, which every dequeue of that backend
+ * then runs in full (workload 6 fell to a sixth, intermittently: whether
+ * the backends planned before or after the analyse).
+ *
+ * The planner variables are set around the call and put back however it
+ * ends: far cheaper than the functions' SET clauses were (a GUC nest level
+ * and two settings parsed and undone at every call: 2.2 % of an enqueue's
  * instructions, 1.3 % of a dequeue + complete's, test/bench/README.md).
  */
 static uint64
 exec_planned(SPIPlanPtr plan, Datum *values, const char *nulls, long count,
-			 Portal *portal, bool index_scans)
+			 Portal *portal, QePlanning planning)
 {
 	bool		seqscan = enable_seqscan;
+	bool		bitmapscan = enable_bitmapscan;
+	bool		sort = enable_sort;
 	bool		jit = jit_enabled;
 	volatile int rc = 0;
 
-	if (index_scans)
+	if (planning != QE_PLANNING_WHOLE_TABLES)
 	{
 		enable_seqscan = false;
 		jit_enabled = false;
+	}
+	if (planning == QE_PLANNING_INDEX_ORDER)
+	{
+		enable_bitmapscan = false;
+		enable_sort = false;
 	}
 	PG_TRY();
 	{
@@ -149,6 +174,8 @@ exec_planned(SPIPlanPtr plan, Datum *values, const char *nulls, long count,
 	PG_FINALLY();
 	{
 		enable_seqscan = seqscan;
+		enable_bitmapscan = bitmapscan;
+		enable_sort = sort;
 		jit_enabled = jit;
 	}
 	PG_END_TRY();
@@ -162,7 +189,7 @@ exec_planned(SPIPlanPtr plan, Datum *values, const char *nulls, long count,
 uint64
 qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
 {
-	return exec_planned(plan, values, nulls, count, NULL, true);
+	return exec_planned(plan, values, nulls, count, NULL, QE_PLANNING_INDEX_SCANS);
 }
 
 /*
@@ -172,7 +199,17 @@ qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
 uint64
 qe_exec_whole_tables(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
 {
-	return exec_planned(plan, values, nulls, count, NULL, false);
+	return exec_planned(plan, values, nulls, count, NULL, QE_PLANNING_WHOLE_TABLES);
+}
+
+/*
+ * The same, for a statement that reads an index in order and stops at its
+ * first rows: planned without bitmap scans or sorts (exec_planned()).
+ */
+uint64
+qe_exec_in_order(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
+{
+	return exec_planned(plan, values, nulls, count, NULL, QE_PLANNING_INDEX_ORDER);
 }
 
 /* Open an unnamed cursor on a saved plan (qe_plan_cursor()). */
@@ -181,7 +218,7 @@ qe_cursor_open(SPIPlanPtr plan, Datum *values, const char *nulls)
 {
 	Portal		portal = NULL;
 
-	(void) exec_planned(plan, values, nulls, 0, &portal, true);
+	(void) exec_planned(plan, values, nulls, 0, &portal, QE_PLANNING_INDEX_ORDER);
 	return portal;
 }
 
