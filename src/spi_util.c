@@ -119,7 +119,7 @@ typedef enum QePlanning
 {
 	QE_PLANNING_WHOLE_TABLES,	/* the caller's settings */
 	QE_PLANNING_INDEX_SCANS,	/* no sequential scans, no JIT */
-	QE_PLANNING_INDEX_ORDER		/* nor bitmap scans or sorts */
+	QE_PLANNING_INDEX_ORDER		/* nor bitmap scans */
 } QePlanning;
 
 /*
@@ -133,11 +133,15 @@ typedef enum QePlanning
  * A statement that must read an index in order and stop at its first rows
  * (ORDER BY ... LIMIT over many rows: the tenants with a queue, the
  * tenant's queue walk, a queue's first queued run) is planned with bitmap
- * scans and sorts off as well.  Before autovacuum has analysed a table of
- * 10,000 new queues, the planner guesses that few match and may pick a
- * bitmap scan of them all and a sort, which every dequeue of that backend
- * then runs in full (workload 6 fell to a sixth, intermittently: whether
- * the backends planned before or after the analyse).
+ * scans off as well.  Before autovacuum has analysed a table of 10,000 new
+ * queues, the planner guesses that few match and may pick a bitmap scan
+ * of them all and a sort, which every dequeue of that backend then runs
+ * in full (workload 6 fell to a sixth, intermittently: whether the
+ * backends planned before or after the analyse).  Sorts stay allowed: an
+ * inheritance parent (the families' empty parents) has no index, so a
+ * statement through it needs one, and with sorts off the planner would
+ * rather sort everything than sort the empty parent for a merge (pgTAP
+ * 07_cost).
  *
  * The planner variables are set around the call and put back however it
  * ends: far cheaper than the functions' SET clauses were (a GUC nest level
@@ -150,7 +154,6 @@ exec_planned(SPIPlanPtr plan, Datum *values, const char *nulls, long count,
 {
 	bool		seqscan = enable_seqscan;
 	bool		bitmapscan = enable_bitmapscan;
-	bool		sort = enable_sort;
 	bool		jit = jit_enabled;
 	volatile int rc = 0;
 
@@ -160,10 +163,7 @@ exec_planned(SPIPlanPtr plan, Datum *values, const char *nulls, long count,
 		jit_enabled = false;
 	}
 	if (planning == QE_PLANNING_INDEX_ORDER)
-	{
 		enable_bitmapscan = false;
-		enable_sort = false;
-	}
 	PG_TRY();
 	{
 		if (portal != NULL)
@@ -175,7 +175,6 @@ exec_planned(SPIPlanPtr plan, Datum *values, const char *nulls, long count,
 	{
 		enable_seqscan = seqscan;
 		enable_bitmapscan = bitmapscan;
-		enable_sort = sort;
 		jit_enabled = jit;
 	}
 	PG_END_TRY();
@@ -204,7 +203,7 @@ qe_exec_whole_tables(SPIPlanPtr plan, Datum *values, const char *nulls, long cou
 
 /*
  * The same, for a statement that reads an index in order and stops at its
- * first rows: planned without bitmap scans or sorts (exec_planned()).
+ * first rows: planned without bitmap scans (exec_planned()).
  */
 uint64
 qe_exec_in_order(SPIPlanPtr plan, Datum *values, const char *nulls, long count)
