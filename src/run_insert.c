@@ -544,7 +544,6 @@ struct QeRowWriter
 	ExprContext *econtext;
 	Datum	   *row;
 	bool	   *row_nulls;
-	CommandId	cid;
 };
 
 /*
@@ -578,7 +577,6 @@ qe_open_executing(int segment)
 	w->econtext = CreateStandaloneExprContext();
 	w->row = palloc(sizeof(Datum) * cache->natts);
 	w->row_nulls = palloc(sizeof(bool) * cache->natts);
-	w->cid = GetCurrentCommandId(true);
 	return w;
 }
 
@@ -595,7 +593,8 @@ qe_write_row(QeRowWriter *w, Datum *values, bool *nulls)
 	ExecStoreHeapTuple(heap_form_tuple(RelationGetDescr(w->rel), w->row, w->row_nulls),
 					   w->slot, true);
 	tuple = ExecFetchSlotHeapTuple(w->slot, false, NULL);
-	heap_insert(w->rel, tuple, w->cid, 0, NULL);
+	/* the command id of now: the caller may have advanced it since opening */
+	heap_insert(w->rel, tuple, GetCurrentCommandId(true), 0, NULL);
 	w->slot->tts_tid = tuple->t_self;
 	insert_index_entries(w->cache, w->indexes, w->rel, w->slot, w->econtext);
 	ExecClearTuple(w->slot);
