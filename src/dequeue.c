@@ -402,8 +402,7 @@ next_queue_of_tenant(int32 tenant_id, int32 after, Datum ids, bool ids_null,
 			 * read on in batches (rows read past the one taken cost only
 			 * their probes, and a limited queue's is gated off).
 			 */
-			SPI_cursor_fetch(portal, true, batch);
-			n = SPI_processed;
+			n = qe_cursor_fetch(portal, batch);
 			if (n == 0)
 				break;
 			batch = QE_WALK_BATCH;
@@ -654,6 +653,7 @@ qe_dequeue(PG_FUNCTION_ARGS)
 	QeTenant	single_tenant;
 	bool		have_single = false;
 	bool		single_paused = false;
+	int			path_level;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -754,7 +754,10 @@ qe_dequeue(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
+	/* Its statements under one pin of search_path rather than one each. */
+	path_level = qe_pin_search_path();
 	dequeue_in_turn(&call, nulls[0] == 'n' ? (Datum) 0 : values[0], nulls[0] == 'n');
+	qe_unpin_search_path(path_level);
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -886,31 +886,15 @@ QE_TASK_WRAPPER(qe_rotate_segments, qe_task_rotate_segments_nowait)
 
 /* The worker and run_maintenance() call these. */
 const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT] = {
-	{"expire_runs", qe_task_expire_runs, qe_task_expire_runs},
-	{"promote_delayed", qe_task_promote_delayed, qe_task_promote_delayed},
-	{"rescue_stalled", qe_task_rescue_stalled, qe_task_rescue_stalled_resume},
-	{"purge_idempotency_keys", qe_task_purge_idempotency_keys, qe_task_purge_idempotency_keys},
-	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts},
-	{"prune_finished_runs", qe_task_prune_finished_runs, qe_task_prune_finished_runs_resume},
+	{"expire_runs", qe_task_expire_runs, qe_task_expire_runs, false},
+	{"promote_delayed", qe_task_promote_delayed, qe_task_promote_delayed, false},
+	{"rescue_stalled", qe_task_rescue_stalled, qe_task_rescue_stalled_resume, false},
+	{"purge_idempotency_keys", qe_task_purge_idempotency_keys, qe_task_purge_idempotency_keys, false},
+	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts, true},
+	{"prune_finished_runs", qe_task_prune_finished_runs, qe_task_prune_finished_runs_resume, false},
 	/* Last: the runs the tasks above moved out need no carrying. */
-	{"rotate_segments", qe_task_rotate_segments, qe_task_rotate_segments},
+	{"rotate_segments", qe_task_rotate_segments, qe_task_rotate_segments, true},
 };
-
-/*
- * Pin search_path for the current transaction the way a function's SET
- * clause does (a procedure that commits cannot carry one).  Transaction
- * end, commit or abort, puts the caller's value back.
- */
-static int
-pin_search_path(void)
-{
-	int			level = NewGUCNestLevel();
-
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 superuser() ? PGC_SUSET : PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	return level;
-}
 
 /*
  * CALL queue_engine.run_maintenance(): every task until it has nothing
@@ -933,7 +917,7 @@ qe_run_maintenance(PG_FUNCTION_ARGS)
 		!castNode(CallContext, fcinfo->context)->atomic;
 
 	SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0);
-	guc_level = pin_search_path();
+	guc_level = qe_pin_search_path();
 	for (int i = 0; i < QE_BACKGROUND_TASK_COUNT; i++)
 	{
 		for (;;)
@@ -946,7 +930,7 @@ qe_run_maintenance(PG_FUNCTION_ARGS)
 			{
 				/* Commit ends the pin with the transaction; pin it again. */
 				SPI_commit();
-				guc_level = pin_search_path();
+				guc_level = qe_pin_search_path();
 			}
 			if (n < limit)
 				break;
@@ -954,7 +938,7 @@ qe_run_maintenance(PG_FUNCTION_ARGS)
 	}
 	qe_run_consistency_checks(true, results);
 	SPI_finish();
-	AtEOXact_GUC(true, guc_level);
+	qe_unpin_search_path(guc_level);
 
 	PG_RETURN_VOID();
 }

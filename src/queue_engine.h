@@ -82,6 +82,8 @@ extern void qe_xact_callbacks_register(void);
 /* spi_util.c */
 extern SPIPlanPtr qe_plan(SPIPlanPtr *slot, const char *sql, int nargs,
 						  const Oid *argtypes);
+extern int	qe_pin_search_path(void);
+extern void qe_unpin_search_path(int level);
 extern SPIPlanPtr qe_plan_cursor(SPIPlanPtr *slot, const char *sql,
 								 int nargs, const Oid *argtypes);
 extern uint64 qe_exec(SPIPlanPtr plan, Datum *values, const char *nulls,
@@ -91,6 +93,7 @@ extern uint64 qe_exec_in_order(SPIPlanPtr plan, Datum *values,
 extern uint64 qe_exec_whole_tables(SPIPlanPtr plan, Datum *values,
 								   const char *nulls, long count);
 extern Portal qe_cursor_open(SPIPlanPtr plan, Datum *values, const char *nulls);
+extern uint64 qe_cursor_fetch(Portal portal, long count);
 extern Datum qe_get(int row, int col, bool *isnull);
 extern int64 qe_get_int64(int row, int col);
 extern bool qe_try_xact_lock(uint32 kind, uint32 id1, uint32 id2);
@@ -300,6 +303,17 @@ typedef struct QeBackgroundTask
 	const char *name;
 	QeTaskFn	by_hand;
 	QeTaskFn	resumed;
+
+	/*
+	 * The worker commits the task's batches without waiting for the WAL
+	 * flush: it moves rows between segments or folds counts, changing no
+	 * run's state, and holds an AccessExclusiveLock (its TRUNCATE) until
+	 * commit, which every writer of the family waits behind.  Lost in a
+	 * crash, such a batch is undone whole; anything that saw its effects
+	 * and committed durably flushed its commit record too (WAL is written
+	 * in order).
+	 */
+	bool		commit_async;
 } QeBackgroundTask;
 #define QE_BACKGROUND_TASK_COUNT 7
 extern const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT];

@@ -315,7 +315,10 @@ table_row(QeRunTableCache *cache, Datum *values, bool *nulls, Datum *row,
 	}
 }
 
-/* The index entries of the row in slot, just inserted into rel. */
+/*
+ * The index entries of the row in slot, just inserted into rel.  An index
+ * not open yet (NULL in indexes) is opened at its first entry.
+ */
 static void
 insert_index_entries(QeRunTableCache *cache, Relation *indexes, Relation rel,
 					 TupleTableSlot *slot, ExprContext *econtext)
@@ -337,6 +340,9 @@ insert_index_entries(QeRunTableCache *cache, Relation *indexes, Relation rel,
 		}
 		ResetExprContext(econtext);
 		form_index_key(entry, slot, econtext, key, key_nulls);
+		/* Opened (and locked) at its first entry: most runs skip two. */
+		if (indexes[i] == NULL)
+			indexes[i] = index_open(entry->indexoid, RowExclusiveLock);
 		index_insert(indexes[i], key, key_nulls, &slot->tts_tid, rel,
 					 entry->info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
 					 false, entry->info);
@@ -380,7 +386,7 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 	row_nulls = palloc(sizeof(bool) * cache->natts);
 	cid = GetCurrentCommandId(true);
 	for (int i = 0; i < cache->nindexes; i++)
-		indexes[i] = index_open(cache->indexes[i].indexoid, RowExclusiveLock);
+		indexes[i] = NULL;
 
 	table_row(cache, values, nulls, row, row_nulls);
 
@@ -424,7 +430,8 @@ qe_insert_runs(Datum *values, bool *nulls, bool delayed,
 	}
 
 	for (int i = 0; i < cache->nindexes; i++)
-		index_close(indexes[i], NoLock);
+		if (indexes[i] != NULL)
+			index_close(indexes[i], NoLock);
 	FreeExprContext(econtext, true);
 	for (int r = 0; r < Min(nrows, QE_INSERT_GROUP); r++)
 		ExecDropSingleTupleTableSlot(slots[r]);
@@ -507,10 +514,11 @@ qe_insert_finished_run(Relation rel, Datum *values, bool *nulls)
 	heap_insert(rel, tuple, GetCurrentCommandId(true), 0, NULL);
 	slot->tts_tid = tuple->t_self;
 	for (int i = 0; i < cache->nindexes; i++)
-		indexes[i] = index_open(cache->indexes[i].indexoid, RowExclusiveLock);
+		indexes[i] = NULL;
 	insert_index_entries(cache, indexes, rel, slot, econtext);
 	for (int i = 0; i < cache->nindexes; i++)
-		index_close(indexes[i], NoLock);
+		if (indexes[i] != NULL)
+			index_close(indexes[i], NoLock);
 	FreeExprContext(econtext, true);
 	ExecDropSingleTupleTableSlot(slot);
 	pfree(row);

@@ -111,13 +111,16 @@ SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttyp
 -- current_segment too: they run no query at all, and count_delta_segment is
 -- the default of every count delta inserted by SQL; run_meta_or_null too: an
 -- SQL function that names nothing (a row and IS NULL), which a SET clause
--- would keep from being inlined into the statements that build meta)
+-- would keep from being inlined into the statements that build meta); and the hot
+-- path's C functions, which pin the same search_path themselves around each statement
+-- they run (12_search_path shows it under a hostile search_path): exactly these.
 SELECT is((SELECT coalesce(array_agg(proname::text ORDER BY proname), '{}') FROM pg_proc
             WHERE pronamespace = 'queue_engine'::regnamespace AND prokind = 'f'
               AND proname NOT IN ('queue_below_limit', 'queue_at_limit_marked', 'count_delta_segment',
                                   'current_segment', 'run_meta_or_null')
               AND NOT coalesce(proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']),
-          '{}'::text[], 'every function pins search_path = pg_catalog, pg_temp');
+          ARRAY['complete', 'complete_batch', 'dequeue', 'enqueue', 'enqueue_batch', 'fail', 'heartbeat'],
+          'every function pins search_path = pg_catalog, pg_temp by a SET clause but the hot path''s, which pin it in C');
 SELECT is((SELECT coalesce(array_agg(a.name ORDER BY a.name), '{}') FROM api a
             JOIN pg_proc p ON p.oid = format('queue_engine.%I(%s)', a.name, array_to_string(a.argtypes, ','))::regprocedure
             WHERE NOT p.prosecdef),
