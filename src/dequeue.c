@@ -744,12 +744,22 @@ qe_dequeue(PG_FUNCTION_ARGS)
 	 */
 	if (have_single)
 	{
+		/*
+		 * A limit's admission runs statements (its slots, its count): pin
+		 * search_path once around them.  An unlimited, keyless queue's
+		 * claim usually runs none (claim.c, claim_direct).
+		 */
+		bool		limited = single.limit > 0 || single.key_limit > 0 ||
+			single_tenant.limit > 0;
+
+		path_level = limited ? qe_pin_search_path() : 0;
 		while (call.remaining > 0 && !single.exhausted)
 		{
 			CHECK_FOR_INTERRUPTS();
 			call.remaining -= (int) claim_from_queue(&call, &single, &single_tenant,
 													 call.remaining);
 		}
+		qe_unpin_search_path(path_level);
 		SPI_finish();
 		return (Datum) 0;
 	}

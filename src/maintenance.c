@@ -886,14 +886,14 @@ QE_TASK_WRAPPER(qe_rotate_segments, qe_task_rotate_segments_nowait)
 
 /* The worker and run_maintenance() call these. */
 const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT] = {
-	{"expire_runs", qe_task_expire_runs, qe_task_expire_runs, false},
-	{"promote_delayed", qe_task_promote_delayed, qe_task_promote_delayed, false},
-	{"rescue_stalled", qe_task_rescue_stalled, qe_task_rescue_stalled_resume, false},
-	{"purge_idempotency_keys", qe_task_purge_idempotency_keys, qe_task_purge_idempotency_keys, false},
-	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts, true},
-	{"prune_finished_runs", qe_task_prune_finished_runs, qe_task_prune_finished_runs_resume, false},
+	{"expire_runs", qe_task_expire_runs, qe_task_expire_runs},
+	{"promote_delayed", qe_task_promote_delayed, qe_task_promote_delayed},
+	{"rescue_stalled", qe_task_rescue_stalled, qe_task_rescue_stalled_resume},
+	{"purge_idempotency_keys", qe_task_purge_idempotency_keys, qe_task_purge_idempotency_keys},
+	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts},
+	{"prune_finished_runs", qe_task_prune_finished_runs, qe_task_prune_finished_runs_resume},
 	/* Last: the runs the tasks above moved out need no carrying. */
-	{"rotate_segments", qe_task_rotate_segments, qe_task_rotate_segments, true},
+	{"rotate_segments", qe_task_rotate_segments, qe_task_rotate_segments},
 };
 
 /*

@@ -303,17 +303,6 @@ typedef struct QeBackgroundTask
 	const char *name;
 	QeTaskFn	by_hand;
 	QeTaskFn	resumed;
-
-	/*
-	 * The worker commits the task's batches without waiting for the WAL
-	 * flush: it moves rows between segments or folds counts, changing no
-	 * run's state, and holds an AccessExclusiveLock (its TRUNCATE) until
-	 * commit, which every writer of the family waits behind.  Lost in a
-	 * crash, such a batch is undone whole; anything that saw its effects
-	 * and committed durably flushed its commit record too (WAL is written
-	 * in order).
-	 */
-	bool		commit_async;
 } QeBackgroundTask;
 #define QE_BACKGROUND_TASK_COUNT 7
 extern const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT];

@@ -355,11 +355,6 @@ qe_maintenance_main(Datum arg)
 			CHECK_FOR_INTERRUPTS();
 			if (!begin_batch(activity))
 				proc_exit(0);	/* not installed, or being dropped: quietly */
-			/* (queue_engine.h, QeBackgroundTask: why this is safe) */
-			if (qe_background_tasks[i].commit_async)
-				(void) set_config_option("synchronous_commit", "off",
-										 PGC_SUSET, PGC_S_SESSION,
-										 GUC_ACTION_LOCAL, true, 0, false);
 
 			/*
 			 * A task that fails is reported and skipped for this pass, so one
