@@ -696,11 +696,11 @@ LANGUAGE C VOLATILE;
 -- Section 4: the hot path's functions without a SET clause.
 --
 -- A SET clause costs a GUC nest level and a parse of the value at every
--- call, 7 % of an enqueue's instructions, while these functions' usual
+-- call, about 9 % of an enqueue's instructions, while these functions' usual
 -- path runs no SQL statement at all.  The library pins search_path itself
 -- (to the same pg_catalog, pg_temp) around every statement it parses or
 -- runs (src/spi_util.c, qe_pin_search_path), so what the clause guarded
--- stays guarded; pgTAP 01_schema calls each of them under a hostile
+-- stays guarded; pgTAP 12_search_path calls each of them under a hostile
 -- search_path to show it.
 ---------------------------------------------------------------------------
 

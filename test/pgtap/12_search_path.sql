@@ -6,8 +6,10 @@
 -- calls each of them down the paths that do run statements (a queue not cached yet, an
 -- idempotency key, a parent run, dequeue's tenant turns and queue walk): none of the
 -- look-alikes is called, the results are right, and the caller's search_path is as it was.
+-- Last, the same session drops and makes the extension again: tables opened by their last
+-- OID are found by name once that OID is gone.
 BEGIN;
-SELECT plan(11);
+SELECT plan(14);
 
 CREATE SCHEMA evil;
 CREATE TABLE evil.calls (what text NOT NULL);
@@ -49,6 +51,8 @@ END $$;
 -- cached yet, and a parent run.
 SELECT queue_engine.create_queue('sp_a', 'sp_tenant_a');
 SELECT queue_engine.create_queue('sp_b', 'sp_tenant_b', concurrency_limit => 5);
+SELECT queue_engine.create_queue('sp_lim', concurrency_limit => 2);
+SELECT queue_engine.create_queue('sp_key', key_concurrency_limit => 1);
 CREATE TEMP TABLE parent AS SELECT queue_engine.enqueue('sp_a', '{"parent": true}') AS run_id;
 
 -- 1: the look-alikes work: a statement of the caller's resolves to them.
@@ -86,10 +90,17 @@ INSERT INTO pg_temp.got
 SELECT 'complete_batch', queue_engine.complete_batch((SELECT array_agg(run_id ORDER BY run_id) FROM (SELECT run_id FROM pg_temp.claimed ORDER BY run_id OFFSET 2) c),
 								   NULL,
 								   (SELECT array_agg(attempt ORDER BY run_id) FROM (SELECT run_id, attempt FROM pg_temp.claimed ORDER BY run_id OFFSET 2) c))::text;
+-- One queue with a limit (its admission reads slots), one with a per-key limit (the keyed claim).
+INSERT INTO pg_temp.got SELECT 'enqueue limited', count(*)::text
+  FROM queue_engine.enqueue_batch('sp_lim', ARRAY['{}', '{}', '{}']::jsonb[]);
+INSERT INTO pg_temp.got SELECT 'enqueue keyed', count(*)::text
+  FROM queue_engine.enqueue_batch('sp_key', ARRAY['{}', '{}']::jsonb[], concurrency_key => 'k');
+INSERT INTO pg_temp.got SELECT 'dequeue limited', count(*)::text FROM queue_engine.dequeue(ARRAY['sp_lim'], 3);
+INSERT INTO pg_temp.got SELECT 'dequeue keyed', count(*)::text FROM queue_engine.dequeue(ARRAY['sp_key'], 2);
 INSERT INTO pg_temp.got SELECT 'path at the end', current_setting('search_path');
 RESET search_path;
 
--- 2-11
+-- 2-12
 SELECT is((SELECT array_agg(what ORDER BY what) FROM evil.calls), NULL,
 		  'no look-alike operator or function was called by the engine');
 SELECT isnt((SELECT value FROM got WHERE step = 'enqueue'), NULL, 'enqueue with an idempotency key and a parent run returned an id');
@@ -107,6 +118,22 @@ SELECT is((SELECT array_agg(status::text ORDER BY run_id) FROM queue_engine.runs
 		  'the runs are completed, and the failed one delayed until its retry');
 SELECT is((SELECT array_agg(DISTINCT value) FROM got WHERE step LIKE 'path %'), ARRAY['evil, pg_catalog, public'],
 		  'the caller''s search_path is unchanged after each call');
+
+SELECT is((SELECT array_agg(value ORDER BY step) FROM got WHERE step LIKE 'dequeue %'), ARRAY['1', '2'],
+		  'a limited queue started up to its limit (2) and a key-limited one one run of its key');
+
+-- 13-14: tables are opened by the OID they had last time (spi_util.c, qe_try_open_table):
+-- after DROP and CREATE EXTENSION in this same session every table has a new OID, and the
+-- engine finds them by name again.
+SET client_min_messages = warning;
+DROP EXTENSION queue_engine CASCADE;
+CREATE EXTENSION queue_engine;
+RESET client_min_messages;
+SELECT queue_engine.create_queue('sp_again');
+SELECT is((SELECT count(*)::int FROM (SELECT queue_engine.enqueue('sp_again', '{"again": true}')) e), 1,
+		  'enqueue works after the extension was dropped and made again in the same session');
+SELECT is((SELECT queue_engine.complete(d.run_id, NULL, d.attempt) FROM queue_engine.dequeue(ARRAY['sp_again'], 1) d),
+		  true, '... and so do dequeue and complete');
 
 SELECT * FROM finish();
 ROLLBACK;
