@@ -74,11 +74,11 @@ qe_guc_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("queue_engine.consistency_interval",
-							"Time between the background worker's consistency checks.",
-							NULL,
+							"Time between consistency checks, the worker's and run_maintenance()'s.",
+							"0 checks at every pass.",
 							&qe_consistency_interval_ms,
-							60000, 100, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_MS,
+							60000, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("queue_engine.maintenance_enabled",

@@ -288,6 +288,7 @@ extern void qe_rescue_horizon_forget(void);
 extern int64 qe_task_prune_finished_runs(int limit);
 extern int64 qe_task_prune_finished_runs_resume(int limit);
 extern void qe_prune_cursor_forget(void);
+extern bool qe_consistency_check_start(bool force);
 
 /* rotation.c: the run families' segments, carried and truncated */
 extern int64 qe_task_rotate_segments(int limit);

@@ -42,6 +42,7 @@ static bool preloaded = false;
 typedef struct QeShmemAnchor
 {
 	dsm_handle	handle;			/* DSM_HANDLE_INVALID: not created yet */
+	Size		size;			/* sizeof(QeShared) of the build that created it */
 } QeShmemAnchor;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -90,6 +91,13 @@ init_shared(QeShared *shared)
 	SpinLockInit(&shared->task_schedule.mutex);
 	for (int i = 0; i < QE_BACKGROUND_TASK_COUNT; i++)
 		shared->task_schedule.next_due[i] = 0;
+
+	SpinLockInit(&shared->consistency_clock.mutex);
+	for (int i = 0; i < QE_DELTA_SEGMENT_SLOTS; i++)
+	{
+		shared->consistency_clock.dbid[i] = InvalidOid;
+		shared->consistency_clock.last_started[i] = 0;
+	}
 }
 
 static void
@@ -142,6 +150,17 @@ qe_shmem_attach(void)
 		anchor->handle = DSM_HANDLE_INVALID;
 	if (anchor->handle != DSM_HANDLE_INVALID)
 	{
+		/* A new build installed under a running server may share differently. */
+		if (anchor->size != sizeof(QeShared))
+		{
+			LWLockRelease(AddinShmemInitLock);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("queue_engine's shared state was set up by another build of the library"),
+					 errdetail("The segment holds %zu bytes; this build needs %zu.",
+							   anchor->size, sizeof(QeShared)),
+					 errhint("Restart the server after installing a new build of queue_engine.")));
+		}
 		seg = dsm_attach(anchor->handle);
 		if (seg == NULL)
 			elog(ERROR, "queue_engine: could not attach to the shared state segment");
@@ -155,6 +174,7 @@ qe_shmem_attach(void)
 		dsm_pin_mapping(seg);
 		init_shared((QeShared *) dsm_segment_address(seg));
 		/* Published only once set up: others wait on the lock until then. */
+		anchor->size = sizeof(QeShared);
 		anchor->handle = dsm_segment_handle(seg);
 	}
 	LWLockRelease(AddinShmemInitLock);

@@ -79,6 +79,19 @@ typedef struct QeTaskSchedule
 	TimestampTz next_due[QE_BACKGROUND_TASK_COUNT]; /* 0: every pass */
 } QeTaskSchedule;
 
+/*
+ * When a consistency check last started in each database, by the worker
+ * or by run_maintenance() (maintenance.c): direct-mapped by database oid
+ * like the delta segments; a database that takes another's slot makes
+ * that one's next check due at once.
+ */
+typedef struct QeConsistencyClock
+{
+	slock_t		mutex;
+	Oid			dbid[QE_DELTA_SEGMENT_SLOTS];
+	TimestampTz last_started[QE_DELTA_SEGMENT_SLOTS];	/* 0: none yet */
+} QeConsistencyClock;
+
 typedef struct QeShared
 {
 	QeReadyHintTable hints;
@@ -89,6 +102,7 @@ typedef struct QeShared
 	pg_atomic_uint32 family_segment[QE_DELTA_SEGMENT_SLOTS];
 	QePruneCursor prune_cursor;
 	QeTaskSchedule task_schedule;
+	QeConsistencyClock consistency_clock;
 } QeShared;
 
 extern QeShared *qe_shared;

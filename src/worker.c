@@ -388,6 +388,8 @@ qe_maintenance_main(Datum arg)
 	if ((flags & QE_PASS_CONSISTENCY) &&
 		begin_batch("queue_engine: check_consistency"))
 	{
+		/* Recorded, so that run_maintenance() does not check again soon. */
+		(void) qe_consistency_check_start(true);
 		PG_TRY();
 		{
 			QeCheckResult results[QE_CHECK_COUNT];

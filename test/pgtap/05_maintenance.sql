@@ -1,7 +1,7 @@
 -- 05_maintenance.sql: background tasks callable from SQL, check_consistency and
 -- run_maintenance (SPEC "Operating", "Background work").
 BEGIN;
-SELECT plan(109);
+SELECT plan(113);
 
 -- Enqueue one run on queue q and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, worker text DEFAULT NULL) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -437,6 +437,8 @@ SELECT queue_id AS m5_id FROM queue_engine.queues WHERE queue = 'm5' \gset
 UPDATE queue_engine.queue_counts SET delayed = delayed + 2 WHERE queue_id = :m5_id;
 SELECT count(*) AS log_before2 FROM queue_engine.consistency_log \gset
 
+-- Its consistency check is due: the interval is 0 (every call).
+SET LOCAL queue_engine.consistency_interval = 0;
 SELECT lives_ok('CALL queue_engine.run_maintenance()', 'run_maintenance runs inside a transaction');
 SELECT is((SELECT array_agg(g.status ORDER BY g.run_id) FROM unnest(ARRAY[:r_due, :r_ttl, :r_stall]::bigint[]) u(id),
                   queue_engine.get_run(u.id) g),
@@ -450,6 +452,25 @@ SELECT ok(EXISTS (SELECT 1 FROM (SELECT * FROM queue_engine.consistency_log OFFS
                    WHERE check_name = 'queue_counts' AND repaired = 1),
           'it repaired and logged the count drift');
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'counts match the runs');
+
+-- Its consistency check follows queue_engine.consistency_interval, as the
+-- worker's does: within the interval of the last check in this database
+-- (the call above) run_maintenance leaves drift alone, and check_consistency
+-- still finds it; once due, the next call repairs it.
+SET LOCAL queue_engine.consistency_interval = '1h';
+UPDATE queue_engine.queue_counts SET delayed = delayed + 3 WHERE queue_id = :m5_id;
+SELECT count(*) AS log_before3 FROM queue_engine.consistency_log \gset
+CALL queue_engine.run_maintenance();
+SELECT is((SELECT count(*)::int FROM queue_engine.consistency_log), :log_before3,
+          'within consistency_interval run_maintenance does not check again');
+SELECT is((SELECT found FROM queue_engine.check_consistency(false) WHERE check_name = 'queue_counts'), 1::bigint,
+          'the count drift is still there');
+SET LOCAL queue_engine.consistency_interval = 0;
+CALL queue_engine.run_maintenance();
+SELECT ok(EXISTS (SELECT 1 FROM (SELECT * FROM queue_engine.consistency_log OFFSET :log_before3) l
+                   WHERE check_name = 'queue_counts' AND repaired = 1),
+          'once due, run_maintenance repairs and logs it');
+SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'counts match the runs again');
 
 -- Batches smaller than the work: it repeats each task until done.
 SET LOCAL queue_engine.maintenance_batch_size = 1;
