@@ -55,6 +55,7 @@
 #define QE_LOCK_QUEUE_NAME	0x5148
 #define QE_LOCK_QUEUE_SLOT	0x5149
 #define QE_LOCK_KEY_PLACEMENT 0x514A
+#define QE_LOCK_ROTATION	0x514B
 
 /* guc.c */
 extern int	qe_max_payload_bytes;

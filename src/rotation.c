@@ -409,7 +409,13 @@ lock_segment(Oid relid, bool wait)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(context);
 		CurrentResourceOwner = owner;
-		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		/*
+		 * A deadlock too: a session of the user's own that holds the
+		 * segment and queues for it exclusively (LOCK TABLE) while this
+		 * call waits.  Given up until the next call, as for a timeout.
+		 */
+		if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE &&
+			error->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED)
 			ReThrowError(error);
 		FreeErrorData(error);
 	}
@@ -460,7 +466,16 @@ rotate_family(QeFamily family, int budget, bool wait)
 		if (n >= budget)
 			return n;			/* more to carry: the next call goes on */
 	}
-	if (!IsolationUsesXactSnapshot())
+	/*
+	 * One rotator per family at a time takes the segment's lock.  Two that
+	 * both hold it shared (opened above) and both queue for it exclusive
+	 * would each wait for the other; PostgreSQL fails the second at once
+	 * with "deadlock detected" (two run_maintenance() calls at once, or one
+	 * beside the worker, did).  Busy: another pass is truncating this
+	 * family; leave it to that one.
+	 */
+	if (!IsolationUsesXactSnapshot() &&
+		qe_try_xact_lock_mode(QE_LOCK_ROTATION, (uint32) family, 0, ExclusiveLock))
 	{
 		TimestampTz now = GetCurrentTimestamp();
 		bool		may_wait = wait && now >= lock_wait_after[family];

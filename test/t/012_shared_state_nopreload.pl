@@ -16,6 +16,11 @@
 #     order), the counts are right (queue_stats against the runs,
 #     check_consistency finds nothing, the consistency log is empty), and
 #     the count-delta segments fold as before.
+#  3. The consistency clock (when run_maintenance last checked, per
+#     database) is shared too: with consistency_interval = 1h, a new
+#     session's run_maintenance right after another's does not check (drift
+#     made meanwhile stays, check_consistency still finds it); after a
+#     restart the first run_maintenance checks and repairs it.
 use strict;
 use warnings FATAL => 'all';
 
@@ -110,6 +115,23 @@ is(QeFixture::consistency($node, 'postgres'), $QeFixture::ALL_ZERO,
 is(sql('SELECT count(*) FROM queue_engine.consistency_log'), '0', 'the consistency log is empty');
 is(sql(q{SELECT count(*) FROM queue_engine.runs WHERE status = 'queued'}), '96',
 	'the rest of the backlog is still queued');
+
+# ------------------------------------------------ 3. the consistency clock
+
+$node->append_conf('postgresql.conf', "queue_engine.consistency_interval = '1h'");
+$node->reload;
+sql(q{UPDATE queue_engine.queue_counts SET queued = queued + 5
+       WHERE queue_id = (SELECT queue_id FROM queue_engine.queues WHERE queue = 'hq')});
+sql('CALL queue_engine.run_maintenance()');
+is(sql('SELECT count(*) FROM queue_engine.consistency_log'), '0',
+	"within consistency_interval another session's run_maintenance does not check again");
+is(sql(q{SELECT found FROM queue_engine.check_consistency(false) WHERE check_name = 'queue_counts'}), '1',
+	'... so the drift made meanwhile is still there, and check_consistency finds it');
+$node->restart;
+sql('CALL queue_engine.run_maintenance()');
+is(sql(q{SELECT string_agg(check_name || '=' || found || '/' || repaired, ' ' ORDER BY logged_at)
+           FROM queue_engine.consistency_log}), 'queue_counts=1/0 queue_counts=1/1',
+	'after a restart the first run_maintenance checks, and repairs and logs it (after the report of check_consistency(false))');
 
 $node->stop;
 done_testing();
