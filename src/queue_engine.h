@@ -288,6 +288,7 @@ extern int64 qe_task_rescue_stalled_resume(int limit);
 extern void qe_rescue_horizon_forget(void);
 extern int64 qe_task_prune_finished_runs(int limit);
 extern int64 qe_task_prune_finished_runs_resume(int limit);
+extern int64 qe_task_prune_finished_runs_maintenance(int limit);
 extern void qe_prune_cursor_forget(void);
 extern bool qe_consistency_check_start(bool force);
 
@@ -296,8 +297,9 @@ extern int64 qe_task_rotate_segments(int limit);
 extern int64 qe_task_rotate_segments_nowait(int limit);
 /*
  * The one table of background tasks, in the order a pass runs them:
- * run_maintenance() calls each from the start (by_hand), the worker from
- * its cursors and horizon (resumed).
+ * run_maintenance() calls by_hand (each from the start, but the prune,
+ * which goes on from the shared cursor until the call's consistency check
+ * is due), the worker resumed (from its cursors and horizon).
  */
 typedef int64 (*QeTaskFn) (int limit);
 typedef struct QeBackgroundTask

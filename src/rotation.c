@@ -482,12 +482,14 @@ rotate_family(QeFamily family, int budget, bool wait)
 
 		if (lock_segment(oids[other], may_wait))
 		{
+			elog(DEBUG1, "queue_engine: truncating %s", qe_segment_names[family][other]);
 			n += carry_all_and_truncate(family, other);
 			lock_wait_backoff[family] = 0;
 			lock_wait_after[family] = 0;
 		}
 		else if (may_wait)
 		{
+			elog(DEBUG1, "queue_engine: %s busy, backing off", qe_segment_names[family][other]);
 			/*
 			 * Someone holds the segment for longer than a claim does (a
 			 * report, an idle transaction that read the runs): waiting

@@ -1,7 +1,7 @@
 -- 05_maintenance.sql: background tasks callable from SQL, check_consistency and
 -- run_maintenance (SPEC "Operating", "Background work").
 BEGIN;
-SELECT plan(113);
+SELECT plan(115);
 
 -- Enqueue one run on queue q and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, worker text DEFAULT NULL) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -219,6 +219,27 @@ SET LOCAL queue_engine.finished_run_retention = '1h';
 CALL queue_engine.run_maintenance();
 SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE run_id = :f_recent), 0,
           'run_maintenance prunes as well');
+-- run_maintenance prunes from where the last prune stopped (a cursor in the
+-- shared state, as the worker's), and from the oldest when its consistency
+-- check is due: a run that finished before the cursor waits for that call.
+SET LOCAL queue_engine.consistency_interval = '1h';
+SELECT pg_temp.started('m6') AS h_newer \gset
+SELECT queue_engine.complete(:h_newer) \gset
+UPDATE queue_engine.runs SET finished_at = now() - interval '90 minutes' WHERE run_id = :h_newer;
+CALL queue_engine.run_maintenance();
+SELECT pg_temp.started('m6') AS h_older \gset
+SELECT queue_engine.complete(:h_older) \gset
+UPDATE queue_engine.runs SET finished_at = now() - interval '2 hours' WHERE run_id = :h_older;
+CALL queue_engine.run_maintenance();
+SELECT is((SELECT array_agg(run_id ORDER BY run_id) FROM queue_engine.runs
+            WHERE run_id IN (:h_newer, :h_older)),
+          ARRAY[:h_older]::bigint[],
+          'run_maintenance pruned the run finished 90 minutes ago and, within consistency_interval, not one finished before it');
+SET LOCAL queue_engine.consistency_interval = 0;
+CALL queue_engine.run_maintenance();
+SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE run_id = :h_older), 0,
+          'the call whose consistency check is due prunes it, from the oldest');
+SET LOCAL queue_engine.consistency_interval = '1h';
 
 -- A dropped queue's row goes once retention has removed all its runs.
 SELECT queue_engine.create_queue('m7') \gset
