@@ -366,6 +366,7 @@ typedef struct QeDirectClaim
 	int64		n;				/* runs started */
 	TimestampTz lease_min;		/* the earliest lease they got */
 	bool		look_again;
+	bool		contended;		/* passed over a run another claim took */
 } QeDirectClaim;
 
 /*
@@ -404,6 +405,8 @@ claim_row(QeDirectClaim *c, TupleTableSlot *slot)
 							 false, &tmfd, false);
 	if (res == TM_Updated)
 		c->look_again = true;
+	if (res == TM_BeingModified || res == TM_Deleted)
+		c->contended = true;
 	if (res != TM_Ok)
 	{
 		if (res != TM_BeingModified && res != TM_Updated &&
@@ -493,12 +496,14 @@ claim_row(QeDirectClaim *c, TupleTableSlot *slot)
  * admission locked in a queue whose runs hold slots.  Returns how many it
  * started (handed out, reported), or -1 when the statement must do it
  * (nothing was done).  *look_again: it passed over a row a concurrent
- * update changed, which the statement should look at.
+ * update changed, which the statement should look at.  *contended: it
+ * passed over a run another transaction holds or has just deleted (a
+ * concurrent claim's, most likely).
  */
 static int64
 claim_direct(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 			 const QeReadyKey *hint, int ready_segment, int want,
-			 bool *look_again)
+			 bool *look_again, bool *contended)
 {
 	const char *segment_name = qe_segment_names[QE_FAMILY_READY][ready_segment];
 	QeDirectClaim c = {.call = call,.q = q,.t = t,.lease_min = DT_NOEND};
@@ -509,6 +514,7 @@ claim_direct(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 	char		name[NAMEDATALEN];
 
 	*look_again = false;
+	*contended = false;
 	if (XactIsoLevel != XACT_READ_COMMITTED || XactReadOnly)
 		return -1;				/* the statement: its errors, its rechecks */
 	/* In a queue whose runs hold slots, the i-th run takes the i-th free one. */
@@ -596,17 +602,19 @@ claim_direct(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 	qe_run_transitioned(q->queue_id, QE_RUN_QUEUED, QE_RUN_EXECUTING, (int32) c.n,
 						NULL, c.lease_min);
 	*look_again = c.look_again;
+	*contended = c.contended;
 	return c.n;
 }
 
 /*
- * Run a claim statement on ready segment ready_segment alone, inserting
- * into the current executing segment; hand its runs out.
+ * Claim from ready segment ready_segment alone, inserting into the current
+ * executing segment (by hand, or by a statement); hand the runs out.
+ * *contended: the claim by hand passed over runs other claims had.
  */
 static uint64
 claim_in_segment(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 				 QeSegmentClaim kind, int ready_segment,
-				 Datum *values, const char *nulls)
+				 Datum *values, const char *nulls, bool *contended)
 {
 	/* [kind][slotted][ready segment][executing segment] */
 	static SPIPlanPtr plans[SEGMENT_CLAIM_KINDS][2][2][2];
@@ -630,7 +638,7 @@ claim_in_segment(QeDequeueCall *call, QeCandidate *q, QeTenant *t,
 
 	/* By hand first; the statement when that cannot, or to look again. */
 	direct = claim_direct(call, q, t, kind == SEGMENT_CLAIM_HINTED ? &hint : NULL,
-						  ready_segment, want, &look_again);
+						  ready_segment, want, &look_again, contended);
 	if (direct >= 0 && (!look_again || direct == want))
 		return (uint64) direct;
 	if (direct > 0)
@@ -675,12 +683,18 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	bool		hinted = qe_ready_hint_get(q->queue_id, &hint);
 	int			slotted = q->assign_slots ? 1 : 0;
 	int			sole;
+	bool		contended = false;
 
 	/*
 	 * A hinted claim that comes up short looks from the queue's start as
 	 * well: a run moved before the hint behind the engine's back (its
 	 * priority raised by an UPDATE, say) is then still found, at the
-	 * latest once the runs after the hint are gone.
+	 * latest once the runs after the hint are gone.  That walk reads every
+	 * entry before the hint, and while a long-open snapshot keeps them
+	 * all (every run claimed since it began) it is the slowest part of a
+	 * claim; so when the short claim is explained by runs that other
+	 * claims took, it is left to one claim a second per queue
+	 * (qe_ready_hint_from_start_due()).
 	 */
 	values[0] = Int32GetDatum(q->queue_id);
 	values[1] = Int32GetDatum(want);
@@ -708,13 +722,16 @@ claim_in_order(QeDequeueCall *call, QeCandidate *q, QeTenant *t, int want)
 	if (sole >= 0)
 	{
 		if (hinted)
-			n = claim_in_segment(call, q, t, SEGMENT_CLAIM_HINTED, sole, values, nulls);
-		if (n < (uint64) want)
+			n = claim_in_segment(call, q, t, SEGMENT_CLAIM_HINTED, sole, values, nulls,
+								 &contended);
+		if (n < (uint64) want &&
+			(!hinted || qe_ready_hint_from_start_due(q->queue_id, contended)))
 		{
 			values[1] = Int32GetDatum(want - (int) n);
 			if (slotted && n > 0)
 				values[7] = free_slots(q);
-			n += claim_in_segment(call, q, t, SEGMENT_CLAIM_FROM_START, sole, values, nulls);
+			n += claim_in_segment(call, q, t, SEGMENT_CLAIM_FROM_START, sole, values, nulls,
+								  &contended);
 		}
 		if (n == (uint64) want || qe_sole_segment(QE_FAMILY_READY) == sole)
 			return n;

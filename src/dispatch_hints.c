@@ -73,6 +73,12 @@
 /* Entries one walk checks at most; the next walk continues. */
 #define QE_READY_WALK_MAX	2000
 
+/*
+ * A short claim explained by other claims looks from the queue's start at
+ * most this often (qe_ready_hint_from_start_due()).
+ */
+#define QE_READY_FROM_START_US	(1 * USECS_PER_SEC)
+
 /* A walk that has not reported for this long is taken over. */
 #define QE_READY_WALK_STALE_US	(10 * USECS_PER_SEC)
 
@@ -170,6 +176,7 @@ take_slot(QeReadyHintSlot *slot, int32 queue_id)
 	slot->queue_id = queue_id;
 	slot->valid = false;
 	slot->walk_id = 0;
+	slot->from_start_at = 0;
 	slot->at_limit = false;
 	slot->exits++;				/* voids any count read for the slot's last queue */
 }
@@ -490,6 +497,36 @@ qe_ready_hint_get(int32 queue_id, QeReadyKey *key)
 	*key = slot->hint;
 	SpinLockRelease(&slot->mutex);
 	return valid;
+}
+
+/*
+ * Should a hinted claim of queue_id that came up short look from the
+ * queue's start as well (claim.c)?  Always, unless it passed over runs
+ * other claims took (contended), which explains the shortfall: then only
+ * if no claim of the queue has looked from its start for
+ * QE_READY_FROM_START_US.  A run moved before the hint by hand is so
+ * still found within that time once the runs after the hint are gone.
+ */
+bool
+qe_ready_hint_from_start_due(int32 queue_id, bool contended)
+{
+	QeReadyHintSlot *slot;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		due = true;
+
+	if (!qe_shmem_attach())
+		return true;
+	slot = slot_of(queue_id);
+	SpinLockAcquire(&slot->mutex);
+	if (slot_holds(slot, queue_id))
+	{
+		if (contended && now - slot->from_start_at < QE_READY_FROM_START_US)
+			due = false;
+		else
+			slot->from_start_at = now;
+	}
+	SpinLockRelease(&slot->mutex);
+	return due;
 }
 
 /*

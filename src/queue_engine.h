@@ -143,6 +143,7 @@ qe_ready_key_before(const QeReadyKey *a, const QeReadyKey *b)
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);
 extern void qe_ready_hint_forget_all(void);
+extern bool qe_ready_hint_from_start_due(int32 queue_id, bool contended);
 /* ... and the limit-hint fields of a queue's slot, for limits.c */
 extern bool qe_limit_hints_enabled(void);
 extern uint64 qe_hint_exits(int32 queue_id);

@@ -43,6 +43,7 @@ typedef struct QeReadyHintSlot
 	TimestampTz walk_started;
 	bool		added_valid;	/* an entry was added during the walk */
 	QeReadyKey	added;			/* the lowest such entry */
+	TimestampTz from_start_at;	/* a short claim last looked from the start */
 	uint64		exits;			/* runs that left executing (committed) */
 	bool		at_limit;		/* marked at its limit ... */
 	uint64		at_limit_exits; /* ... when exits was this */
