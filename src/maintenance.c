@@ -860,6 +860,26 @@ qe_task_prune_finished_runs(int limit)
 }
 
 /*
+ * From the shared prune cursor on; once a batch comes back short, the
+ * dropped queues with no run left, either every time or only after a
+ * prune from the oldest run.
+ */
+static int64
+prune_from_cursor(int limit, bool dropped_every_time)
+{
+	TimestampTz from = prune_cursor_get();
+	TimestampTz newest;
+	int64		n;
+
+	n = prune_finished_runs(limit, from, &newest);
+	if (n > 0)
+		prune_cursor_advance(newest);
+	if (n < limit && (dropped_every_time || from == DT_NOBEGIN))
+		(void) forget_dropped_queues();
+	return n;
+}
+
+/*
  * run_maintenance(): from where the last batch of anyone's stopped (the
  * cursor is forgotten when the call's consistency check is due, as at
  * the worker's consistency pass), then the dropped queues, as by hand.
@@ -872,16 +892,7 @@ qe_task_prune_finished_runs(int limit)
 int64
 qe_task_prune_finished_runs_maintenance(int limit)
 {
-	TimestampTz from = prune_cursor_get();
-	TimestampTz newest;
-	int64		n;
-
-	n = prune_finished_runs(limit, from, &newest);
-	if (n > 0)
-		prune_cursor_advance(newest);
-	if (n < limit)
-		(void) forget_dropped_queues();
-	return n;
+	return prune_from_cursor(limit, true);
 }
 
 /*
@@ -892,16 +903,7 @@ qe_task_prune_finished_runs_maintenance(int limit)
 int64
 qe_task_prune_finished_runs_resume(int limit)
 {
-	TimestampTz from = prune_cursor_get();
-	TimestampTz newest;
-	int64		n;
-
-	n = prune_finished_runs(limit, from, &newest);
-	if (n > 0)
-		prune_cursor_advance(newest);
-	if (n < limit && from == DT_NOBEGIN)
-		(void) forget_dropped_queues();
-	return n;
+	return prune_from_cursor(limit, false);
 }
 
 static int
