@@ -107,7 +107,8 @@ CREATE TYPE queue_engine.run_meta AS (
 	max_attempts		int,
 	lease				interval,
 	last_error			jsonb,
-	concurrency_key		text
+	concurrency_key		text,
+	resume				jsonb
 );
 
 -- What a queue gives its runs at enqueue (SPEC: a change to the queue
@@ -238,6 +239,13 @@ BEGIN
 		-- heartbeat is a HOT update.
 		EXECUTE format('CREATE INDEX %I ON queue_engine.%I (queue_id, concurrency_key)',
 					   seg || '_queue', seg);
+
+		-- A parent's unfinished children (wait_for_children, child_runs,
+		-- cancel's cascade): only child runs have entries.
+		FOREACH seg IN ARRAY ARRAY['ready_' || k, 'delayed_' || k, 'executing_' || k] LOOP
+			EXECUTE format('CREATE INDEX %I ON queue_engine.%I (((meta).parent_run_id), run_id)'
+						   ' WHERE (meta).parent_run_id IS NOT NULL', seg || '_parent', seg);
+		END LOOP;
 	END LOOP;
 END;
 $$;
@@ -262,6 +270,89 @@ CREATE TABLE queue_engine.finished_runs (
 CREATE UNIQUE INDEX finished_runs_id ON queue_engine.finished_runs (run_id);
 CREATE INDEX finished_runs_finished_at ON queue_engine.finished_runs (finished_at);
 CREATE INDEX finished_runs_queue ON queue_engine.finished_runs (queue_id);
+CREATE INDEX finished_runs_parent ON queue_engine.finished_runs (((meta).parent_run_id), run_id)
+	WHERE (meta).parent_run_id IS NOT NULL;
+
+-- Waiting runs (src/waits.c): one row per run in state waiting, holding
+-- the run (executing's columns but the lease's) and what it waits for.
+-- Not segmented: a wait lasts long and is deleted once, so what a held
+-- snapshot keeps of it is little, and VACUUM reclaims it.
+--   kind 'event': event, match (jsonb, '{}' for any data), condition
+--     (jsonpath or NULL), anchor: the hash of one scalar leaf of match
+--     (0: match has none), by which send_event finds the wait
+--     (waiting_runs_event) without reading the waits of other values;
+--   kind 'sleep': wake_at is the end of the sleep;
+--   kind 'children': woken by the last child to finish.
+-- wake_at: when the background task wakes it (sleep's end, or a timeout).
+CREATE TABLE queue_engine.waiting_runs (
+	run_id				bigint NOT NULL,
+	run_at				timestamptz NOT NULL,
+	started_at			timestamptz NOT NULL,
+	since				timestamptz NOT NULL,
+	wake_at				timestamptz,
+	anchor				bigint NOT NULL DEFAULT 0,
+	queue_id			int NOT NULL,
+	policy_id			int NOT NULL,
+	priority			int NOT NULL,
+	attempt				int NOT NULL,
+	tenant_id			int NOT NULL,
+	payload				jsonb NOT NULL,
+	kind				text NOT NULL CHECK (kind IN ('event', 'sleep', 'children')),
+	event				text,
+	match				jsonb,
+	condition			jsonpath,
+	concurrency_key		text,
+	worker				text,
+	meta				queue_engine.run_meta
+);
+CREATE UNIQUE INDEX waiting_runs_id ON queue_engine.waiting_runs (run_id);
+CREATE INDEX waiting_runs_event ON queue_engine.waiting_runs (tenant_id, event, anchor)
+	WHERE kind = 'event';
+CREATE INDEX waiting_runs_wake ON queue_engine.waiting_runs (wake_at)
+	WHERE wake_at IS NOT NULL;
+CREATE INDEX waiting_runs_parent ON queue_engine.waiting_runs (((meta).parent_run_id), run_id)
+	WHERE (meta).parent_run_id IS NOT NULL;
+
+-- Events, kept for queue_engine.event_retention (lookback, idempotency).
+CREATE SEQUENCE queue_engine.events_event_id_seq;
+CREATE TABLE queue_engine.events (
+	event_id			bigint NOT NULL DEFAULT nextval('queue_engine.events_event_id_seq'),
+	sent_at				timestamptz NOT NULL,
+	tenant_id			int NOT NULL,
+	event				text NOT NULL,
+	data				jsonb NOT NULL,
+	idempotency_key		text
+);
+ALTER SEQUENCE queue_engine.events_event_id_seq OWNED BY queue_engine.events.event_id;
+CREATE INDEX events_lookback ON queue_engine.events (tenant_id, event, sent_at);
+CREATE INDEX events_sent_at ON queue_engine.events (sent_at);
+CREATE UNIQUE INDEX events_idempotency ON queue_engine.events (tenant_id, idempotency_key)
+	WHERE idempotency_key IS NOT NULL;
+
+-- enqueue(cancel_on => ...): one row per rule, found by send_event as
+-- waits are (anchor).  Rows of finished runs are deleted by maintenance
+-- (prune_events) and with the run.
+CREATE TABLE queue_engine.cancel_rules (
+	run_id				bigint NOT NULL,
+	anchor				bigint NOT NULL,
+	tenant_id			int NOT NULL,
+	event				text NOT NULL,
+	match				jsonb NOT NULL
+);
+CREATE INDEX cancel_rules_event ON queue_engine.cancel_rules (tenant_id, event, anchor);
+CREATE INDEX cancel_rules_run ON queue_engine.cancel_rules (run_id);
+
+-- Durable steps (src/steps.c): the first result saved per (run, step).
+CREATE SEQUENCE queue_engine.run_steps_seq;
+CREATE TABLE queue_engine.run_steps (
+	run_id				bigint NOT NULL,
+	saved_at			timestamptz NOT NULL,
+	seq					bigint NOT NULL DEFAULT nextval('queue_engine.run_steps_seq'),
+	step				text NOT NULL,
+	result				jsonb,
+	PRIMARY KEY (run_id, step)
+);
+ALTER SEQUENCE queue_engine.run_steps_seq OWNED BY queue_engine.run_steps.seq;
 
 -- meta for a row, NULL when every field is (a row IS NULL when all its
 -- fields are).
@@ -307,7 +398,7 @@ WITH moving AS (
 			   CASE WHEN r.status IN ('queued', 'delayed') THEN r.worker END,
 			   r.idempotency_key, r.tags, r.parent_run_id, NULL, NULL,
 			   r.last_error,
-			   CASE WHEN r.key_in_meta THEN r.concurrency_key END)::queue_engine.run_meta) AS meta
+			   CASE WHEN r.key_in_meta THEN r.concurrency_key END, NULL)::queue_engine.run_meta) AS meta
 	  FROM (SELECT r.*,
 				   -- a queued run's key is in meta when its queue has no per-key limit
 				   r.status = 'queued' AND r.concurrency_key IS NOT NULL
@@ -451,6 +542,11 @@ SELECT u.run_id, u.queue_id, q.tenant_id, u.status, u.attempt,
 			   NULL, e.concurrency_key, e.worker, e.payload, NULL, e.meta
 		  FROM queue_engine.executing e
 		UNION ALL
+		SELECT w.run_id, w.queue_id, w.policy_id, 'waiting', w.attempt, w.priority,
+			   w.run_at, NULL, NULL, NULL, w.started_at, NULL, w.concurrency_key, w.worker,
+			   w.payload, NULL, w.meta
+		  FROM queue_engine.waiting_runs w
+		UNION ALL
 		SELECT f.run_id, f.queue_id, f.policy_id, f.status, f.attempt, f.priority,
 			   f.run_at, NULL, NULL, NULL, f.started_at, f.finished_at,
 			   f.concurrency_key, f.worker, f.payload, f.output, f.meta
@@ -510,6 +606,9 @@ BEGIN
 			ELSIF OLD.status = 'executing' THEN
 				DELETE FROM queue_engine.executing r WHERE r.run_id = OLD.run_id
 				RETURNING r.policy_id INTO old_policy;
+			ELSIF OLD.status = 'waiting' THEN
+				DELETE FROM queue_engine.waiting_runs r WHERE r.run_id = OLD.run_id
+				RETURNING r.policy_id INTO old_policy;
 			ELSE
 				DELETE FROM queue_engine.finished_runs r WHERE r.run_id = OLD.run_id
 				RETURNING r.policy_id INTO old_policy;
@@ -550,7 +649,7 @@ BEGIN
 			 CASE WHEN NEW.status IN ('queued', 'delayed') THEN NEW.worker END,
 			 NEW.idempotency_key, NEW.tags, NEW.parent_run_id,
 			 nullif(NEW.max_attempts, p.max_attempts), nullif(NEW.lease, p.lease),
-			 NEW.last_error, CASE WHEN key_in_meta THEN NEW.concurrency_key END);
+			 NEW.last_error, CASE WHEN key_in_meta THEN NEW.concurrency_key END, NULL);
 	m := queue_engine.run_meta_or_null(m);
 	IF NEW.status IN ('queued', 'delayed') THEN
 		seg := CASE WHEN NEW.status = 'queued' THEN 'ready' ELSE 'delayed' END;
@@ -704,15 +803,226 @@ LANGUAGE C VOLATILE;
 -- search_path to show it.
 ---------------------------------------------------------------------------
 
-ALTER FUNCTION queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int,
-									text, interval, text[], bigint) RESET search_path;
-ALTER FUNCTION queue_engine.enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval,
-										  int, text[], bigint) RESET search_path;
 ALTER FUNCTION queue_engine.dequeue(text[], int, interval, text) RESET search_path;
 ALTER FUNCTION queue_engine.heartbeat(bigint, int, interval) RESET search_path;
 ALTER FUNCTION queue_engine.complete(bigint, jsonb, int) RESET search_path;
 ALTER FUNCTION queue_engine.complete_batch(bigint[], jsonb[], int[]) RESET search_path;
 ALTER FUNCTION queue_engine.fail(bigint, jsonb, int, interval, boolean) RESET search_path;
+
+---------------------------------------------------------------------------
+-- Section 5: waits, events, children and durable steps (src/waits.c,
+-- src/steps.c; the tables are made with the families above).
+---------------------------------------------------------------------------
+
+DROP FUNCTION queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int,
+								   text, interval, text[], bigint);
+DROP FUNCTION queue_engine.enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval,
+										 int, text[], bigint);
+
+-- (no SET clause: Section 4)
+CREATE FUNCTION queue_engine.enqueue(
+	queue text,
+	payload jsonb DEFAULT '{}',
+	concurrency_key text DEFAULT NULL,
+	priority int DEFAULT 0,
+	run_at timestamptz DEFAULT NULL,
+	delay interval DEFAULT NULL,
+	ttl interval DEFAULT NULL,
+	max_attempts int DEFAULT NULL,
+	idempotency_key text DEFAULT NULL,
+	idempotency_ttl interval DEFAULT '1 day',
+	tags text[] DEFAULT NULL,
+	parent_run_id bigint DEFAULT NULL,
+	cancel_on jsonb DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'qe_enqueue'
+LANGUAGE C VOLATILE SECURITY DEFINER;
+
+CREATE FUNCTION queue_engine.enqueue_batch(
+	queue text,
+	payloads jsonb[],
+	concurrency_key text DEFAULT NULL,
+	priority int DEFAULT 0,
+	run_at timestamptz DEFAULT NULL,
+	delay interval DEFAULT NULL,
+	ttl interval DEFAULT NULL,
+	max_attempts int DEFAULT NULL,
+	tags text[] DEFAULT NULL,
+	parent_run_id bigint DEFAULT NULL,
+	cancel_on jsonb DEFAULT NULL)
+RETURNS SETOF bigint
+AS 'MODULE_PATHNAME', 'qe_enqueue_batch'
+LANGUAGE C VOLATILE SECURITY DEFINER;
+
+CREATE FUNCTION queue_engine.wait_for_event(
+	run_id bigint,
+	attempt int,
+	event text,
+	match jsonb DEFAULT NULL,
+	condition jsonpath DEFAULT NULL,
+	timeout interval DEFAULT NULL,
+	lookback interval DEFAULT NULL)
+RETURNS queue_engine.run_status
+AS 'MODULE_PATHNAME', 'qe_wait_for_event'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION queue_engine.send_event(
+	event text,
+	data jsonb DEFAULT '{}',
+	tenant text DEFAULT 'default',
+	idempotency_key text DEFAULT NULL)
+RETURNS TABLE (event_id bigint, woken bigint, canceled bigint)
+AS 'MODULE_PATHNAME', 'qe_send_event'
+LANGUAGE C VOLATILE SECURITY DEFINER ROWS 1
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION queue_engine.sleep(
+	run_id bigint,
+	attempt int,
+	until timestamptz DEFAULT NULL,
+	duration interval DEFAULT NULL)
+RETURNS queue_engine.run_status
+AS 'MODULE_PATHNAME', 'qe_sleep'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION queue_engine.wait_for_children(
+	run_id bigint,
+	attempt int,
+	timeout interval DEFAULT NULL)
+RETURNS queue_engine.run_status
+AS 'MODULE_PATHNAME', 'qe_wait_for_children'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION queue_engine.child_runs(
+	run_id bigint,
+	after_run_id bigint DEFAULT NULL,
+	page_size int DEFAULT 100)
+RETURNS TABLE (run_id bigint, status queue_engine.run_status, output jsonb,
+			   last_error jsonb, finished_at timestamptz)
+AS 'MODULE_PATHNAME', 'qe_child_runs'
+LANGUAGE C VOLATILE SECURITY DEFINER ROWS 100
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION queue_engine.save_step(
+	run_id bigint,
+	attempt int,
+	step text,
+	result jsonb DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'qe_save_step'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION queue_engine.get_steps(run_id bigint)
+RETURNS TABLE (step text, result jsonb, saved_at timestamptz)
+AS 'MODULE_PATHNAME', 'qe_get_steps'
+LANGUAGE C VOLATILE SECURITY DEFINER ROWS 10
+SET search_path = pg_catalog, pg_temp;
+
+-- Background tasks of their own (also in run_maintenance and the worker).
+CREATE FUNCTION queue_engine.wake_waits(batch_size int DEFAULT 1000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'qe_wake_waits'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION queue_engine.prune_events(batch_size int DEFAULT 1000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'qe_prune_events'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- get_run gains waiting_for: what a waiting run waits for, NULL otherwise.
+ALTER TYPE queue_engine.run_info ADD ATTRIBUTE waiting_for jsonb;
+
+CREATE OR REPLACE FUNCTION queue_engine.get_run(run_id bigint)
+RETURNS queue_engine.run_info
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	result queue_engine.run_info;
+	allowed int[];
+BEGIN
+	IF get_run.run_id IS NULL THEN
+		RAISE EXCEPTION 'run_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the id that enqueue() returned.';
+	END IF;
+	-- Another tenant's run is, to a tenant-scoped role, no run at all.
+	allowed := queue_engine.access_tenants('reader');
+	SELECT r.run_id, q.queue, t.tenant, r.status, r.attempt, r.max_attempts,
+		   r.priority, r.concurrency_key, r.payload, r.created_at, r.run_at,
+		   r.started_at, r.finished_at, r.expires_at, r.lease_expires_at,
+		   r.last_error, r.output, r.tags, r.parent_run_id, r.idempotency_key,
+		   CASE WHEN r.status = 'waiting' THEN
+				(SELECT jsonb_strip_nulls(jsonb_build_object(
+							'kind', w.kind, 'event', w.event,
+							'match', CASE WHEN w.kind = 'event' THEN w.match END,
+							'condition', w.condition::text,
+							CASE WHEN w.kind = 'sleep' THEN 'until' ELSE 'timeout_at' END, w.wake_at,
+							'since', w.since))
+				   FROM queue_engine.waiting_runs w WHERE w.run_id = r.run_id) END
+	  INTO result
+	  FROM queue_engine.runs r
+	  JOIN queue_engine.queues q ON q.queue_id = r.queue_id
+	  JOIN queue_engine.tenants t ON t.tenant_id = r.tenant_id
+	 WHERE r.run_id = get_run.run_id
+	   AND (allowed IS NULL OR r.tenant_id = ANY (allowed));
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'run % does not exist', get_run.run_id
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'The id may be wrong, or retention may have removed the run.';
+	END IF;
+	RETURN result;
+END;
+$$;
+
+-- The privileges an access needs, with 0.2's functions.
+CREATE OR REPLACE FUNCTION queue_engine.access_privileges(access text, every_tenant boolean)
+RETURNS text[] LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT ARRAY['SCHEMA queue_engine',
+			 'TABLE queue_engine.queue_stats',
+			 'FUNCTION queue_engine.get_run(bigint)',
+			 'FUNCTION queue_engine.child_runs(bigint, bigint, int)',
+			 'FUNCTION queue_engine.get_steps(bigint)',
+			 'FUNCTION queue_engine.access_tenants(text)']
+	|| CASE WHEN every_tenant THEN ARRAY['TABLE queue_engine.consistency_log'] ELSE '{}' END
+	|| CASE WHEN access IN ('producer', 'admin') THEN ARRAY[
+			 'FUNCTION queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint, jsonb)',
+			 'FUNCTION queue_engine.enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval, int, text[], bigint, jsonb)',
+			 'FUNCTION queue_engine.send_event(text, jsonb, text, text)',
+			 'FUNCTION queue_engine.cancel(bigint, text)'] ELSE '{}' END
+	|| CASE WHEN access IN ('worker', 'admin') THEN ARRAY[
+			 'FUNCTION queue_engine.dequeue(text[], int, interval, text)',
+			 'FUNCTION queue_engine.heartbeat(bigint, int, interval)',
+			 'FUNCTION queue_engine.complete(bigint, jsonb, int)',
+			 'FUNCTION queue_engine.complete_batch(bigint[], jsonb[], int[])',
+			 'FUNCTION queue_engine.fail(bigint, jsonb, int, interval, boolean)',
+			 'FUNCTION queue_engine.wait_for_event(bigint, int, text, jsonb, jsonpath, interval, interval)',
+			 'FUNCTION queue_engine.sleep(bigint, int, timestamptz, interval)',
+			 'FUNCTION queue_engine.wait_for_children(bigint, int, interval)',
+			 'FUNCTION queue_engine.save_step(bigint, int, text, jsonb)'] ELSE '{}' END
+	|| CASE WHEN access = 'admin' THEN ARRAY[
+			 'FUNCTION queue_engine.create_queue(text, text, int, int, int, interval, interval, interval, interval)',
+			 'FUNCTION queue_engine.alter_queue(text, int, int, int, interval, interval, interval, interval, text[])',
+			 'FUNCTION queue_engine.pause_queue(text)',
+			 'FUNCTION queue_engine.resume_queue(text)',
+			 'FUNCTION queue_engine.drop_queue(text, boolean)',
+			 'FUNCTION queue_engine.set_tenant_limit(text, int)'] ELSE '{}' END;
+$$;
+
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.waiting_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.events', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.events_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.cancel_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.run_steps', '');
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.run_steps_seq', '');
 
 ---------------------------------------------------------------------------
 -- End of sections.  Privileges: nothing new for PUBLIC.
@@ -722,3 +1032,20 @@ REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA queue_engine FROM PUBLIC;
 REVOKE EXECUTE ON ALL PROCEDURES IN SCHEMA queue_engine FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA queue_engine FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA queue_engine FROM PUBLIC;
+
+-- Roles granted a tenant's access before this update get 0.2's functions
+-- (and the re-made enqueue functions) too.
+DO $$
+DECLARE
+	a record;
+	target text;
+BEGIN
+	FOR a IN SELECT DISTINCT r.rolname, ta.access, ta.tenant_id = 0 AS every_tenant
+			   FROM queue_engine.tenant_access ta
+			   JOIN pg_catalog.pg_roles r ON r.oid = ta.role LOOP
+		FOREACH target IN ARRAY queue_engine.access_privileges(a.access, a.every_tenant) LOOP
+			EXECUTE queue_engine.privilege_sql(target, true, a.rolname);
+		END LOOP;
+	END LOOP;
+END;
+$$;

@@ -43,6 +43,7 @@
 #define CLAIM_LEASE_EXP		6
 #define CLAIM_RUN_AT		7
 #define CLAIM_SLOT			8
+#define CLAIM_RESUME		9
 
 /*
  * The move of the picked runs (CTE picked: t tableoid, c ctid, id run_id,
@@ -72,13 +73,13 @@
 	"    worker, meta)" \
 	" SELECT r.run_id, r.run_at, now(), now() + coalesce($3, " QE_SQL_LEASE("r", "p") ")," \
 	"        coalesce($3, " QE_SQL_LEASE("r", "p") "), r.queue_id, r.policy_id," \
-	"        r.priority, " QE_SQL_ATTEMPT("r") " + 1, " slot ", r.payload," \
+	"        r.priority, " QE_SQL_CLAIM_ATTEMPT("r") ", " slot ", r.payload," \
 	"        " QE_SQL_KEY_OF("r") ", $4," \
 	"        CASE WHEN (r.meta).concurrency_key IS NULL THEN r.meta" \
 	"             ELSE " QE_SQL_META_WITH_KEY("r.meta", "NULL") " END" \
 	"   FROM taken r JOIN queue_engine.queue_policies p ON p.policy_id = r.policy_id" \
 	" RETURNING e.run_id, e.attempt, e.payload, e.concurrency_key, e.priority," \
-	"           e.lease_expires_at, e.run_at, e.queue_slot"
+	"           e.lease_expires_at, e.run_at, e.queue_slot, (e.meta).resume"
 
 /* A queued run may start unless it never started and its ttl passed. */
 #define STARTABLE " AND " QE_SQL_STARTABLE
@@ -152,8 +153,8 @@ emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
 		values[7] = qe_get(i, CLAIM_LEASE_EXP, &nulls[7]);
 		if (!nulls[7] && DatumGetTimestampTz(values[7]) < lease_min)
 			lease_min = DatumGetTimestampTz(values[7]);
-		values[8] = (Datum) 0;
-		nulls[8] = true;
+		/* why a woken run woke (waits.c); NULL on a first start or a retry */
+		values[8] = qe_get(i, CLAIM_RESUME, &nulls[8]);
 		tuplestore_putvalues(call->store, call->desc, values, nulls);
 	}
 	pfree(order);
@@ -439,8 +440,10 @@ claim_row(QeDirectClaim *c, TupleTableSlot *slot)
 	exec[QE_EXEC_QUEUE_ID] = slot_getattr(slot, c->att[QE_RUN_QUEUE_ID], &isnull);
 	exec[QE_EXEC_POLICY_ID] = slot_getattr(slot, c->att[QE_RUN_POLICY_ID], &isnull);
 	exec[QE_EXEC_PRIORITY] = slot_getattr(slot, c->att[QE_RUN_PRIORITY], &isnull);
+	/* QE_SQL_CLAIM_ATTEMPT: a woken run goes on with the attempt that waited */
 	exec[QE_EXEC_ATTEMPT] = Int32GetDatum((field_nulls[QE_META_ATTEMPT] ? 0 :
-										   DatumGetInt32(fields[QE_META_ATTEMPT])) + 1);
+										   DatumGetInt32(fields[QE_META_ATTEMPT])) +
+										  (field_nulls[QE_META_RESUME] ? 1 : 0));
 	exec_nulls[QE_EXEC_QUEUE_SLOT] = c->n >= c->nslots;
 	exec[QE_EXEC_QUEUE_SLOT] = c->n < c->nslots ? Int32GetDatum(c->slots[c->n]) : (Datum) 0;
 	exec[QE_EXEC_PAYLOAD] = slot_getattr(slot, c->att[QE_RUN_PAYLOAD], &isnull);
@@ -482,8 +485,8 @@ claim_row(QeDirectClaim *c, TupleTableSlot *slot)
 	out_nulls[5] = exec_nulls[QE_EXEC_CONCURRENCY_KEY];
 	out[6] = exec[QE_EXEC_PRIORITY];
 	out[7] = exec[QE_EXEC_LEASE_EXPIRES_AT];
-	out[8] = (Datum) 0;
-	out_nulls[8] = true;
+	out[8] = fields[QE_META_RESUME];
+	out_nulls[8] = field_nulls[QE_META_RESUME];
 	tuplestore_putvalues(c->call->store, c->call->desc, out, out_nulls);
 	c->n++;
 	return true;

@@ -30,6 +30,7 @@ typedef struct QeCheck
 	const char *sql;			/* $1 = repair; returns found, repaired, detail */
 	bool		repair_grants_leases;	/* to executing runs, already passed */
 	bool		repair_adds_ready;	/* queued runs enter the order index */
+	int64		(*repair_fn) (void);	/* repairs in C instead (returns how many) */
 } QeCheck;
 
 /*
@@ -71,13 +72,14 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 	 * run already in finished_runs as well (runs_in_two_places) keeps that
 	 * row: its other copy is only deleted.  Reads ready, delayed and
 	 * executing, never the history; first, so that the counts check below
-	 * sees the repair.  (No table holds waiting runs yet.)
+	 * sees the repair.
 	 */
 	{"runs_of_unknown_queue",
 		"WITH open AS ("
 		"  SELECT run_id, queue_id FROM queue_engine.ready"
 		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.delayed"
-		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.executing),"
+		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.executing"
+		"  UNION ALL SELECT run_id, queue_id FROM queue_engine.waiting_runs),"
 		" bad AS ("
 		"  SELECT o.run_id, o.queue_id FROM open o"
 		"   WHERE NOT EXISTS (SELECT 1 FROM queue_engine.queues q WHERE q.queue_id = o.queue_id)),"
@@ -87,9 +89,13 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"  DELETE FROM queue_engine.executing x" UNKNOWN_QUEUE_OF("x")
 		"  RETURNING x.run_id, x.run_at, x.started_at, x.queue_id, x.policy_id,"
 		"            x.priority, x.attempt, x.payload, x.concurrency_key, x.worker, x.meta),"
+		" gone_waiting AS ("
+		"  DELETE FROM queue_engine.waiting_runs x" UNKNOWN_QUEUE_OF("x")
+		"  RETURNING x.run_id, x.run_at, x.started_at, x.queue_id, x.policy_id,"
+		"            x.priority, x.attempt, x.payload, x.concurrency_key, x.worker, x.meta),"
 		" gone AS ("
 		"  SELECT * FROM gone_ready UNION ALL SELECT * FROM gone_delayed"
-		"  UNION ALL SELECT * FROM gone_executing),"
+		"  UNION ALL SELECT * FROM gone_executing UNION ALL SELECT * FROM gone_waiting),"
 		" fix AS ("
 		"  INSERT INTO queue_engine.finished_runs"
 		"         (run_id, finished_at, run_at, started_at, queue_id, policy_id, priority,"
@@ -116,7 +122,8 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 	 * Repaired by keeping the copy furthest along the run's life and
 	 * deleting the others: finished_runs (final), then executing (a worker
 	 * may hold it; if none does, its lease passes and rescue retries it),
-	 * then ready (promotion moves delayed runs there), then delayed; of two
+	 * then ready (promotion moves delayed runs there), then delayed, then
+	 * waiting (a woken run's row that stayed behind); of two
 	 * copies in one family, the one in the family's current segment (where
 	 * rotation moves rows to), then the lower (segment, ctid).  Detail: the
 	 * run ids with their places ("ready_0", "finished_runs", ...), the
@@ -132,7 +139,8 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		" open AS MATERIALIZED ("
 		"  SELECT x.run_id, x.tableoid AS t, x.ctid AS c, 2 AS place FROM queue_engine.executing x"
 		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 3 FROM queue_engine.ready x"
-		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 4 FROM queue_engine.delayed x),"
+		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 4 FROM queue_engine.delayed x"
+		"  UNION ALL SELECT x.run_id, x.tableoid, x.ctid, 5 FROM queue_engine.waiting_runs x),"
 		" copies AS ("
 		"  SELECT o.run_id, o.t, o.c, o.place, o.t IN (SELECT t FROM cur) AS in_current"
 		"    FROM open o"
@@ -148,11 +156,13 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		" extra AS (SELECT * FROM dup WHERE $1 AND nth > 1),"
 		DELETE_COPIES("fix_executing", "executing", "2") ","
 		DELETE_COPIES("fix_ready", "ready", "3") ","
-		DELETE_COPIES("fix_delayed", "delayed", "4")
+		DELETE_COPIES("fix_delayed", "delayed", "4") ","
+		DELETE_COPIES("fix_waiting", "waiting_runs", "5")
 		"SELECT (SELECT count(DISTINCT run_id) FROM dup),"
 		"       (SELECT count(DISTINCT run_id)"
 		"          FROM (SELECT run_id FROM fix_executing UNION ALL SELECT run_id FROM fix_ready"
-		"                UNION ALL SELECT run_id FROM fix_delayed) f),"
+		"                UNION ALL SELECT run_id FROM fix_delayed"
+		"                UNION ALL SELECT run_id FROM fix_waiting) f),"
 		"       (SELECT jsonb_agg(jsonb_build_object('run_id', run_id, 'places', places)"
 		"                         ORDER BY run_id)"
 		"          FROM (SELECT d.run_id, jsonb_agg(r.relname::text ORDER BY d.nth) AS places"
@@ -161,7 +171,7 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 	/*
 	 * Per-queue counts by state (queue_counts plus pending deltas) against
 	 * the runs in each state's table; repaired by appending a correcting
-	 * delta.  No table holds waiting runs yet: their actual count is 0.
+	 * delta.
 	 */
 	{"queue_counts",
 		"WITH actual AS ("
@@ -170,6 +180,8 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"  UNION ALL SELECT queue_id, 'delayed', count(*) FROM queue_engine.delayed"
 		"   GROUP BY queue_id"
 		"  UNION ALL SELECT queue_id, 'executing', count(*) FROM queue_engine.executing"
+		"   GROUP BY queue_id"
+		"  UNION ALL SELECT queue_id, 'waiting', count(*) FROM queue_engine.waiting_runs"
 		"   GROUP BY queue_id),"
 		" recorded AS ("
 		"  SELECT c.queue_id, s.state, sum(s.n) AS n"
@@ -257,7 +269,8 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"   WHERE NOT EXISTS (SELECT 1 FROM queue_engine.finished_runs r WHERE r.run_id = k.run_id)"
 		"     AND NOT EXISTS (SELECT 1 FROM queue_engine.executing r WHERE r.run_id = k.run_id)"
 		"     AND NOT EXISTS (SELECT 1 FROM queue_engine.ready r WHERE r.run_id = k.run_id)"
-		"     AND NOT EXISTS (SELECT 1 FROM queue_engine.delayed r WHERE r.run_id = k.run_id)),"
+		"     AND NOT EXISTS (SELECT 1 FROM queue_engine.delayed r WHERE r.run_id = k.run_id)"
+		"     AND NOT EXISTS (SELECT 1 FROM queue_engine.waiting_runs r WHERE r.run_id = k.run_id)),"
 		" fix AS ("
 		"  DELETE FROM queue_engine.idempotency_keys k USING bad"
 		"   WHERE $1 AND k.tenant_id = bad.tenant_id AND k.idempotency_key = bad.idempotency_key"
@@ -295,6 +308,19 @@ static const QeCheck checks[QE_CHECK_COUNT] = {
 		"SELECT (SELECT count(*) FROM bad), (SELECT count(*) FROM fix),"
 		"       (SELECT jsonb_agg(run_id ORDER BY run_id) FROM (SELECT run_id FROM bad LIMIT 100) b)"},
 
+	/*
+	 * A run waiting for its children is woken by the last of them to
+	 * finish (waits.c), so none waits with every child final: a wait whose
+	 * last children finished together under REPEATABLE READ (each saw the
+	 * other unfinished), or a child finished by hand, would.  Repaired by
+	 * waking it, with the children's counts.
+	 */
+	{"children_waits_satisfied", .repair_fn = qe_wake_satisfied_parents, .sql =
+		"WITH bad AS ("
+		"  SELECT w.run_id FROM queue_engine.waiting_runs w"
+		"   WHERE $1 IS NOT NULL AND w.kind = 'children' AND NOT (" QE_SQL_UNFINISHED_CHILD("w.run_id") "))"
+		"SELECT (SELECT count(*) FROM bad), 0::bigint,"
+		"       (SELECT jsonb_agg(run_id ORDER BY run_id) FROM (SELECT run_id FROM bad LIMIT 100) b)"},
 };
 
 /* Run every check; SPI must be connected.  Logs each drift found. */
@@ -326,6 +352,10 @@ qe_run_consistency_checks(bool repair, QeCheckResult *results)
 		results[i].found = qe_get_int64(0, 1);
 		results[i].repaired = qe_get_int64(0, 2);
 		detail = qe_get(0, 3, &isnull);
+		if (detail != (Datum) 0 && !isnull)
+			detail = PointerGetDatum(DatumGetJsonbPCopy(detail));
+		if (repair && results[i].found > 0 && checks[i].repair_fn != NULL)
+			results[i].repaired = checks[i].repair_fn();
 
 		/*
 		 * A repaired run holds a lease that has passed (by now()): rescue

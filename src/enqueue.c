@@ -330,8 +330,14 @@ qe_enqueue(PG_FUNCTION_ARGS)
 	text	   *idem_key = NULL;
 	int64		run_id = 0;
 	bool		have_id = false;
+	char	  **rule_events = NULL;
+	Jsonb	  **rule_matches = NULL;
+	int			nrules = 0;
 
 	read_options(fcinfo, 2, 10, &opt, &ttl);
+	/* cancel_on: checked here, registered with the run (waits.c) */
+	if (!PG_ARGISNULL(12))
+		nrules = qe_cancel_on_rules(PG_GETARG_JSONB_P(12), &rule_events, &rule_matches);
 	require_arg(fcinfo, 1, "payload", "Pass '{}' for an empty payload.");
 	qe_check_jsonb_size(PG_GETARG_DATUM(1), qe_max_payload_bytes, "payload",
 						"queue_engine.max_payload_bytes");
@@ -373,6 +379,9 @@ qe_enqueue(PG_FUNCTION_ARGS)
 		qe_insert_runs(values, nulls, opt.delayed, &payload, 1,
 					   have_id ? &run_id : NULL, &run_id);
 		report_enqueued(values, opt.delayed, &run_id, 1);
+		if (nrules > 0)
+			qe_cancel_on_register(&run_id, 1, info.tenant_id, rule_events,
+								  rule_matches, nrules);
 	}
 	SPI_finish();
 	PG_RETURN_INT64(run_id);
@@ -390,8 +399,13 @@ qe_enqueue_batch(PG_FUNCTION_ARGS)
 	bool	   *elem_nulls;
 	int			nelems;
 	int64	   *ids;
+	char	  **rule_events = NULL;
+	Jsonb	  **rule_matches = NULL;
+	int			nrules = 0;
 
 	read_options(fcinfo, 2, 8, &opt, &ttl);
+	if (!PG_ARGISNULL(10))
+		nrules = qe_cancel_on_rules(PG_GETARG_JSONB_P(10), &rule_events, &rule_matches);
 	require_arg(fcinfo, 1, "payloads", "Pass an array of jsonb payloads, one per run.");
 	payloads = PG_GETARG_ARRAYTYPE_P(1);
 	if (ARR_NDIM(payloads) > 1)
@@ -435,6 +449,9 @@ qe_enqueue_batch(PG_FUNCTION_ARGS)
 		fill_run_values(values, nulls, &opt, &info, NULL);
 		qe_insert_runs(values, nulls, opt.delayed, elems, nelems, NULL, ids);
 		report_enqueued(values, opt.delayed, ids, nelems);
+		if (nrules > 0)
+			qe_cancel_on_register(ids, nelems, info.tenant_id, rule_events,
+								  rule_matches, nrules);
 	}
 
 	/* Ids are taken in array order. */

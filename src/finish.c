@@ -60,7 +60,8 @@ PG_FUNCTION_INFO_V1(qe_cancel);
  * last_error (SQL expressions over d, the deleted row, which also has the
  * columns "returning" adds).  meta keeps the run's other fields; its
  * attempt, started_at and worker are the row's columns there.  Returns
- * the queue_id of each run moved.
+ * the queue_id and parent_run_id of each run moved (table: executing, a
+ * segment of it, or waiting_runs, which has the columns used here).
  */
 #define FINISH_EXECUTING(using_where, returning, status, output, last_error) \
 	FINISH_EXECUTING_IN("executing", using_where, returning, status, output, last_error)
@@ -75,7 +76,7 @@ PG_FUNCTION_INFO_V1(qe_cancel);
 				"(d.meta).idempotency_key", "(d.meta).tags", "(d.meta).parent_run_id", \
 				"(d.meta).max_attempts", "(d.meta).lease", last_error, "NULL") \
 	"   FROM d" \
-	" RETURNING queue_id"
+	" RETURNING queue_id, (meta).parent_run_id"
 
 static int64
 require_run_id(FunctionCallInfo fcinfo)
@@ -187,7 +188,8 @@ static const Oid complete_types[4] = {INT8OID, JSONBOID, INT4OID, INT4ARRAYOID};
  */
 static void
 finished_row_of(TupleTableSlot *slot, const AttrNumber *att, Datum output,
-				bool output_null, Oid status_type, Datum *fin, bool *fin_nulls)
+				bool output_null, Oid status_type, Datum *fin, bool *fin_nulls,
+				int64 *parent)
 {
 	static const struct
 	{
@@ -223,7 +225,10 @@ finished_row_of(TupleTableSlot *slot, const AttrNumber *att, Datum output,
 	 */
 	meta = slot_getattr(slot, att[QE_EXEC_META], &meta_null);
 	qe_deform_run_meta(meta, meta_null, fields, field_nulls);
+	*parent = field_nulls[QE_META_PARENT_RUN_ID] ? 0 :
+		DatumGetInt64(fields[QE_META_PARENT_RUN_ID]);
 	field_nulls[QE_META_ATTEMPT] = true;
+	field_nulls[QE_META_RESUME] = true;
 	field_nulls[QE_META_STARTED_AT] = true;
 	field_nulls[QE_META_WORKER] = true;
 	field_nulls[QE_META_CONCURRENCY_KEY] = true;
@@ -240,7 +245,7 @@ finished_row_of(TupleTableSlot *slot, const AttrNumber *att, Datum output,
 static int
 delete_executing(const int *segs, int nsegs, int64 run_id, bool attempt_null,
 				 int32 attempt, Datum output, bool output_null,
-				 Oid status_type, Datum *fin, bool *fin_nulls)
+				 Oid status_type, Datum *fin, bool *fin_nulls, int64 *parent)
 {
 	Relation	rels[2];
 	Relation	indexes[2] = {NULL, NULL};
@@ -311,7 +316,7 @@ delete_executing(const int *segs, int nsegs, int64 run_id, bool attempt_null,
 			if (res == TM_Ok)
 			{
 				finished_row_of(slot, att, output, output_null, status_type,
-								fin, fin_nulls);
+								fin, fin_nulls, parent);
 				result = 1;
 				break;
 			}
@@ -357,7 +362,7 @@ delete_executing(const int *segs, int nsegs, int64 run_id, bool attempt_null,
  */
 static int
 complete_direct(int64 run_id, Datum output, bool output_null, bool attempt_null,
-				int32 attempt, int32 *queue_id)
+				int32 attempt, int32 *queue_id, int64 *parent)
 {
 	Relation	finished = qe_open_finished_runs();
 	Datum		fin[QE_FIN_NCOLS];
@@ -379,10 +384,10 @@ complete_direct(int64 run_id, Datum output, bool output_null, bool attempt_null,
 	 */
 	current = qe_current_segment(QE_FAMILY_EXECUTING);
 	result = delete_executing((int[]) {current}, 1, run_id, attempt_null, attempt,
-							  output, output_null, status_type, fin, fin_nulls);
+							  output, output_null, status_type, fin, fin_nulls, parent);
 	if (result == 0)
 		result = delete_executing((int[]) {0, 1}, 2, run_id, attempt_null, attempt,
-								  output, output_null, status_type, fin, fin_nulls);
+								  output, output_null, status_type, fin, fin_nulls, parent);
 	if (result != 1)
 	{
 		table_close(finished, NoLock);
@@ -408,6 +413,7 @@ qe_complete(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			direct;
 	int32		queue_id = 0;
+	int64		parent = 0;
 
 	qe_require_attempt_arg(fcinfo, 2, "complete", "attempt",
 						   "Pass the attempt that dequeue() returned: complete(run_id, output, attempt => 1).");
@@ -427,7 +433,7 @@ qe_complete(PG_FUNCTION_ARGS)
 	if (nulls[3] == 'n' && !XactReadOnly)
 		direct = complete_direct(run_id, values[1], nulls[1] == 'n', nulls[2] == 'n',
 								 nulls[2] == 'n' ? 0 : DatumGetInt32(values[2]),
-								 &queue_id);
+								 &queue_id, &parent);
 	done = direct == 1;
 	if (direct < 0)
 	{
@@ -440,10 +446,18 @@ qe_complete(PG_FUNCTION_ARGS)
 			done = qe_exec(qe_plan(&plan, COMPLETE_ONE("executing"), 4, complete_types),
 						   values, nulls, 0) == 1;
 		if (done)
+		{
 			queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
+			qe_children_final_of_result(2);
+		}
 	}
 	if (done)
+	{
 		qe_run_transitioned(queue_id, QE_RUN_EXECUTING, QE_RUN_COMPLETED, 1, NULL, DT_NOEND);
+		/* a child run: its parent may be waiting for it (waits.c) */
+		if (parent != 0)
+			qe_children_final(&parent, 1);
+	}
 	else
 		qe_check_run_exists(run_id);
 	SPI_finish();
@@ -500,6 +514,7 @@ report_completed(int64 n)
 		add_completed(moves, &nmoves, queue_id);
 	}
 	qe_runs_transitioned(moves, nmoves);
+	qe_children_final_of_result(2);
 }
 
 /*
@@ -521,6 +536,8 @@ complete_batch_direct(ArrayType *ids, ArrayType *outputs, ArrayType *attempts,
 	QeTransition *moves;
 	int			nmoves = 0;
 	int64		completed = 0;
+	int64	   *parents;
+	int			nparents = 0;
 
 	deconstruct_array(ids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
 					  &id_elems, NULL, &nids);
@@ -531,16 +548,18 @@ complete_batch_direct(ArrayType *ids, ArrayType *outputs, ArrayType *attempts,
 		deconstruct_array(attempts, INT4OID, 4, true, TYPALIGN_INT,
 						  &attempt_elems, NULL, &n);
 	moves = palloc(sizeof(QeTransition) * nids);
+	parents = palloc(sizeof(int64) * nids);
 	*done = true;
 	for (int i = 0; i < nids; i++)
 	{
 		int32		queue_id;
+		int64		parent = 0;
 		int			r = complete_direct(DatumGetInt64(id_elems[i]),
 										output_elems != NULL ? output_elems[i] : (Datum) 0,
 										output_elems == NULL || output_nulls[i],
 										attempt_elems == NULL,
 										attempt_elems != NULL ? DatumGetInt32(attempt_elems[i]) : 0,
-										&queue_id);
+										&queue_id, &parent);
 
 		if (r < 0)
 		{
@@ -551,8 +570,11 @@ complete_batch_direct(ArrayType *ids, ArrayType *outputs, ArrayType *attempts,
 			continue;
 		completed++;
 		add_completed(moves, &nmoves, queue_id);
+		if (parent != 0)
+			parents[nparents++] = parent;
 	}
 	qe_runs_transitioned(moves, nmoves);
+	qe_children_final(parents, nparents);
 	pfree(moves);
 	return completed;
 }
@@ -798,10 +820,13 @@ qe_fail(PG_FUNCTION_ARGS)
 	values[2] = TimestampTzGetDatum(run_at);
 	values[3] = BoolGetDatum(new_status == QE_RUN_DELAYED);
 	if (new_status == QE_RUN_FAILED)
+	{
 		qe_exec(qe_plan(&failed_plan,
 						FINISH_EXECUTING("WHERE e.run_id = $1", "", "'failed'", "NULL", "$2"),
 						3, (Oid[]) {INT8OID, JSONBOID, TIMESTAMPTZOID}),
 				values, NULL, 0);
+		qe_children_final_of_result(2);
+	}
 	else
 	{
 		QeFamily	family = new_status == QE_RUN_QUEUED ? QE_FAMILY_READY : QE_FAMILY_DELAYED;
@@ -929,57 +954,59 @@ cancel_error(text *reason_text)
 				"(k.meta).max_attempts", "(k.meta).lease", \
 				"coalesce($2, (k.meta).last_error)", "NULL") \
 	"   FROM taken k" \
-	" RETURNING queue_id"
+	" RETURNING queue_id, (meta).parent_run_id"
 
-Datum
-qe_cancel(PG_FUNCTION_ARGS)
+/*
+ * Cancel one run (not its children): true when this call canceled it,
+ * false when it is final (or gone); an unknown run is an error when
+ * must_exist.
+ */
+static bool
+cancel_one(int64 run_id, Jsonb *error, bool must_exist)
 {
 	static SPIPlanPtr find_plan = NULL;
-	static SPIPlanPtr move_plans[QE_RUN_EXECUTING + 1];
-	int64		run_id = require_run_id(fcinfo);
+	static SPIPlanPtr move_plans[QE_RUN_WAITING + 1];
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 	bool		isnull;
 	QeRunStatus status;
 	int32		queue_id;
-	Jsonb	   *error = NULL;
 
-	if (!PG_ARGISNULL(1))
-		error = cancel_error(PG_GETARG_TEXT_PP(1));
-
-	/* Another tenant's run: as if it did not exist (access.c). */
-	if (!qe_access_run(QE_NEED_PRODUCE, run_id))
-		qe_access_run_not_found(run_id);
-
-	SPI_connect();
 	values[0] = Int64GetDatum(run_id);
 	values[1] = error == NULL ? (Datum) 0 : JsonbPGetDatum(error);
 	nulls[1] = error == NULL ? 'n' : ' ';
 
 	/*
 	 * Find the run's table, then move it out of there (the move locks the
-	 * row, waiting for a claim, complete, fail or heartbeat that holds
-	 * it).  If the move finds nothing, the run left that table after the
-	 * look (a concurrent move committed): look again, with a new snapshot,
-	 * and cancel it where it went, or return false if it finished.  0.1
-	 * got the same outcome by following the one row's update chain.
+	 * row, waiting for a claim, complete, fail, heartbeat or wake that
+	 * holds it).  If the move finds nothing, the run left that table after
+	 * the look (a concurrent move committed): look again, with a new
+	 * snapshot, and cancel it where it went, or return false if it
+	 * finished.  0.1 got the same outcome by following the one row's
+	 * update chain.
 	 */
 	for (;;)
 	{
 		qe_plan(&find_plan, QE_SQL_RUN_PLACES("$1") " LIMIT 1", 1, (Oid[]) {INT8OID});
 		if (qe_exec(find_plan, values, NULL, 1) == 0)
-			qe_access_run_not_found(run_id);
+		{
+			if (must_exist)
+				qe_access_run_not_found(run_id);
+			return false;
+		}
 		status = qe_run_status_from_label(TextDatumGetCString(qe_get(0, 1, &isnull)));
 		if (QE_RUN_FINISHED(status))
-		{
-			SPI_finish();
-			PG_RETURN_BOOL(false);
-		}
+			return false;
 		if (status == QE_RUN_QUEUED)
 			qe_plan(&move_plans[status], CANCEL_PENDING("ready"),
 					2, (Oid[]) {INT8OID, JSONBOID});
 		else if (status == QE_RUN_DELAYED)
 			qe_plan(&move_plans[status], CANCEL_PENDING("delayed"),
+					2, (Oid[]) {INT8OID, JSONBOID});
+		else if (status == QE_RUN_WAITING)
+			qe_plan(&move_plans[status],
+					FINISH_EXECUTING_IN("waiting_runs", "WHERE e.run_id = $1", "", "'canceled'",
+										"NULL", "coalesce($2, (d.meta).last_error)"),
 					2, (Oid[]) {INT8OID, JSONBOID});
 		else
 			qe_plan(&move_plans[status],
@@ -991,7 +1018,77 @@ qe_cancel(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	}
 	queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
+	qe_children_final_of_result(2);
 	qe_run_transitioned(queue_id, status, QE_RUN_CANCELED, 1, NULL, DT_NOEND);
+	return true;
+}
+
+/*
+ * Cancel run_id wherever it is, with last_error error (NULL: the one it
+ * has), then its unfinished children and theirs (the stored reason says
+ * their parent was canceled).  True when run_id itself was canceled; false
+ * when it was final already.  An unknown run is an error.  The caller is
+ * connected to SPI.
+ */
+bool
+qe_cancel_run(int64 run_id, Jsonb *error)
+{
+	bool		canceled = false;
+	int64	   *pending = palloc(sizeof(int64) * 16);
+	int			npending = 1;
+	int			cap = 16;
+	Jsonb	   *child_error = NULL;
+
+	pending[0] = run_id;
+	while (npending > 0)
+	{
+		int64		id = pending[--npending];
+		int64	   *children;
+		int			nchildren;
+		bool		is_root = id == run_id && !canceled && child_error == NULL;
+
+		if (!cancel_one(id, is_root ? error : child_error, is_root))
+		{
+			if (is_root)
+				return false;	/* final already: its children are on their own */
+			continue;
+		}
+		if (is_root)
+		{
+			canceled = true;
+			child_error = cancel_error(cstring_to_text(psprintf("parent run " INT64_FORMAT " canceled",
+																run_id)));
+		}
+		nchildren = qe_unfinished_children(id, &children);
+		for (int c = 0; c < nchildren; c++)
+		{
+			if (npending == cap)
+			{
+				cap *= 2;
+				pending = repalloc(pending, sizeof(int64) * cap);
+			}
+			pending[npending++] = children[c];
+		}
+	}
+	return canceled;
+}
+
+Datum
+qe_cancel(PG_FUNCTION_ARGS)
+{
+	int64		run_id = require_run_id(fcinfo);
+	Jsonb	   *error = NULL;
+	bool		canceled;
+
+	if (!PG_ARGISNULL(1))
+		error = cancel_error(PG_GETARG_TEXT_PP(1));
+
+	/* Another tenant's run: as if it did not exist (access.c). */
+	if (!qe_access_run(QE_NEED_PRODUCE, run_id))
+		qe_access_run_not_found(run_id);
+
+	SPI_connect();
+	canceled = qe_cancel_run(run_id, error);
 	SPI_finish();
-	PG_RETURN_BOOL(true);
+	PG_RETURN_BOOL(canceled);
 }

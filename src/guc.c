@@ -19,6 +19,7 @@ char	   *qe_database = NULL;
 int			qe_maintenance_interval_ms = 1000;
 int			qe_consistency_interval_ms = 60000;
 bool		qe_maintenance_enabled = true;
+int			qe_event_retention_s = 24 * 3600;
 int			qe_finished_run_retention_s = 7 * 24 * 3600;
 bool		qe_require_attempt = false;
 
@@ -94,6 +95,14 @@ qe_guc_init(void)
 							"Counted from finished_at; -1 keeps them forever.",
 							&qe_finished_run_retention_s,
 							7 * 24 * 3600, -1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("queue_engine.event_retention",
+							"How long sent events are kept (for lookback and idempotency keys) before maintenance deletes them.",
+							"Counted from the send; keep it at least as long as the longest lookback in use.",
+							&qe_event_retention_s,
+							24 * 3600, 1, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

@@ -49,6 +49,8 @@ PG_FUNCTION_INFO_V1(qe_purge_idempotency_keys);
 PG_FUNCTION_INFO_V1(qe_fold_counts);
 PG_FUNCTION_INFO_V1(qe_prune_finished_runs);
 PG_FUNCTION_INFO_V1(qe_rotate_segments);
+PG_FUNCTION_INFO_V1(qe_wake_waits);
+PG_FUNCTION_INFO_V1(qe_prune_events);
 PG_FUNCTION_INFO_V1(qe_run_maintenance);
 
 /* Run a one-argument (the batch limit) task statement that returns a count. */
@@ -65,8 +67,9 @@ run_task(SPIPlanPtr *slot, const char *sql, int limit)
 
 /*
  * The runs the last statement moved, one a row: (queue_id, old status,
- * new status, priority, run_at, run_id), statuses as text; reported to
- * run_state.c.  Returns how many.
+ * new status, priority, run_at, run_id), statuses as text, and for runs
+ * made final their parent_run_id; reported to run_state.c (and waits.c).
+ * Returns how many.
  */
 static int64
 report_moved_runs(void)
@@ -91,6 +94,8 @@ report_moved_runs(void)
 		moves[i].lease_expires_at = DT_NOEND;
 	}
 	qe_runs_transitioned(moves, (int) n);
+	/* Runs made final, with a 7th column: their parents (waits.c). */
+	qe_children_final_of_result(7);
 	pfree(moves);
 	return (int64) n;
 }
@@ -206,7 +211,8 @@ qe_task_promote_delayed(int limit)
 				"(t.meta).idempotency_key", "(t.meta).tags", "(t.meta).parent_run_id", \
 				"(t.meta).max_attempts", "(t.meta).lease", "(t.meta).last_error", "NULL") \
 	"   FROM taken t" \
-	" RETURNING queue_id, '" from "'::text, status::text, priority, run_at, run_id"
+	" RETURNING queue_id, '" from "'::text, status::text, priority, run_at, run_id," \
+	"           (meta).parent_run_id"
 
 /*
  * Runs that never started and whose ttl passed become expired: queued ones
@@ -408,7 +414,8 @@ qe_task_rescue_stalled(int limit)
 							"(d.meta).parent_run_id", "(d.meta).max_attempts",
 							"(d.meta).lease", STALL_ERROR("$2"), "NULL")
 				"   FROM d"
-				" RETURNING queue_id, 'executing'::text, status::text, priority, run_at, run_id",
+				" RETURNING queue_id, 'executing'::text, status::text, priority, run_at, run_id,"
+				"           (meta).parent_run_id",
 				2, (Oid[]) {INT8ARRAYOID, INT4OID});
 		values[0] = PointerGetDatum(construct_array(ids[2], counts[2], INT8OID, 8,
 													true, TYPALIGN_DOUBLE));
@@ -767,7 +774,10 @@ prune_finished_runs(int limit, TimestampTz from, TimestampTz *newest)
 			"  DELETE FROM queue_engine.idempotency_keys k"
 			"   USING m JOIN queue_engine.queues q ON q.queue_id = m.queue_id"
 			"   WHERE m.idempotency_key IS NOT NULL AND k.tenant_id = q.tenant_id"
-			"     AND k.idempotency_key = m.idempotency_key AND k.run_id = m.run_id)"
+			"     AND k.idempotency_key = m.idempotency_key AND k.run_id = m.run_id),"
+			/* A run's steps and cancel_on rules go with it (waits.c, steps.c). */
+			" s AS (DELETE FROM queue_engine.run_steps s USING m WHERE s.run_id = m.run_id),"
+			" r AS (DELETE FROM queue_engine.cancel_rules r USING m WHERE r.run_id = m.run_id)"
 			"SELECT count(*), max(finished_at) FROM m",
 			3, (Oid[]) {INT4OID, FLOAT8OID, TIMESTAMPTZOID});
 	values[0] = Int32GetDatum(limit);
@@ -947,15 +957,19 @@ QE_TASK_WRAPPER(qe_purge_idempotency_keys, qe_task_purge_idempotency_keys)
 QE_TASK_WRAPPER(qe_fold_counts, qe_task_fold_counts)
 QE_TASK_WRAPPER(qe_prune_finished_runs, qe_task_prune_finished_runs)
 QE_TASK_WRAPPER(qe_rotate_segments, qe_task_rotate_segments_nowait)
+QE_TASK_WRAPPER(qe_wake_waits, qe_task_wake_waits)
+QE_TASK_WRAPPER(qe_prune_events, qe_task_prune_events)
 
 /* The worker and run_maintenance() call these. */
 const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT] = {
 	{"expire_runs", qe_task_expire_runs, qe_task_expire_runs},
 	{"promote_delayed", qe_task_promote_delayed, qe_task_promote_delayed},
 	{"rescue_stalled", qe_task_rescue_stalled, qe_task_rescue_stalled_resume},
+	{"wake_waits", qe_task_wake_waits, qe_task_wake_waits},
 	{"purge_idempotency_keys", qe_task_purge_idempotency_keys, qe_task_purge_idempotency_keys},
 	{"fold_counts", qe_task_fold_counts, qe_task_fold_counts},
 	{"prune_finished_runs", qe_task_prune_finished_runs_maintenance, qe_task_prune_finished_runs_resume},
+	{"prune_events", qe_task_prune_events, qe_task_prune_events},
 	/* Last: the runs the tasks above moved out need no carrying. */
 	{"rotate_segments", qe_task_rotate_segments, qe_task_rotate_segments},
 };

@@ -56,6 +56,10 @@
 #define QE_LOCK_QUEUE_SLOT	0x5149
 #define QE_LOCK_KEY_PLACEMENT 0x514A
 #define QE_LOCK_ROTATION	0x514B
+#define QE_LOCK_EVENT_KEY	0x514C
+#define QE_LOCK_EVENT_NAME	0x514D
+#define QE_LOCK_PARENT		0x514E
+#define QE_LOCK_PARENT_WAKE	0x514F
 
 /* guc.c */
 extern int	qe_max_payload_bytes;
@@ -67,6 +71,7 @@ extern int	qe_maintenance_interval_ms;
 extern int	qe_consistency_interval_ms;
 extern bool qe_maintenance_enabled;
 extern int	qe_finished_run_retention_s;
+extern int	qe_event_retention_s;
 extern bool qe_require_attempt;
 extern void qe_guc_init(void);
 
@@ -216,6 +221,7 @@ typedef enum QeMetaField
 	QE_META_LEASE,
 	QE_META_LAST_ERROR,
 	QE_META_CONCURRENCY_KEY,
+	QE_META_RESUME,
 	QE_META_NFIELDS
 } QeMetaField;
 /* finished_runs' columns (run_insert.c) */
@@ -295,6 +301,8 @@ extern bool qe_consistency_check_start(bool force);
 
 /* rotation.c: the run families' segments, carried and truncated */
 extern int64 qe_task_rotate_segments(int limit);
+extern int64 qe_task_wake_waits(int limit);
+extern int64 qe_task_prune_events(int limit);
 extern int64 qe_task_rotate_segments_nowait(int limit);
 /*
  * The one table of background tasks, in the order a pass runs them:
@@ -309,8 +317,20 @@ typedef struct QeBackgroundTask
 	QeTaskFn	by_hand;
 	QeTaskFn	resumed;
 } QeBackgroundTask;
-#define QE_BACKGROUND_TASK_COUNT 7
+#define QE_BACKGROUND_TASK_COUNT 9
 extern const QeBackgroundTask qe_background_tasks[QE_BACKGROUND_TASK_COUNT];
+
+/* waits.c: waits, events, children (finish.c cancels; enqueue.c registers cancel_on) */
+extern void qe_children_final(int64 *parents, int n);
+extern void qe_children_final_of_result(int col);
+extern int	qe_unfinished_children(int64 run_id, int64 **children);
+extern int64 qe_wake_satisfied_parents(void);
+extern int	qe_cancel_on_rules(Jsonb *rules, char ***events, Jsonb ***matches);
+extern void qe_cancel_on_register(const int64 *ids, int nids, int32 tenant_id,
+								  char **events, Jsonb **matches, int nrules);
+
+/* finish.c: cancel run_id wherever it is (and its unfinished children) */
+extern bool qe_cancel_run(int64 run_id, Jsonb *error);
 
 /* consistency.c */
 typedef struct QeCheckResult
@@ -320,7 +340,7 @@ typedef struct QeCheckResult
 	int64		repaired;
 } QeCheckResult;
 
-#define QE_CHECK_COUNT 8
+#define QE_CHECK_COUNT 9
 extern void qe_run_consistency_checks(bool repair, QeCheckResult *results);
 
 /* access.c: tenant-scoped roles.  Granted accesses, as bits ... */

@@ -45,6 +45,7 @@ extern QeRunStatus qe_run_status_from_label(const char *label);
  * row is in.  queued: queue_engine.ready; delayed: queue_engine.delayed;
  * executing: queue_engine.executing (each a parent of two segments, read
  * through the parent, inserted into the current segment: segments.h);
+ * waiting: queue_engine.waiting_runs (not segmented: waits.c);
  * finished: queue_engine.finished_runs, whose status column says how.
  * queue_engine.runs is a view of them all for people and tests; the engine
  * never reads or writes it.
@@ -61,7 +62,18 @@ extern QeRunStatus qe_run_status_from_label(const char *label);
 	"SELECT 'executing' AS status, x.queue_id FROM queue_engine.executing x WHERE x.run_id = " id \
 	" UNION ALL SELECT x.status::text, x.queue_id FROM queue_engine.finished_runs x WHERE x.run_id = " id \
 	" UNION ALL SELECT 'queued', x.queue_id FROM queue_engine.ready x WHERE x.run_id = " id \
-	" UNION ALL SELECT 'delayed', x.queue_id FROM queue_engine.delayed x WHERE x.run_id = " id
+	" UNION ALL SELECT 'delayed', x.queue_id FROM queue_engine.delayed x WHERE x.run_id = " id \
+	" UNION ALL SELECT 'waiting', x.queue_id FROM queue_engine.waiting_runs x WHERE x.run_id = " id
+
+/*
+ * Whether run id (an SQL expression) has a child that is not final: one
+ * probe of each unfinished place's parent index.
+ */
+#define QE_SQL_UNFINISHED_CHILD(id) \
+	"EXISTS (SELECT 1 FROM queue_engine.executing x WHERE (x.meta).parent_run_id = " id ")" \
+	" OR EXISTS (SELECT 1 FROM queue_engine.ready x WHERE (x.meta).parent_run_id = " id ")" \
+	" OR EXISTS (SELECT 1 FROM queue_engine.delayed x WHERE (x.meta).parent_run_id = " id ")" \
+	" OR EXISTS (SELECT 1 FROM queue_engine.waiting_runs x WHERE (x.meta).parent_run_id = " id ")"
 
 /*
  * A pending run's fields that live in meta (alias x): attempts started so
@@ -102,20 +114,39 @@ extern QeRunStatus qe_run_status_from_label(const char *label);
  * meta built from its fields, in the type's order, NULL when all are
  * (each argument an SQL expression).
  */
-#define QE_SQL_META(attempt, created_at, expires_at, started_at, worker, \
+#define QE_SQL_META_R(attempt, created_at, expires_at, started_at, worker, \
 					idempotency_key, tags, parent_run_id, max_attempts, lease, \
-					last_error, concurrency_key) \
+					last_error, concurrency_key, resume) \
 	"queue_engine.run_meta_or_null(ROW(" attempt ", " created_at ", " \
 	expires_at ", " started_at ", " worker ", " idempotency_key ", " tags \
 	", " parent_run_id ", " max_attempts ", " lease ", " last_error \
-	", " concurrency_key ")::queue_engine.run_meta)"
+	", " concurrency_key ", " resume ")::queue_engine.run_meta)"
+
+/*
+ * The same without resume (why a woken run woke, for the dequeue that
+ * starts it: waits.c): every move but a wake and a claim clears it.
+ */
+#define QE_SQL_META(attempt, created_at, expires_at, started_at, worker, \
+					idempotency_key, tags, parent_run_id, max_attempts, lease, \
+					last_error, concurrency_key) \
+	QE_SQL_META_R(attempt, created_at, expires_at, started_at, worker, \
+				  idempotency_key, tags, parent_run_id, max_attempts, lease, \
+				  last_error, concurrency_key, "NULL")
 
 /* meta m (an SQL expression) with its concurrency_key replaced by key. */
 #define QE_SQL_META_WITH_KEY(m, key) \
-	QE_SQL_META("(" m ").attempt", "(" m ").created_at", "(" m ").expires_at", \
-				"(" m ").started_at", "(" m ").worker", "(" m ").idempotency_key", \
-				"(" m ").tags", "(" m ").parent_run_id", "(" m ").max_attempts", \
-				"(" m ").lease", "(" m ").last_error", key)
+	QE_SQL_META_R("(" m ").attempt", "(" m ").created_at", "(" m ").expires_at", \
+				  "(" m ").started_at", "(" m ").worker", "(" m ").idempotency_key", \
+				  "(" m ").tags", "(" m ").parent_run_id", "(" m ").max_attempts", \
+				  "(" m ").lease", "(" m ").last_error", key, "(" m ").resume")
+
+/*
+ * A claimed run's attempt (alias x, a ready row): one more than those
+ * started so far, or, for a run woken from a wait, the same (a wait uses
+ * up no attempt: the attempt that waited goes on).
+ */
+#define QE_SQL_CLAIM_ATTEMPT(x) \
+	"(" QE_SQL_ATTEMPT(x) " + CASE WHEN (" x ".meta).resume IS NULL THEN 1 ELSE 0 END)"
 
 /*
  * Runs that made one move: nruns runs of queue_id went from one state to
