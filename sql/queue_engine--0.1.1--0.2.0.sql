@@ -814,6 +814,14 @@ ALTER FUNCTION queue_engine.fail(bigint, jsonb, int, interval, boolean) RESET se
 -- src/steps.c; the tables are made with the families above).
 ---------------------------------------------------------------------------
 
+-- Who may call the enqueue functions now, for the new ones (below).
+SELECT pg_catalog.set_config('qe_upgrade.enqueue_acl', coalesce(p.proacl::text, ''), true)
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid = 'queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint)'::pg_catalog.regprocedure;
+SELECT pg_catalog.set_config('qe_upgrade.enqueue_batch_acl', coalesce(p.proacl::text, ''), true)
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid = 'queue_engine.enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval, int, text[], bigint)'::pg_catalog.regprocedure;
+
 DROP FUNCTION queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int,
 								   text, interval, text[], bigint);
 DROP FUNCTION queue_engine.enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval,
@@ -1033,19 +1041,41 @@ REVOKE EXECUTE ON ALL PROCEDURES IN SCHEMA queue_engine FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA queue_engine FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA queue_engine FROM PUBLIC;
 
--- Roles granted a tenant's access before this update get 0.2's functions
--- (and the re-made enqueue functions) too.
+-- Roles keep what they could call: EXECUTE on the re-made enqueue
+-- functions for whoever had it on the old ones, and on each new function
+-- for whoever may call its kin (send_event: enqueue; the wait functions
+-- and save_step: complete; child_runs and get_steps: get_run), so the
+-- update widens no role's rights.
 DO $$
 DECLARE
-	a record;
-	target text;
+	g record;
 BEGIN
-	FOR a IN SELECT DISTINCT r.rolname, ta.access, ta.tenant_id = 0 AS every_tenant
-			   FROM queue_engine.tenant_access ta
-			   JOIN pg_catalog.pg_roles r ON r.oid = ta.role LOOP
-		FOREACH target IN ARRAY queue_engine.access_privileges(a.access, a.every_tenant) LOOP
-			EXECUTE queue_engine.privilege_sql(target, true, a.rolname);
-		END LOOP;
+	FOR g IN SELECT f.fn, a.grantee
+			   FROM (VALUES ('enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint, jsonb)',
+							 pg_catalog.current_setting('qe_upgrade.enqueue_acl')),
+							('enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval, int, text[], bigint, jsonb)',
+							 pg_catalog.current_setting('qe_upgrade.enqueue_batch_acl'))) f(fn, acl),
+					LATERAL pg_catalog.aclexplode(nullif(f.acl, '')::pg_catalog.aclitem[]) a
+			  WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> 0
+				AND a.grantee <> (SELECT e.extowner FROM pg_catalog.pg_extension e
+								   WHERE e.extname = 'queue_engine') LOOP
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION queue_engine.%s TO %s',
+								  g.fn, g.grantee::regrole::text);
+	END LOOP;
+	FOR g IN SELECT f.fn, r.rolname
+			   FROM (VALUES ('send_event(text, jsonb, text, text)', 'enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint, jsonb)'),
+							('wait_for_event(bigint, int, text, jsonb, jsonpath, interval, interval)', 'complete(bigint, jsonb, int)'),
+							('sleep(bigint, int, timestamptz, interval)', 'complete(bigint, jsonb, int)'),
+							('wait_for_children(bigint, int, interval)', 'complete(bigint, jsonb, int)'),
+							('save_step(bigint, int, text, jsonb)', 'complete(bigint, jsonb, int)'),
+							('child_runs(bigint, bigint, int)', 'get_run(bigint)'),
+							('get_steps(bigint)', 'get_run(bigint)')) f(fn, kin),
+					pg_catalog.pg_roles r
+			  WHERE r.rolname NOT LIKE 'pg\_%' AND NOT r.rolsuper
+				AND r.oid <> (SELECT e.extowner FROM pg_catalog.pg_extension e
+							   WHERE e.extname = 'queue_engine')
+				AND pg_catalog.has_function_privilege(r.oid, ('queue_engine.' || f.kin)::pg_catalog.regprocedure, 'EXECUTE') LOOP
+		EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION queue_engine.%s TO %I', g.fn, g.rolname);
 	END LOOP;
 END;
 $$;

@@ -71,15 +71,15 @@ BEGIN
 END;
 $$;
 
--- Enqueue one run on q (optionally with cancel_on or a parent) and start it.
+-- Enqueue one run on q (optionally with cancel_on or a parent) and start it
+-- (at the best priority, then set back to 0 while it executes).
 CREATE OR REPLACE FUNCTION public.started(q text, cancel_on jsonb DEFAULT NULL,
                                           parent bigint DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-  id bigint := queue_engine.enqueue(q, cancel_on => cancel_on, parent_run_id => parent);
+  id bigint := queue_engine.enqueue(q, priority => 1000000, cancel_on => cancel_on, parent_run_id => parent);
   got bigint;
 BEGIN
-  UPDATE queue_engine.runs SET priority = 1000000 WHERE run_id = id;
   SELECT d.run_id INTO got FROM queue_engine.dequeue(ARRAY[q], 1) d;
   IF got IS DISTINCT FROM id THEN
     RAISE EXCEPTION 'started(%): dequeued % instead of %', q, got, id;
@@ -125,8 +125,8 @@ SELECT wait_for_event(:a1, 1, 'order.paid', match => '{"order": {"id": 7}}',
                       condition => '$.amount > 100', timeout => '1 hour');
 SELECT status, attempt, priority, lease_expires_at, started_at IS NOT NULL AS started,
        finished_at, waiting_for - 'since' - 'timeout_at' AS waiting_for,
-       (waiting_for->>'since')::timestamptz = now() AS since_now,
-       (waiting_for->>'timeout_at')::timestamptz = now() + interval '1 hour' AS timeout_at_ok
+       (waiting_for->>'since')::timestamptz BETWEEN now() AND clock_timestamp() AS since_now,
+       (waiting_for->>'timeout_at')::timestamptz - (waiting_for->>'since')::timestamptz AS timeout_after
   FROM get_run(:a1);
 COMMIT;
 SELECT status, lease_expires_at FROM runs WHERE run_id = :a1;
@@ -325,6 +325,7 @@ SELECT started('free') AS i1 \gset
 SELECT wait_for_event(:i1, 1, 'idem');
 SELECT event_id AS k1, woken AS k1_woken FROM send_event('idem', '{"n": 1}', idempotency_key => 'key-1') \gset
 SELECT :k1_woken AS woken;
+SELECT run_id = :i1 AS is_i1, resume->>'kind' AS kind FROM dequeue(ARRAY['free']);
 SELECT started('free') AS i2 \gset
 SELECT wait_for_event(:i2, 1, 'idem');
 SELECT count(*) AS events_before FROM events \gset
@@ -337,7 +338,7 @@ SELECT event_id <> :k1 AS other_event, woken FROM send_event('idem', '{}', tenan
 -- another key sends
 SELECT event_id <> :k1 AS other_event, woken FROM send_event('idem', '{"n": 3}', idempotency_key => 'key-2');
 SELECT run_line(:i2);
-SELECT count(*) AS resumed FROM dequeue(ARRAY['free'], 10);
+SELECT run_id = :i2 AS is_i2, resume->>'kind' AS kind FROM dequeue(ARRAY['free'], 10);
 SELECT count(complete(r, attempt => 1)) FROM unnest(ARRAY[:i1, :i2]::bigint[]) r;
 
 -- An event sent in a transaction that rolls back wakes nothing.
@@ -367,8 +368,8 @@ SELECT started('free') AS s3 \gset
 BEGIN;
 SELECT sleep(:s3, 1, duration => '1 hour');
 SELECT waiting_for - 'since' - 'until' AS waiting_for,
-       (waiting_for->>'until')::timestamptz = now() + interval '1 hour' AS until_ok,
-       (waiting_for->>'since')::timestamptz = now() AS since_ok
+       (waiting_for->>'until')::timestamptz - (waiting_for->>'since')::timestamptz AS until_after,
+       (waiting_for->>'since')::timestamptz BETWEEN now() AND clock_timestamp() AS since_ok
   FROM get_run(:s3);
 COMMIT;
 SELECT * FROM qstats('free');
@@ -444,9 +445,9 @@ UPDATE runs SET expires_at = now() - interval '1 second' WHERE run_id = :k5;
 SELECT expire_runs();
 SELECT count(*) FROM dequeue(ARRAY['kids'], 10);
 SELECT complete(:k1, '{"r": 1}'), fail(:k2, '{"message": "bad"}', permanent => true), cancel(:k3, 'not needed');
-SELECT wait_for_children(:p2, 1);
 BEGIN;
-SELECT status, waiting_for - 'since' AS waiting_for, (waiting_for->>'since')::timestamptz = now() AS since_now
+SELECT wait_for_children(:p2, 1);
+SELECT status, waiting_for - 'since' AS waiting_for, (waiting_for->>'since')::timestamptz BETWEEN now() AND clock_timestamp() AS since_now
   FROM get_run(:p2);
 COMMIT;
 SELECT * FROM qstats('parents');
@@ -493,14 +494,20 @@ SELECT count(*) AS children_of_a_child FROM child_runs(:f);
 -- cancel of a parent cancels its non-final children and theirs
 SELECT enqueue('kids', parent_run_id => :f) AS g1 \gset
 SELECT enqueue('kids', parent_run_id => :g1, delay => '1 hour') AS gg1 \gset
-UPDATE runs SET priority = 10 WHERE run_id = :f + 1;
-SELECT run_id = :f + 1 AS second_child FROM dequeue(ARRAY['kids']);
-SELECT complete(:f + 1, '{"kept": true}');
+SELECT started('kids', parent => :f + 1) AS g2 \gset
+SELECT wait_for_event(:g2, 1, 'never');
+SELECT started('kids', parent => :p4) AS k_done \gset
+SELECT complete(:k_done, '{"kept": true}');
+SELECT started('kids', parent => :p4) AS k_exec \gset
+SELECT * FROM qstats('kids');
 SELECT cancel(:p4, 'parent done');
-SELECT run_id - :f AS child, status, last_error - 'message' AS last_error, last_error->>'message' AS message
+SELECT run_id - :f AS child, status, output, last_error
   FROM child_runs(:p4);
-SELECT status, last_error->>'reason' AS reason FROM get_run(:g1);
-SELECT status, last_error->>'reason' AS reason FROM get_run(:gg1);
+SELECT status, last_error FROM get_run(:g1);
+SELECT status, last_error FROM get_run(:gg1);
+SELECT status, last_error, waiting_for FROM get_run(:g2);
+SELECT status, last_error FROM get_run(:p4);
+SELECT complete(:k_exec, attempt => 1) AS canceled_child_complete;
 SELECT * FROM qstats('kids');
 
 ---------------------------------------------------------------------------
@@ -630,8 +637,13 @@ SELECT * FROM err(format($$SELECT wait_for_event(%s, 1, 'e', timeout => '1 month
 SELECT * FROM err(format($$SELECT wait_for_event(%s, 2, 'e')$$, :ex));
 SELECT * FROM err(format($$SELECT wait_for_event(%s, 1, 'e')$$, :eq));
 SELECT * FROM err(format($$SELECT wait_for_event(%s, 1, 'e')$$, :co_done));
+SELECT * FROM err(format($$SELECT wait_for_event(%s, 1, repeat('e', 201))$$, :ex));
+SELECT * FROM err(format($$SELECT wait_for_event(%s, 1, repeat('é', 101))$$, :ex));
+SELECT * FROM err(format($$SELECT wait_for_event(%s, 1, 'e', match => jsonb_build_object('d', repeat('x', 11 * 1024 * 1024)))$$, :ex));
 -- send_event
 SELECT * FROM err($$SELECT * FROM send_event(NULL)$$);
+SELECT * FROM err($$SELECT * FROM send_event(repeat('e', 201))$$);
+SELECT * FROM err($$SELECT * FROM send_event('e', idempotency_key => repeat('k', 1001))$$);
 SELECT * FROM err($$SELECT * FROM send_event('')$$);
 SELECT * FROM err($$SELECT * FROM send_event('e', NULL)$$);
 SELECT * FROM err($$SELECT * FROM send_event('e', '{}', tenant => 'nope')$$);
@@ -641,6 +653,12 @@ SELECT * FROM err($$SELECT * FROM send_event('e', jsonb_build_object('data', rep
 SELECT * FROM err($$SELECT * FROM send_event('e', jsonb_build_object('data', repeat('x', 2000)), idempotency_key => 'big')$$);
 RESET queue_engine.max_payload_bytes;
 SELECT count(*) AS tenants_named_nope FROM tenants WHERE tenant = 'nope';
+-- (names at their limits are accepted)
+BEGIN;
+SELECT woken FROM send_event(repeat('e', 200), idempotency_key => repeat('k', 1000));
+SELECT wait_for_event(:ex, 1, repeat('é', 100));
+SELECT woken FROM send_event(repeat('é', 100));
+ROLLBACK;
 -- sleep
 SELECT * FROM err($$SELECT sleep(NULL, 1, duration => '1 second')$$);
 SELECT * FROM err(format($$SELECT sleep(%s, NULL, duration => '1 second')$$, :ex));
@@ -648,6 +666,9 @@ SELECT * FROM err($$SELECT sleep(999999999, 1, duration => '1 second')$$);
 SELECT * FROM err(format($$SELECT sleep(%s, 1)$$, :ex));
 SELECT * FROM err(format($$SELECT sleep(%s, 1, until => now() + interval '1 hour', duration => '1 hour')$$, :ex));
 SELECT * FROM err(format($$SELECT sleep(%s, 1, duration => '-1 second')$$, :ex));
+SELECT * FROM err(format($$SELECT sleep(%s, 1, until => 'infinity')$$, :ex));
+SELECT * FROM err(format($$SELECT sleep(%s, 1, until => '-infinity')$$, :ex));
+SELECT * FROM err(format($$SELECT sleep(%s, 1, until => NULL, duration => NULL)$$, :ex));
 SELECT * FROM err(format($$SELECT sleep(%s, 2, duration => '1 second')$$, :ex));
 -- wait_for_children
 SELECT * FROM err($$SELECT wait_for_children(NULL, 1)$$);
@@ -692,6 +713,7 @@ SELECT * FROM err($$SELECT enqueue('free', cancel_on => '[{"event": "x", "match"
 SELECT * FROM err($$SELECT enqueue('free', cancel_on => '[{"event": "x", "matches": {}}]')$$);
 SELECT * FROM err($$SELECT enqueue('free', cancel_on => '[{"event": "x", "match": {}, "extra": 1}]')$$);
 SELECT * FROM err($$SELECT enqueue('free', idempotency_key => 'co-key', cancel_on => '[1]')$$);
+SELECT * FROM err(format($$SELECT enqueue('free', cancel_on => %L)$$, jsonb_build_array(jsonb_build_object('event', repeat('e', 201)))));
 SELECT * FROM err($$SELECT enqueue_batch('free', ARRAY['{}']::jsonb[], cancel_on => '{}')$$);
 SELECT * FROM err($$SELECT enqueue_batch('free', ARRAY['{}']::jsonb[], cancel_on => '[{"event": ""}]')$$);
 SELECT * FROM err($$SELECT enqueue_batch('free', ARRAY['{}']::jsonb[], cancel_on => '[{"event": "x", "foo": 1}]')$$);

@@ -1,7 +1,7 @@
 -- 01_schema.sql: the public surface of queue_engine (SPEC "Functions", "Run states",
 -- "Reading", "Operating") and its privileges (README "Roles and grants").
 BEGIN;
-SELECT plan(114);
+SELECT plan(141);
 
 -- Every SPEC function: name, argument types, argument names with defaults, result.
 CREATE TEMP TABLE api (name text, argtypes text[], args text, result text);
@@ -16,11 +16,11 @@ INSERT INTO api VALUES
 ('resume_queue', ARRAY['text'], 'queue text', 'void'),
 ('drop_queue', ARRAY['text','boolean'], 'queue text, force boolean DEFAULT false', 'void'),
 ('set_tenant_limit', ARRAY['text','integer'], 'tenant text, concurrency_limit integer', 'void'),
-('enqueue', ARRAY['text','jsonb','text','integer','timestamp with time zone','interval','interval','integer','text','interval','text[]','bigint'],
- 'queue text, payload jsonb DEFAULT ''{}''::jsonb, concurrency_key text DEFAULT NULL::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, delay interval DEFAULT NULL::interval, ttl interval DEFAULT NULL::interval, max_attempts integer DEFAULT NULL::integer, idempotency_key text DEFAULT NULL::text, idempotency_ttl interval DEFAULT ''1 day''::interval, tags text[] DEFAULT NULL::text[], parent_run_id bigint DEFAULT NULL::bigint',
+('enqueue', ARRAY['text','jsonb','text','integer','timestamp with time zone','interval','interval','integer','text','interval','text[]','bigint','jsonb'],
+ 'queue text, payload jsonb DEFAULT ''{}''::jsonb, concurrency_key text DEFAULT NULL::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, delay interval DEFAULT NULL::interval, ttl interval DEFAULT NULL::interval, max_attempts integer DEFAULT NULL::integer, idempotency_key text DEFAULT NULL::text, idempotency_ttl interval DEFAULT ''1 day''::interval, tags text[] DEFAULT NULL::text[], parent_run_id bigint DEFAULT NULL::bigint, cancel_on jsonb DEFAULT NULL::jsonb',
  'bigint'),
-('enqueue_batch', ARRAY['text','jsonb[]','text','integer','timestamp with time zone','interval','interval','integer','text[]','bigint'],
- 'queue text, payloads jsonb[], concurrency_key text DEFAULT NULL::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, delay interval DEFAULT NULL::interval, ttl interval DEFAULT NULL::interval, max_attempts integer DEFAULT NULL::integer, tags text[] DEFAULT NULL::text[], parent_run_id bigint DEFAULT NULL::bigint',
+('enqueue_batch', ARRAY['text','jsonb[]','text','integer','timestamp with time zone','interval','interval','integer','text[]','bigint','jsonb'],
+ 'queue text, payloads jsonb[], concurrency_key text DEFAULT NULL::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, delay interval DEFAULT NULL::interval, ttl interval DEFAULT NULL::interval, max_attempts integer DEFAULT NULL::integer, tags text[] DEFAULT NULL::text[], parent_run_id bigint DEFAULT NULL::bigint, cancel_on jsonb DEFAULT NULL::jsonb',
  'SETOF bigint'),
 ('dequeue', ARRAY['text[]','integer','interval','text'],
  'queues text[] DEFAULT NULL::text[], max_runs integer DEFAULT 1, lease interval DEFAULT NULL::interval, worker text DEFAULT NULL::text',
@@ -47,7 +47,27 @@ INSERT INTO api VALUES
 ('prune_finished_runs', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
 ('grant_tenant', ARRAY['name','text','text'], 'role name, tenant text, access text', 'void'),
 ('revoke_tenant', ARRAY['name','text','text'], 'role name, tenant text, access text DEFAULT NULL::text', 'void'),
-('access_tenants', ARRAY['text'], 'access text', 'integer[]');
+('access_tenants', ARRAY['text'], 'access text', 'integer[]'),
+('wait_for_event', ARRAY['bigint','integer','text','jsonb','jsonpath','interval','interval'],
+ 'run_id bigint, attempt integer, event text, match jsonb DEFAULT NULL::jsonb, condition jsonpath DEFAULT NULL::jsonpath, timeout interval DEFAULT NULL::interval, lookback interval DEFAULT NULL::interval',
+ 'queue_engine.run_status'),
+('send_event', ARRAY['text','jsonb','text','text'],
+ 'event text, data jsonb DEFAULT ''{}''::jsonb, tenant text DEFAULT ''default''::text, idempotency_key text DEFAULT NULL::text',
+ 'TABLE(event_id bigint, woken bigint, canceled bigint)'),
+('sleep', ARRAY['bigint','integer','timestamp with time zone','interval'],
+ 'run_id bigint, attempt integer, until timestamp with time zone DEFAULT NULL::timestamp with time zone, duration interval DEFAULT NULL::interval',
+ 'queue_engine.run_status'),
+('wait_for_children', ARRAY['bigint','integer','interval'],
+ 'run_id bigint, attempt integer, timeout interval DEFAULT NULL::interval', 'queue_engine.run_status'),
+('child_runs', ARRAY['bigint','bigint','integer'],
+ 'run_id bigint, after_run_id bigint DEFAULT NULL::bigint, page_size integer DEFAULT 100',
+ 'TABLE(run_id bigint, status queue_engine.run_status, output jsonb, last_error jsonb, finished_at timestamp with time zone)'),
+('save_step', ARRAY['bigint','integer','text','jsonb'],
+ 'run_id bigint, attempt integer, step text, result jsonb DEFAULT NULL::jsonb', 'boolean'),
+('get_steps', ARRAY['bigint'], 'run_id bigint',
+ 'TABLE(step text, result jsonb, saved_at timestamp with time zone)'),
+('wake_waits', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
+('prune_events', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint');
 
 -- 1
 SELECT has_schema('queue_engine');
@@ -57,33 +77,33 @@ SELECT enum_has_labels('queue_engine', 'run_status',
        ARRAY['delayed', 'queued', 'executing', 'waiting', 'completed', 'failed', 'canceled', 'expired'],
        'run_status has exactly the SPEC labels, in order');
 
--- 4-28: has_function with argument types
+-- 4-37: has_function with argument types
 SELECT has_function('queue_engine', name, argtypes, format('has function %s(%s)', name, array_to_string(argtypes, ', ')))
   FROM api ORDER BY name;
--- 29-53: argument names, types and defaults exactly
+-- 38-71: argument names, types and defaults exactly
 SELECT is(pg_get_function_arguments(format('queue_engine.%I(%s)', name, array_to_string(argtypes, ','))::regprocedure),
           args, format('%s arguments (names, types, defaults)', name))
   FROM api ORDER BY name;
--- 54-78: result types
+-- 72-105: result types
 SELECT is(pg_get_function_result(format('queue_engine.%I(%s)', name, array_to_string(argtypes, ','))::regprocedure),
           result, format('%s returns %s', name, result))
   FROM api ORDER BY name;
 
--- 79-81: run_maintenance() is a procedure without arguments
+-- 106-108: run_maintenance() is a procedure without arguments
 SELECT has_function('queue_engine', 'run_maintenance', ARRAY[]::name[], 'has run_maintenance()');
 SELECT is_procedure('queue_engine', 'run_maintenance', ARRAY[]::name[], 'run_maintenance is a procedure');
 SELECT is((SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'queue_engine'::regnamespace
             AND proname = 'run_maintenance' AND pronargs = 0), 1, 'exactly one run_maintenance, no arguments');
 
--- 82: get_run's row has every SPEC field, in the SPEC's order
+-- 109: get_run's row has every SPEC field, in the SPEC's order
 SELECT is((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
             WHERE attrelid = 'queue_engine.run_info'::regclass AND attnum > 0 AND NOT attisdropped),
           ARRAY['run_id', 'queue', 'tenant', 'status', 'attempt', 'max_attempts', 'priority', 'concurrency_key',
                 'payload', 'created_at', 'run_at', 'started_at', 'finished_at', 'expires_at', 'lease_expires_at',
-                'last_error', 'output', 'tags', 'parent_run_id', 'idempotency_key'],
+                'last_error', 'output', 'tags', 'parent_run_id', 'idempotency_key', 'waiting_for'],
           'get_run row has every SPEC field');
 
--- 83-84: queue_stats view
+-- 110-111: queue_stats view
 SELECT has_view('queue_engine', 'queue_stats', 'has view queue_stats');
 SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
             WHERE attrelid = 'queue_engine.queue_stats'::regclass AND attnum > 0 AND NOT attisdropped),
@@ -91,7 +111,7 @@ SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttyp
                 'delayed bigint', 'executing bigint', 'waiting bigint', 'oldest_queued_at timestamp with time zone'],
           'queue_stats columns');
 
--- 85-88: consistency_log and tenant_access tables
+-- 112-115: consistency_log and tenant_access tables
 SELECT has_table('queue_engine', 'consistency_log', 'has table consistency_log');
 SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute
             WHERE attrelid = 'queue_engine.consistency_log'::regclass AND attnum > 0 AND NOT attisdropped),
@@ -103,7 +123,7 @@ SELECT is((SELECT array_agg(attname::text || ' ' || format_type(atttypid, atttyp
           ARRAY['role regrole', 'tenant_id integer', 'access text'],
           'tenant_access columns');
 
--- 89-91: search_path is pinned, API functions are SECURITY DEFINER
+-- 116-118: search_path is pinned, API functions are SECURITY DEFINER
 -- (queue_below_limit and queue_at_limit_marked excepted: the first's one
 -- query is schema-qualified, the second runs none, and a SET
 -- clause would cost a GUC save and restore on each of its calls, one per
@@ -152,7 +172,7 @@ $$;
 SELECT queue_engine.create_queue('priv_q') \gset
 SELECT queue_engine.enqueue('priv_q', '{"a": 1}') AS priv_run \gset
 
--- 92-97: nothing is granted to PUBLIC
+-- 119-124: nothing is granted to PUBLIC
 SELECT ok(NOT has_schema_privilege('qe_t_nobody', 'queue_engine', 'USAGE'), 'PUBLIC has no USAGE on schema queue_engine');
 SELECT is((SELECT coalesce(array_agg(p.oid::regprocedure::text ORDER BY 1), '{}') FROM pg_proc p
             WHERE p.pronamespace = 'queue_engine'::regnamespace
@@ -172,7 +192,7 @@ SELECT is(pg_temp.as_role('qe_t_nobody', 'SELECT * FROM queue_engine.runs'),
 SELECT is(pg_temp.as_role('qe_t_nobody', 'SELECT queue_engine.enqueue(''priv_q'')'),
           '42501: permission denied for schema queue_engine', 'a role without grants cannot execute enqueue');
 
--- 98-100: schema USAGE alone gives nothing either
+-- 125-127: schema USAGE alone gives nothing either
 SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT * FROM queue_engine.runs'),
           '42501: permission denied for view runs', 'USAGE alone: cannot read runs');
 SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT queue_engine.enqueue(''priv_q'')'),
@@ -180,7 +200,7 @@ SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT queue_engine.enqueue(''priv_q'')
 SELECT is(pg_temp.as_role('qe_t_usage', 'SELECT * FROM queue_engine.get_run(' || :priv_run || ')'),
           '42501: permission denied for function get_run', 'USAGE alone: cannot execute get_run');
 
--- 101-103: size caps are superuser settings
+-- 128-130: size caps are superuser settings
 SELECT is(pg_temp.as_role('qe_t_usage', 'SET queue_engine.max_payload_bytes = 1000000000'),
           '42501: permission denied to set parameter "queue_engine.max_payload_bytes"',
           'an application cannot lift max_payload_bytes');
@@ -191,7 +211,7 @@ SELECT is(pg_temp.as_role('qe_t_usage', 'SET queue_engine.max_error_field_bytes 
           '42501: permission denied to set parameter "queue_engine.max_error_field_bytes"',
           'an application cannot lift max_error_field_bytes');
 
--- 104-106: the README's roles work with exactly the documented grant_tenant calls
+-- 131-133: the README's roles work with exactly the documented grant_tenant calls
 CREATE ROLE qe_t_producer NOLOGIN;
 SELECT queue_engine.grant_tenant('qe_t_producer', 'default', 'producer');
 CREATE ROLE qe_t_worker NOLOGIN;
@@ -214,11 +234,11 @@ SELECT is(pg_temp.as_role('qe_t_monitor', 'SELECT * FROM queue_engine.queue_stat
                                           'SELECT * FROM queue_engine.consistency_log ORDER BY logged_at DESC LIMIT 20'),
           'ok', 'monitor role (README grant_tenant on *) can read queue_stats and consistency_log');
 
--- 107: the work above really happened (4 runs completed by the worker role)
+-- 134: the work above really happened (4 runs completed by the worker role)
 SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE status = 'completed' AND output = '{"ok": true}'),
           4, 'worker role completed the 4 runs');
 
--- 108: run_maintenance puts the caller's search_path back
+-- 135: run_maintenance puts the caller's search_path back
 SET search_path = public, pg_catalog;
 CALL queue_engine.run_maintenance();
 SELECT is(current_setting('search_path'), 'public, pg_catalog', 'run_maintenance restores the caller''s search_path');

@@ -446,7 +446,7 @@ SELECT is((SELECT array_agg(ROW(s.queue, s.queued, s.delayed, s.executing)::text
                WHERE q.dropped_at IS NULL GROUP BY q.queue) x),
           'queue_stats counts equal the runs');
 SELECT is((SELECT array_agg(check_name || '=' || found ORDER BY check_name) FROM queue_engine.check_consistency(false)),
-          ARRAY['executing_without_lease=0', 'lease_on_idle_run=0', 'orphan_idempotency_keys=0', 'queue_counts=0', 'ready_key_placement=0', 'runs_in_two_places=0', 'runs_of_unknown_queue=0', 'shared_queue_slots=0'],
+          ARRAY['children_waits_satisfied=0', 'executing_without_lease=0', 'lease_on_idle_run=0', 'orphan_idempotency_keys=0', 'queue_counts=0', 'ready_key_placement=0', 'runs_in_two_places=0', 'runs_of_unknown_queue=0', 'shared_queue_slots=0'],
           'check_consistency finds no drift');
 
 SELECT * FROM finish();

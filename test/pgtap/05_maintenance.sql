@@ -282,14 +282,14 @@ SELECT is((SELECT count(*)::int FROM queue_engine.queue_counts WHERE queue_id = 
 SELECT is((SELECT count(*)::int FROM queue_engine.queues WHERE queue = 'm6'), 1,
           'live queues stay');
 SELECT is(pg_temp.checks(false),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'the engine is consistent after pruning');
 
 ---------------------------------------------------------------------------
 -- check_consistency on a healthy engine
 ---------------------------------------------------------------------------
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'after a mixed workload every check finds 0');
 SELECT is((SELECT count(*)::int FROM queue_engine.consistency_log), 0, 'and the log stays empty');
 
@@ -301,11 +301,11 @@ SELECT count(*) AS m1_queued FROM queue_engine.runs WHERE queue_id = :m1_id AND 
 UPDATE queue_engine.queue_counts SET queued = queued + 5 WHERE queue_id = :m1_id;
 SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm1'), :m1_queued + 5::bigint, 'the corrupted count shows');
 SELECT is(pg_temp.checks(false),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'check_consistency(false) reports the drift without repairing');
 SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm1'), :m1_queued + 5::bigint, 'the count is still wrong');
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'check_consistency(true) finds and repairs it');
 SELECT is((SELECT queued FROM queue_engine.queue_stats WHERE queue = 'm1'), :m1_queued::bigint, 'queue_stats is right again');
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'every queue''s counts match the runs');
@@ -315,13 +315,13 @@ SELECT ok(EXISTS (SELECT 1 FROM queue_engine.consistency_log
                                                                          'recorded', :m1_queued + 5, 'actual', :m1_queued))),
           'the repair is logged with what was recorded and what was actual');
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'after the repair every check finds 0');
 
 -- Drift in a pending delta is found as well.
 INSERT INTO queue_engine.queue_count_deltas (queue_id, executing) VALUES (:m1_id, 3);
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=1/1', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'a bogus delta is found and repaired');
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0, 'counts match the runs again');
 
@@ -370,14 +370,14 @@ SELECT string_agg(x.tableoid::regclass::text || ':' || x.run_id, ' ' ORDER BY x.
  WHERE x.run_id IN (:l1, :l2);
 SELECT count(*) AS log_before FROM queue_engine.consistency_log \gset
 SELECT is(pg_temp.checks(false),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=1/0', 'queue_counts=1/0', 'ready_key_placement=0/0', 'runs_in_two_places=2/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=1/0', 'queue_counts=1/0', 'ready_key_placement=0/0', 'runs_in_two_places=2/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'check_consistency(false) finds the two runs in two places, the orphan key and the queued count the extra copy makes');
 SELECT is((SELECT copies FROM pg_temp.copies) || ' keys:' || (SELECT count(*) FROM queue_engine.idempotency_keys WHERE idempotency_key = 'orphan'),
           format('%s:%s queue_engine.finished_runs:%s queue_engine.ready_0:%s queue_engine.ready_1:%s keys:1',
                  :'l1_seg', :l1, :l1, :l2, :l2),
           'and changes nothing: both copies of each run and the key are still there');
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=1/1', 'queue_counts=1/1', 'ready_key_placement=0/0', 'runs_in_two_places=2/2', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=1/1', 'queue_counts=1/1', 'ready_key_placement=0/0', 'runs_in_two_places=2/2', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'check_consistency() finds and repairs the runs in two places and the key drift');
 SELECT is((SELECT copies FROM pg_temp.copies),
           format('queue_engine.finished_runs:%s %s:%s', :l1, :'l2_seg', :l2),
@@ -400,7 +400,7 @@ SELECT is((SELECT detail FROM queue_engine.consistency_log WHERE check_name = 'r
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0,
           'the same pass counts the runs as they are after the deleted copies: queue_stats matches the runs');
 SELECT is(pg_temp.checks(false),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'after the repairs every check finds 0');
 SELECT is(ROW(queue_engine.heartbeat(:l1), queue_engine.complete(:l1))::text, ROW(NULL::timestamptz, false)::text,
           'the finished run is not executing any more: its heartbeat and complete return NULL/false');
@@ -424,7 +424,7 @@ UPDATE queue_engine.runs SET queue_slot = (:'slots_before'::int[])[1]
  WHERE run_id = (SELECT max(run_id) FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
                   WHERE q.queue = 'slotted' AND r.status = 'executing');
 SELECT is(pg_temp.checks(true),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=1/1'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=1/1'],
           'a slot held by two executing runs is found and repaired');
 SELECT is((SELECT array_agg(r.queue_slot ORDER BY r.run_id) FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
             WHERE q.queue = 'slotted' AND r.status = 'executing'),
@@ -503,7 +503,7 @@ SELECT is((SELECT count(*)::int FROM queue_engine.runs WHERE queue_id = :m5_id A
           'with batch size 1 every due run was promoted (only the rescued run waits)');
 SELECT is((SELECT count(*)::int FROM queue_engine.queue_count_deltas), 0, 'and every delta folded');
 SELECT is(pg_temp.checks(false),
-          ARRAY['executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
+          ARRAY['children_waits_satisfied=0/0', 'executing_without_lease=0/0', 'lease_on_idle_run=0/0', 'orphan_idempotency_keys=0/0', 'queue_counts=0/0', 'ready_key_placement=0/0', 'runs_in_two_places=0/0', 'runs_of_unknown_queue=0/0', 'shared_queue_slots=0/0'],
           'the engine is consistent after maintenance');
 
 SELECT * FROM finish();

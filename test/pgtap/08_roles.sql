@@ -211,11 +211,11 @@ SELECT is(pg_temp.as_role('qe_r_prod', $$SELECT queue_engine.enqueue('qb', '{}')
 SELECT queue_engine.revoke_tenant('qe_r_prod', 'tb', 'producer');
 SELECT is(pg_temp.as_role('qe_r_prod', $$SELECT queue_engine.enqueue('qb', '{}')$$),
           '42501: role "qe_r_prod" may not enqueue into queue "qb"', 'a revoke takes effect at once');
-SELECT ok(has_function_privilege('qe_r_prod', 'queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint)', 'EXECUTE'),
+SELECT ok(has_function_privilege('qe_r_prod', 'queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint, jsonb)', 'EXECUTE'),
           'revoke keeps EXECUTE that a remaining grant needs');
 SELECT queue_engine.grant_tenant('qe_r_prod', 'tb', 'reader');
 SELECT queue_engine.revoke_tenant('qe_r_prod', 'ta');
-SELECT ok(NOT has_function_privilege('qe_r_prod', 'queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint)', 'EXECUTE'),
+SELECT ok(NOT has_function_privilege('qe_r_prod', 'queue_engine.enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint, jsonb)', 'EXECUTE'),
           'revoke takes back EXECUTE that no remaining grant needs');
 SELECT ok(has_function_privilege('qe_r_prod', 'queue_engine.get_run(bigint)', 'EXECUTE')
           AND has_table_privilege('qe_r_prod', 'queue_engine.queue_stats', 'SELECT'),

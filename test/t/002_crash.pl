@@ -49,7 +49,7 @@ sub sql { return scalar $node->safe_psql('postgres', @_); }
 
 my $check = q{SELECT string_agg(check_name || '=' || found, ' ' ORDER BY check_name)
   FROM queue_engine.check_consistency(false)};
-my $all_zero = 'executing_without_lease=0 lease_on_idle_run=0 orphan_idempotency_keys=0 queue_counts=0 ready_key_placement=0 runs_in_two_places=0 runs_of_unknown_queue=0 shared_queue_slots=0';
+my $all_zero = 'children_waits_satisfied=0 executing_without_lease=0 lease_on_idle_run=0 orphan_idempotency_keys=0 queue_counts=0 ready_key_placement=0 runs_in_two_places=0 runs_of_unknown_queue=0 shared_queue_slots=0';
 
 # queue_stats next to the runs' own counts, in one snapshot; returns (ok, text).
 sub stats_match

@@ -63,7 +63,7 @@ sub wait_for
 
 my $check = q{SELECT string_agg(check_name || '=' || found || '/' || repaired, ' ' ORDER BY check_name)
   FROM queue_engine.check_consistency(%s)};
-my $all_zero = 'executing_without_lease=0/0 lease_on_idle_run=0/0 orphan_idempotency_keys=0/0 queue_counts=0/0 ready_key_placement=0/0 runs_in_two_places=0/0 runs_of_unknown_queue=0/0 shared_queue_slots=0/0';
+my $all_zero = 'children_waits_satisfied=0/0 executing_without_lease=0/0 lease_on_idle_run=0/0 orphan_idempotency_keys=0/0 queue_counts=0/0 ready_key_placement=0/0 runs_in_two_places=0/0 runs_of_unknown_queue=0/0 shared_queue_slots=0/0';
 
 # Counts queue_stats shows, next to the counts of the runs themselves (one snapshot).
 my $stats_vs_runs = q{
@@ -203,7 +203,7 @@ like($finished, qr/^\d+,\d+$/, "two executing runs are also finished ($finished)
 like($dup, qr/^\d+$/, "queued run $dup is in its ready segment twice");
 like($orphan_run, qr/^\d+$/, "run $orphan_run deleted from under its idempotency key");
 my $orphan_key = sql("SELECT idempotency_key FROM queue_engine.idempotency_keys WHERE run_id = $orphan_run");
-my $want = 'executing_without_lease=0/0 lease_on_idle_run=0/0 orphan_idempotency_keys=1/%d queue_counts=3/%d ready_key_placement=0/0 runs_in_two_places=3/%d runs_of_unknown_queue=0/0 shared_queue_slots=1/%d';
+my $want = 'children_waits_satisfied=0/0 executing_without_lease=0/0 lease_on_idle_run=0/0 orphan_idempotency_keys=1/%d queue_counts=3/%d ready_key_placement=0/0 runs_in_two_places=3/%d runs_of_unknown_queue=0/0 shared_queue_slots=1/%d';
 my $places_before = places("$finished,$dup");
 
 is(sql(sprintf($check, 'false')), sprintf($want, 0, 0, 0, 0),

@@ -137,7 +137,7 @@ is( sql(q{SELECT string_agg(queue || ':' || queued || '/' || delayed || '/' || e
             FROM queue_engine.queue_stats}),
 	"e:0/0/0 p:$n_promote/0/0", 'queue_stats: 0 queued in e, every promoted run counted as queued in p');
 is( sql(q{SELECT string_agg(check_name || '=' || found, ' ' ORDER BY check_name) FROM queue_engine.check_consistency(false)}),
-	'executing_without_lease=0 lease_on_idle_run=0 orphan_idempotency_keys=0 queue_counts=0 ready_key_placement=0 runs_in_two_places=0 runs_of_unknown_queue=0 shared_queue_slots=0',
+	'children_waits_satisfied=0 executing_without_lease=0 lease_on_idle_run=0 orphan_idempotency_keys=0 queue_counts=0 ready_key_placement=0 runs_in_two_places=0 runs_of_unknown_queue=0 shared_queue_slots=0',
 	'check_consistency(false) finds nothing');
 my @errors = grep { /\b(ERROR|PANIC|WARNING):/ } split /\n/, slurp_file($node->logfile);
 is(join("\n", @errors), '', 'no ERROR/WARNING in the server log');

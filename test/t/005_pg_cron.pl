@@ -88,7 +88,7 @@ is( sql(q{SELECT string_agg(check_name || '=' || found || '/' || repaired, ' ')
             FROM queue_engine.consistency_log}),
 	'queue_counts=1/1', 'the corrupted count was repaired and logged');
 is( sql(q{SELECT string_agg(check_name || '=' || found, ' ' ORDER BY check_name) FROM queue_engine.check_consistency(false)}),
-	'executing_without_lease=0 lease_on_idle_run=0 orphan_idempotency_keys=0 queue_counts=0 ready_key_placement=0 runs_in_two_places=0 runs_of_unknown_queue=0 shared_queue_slots=0',
+	'children_waits_satisfied=0 executing_without_lease=0 lease_on_idle_run=0 orphan_idempotency_keys=0 queue_counts=0 ready_key_placement=0 runs_in_two_places=0 runs_of_unknown_queue=0 shared_queue_slots=0',
 	'check_consistency(false) finds nothing afterwards');
 
 sql(q{SELECT cron.unschedule('qe-maintenance')});

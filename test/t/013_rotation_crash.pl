@@ -39,7 +39,7 @@ sub sql { return scalar $node->safe_psql('postgres', @_); }
 
 my $check = q{SELECT string_agg(check_name || '=' || found, ' ' ORDER BY check_name)
   FROM queue_engine.check_consistency(false)};
-my $all_zero = 'executing_without_lease=0 lease_on_idle_run=0 orphan_idempotency_keys=0 queue_counts=0 ready_key_placement=0 runs_in_two_places=0 runs_of_unknown_queue=0 shared_queue_slots=0';
+my $all_zero = 'children_waits_satisfied=0 executing_without_lease=0 lease_on_idle_run=0 orphan_idempotency_keys=0 queue_counts=0 ready_key_placement=0 runs_in_two_places=0 runs_of_unknown_queue=0 shared_queue_slots=0';
 
 # The queued runs: count, sum and ends of their ids.
 my $queued_ids = q{SELECT count(*) || ':' || sum(run_id) || ':' || min(run_id) || ':' || max(run_id)

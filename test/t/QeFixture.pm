@@ -25,7 +25,7 @@ use Time::HiRes qw(time usleep);
 use IPC::Run;
 use PostgreSQL::Test::Utils;
 
-our $ALL_ZERO = 'executing_without_lease=0/0 lease_on_idle_run=0/0 '
+our $ALL_ZERO = 'children_waits_satisfied=0/0 executing_without_lease=0/0 lease_on_idle_run=0/0 '
   . 'orphan_idempotency_keys=0/0 queue_counts=0/0 ready_key_placement=0/0 runs_in_two_places=0/0 runs_of_unknown_queue=0/0 shared_queue_slots=0/0';
 
 sub populate
