@@ -277,7 +277,7 @@ CREATE INDEX finished_runs_parent ON queue_engine.finished_runs (((meta).parent_
 -- the run (executing's columns but the lease's) and what it waits for.
 -- Not segmented: a wait lasts long and is deleted once, so what a held
 -- snapshot keeps of it is little, and VACUUM reclaims it.
---   kind 'event': event, match (jsonb, '{}' for any data), condition
+--   kind 'event': event, match (jsonb, NULL for any data), condition
 --     (jsonpath or NULL), anchor: the hash of one scalar leaf of match
 --     (0: match has none), by which send_event finds the wait
 --     (waiting_runs_event) without reading the waits of other values;
@@ -330,14 +330,14 @@ CREATE UNIQUE INDEX events_idempotency ON queue_engine.events (tenant_id, idempo
 	WHERE idempotency_key IS NOT NULL;
 
 -- enqueue(cancel_on => ...): one row per rule, found by send_event as
--- waits are (anchor).  Rows of finished runs are deleted by maintenance
--- (prune_events) and with the run.
+-- waits are (anchor; match NULL: any data).  A rule's rows are deleted
+-- when it fires, and with the run by retention (prune_finished_runs).
 CREATE TABLE queue_engine.cancel_rules (
 	run_id				bigint NOT NULL,
 	anchor				bigint NOT NULL,
 	tenant_id			int NOT NULL,
 	event				text NOT NULL,
-	match				jsonb NOT NULL
+	match				jsonb
 );
 CREATE INDEX cancel_rules_event ON queue_engine.cancel_rules (tenant_id, event, anchor);
 CREATE INDEX cancel_rules_run ON queue_engine.cancel_rules (run_id);
@@ -967,12 +967,16 @@ BEGIN
 		   r.started_at, r.finished_at, r.expires_at, r.lease_expires_at,
 		   r.last_error, r.output, r.tags, r.parent_run_id, r.idempotency_key,
 		   CASE WHEN r.status = 'waiting' THEN
-				(SELECT jsonb_strip_nulls(jsonb_build_object(
-							'kind', w.kind, 'event', w.event,
-							'match', CASE WHEN w.kind = 'event' THEN w.match END,
-							'condition', w.condition::text,
-							CASE WHEN w.kind = 'sleep' THEN 'until' ELSE 'timeout_at' END, w.wake_at,
-							'since', w.since))
+				(SELECT CASE w.kind
+							WHEN 'event' THEN jsonb_build_object(
+								'kind', w.kind, 'event', w.event,
+								'match', coalesce(w.match, '{}'::jsonb),
+								'condition', w.condition::text,
+								'timeout_at', w.wake_at, 'since', w.since)
+							WHEN 'sleep' THEN jsonb_build_object(
+								'kind', w.kind, 'until', w.wake_at, 'since', w.since)
+							ELSE jsonb_build_object(
+								'kind', w.kind, 'timeout_at', w.wake_at, 'since', w.since) END
 				   FROM queue_engine.waiting_runs w WHERE w.run_id = r.run_id) END
 	  INTO result
 	  FROM queue_engine.runs r

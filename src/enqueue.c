@@ -336,7 +336,7 @@ qe_enqueue(PG_FUNCTION_ARGS)
 
 	read_options(fcinfo, 2, 10, &opt, &ttl);
 	/* cancel_on: checked here, registered with the run (waits.c) */
-	if (!PG_ARGISNULL(12))
+	if (PG_NARGS() > 12 && !PG_ARGISNULL(12))	/* (a 0.1 schema's has 12) */
 		nrules = qe_cancel_on_rules(PG_GETARG_JSONB_P(12), &rule_events, &rule_matches);
 	require_arg(fcinfo, 1, "payload", "Pass '{}' for an empty payload.");
 	qe_check_jsonb_size(PG_GETARG_DATUM(1), qe_max_payload_bytes, "payload",
@@ -404,7 +404,7 @@ qe_enqueue_batch(PG_FUNCTION_ARGS)
 	int			nrules = 0;
 
 	read_options(fcinfo, 2, 8, &opt, &ttl);
-	if (!PG_ARGISNULL(10))
+	if (PG_NARGS() > 10 && !PG_ARGISNULL(10))
 		nrules = qe_cancel_on_rules(PG_GETARG_JSONB_P(10), &rule_events, &rule_matches);
 	require_arg(fcinfo, 1, "payloads", "Pass an array of jsonb payloads, one per run.");
 	payloads = PG_GETARG_ARRAYTYPE_P(1);

@@ -34,6 +34,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -1025,43 +1026,41 @@ cancel_one(int64 run_id, Jsonb *error, bool must_exist)
 
 /*
  * Cancel run_id wherever it is, with last_error error (NULL: the one it
- * has), then its unfinished children and theirs (the stored reason says
- * their parent was canceled).  True when run_id itself was canceled; false
+ * has), then its unfinished children and theirs, each with last_error
+ * {"message": "canceled: parent canceled", "reason": "parent canceled",
+ * "canceled": true, "parent_run_id": its parent}.  True when run_id itself was canceled; false
  * when it was final already.  An unknown run is an error.  The caller is
  * connected to SPI.
  */
 bool
 qe_cancel_run(int64 run_id, Jsonb *error)
 {
-	bool		canceled = false;
-	int64	   *pending = palloc(sizeof(int64) * 16);
-	int			npending = 1;
-	int			cap = 16;
-	Jsonb	   *child_error = NULL;
+	/* A worklist of (run, its parent) pairs: the cascade, depth first. */
+	int64	   *pending = palloc(sizeof(int64) * 32);
+	int			npending = 0;
+	int			cap = 32;
 
-	pending[0] = run_id;
+	if (!cancel_one(run_id, error, true))
+		return false;			/* final already: its children are on their own */
+	pending[npending++] = run_id;
 	while (npending > 0)
 	{
-		int64		id = pending[--npending];
+		int64		parent = pending[--npending];
 		int64	   *children;
-		int			nchildren;
-		bool		is_root = id == run_id && !canceled && child_error == NULL;
+		int			nchildren = qe_unfinished_children(parent, &children);
+		Jsonb	   *child_error;
+		StringInfoData s;
 
-		if (!cancel_one(id, is_root ? error : child_error, is_root))
-		{
-			if (is_root)
-				return false;	/* final already: its children are on their own */
+		if (nchildren == 0)
 			continue;
-		}
-		if (is_root)
-		{
-			canceled = true;
-			child_error = cancel_error(cstring_to_text(psprintf("parent run " INT64_FORMAT " canceled",
-																run_id)));
-		}
-		nchildren = qe_unfinished_children(id, &children);
+		initStringInfo(&s);
+		appendStringInfo(&s, "{\"message\": \"canceled: parent canceled\", \"reason\": \"parent canceled\","
+						 " \"canceled\": true, \"parent_run_id\": " INT64_FORMAT "}", parent);
+		child_error = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s.data)));
 		for (int c = 0; c < nchildren; c++)
 		{
+			if (!cancel_one(children[c], child_error, false))
+				continue;
 			if (npending == cap)
 			{
 				cap *= 2;
@@ -1070,7 +1069,7 @@ qe_cancel_run(int64 run_id, Jsonb *error)
 			pending[npending++] = children[c];
 		}
 	}
-	return canceled;
+	return true;
 }
 
 Datum

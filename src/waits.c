@@ -41,6 +41,7 @@
 #include "catalog/pg_type_d.h"
 #include "common/hashfn.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
@@ -248,21 +249,38 @@ checked_event_name(FunctionCallInfo fcinfo, int argno)
 	return event;
 }
 
-/* A match: a JSON object (NULL: any data, as '{}'). */
+/* A jsonb value as text for an error's detail: its first 200 bytes. */
+static char *
+detail_text(Jsonb *value)
+{
+	char	   *text = JsonbToCString(NULL, &value->root, VARSIZE(value));
+	int			len = strlen(text);
+
+	if (len <= 200)
+		return text;
+	return psprintf("%.*s...", pg_mbcliplen(text, len, 200), text);
+}
+
+/*
+ * A match: a JSON object.  NULL for none or an empty one: any data (of
+ * any type: an empty match holds for an event whose data is an array or a
+ * scalar too, which containment alone would not say).
+ */
 static Jsonb *
 checked_match(Jsonb *match, const char *what)
 {
 	if (match == NULL)
-		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+		return NULL;
 	if (!JB_ROOT_IS_OBJECT(match))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a JSON object", what),
-				 errdetail("%s is %s.", what,
-						   JsonbToCString(NULL, &match->root, VARSIZE(match))),
+				 errdetail("%s is %s.", what, detail_text(match)),
 				 errhint("Pass an object whose fields the event's data must contain, such as '{\"order_id\": 42}'.")));
 	qe_check_jsonb_size(JsonbPGetDatum(match), qe_max_payload_bytes, what,
 						"queue_engine.max_payload_bytes");
+	if (JB_ROOT_COUNT(match) == 0)
+		return NULL;
 	return match;
 }
 
@@ -665,14 +683,15 @@ lookback_event(WaitRequest *req, int32 tenant_id, Jsonb **data)
 
 	qe_plan(&plan,
 			"SELECT e.event_id, e.data FROM queue_engine.events e"
-			" WHERE e.tenant_id = $1 AND e.event = $2 AND e.sent_at >= $3 AND e.data @> $4"
+			" WHERE e.tenant_id = $1 AND e.event = $2 AND e.sent_at >= $3"
+			"   AND ($4::jsonb IS NULL OR e.data @> $4)"
 			" ORDER BY e.sent_at, e.event_id",
 			4, (Oid[]) {INT4OID, TEXTOID, TIMESTAMPTZOID, JSONBOID});
 	values[0] = Int32GetDatum(tenant_id);
 	values[1] = PointerGetDatum(req->event);
 	values[2] = TimestampTzGetDatum(req->lookback_from);
-	values[3] = JsonbPGetDatum(req->match);
-	n = qe_exec(plan, values, NULL, 0);
+	values[3] = req->match ? JsonbPGetDatum(req->match) : (Datum) 0;
+	n = qe_exec(plan, values, req->match ? NULL : "   n", 0);
 	if (n == 0)
 		return 0;
 	{
@@ -881,7 +900,8 @@ qe_wait_for_event(PG_FUNCTION_ARGS)
 		req.lookback = true;
 		req.lookback_from = GetCurrentTimestamp() - qe_interval_usecs(lookback);
 	}
-	req.anchor = leaf_anchors(req.match, &anchors, true) > 0 ? anchors[0] : 0;
+	req.anchor = req.match != NULL && leaf_anchors(req.match, &anchors, true) > 0 ?
+		anchors[0] : 0;
 
 	status = begin_wait(run_id, attempt, &req);
 	if (status == WAIT_NOT_EXECUTING)
@@ -1003,7 +1023,8 @@ event_of_key(int32 tenant_id, text *key)
  */
 #define MATCHING_SQL(table, extra) \
 	"SELECT w.run_id" extra " FROM queue_engine." table " w" \
-	" WHERE w.tenant_id = $1 AND w.event = $2 AND w.anchor = ANY ($3) AND $4 @> w.match"
+	" WHERE w.tenant_id = $1 AND w.event = $2 AND w.anchor = ANY ($3)" \
+	"   AND (w.match IS NULL OR $4 @> w.match)"
 
 Datum
 qe_send_event(PG_FUNCTION_ARGS)
@@ -1183,7 +1204,7 @@ bad_rule(int index, Jsonb *rules, const char *what)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("cancel_on[%d] is invalid: %s", index, what),
-			 errdetail("cancel_on is %s.", JsonbToCString(NULL, &rules->root, VARSIZE(rules))),
+			 errdetail("cancel_on is %s.", detail_text(rules)),
 			 errhint("Pass an array of rules such as '[{\"event\": \"order.canceled\", \"match\": {\"order_id\": 42}}]'.")));
 }
 
@@ -1203,7 +1224,7 @@ qe_cancel_on_rules(Jsonb *rules, char ***events, Jsonb ***matches)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cancel_on must be a JSON array of rules"),
-				 errdetail("cancel_on is %s.", JsonbToCString(NULL, &rules->root, VARSIZE(rules))),
+				 errdetail("cancel_on is %s.", detail_text(rules)),
 				 errhint("Pass an array of rules such as '[{\"event\": \"order.canceled\", \"match\": {\"order_id\": 42}}]'.")));
 	n = JB_ROOT_COUNT(rules);
 	if (n > 100)
@@ -1231,7 +1252,11 @@ qe_cancel_on_rules(Jsonb *rules, char ***events, Jsonb ***matches)
 		if (event == NULL || event->type != jbvString || event->val.string.len == 0)
 			bad_rule(i, rules, "\"event\" must be a non-empty string");
 		if (event->val.string.len > 200)
-			bad_rule(i, rules, "\"event\" is longer than 200 bytes");
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("cancel_on[%d] event name of %d bytes exceeds 200 bytes",
+							i, event->val.string.len),
+					 errhint("Use a shorter event name.")));
 		(*events)[i] = pnstrdup(event->val.string.val, event->val.string.len);
 		key.val.string.val = "match";
 		key.val.string.len = 5;
@@ -1258,6 +1283,9 @@ qe_cancel_on_register(const int64 *ids, int nids, int32 tenant_id,
 	Datum	   *anchors = palloc(sizeof(Datum) * nids * nrules);
 	Datum	   *event_names = palloc(sizeof(Datum) * nids * nrules);
 	Datum	   *match_values = palloc(sizeof(Datum) * nids * nrules);
+	bool	   *match_nulls = palloc(sizeof(bool) * nids * nrules);
+	int			dims[1];
+	int			lbs[1] = {1};
 	Datum		values[5];
 	int			k = 0;
 
@@ -1265,14 +1293,15 @@ qe_cancel_on_register(const int64 *ids, int nids, int32 tenant_id,
 	{
 		Jsonb	   *match = checked_match(matches[r], "cancel_on match");
 		int64	   *a;
-		int64		anchor = leaf_anchors(match, &a, true) > 0 ? a[0] : 0;
+		int64		anchor = match != NULL && leaf_anchors(match, &a, true) > 0 ? a[0] : 0;
 
 		for (int i = 0; i < nids; i++)
 		{
 			run_ids[k] = Int64GetDatum(ids[i]);
 			anchors[k] = Int64GetDatum(anchor);
 			event_names[k] = CStringGetTextDatum(events[r]);
-			match_values[k] = JsonbPGetDatum(match);
+			match_values[k] = match ? JsonbPGetDatum(match) : (Datum) 0;
+			match_nulls[k] = match == NULL;
 			k++;
 		}
 	}
@@ -1285,7 +1314,9 @@ qe_cancel_on_register(const int64 *ids, int nids, int32 tenant_id,
 	values[0] = PointerGetDatum(construct_array(run_ids, k, INT8OID, 8, true, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(construct_array(anchors, k, INT8OID, 8, true, TYPALIGN_DOUBLE));
 	values[2] = PointerGetDatum(construct_array(event_names, k, TEXTOID, -1, false, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_array(match_values, k, JSONBOID, -1, false, TYPALIGN_INT));
+	dims[0] = k;
+	values[3] = PointerGetDatum(construct_md_array(match_values, match_nulls, 1, dims, lbs,
+												   JSONBOID, -1, false, TYPALIGN_INT));
 	values[4] = Int32GetDatum(tenant_id);
 	qe_exec(plan, values, NULL, 0);
 }
