@@ -1018,13 +1018,18 @@ event_of_key(int32 tenant_id, text *key)
 
 /*
  * The runs of tenant_id's waits or cancel rules (table, alias w) on event
- * $2 whose anchors are among $3 and whose match $4 contains: their ids
- * (sorted) and, for waits, conditions.
+ * $2 filed under one of the anchors $3 and whose match holds for data $4:
+ * one index probe per anchor.  (LATERAL with OFFSET 0 keeps the probe a
+ * parameterized scan on all three columns: planned as one scan with
+ * "anchor = ANY ($3)", the generic plan filtered on anchor and read every
+ * entry of the event name.)
  */
-#define MATCHING_SQL(table, extra) \
-	"SELECT w.run_id" extra " FROM queue_engine." table " w" \
-	" WHERE w.tenant_id = $1 AND w.event = $2 AND w.anchor = ANY ($3)" \
-	"   AND (w.match IS NULL OR $4 @> w.match)"
+#define MATCHING_SQL(table, cols, extra) \
+	"SELECT " cols " FROM unnest($3::bigint[]) AS a(anchor)," \
+	"  LATERAL (SELECT w.* FROM queue_engine." table " w" \
+	"            WHERE w.tenant_id = $1 AND w.event = $2 AND w.anchor = a.anchor" extra \
+	"           OFFSET 0) w" \
+	" WHERE (w.match IS NULL OR $4 @> w.match)"
 
 Datum
 qe_send_event(PG_FUNCTION_ARGS)
@@ -1119,8 +1124,8 @@ qe_send_event(PG_FUNCTION_ARGS)
 
 	/* The waits it matches: conditions are checked here, on those alone. */
 	qe_plan(&waits_plan,
-			MATCHING_SQL("waiting_runs", ", w.condition")
-			" AND w.kind = 'event' ORDER BY w.run_id",
+			MATCHING_SQL("waiting_runs", "w.run_id, w.condition", " AND w.kind = 'event'")
+			" ORDER BY w.run_id",
 			4, (Oid[]) {INT4OID, TEXTOID, INT8ARRAYOID, JSONBOID});
 	if (qe_exec(waits_plan, values, NULL, 0) > 0)
 	{
@@ -1149,7 +1154,7 @@ qe_send_event(PG_FUNCTION_ARGS)
 
 	/* The runs whose cancel_on it matches. */
 	qe_plan(&rules_plan,
-			"SELECT DISTINCT r.run_id FROM (" MATCHING_SQL("cancel_rules", "") ") r"
+			"SELECT DISTINCT r.run_id FROM (" MATCHING_SQL("cancel_rules", "w.run_id", "") ") r"
 			" ORDER BY r.run_id",
 			4, (Oid[]) {INT4OID, TEXTOID, INT8ARRAYOID, JSONBOID});
 	if (qe_exec(rules_plan, values, NULL, 0) > 0)

@@ -1,7 +1,7 @@
 -- 13_waits.sql: waits, events, sleeps, children, cancel_on and durable steps
 -- (SPEC "Waits, events and children", "Durable steps").
 BEGIN;
-SELECT plan(307);
+SELECT plan(311);
 
 -- Enqueue one run on queue q (with cancel_on rules, a parent) and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, cancel_on jsonb DEFAULT NULL, parent bigint DEFAULT NULL,
@@ -835,6 +835,27 @@ UPDATE queue_engine.events SET sent_at = now() - interval '2 hours'
 CALL queue_engine.run_maintenance();
 SELECT is((SELECT count(*)::int FROM queue_engine.events), :events_now - 4, 'run_maintenance prunes events too');
 RESET queue_engine.event_retention;
+
+-- Matching by index: 2,000 runs wait on one event name, each for its own
+-- value; an event reads the waits filed under its data's values, not all
+-- 2,000 (this transaction's index reads, pg_stat_get_xact_tuples_returned).
+SELECT queue_engine.create_queue('many') \gset
+SELECT count(*) FROM queue_engine.enqueue_batch('many',
+         (SELECT array_agg(jsonb_build_object('i', i)) FROM generate_series(1, 2000) i)) \gset
+SELECT count(queue_engine.wait_for_event(d.run_id, d.attempt, 'many.paid',
+                                         jsonb_build_object('order_id', (d.payload->>'i')::int)))
+  FROM queue_engine.dequeue(ARRAY['many'], 2000) d \gset
+CREATE TEMP TABLE idx_reads AS
+SELECT pg_stat_get_xact_tuples_returned('queue_engine.waiting_runs_event'::regclass) AS n;
+SELECT is((SELECT woken FROM queue_engine.send_event('many.paid', '{"order_id": 1234, "note": "x"}')),
+          1::bigint, '2,000 waits on one name: the event wakes its one run');
+SELECT cmp_ok(pg_stat_get_xact_tuples_returned('queue_engine.waiting_runs_event'::regclass)
+              - (SELECT n FROM idx_reads), '<=', 3::bigint,
+              '... reading at most 3 entries of waiting_runs_event, not 2,000');
+SELECT is((SELECT woken FROM queue_engine.send_event('many.paid', '{"order_id": 99999}')),
+          0::bigint, 'an event that matches nothing wakes nothing');
+SELECT is((SELECT count(*)::int FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
+            WHERE q.queue = 'many' AND r.status = 'waiting'), 1999, 'the other 1,999 still wait');
 
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0,
           'queue_stats counts (waiting included) match the runs');
