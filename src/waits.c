@@ -25,8 +25,9 @@
  *	  match holds, and an error evaluating it is false.
  *
  *	  No event is lost between a wait and a concurrent send: a waiter
- *	  takes its anchor's lock exclusive (and the event name's shared), a
- *	  sender each of its anchors' locks shared (or, with more anchors than
+ *	  takes its anchor's lock in RowExclusiveLock mode (and the event
+ *	  name's shared), which conflicts with a sender's share lock but not
+ *	  with other waiters; a sender takes each of its anchors' locks shared (or, with more anchors than
  *	  QE_EVENT_LOCK_ANCHORS, the name's exclusive), both before they read.
  *	  So a send that starts before a wait commits waits for it and then
  *	  sees it, and a wait whose lock comes after a send's sees that event
@@ -761,8 +762,9 @@ begin_wait(int64 run_id, int32 attempt, WaitRequest *req)
 		uint64		name = event_name_hash(tenant_id, req->event);
 
 		lock_event(QE_LOCK_EVENT_NAME, name, ShareLock);
+		/* (RowExclusiveLock: conflicts with senders' share, not with other waiters) */
 		lock_event(QE_LOCK_EVENT_KEY, hash_combine64(name, (uint64) req->anchor),
-				   ExclusiveLock);
+				   RowExclusiveLock);
 	}
 	else if (req->kind == WAIT_CHILDREN)
 		lock_parent(QE_LOCK_PARENT, run_id, ExclusiveLock);

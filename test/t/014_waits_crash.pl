@@ -14,6 +14,8 @@
 #    restarted worker: never before their moment);
 #  - a wait_for_event() left uncommitted at the crash is gone: its run is still
 #    executing attempt 1 and completes normally;
+#  - a sleeping run holds no slot after the restart either: its limit-1
+#    queue starts its other run;
 #  - the worker alone (no wake_waits() or run_maintenance() call here) wakes the
 #    sleeps and timeouts: never before they are due (their run_at, the wake
 #    time, is at or after the due moment), and within two maintenance
@@ -40,8 +42,8 @@ my $bound_s = (2 * $interval_ms + $slack_ms) / 1000.0;
 
 # Durations of the short waits: due while the server is down, and due a few
 # seconds after it is back.
-my $down_s = 3;
-my $soon_s = 9;
+my $down_s = 4;
+my $soon_s = 11;
 
 my $node = PostgreSQL::Test::Cluster->new('waits_crash');
 $node->init;
@@ -87,6 +89,7 @@ CREATE EXTENSION queue_engine;
 SELECT queue_engine.create_queue('w', lease => '1 hour');
 SELECT queue_engine.create_queue('kids', lease => '1 hour');
 SELECT queue_engine.create_queue('t2w', tenant => 't2', lease => '1 hour');
+SELECT queue_engine.create_queue('one', concurrency_limit => 1, lease => '1 hour');
 -- what each waiting run waited for before the crash
 CREATE TABLE expect (name text PRIMARY KEY, run_id bigint NOT NULL, kind text, due timestamptz,
                      waiting_for jsonb NOT NULL);
@@ -103,9 +106,12 @@ SELECT queue_engine.enqueue('w', jsonb_build_object('name', n),
   FROM unnest(ARRAY['ev1', 'ev2', 'ev_long', 'sl_until', 'parent', 'stoppable', 'uncommitted',
                     'lb', 'to_down', 'sl_down', 'to_soon', 'sl_soon']) n;
 SELECT queue_engine.enqueue('t2w', '{"name": "ev_t2"}');
+SELECT queue_engine.enqueue('one', jsonb_build_object('name', n)) FROM unnest(ARRAY['one_a', 'one_b']) n;
 });
+is( sql(q{SELECT string_agg(payload->>'name', ',') FROM queue_engine.dequeue(ARRAY['one'], 5)}),
+	'one_a', 'the limit-1 queue starts one run');
 is(sql(q{SELECT count(*) FROM queue_engine.dequeue(ARRAY['w', 't2w'], 20)}), '13', 'all 13 runs dequeued');
-is( sql(q{SELECT string_agg(DISTINCT attempt::text, ',') FROM queue_engine.runs}), '1',
+is( sql(q{SELECT string_agg(DISTINCT attempt::text, ',') FROM queue_engine.runs WHERE status = 'executing'}), '1',
 	'each executing attempt 1');
 
 my %st;
@@ -114,13 +120,14 @@ $st{ev2} = for_run('ev2',
 	q{wait_for_event(run_id, attempt, 'order.paid', match => '{"order": 2}', condition => '$.amount > 100')});
 $st{ev_long} = for_run('ev_long', q{wait_for_event(run_id, attempt, 'never', timeout => '1 hour')});
 $st{sl_until} = for_run('sl_until', q{sleep(run_id, attempt, until => now() + interval '1 day')});
+$st{one_a} = for_run('one_a', q{sleep(run_id, attempt, until => now() + interval '1 day')});
 $st{stoppable} = for_run('stoppable', q{wait_for_event(run_id, attempt, 'go')});
 $st{ev_t2} = for_run('ev_t2', q{wait_for_event(run_id, attempt, 'order.paid', match => '{"order": 1}')});
 my $child = sql(q{SELECT queue_engine.enqueue('kids', '{"name": "child"}', parent_run_id => run_id)
                     FROM queue_engine.runs WHERE payload->>'name' = 'parent'});
 $st{parent} = for_run('parent', q{wait_for_children(run_id, attempt)});
 is(join(',', map { "$_=$st{$_}" } sort keys %st),
-	'ev1=waiting,ev2=waiting,ev_long=waiting,ev_t2=waiting,parent=waiting,sl_until=waiting,stoppable=waiting',
+	'ev1=waiting,ev2=waiting,ev_long=waiting,ev_t2=waiting,one_a=waiting,parent=waiting,sl_until=waiting,stoppable=waiting',
 	'every wait function returned waiting');
 
 # An event committed before the crash (a wait with lookback finds it after).
@@ -128,8 +135,15 @@ sql(q{INSERT INTO early SELECT event_id FROM queue_engine.send_event('early', '{
 
 is(sql($findings), '', 'before the crash check_consistency(false) finds nothing');
 is( sql(q{SELECT sum(waiting) || '/' || sum(executing) FROM queue_engine.queue_stats}),
-	'7/6', 'queue_stats: 7 waiting, 6 executing');
+	'8/6', 'queue_stats: 8 waiting, 6 executing');
 
+# The short waits, last, then a wait left uncommitted (its transaction open at
+# the crash), then at once the record of everything and the crash.
+my $t0 = time;
+$st{to_down} = for_run('to_down', qq{wait_for_event(run_id, attempt, 'never', timeout => '$down_s seconds')});
+$st{sl_down} = for_run('sl_down', qq{sleep(run_id, attempt, duration => '$down_s seconds')});
+$st{to_soon} = for_run('to_soon', qq{wait_for_event(run_id, attempt, 'never', timeout => '$soon_s seconds')});
+$st{sl_soon} = for_run('sl_soon', qq{sleep(run_id, attempt, duration => '$soon_s seconds')});
 # A wait left uncommitted at the crash.
 my $open = $node->background_psql('postgres', on_error_stop => 0);
 $open->query_safe('BEGIN');
@@ -137,12 +151,6 @@ is( $open->query_safe(q{SELECT queue_engine.wait_for_event(run_id, attempt, 'nev
                           FROM queue_engine.runs WHERE payload->>'name' = 'uncommitted'}),
 	'waiting', 'an uncommitted wait_for_event in an open transaction');
 
-# The short waits, last, then at once the record of everything and the crash.
-$st{to_down} = for_run('to_down', qq{wait_for_event(run_id, attempt, 'never', timeout => '$down_s seconds')});
-$st{sl_down} = for_run('sl_down', qq{sleep(run_id, attempt, duration => '$down_s seconds')});
-$st{to_soon} = for_run('to_soon', qq{wait_for_event(run_id, attempt, 'never', timeout => '$soon_s seconds')});
-$st{sl_soon} = for_run('sl_soon', qq{sleep(run_id, attempt, duration => '$soon_s seconds')});
-my $t0 = time;
 sql(q{
 INSERT INTO expect
 SELECT r.payload->>'name', r.run_id, g.waiting_for->>'kind',
@@ -160,12 +168,12 @@ my $down_for = time - $t0;
 
 is(join(',', map { "$_=$st{$_}" } qw(to_down sl_down to_soon sl_soon)),
 	'to_down=waiting,sl_down=waiting,to_soon=waiting,sl_soon=waiting', 'the short waits returned waiting');
-is("$n_waits/$n_rows/$stats_waiting", '11/11/11',
-	'before the crash: 11 runs waiting, one waiting_runs row each, queue_stats.waiting 11');
+is("$n_waits/$n_rows/$stats_waiting", '12/12/12',
+	'before the crash: 12 runs waiting, one waiting_runs row each, queue_stats.waiting 12');
 cmp_ok($down_for, '<', $down_s, sprintf('the server went down %.2fs after the short waits began', $down_for));
 
 # Stay down until the $down_s waits are due.
-usleep(int(($down_s + 0.5 - (time - $t0)) * 1e6)) if time - $t0 < $down_s + 0.5;
+usleep(int(($down_s + 1 - (time - $t0)) * 1e6)) if time - $t0 < $down_s + 1;
 $node->start;
 
 # --------------------------------------------------------------- after restart
@@ -181,7 +189,7 @@ SELECT coalesce(string_agg(e.name || ':' || g.status || ':' || coalesce(g.waitin
 	'', 'every wait survived: waiting with the same waiting_for (or due, and woken)');
 is( sql(q{SELECT string_agg(e.name, ',' ORDER BY e.name) FROM expect e, queue_engine.get_run(e.run_id) g
            WHERE g.status = 'waiting' AND e.due IS NOT NULL AND e.due > now()}),
-	'ev_long,sl_soon,sl_until,to_soon', 'the timed waits not yet due are still waiting');
+	'ev_long,one_a,sl_soon,sl_until,to_soon', 'the timed waits not yet due are still waiting');
 is( sql(q{SELECT (SELECT count(*) FROM queue_engine.waiting_runs) = (SELECT count(*) FROM queue_engine.runs WHERE status = 'waiting')
              AND (SELECT sum(waiting) FROM queue_engine.queue_stats) = (SELECT count(*) FROM queue_engine.runs WHERE status = 'waiting')}),
 	't', 'one waiting_runs row per waiting run, queue_stats.waiting counts them');
@@ -189,6 +197,10 @@ is( sql(q{SELECT g.status || ':' || g.attempt || ':' || (g.waiting_for IS NULL) 
             FROM queue_engine.runs r, queue_engine.get_run(r.run_id) g WHERE r.payload->>'name' = 'uncommitted'}),
 	'executing:1:true:true', 'the uncommitted wait is gone: the run is executing attempt 1, leased');
 is(sql($findings), '', 'after the restart check_consistency(false) finds nothing');
+is( sql(q{SELECT string_agg(payload->>'name', ',') FROM queue_engine.dequeue(ARRAY['one'], 5)}),
+	'one_b', "the sleeping run holds no slot: the limit-1 queue starts its other run");
+is( sql(q{SELECT executing || '/' || waiting FROM queue_engine.queue_stats WHERE queue = 'one'}),
+	'1/1', '... and counts 1 executing, 1 waiting');
 
 my $launcher = launcher_start();
 ok(defined $launcher, 'the launcher is back');
@@ -251,7 +263,7 @@ for my $n (qw(sl_soon to_soon))
 }
 is( sql(q{SELECT string_agg(e.name, ',' ORDER BY e.name) FROM expect e JOIN queue_engine.runs r USING (run_id)
            WHERE r.status = 'waiting'}),
-	'ev_long,sl_until', 'only the 1-hour timeout and the 1-day sleep still wait');
+	'ev_long,one_a,sl_until', 'only the 1-hour timeout and the 1-day sleeps still wait');
 
 # Every woken run resumes with the same attempt and the right resume, then completes.
 # (an event's event_id is the stored event's, with that data; lb's is the one from before the crash)
@@ -281,12 +293,12 @@ is($resumed, join("\n",
 	'every woken run resumes with attempt 1 and why it woke');
 is( sql(q{SELECT count(*) FILTER (WHERE queue_engine.complete(run_id, attempt => attempt)) || '/' || count(*)
             FROM queue_engine.runs WHERE status = 'executing'}),
-	'10/10', 'the resumed runs and the one whose wait was lost complete with their attempt');
+	'11/11', 'the resumed runs, the one whose wait was lost and one_b complete with their attempt');
 is(sql(q{SELECT count(*) FILTER (WHERE queue_engine.cancel(run_id)) FROM queue_engine.runs WHERE status = 'waiting'}),
-	'2', 'the two long waits are canceled');
+	'3', 'the three long waits are canceled');
 is( sql(q{SELECT string_agg(status || '=' || n, ' ' ORDER BY status::text)
             FROM (SELECT status, count(*) AS n FROM queue_engine.runs GROUP BY status) s}),
-	'canceled=3 completed=11', 'everything is final');
+	'canceled=4 completed=12', 'everything is final');
 is(sql('SELECT count(*) FROM queue_engine.waiting_runs'), '0', 'no waiting_runs row left');
 is( sql(q{SELECT sum(queued) || '/' || sum(delayed) || '/' || sum(executing) || '/' || sum(waiting)
             FROM queue_engine.queue_stats}),
