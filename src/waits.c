@@ -852,9 +852,14 @@ wait_args(FunctionCallInfo fcinfo, const char *func, int64 *run_id, int32 *attem
 	*attempt = PG_GETARG_INT32(1);
 }
 
+/* Begin the wait; what a wait function returns: the run's state, or NULL. */
 static Datum
-status_datum(FunctionCallInfo fcinfo, int status)
+wait_result(FunctionCallInfo fcinfo, int64 run_id, int32 attempt, WaitRequest *req)
 {
+	int			status = begin_wait(run_id, attempt, req);
+
+	if (status == WAIT_NOT_EXECUTING)
+		PG_RETURN_NULL();
 	return DirectFunctionCall2(enum_in, CStringGetDatum(qe_run_status_labels[status]),
 							   ObjectIdGetDatum(get_fn_expr_rettype(fcinfo->flinfo)));
 }
@@ -880,7 +885,6 @@ qe_wait_for_event(PG_FUNCTION_ARGS)
 	int64		run_id;
 	int32		attempt;
 	int64	   *anchors;
-	int			status;
 
 	wait_args(fcinfo, "wait_for_event", &run_id, &attempt);
 	memset(&req, 0, sizeof(req));
@@ -905,10 +909,7 @@ qe_wait_for_event(PG_FUNCTION_ARGS)
 	req.anchor = req.match != NULL && leaf_anchors(req.match, &anchors, true) > 0 ?
 		anchors[0] : 0;
 
-	status = begin_wait(run_id, attempt, &req);
-	if (status == WAIT_NOT_EXECUTING)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(status_datum(fcinfo, status));
+	return wait_result(fcinfo, run_id, attempt, &req);
 }
 
 Datum
@@ -917,7 +918,6 @@ qe_sleep(PG_FUNCTION_ARGS)
 	WaitRequest req;
 	int64		run_id;
 	int32		attempt;
-	int			status;
 
 	wait_args(fcinfo, "sleep", &run_id, &attempt);
 	if (PG_ARGISNULL(2) == PG_ARGISNULL(3))
@@ -944,10 +944,7 @@ qe_sleep(PG_FUNCTION_ARGS)
 	else
 		(void) deadline_arg(fcinfo, 3, "duration", &req.wake_at);
 
-	status = begin_wait(run_id, attempt, &req);
-	if (status == WAIT_NOT_EXECUTING)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(status_datum(fcinfo, status));
+	return wait_result(fcinfo, run_id, attempt, &req);
 }
 
 Datum
@@ -956,7 +953,6 @@ qe_wait_for_children(PG_FUNCTION_ARGS)
 	WaitRequest req;
 	int64		run_id;
 	int32		attempt;
-	int			status;
 
 	wait_args(fcinfo, "wait_for_children", &run_id, &attempt);
 	memset(&req, 0, sizeof(req));
@@ -964,10 +960,7 @@ qe_wait_for_children(PG_FUNCTION_ARGS)
 	req.condition_null = true;
 	req.wake_null = !deadline_arg(fcinfo, 2, "timeout", &req.wake_at);
 
-	status = begin_wait(run_id, attempt, &req);
-	if (status == WAIT_NOT_EXECUTING)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(status_datum(fcinfo, status));
+	return wait_result(fcinfo, run_id, attempt, &req);
 }
 
 /* ----------------------------------------------------------------
