@@ -37,6 +37,16 @@
 #      BENCH_SCOPED_TENANTS granted tenants) vs the extension owner: enqueue, and dequeue 1 +
 #      complete from a backlog, BENCH_SCOPED_CLIENTS clients ("raw" = the owner, "engine" =
 #      the scoped role; owner and scoped runs alternate; ratio = scoped / owner)
+#   12 waits and events: BENCH_WAIT_RUNS runs waiting for 'order.paid', each with its own match
+#      {"order_id": id}: p99 of send_event waking one (pgbench, 1 client, BENCH_WAIT_SENDS sends per run,
+#      each naming a distinct waiting id) against the same with BENCH_WAIT_SMALL waiting (target: ratio
+#      <= 1.25, p99 < 5 ms); an event matching nothing (same bars); the same with
+#      BENCH_WAIT_OTHER_EVENTS other event names also waited for (ratio to without <= 1.25); one
+#      send_event waking BENCH_WAIT_FANOUT runs waiting with the same match (< 1 s); the cycle
+#      wait_for_event -> send_event -> dequeue (resume) -> complete, 8 clients, against the same
+#      without the wait (each client enqueues into its own queue first; reported, no bar); bytes of
+#      queue_engine.waiting_runs with its indexes per waiting run (reported, no bar). About 4-5
+#      minutes per preload mode with both syncs.
 #   mem one backend, BENCH_MEMORY_CALLS dequeue + complete calls from a procedure loop (target:
 #       the memory contexts' growth over the second half of the calls, where a leak grows as in
 #       the first and one-time caches, such as a saved plan per segment combination, do not):
@@ -81,7 +91,12 @@
 #   BENCH_MAINTENANCE_INTERVAL (1 s, BENCH_PRELOAD=off),
 #   BENCH_MEMORY_CALLS (1000000), BENCH_MEMORY_MAX_SECONDS (1800: the memory loop stops there),
 #   BENCH_MEMORY_SPI_CALLS (20000), BENCH_SCOPED_CLIENTS ("1", workload 11),
-#   BENCH_SCOPED_TENANTS (20, workload 11), BENCH_OUT (also write both tables there, as markdown).
+#   BENCH_SCOPED_TENANTS (20, workload 11),
+#   workload 12: BENCH_WAIT_RUNS (250000), BENCH_WAIT_SMALL (1000), BENCH_WAIT_SENDS (1000: sends per
+#   p99 run), BENCH_WAIT_OTHER_EVENTS (10000), BENCH_WAIT_FANOUT (10000), BENCH_WAIT_MAX_SECONDS (10:
+#   fewer sends in a run, at least 50, when a 20-send probe says BENCH_WAIT_SENDS would take longer),
+#   BENCH_BUILD (1; 0: skip make + make install, the extension is installed already),
+#   BENCH_OUT (also write both tables there, as markdown).
 #
 # Issue 15's targets only, shortened (about 40 minutes per preload mode on a 2-core machine; 1-4
 # and 9 at their defaults, the holds and the soak shortened: a screening, not the measurement):
@@ -105,7 +120,7 @@ BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_SYNCS=${BENCH_SYNCS:-on off}
 BENCH_CLIENTS=${BENCH_CLIENTS:-1 8}
 BENCH_PRELOAD=${BENCH_PRELOAD:-on off}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6 7 8 9 10 11 mem memclient soak}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6 7 8 9 10 11 12 mem memclient soak}
 BACKLOG=${BENCH_BACKLOG:-200000}
 BENCH_QUEUES=${BENCH_QUEUES:-10000}
 BENCH_LATENCY_RATE=${BENCH_LATENCY_RATE:-250}
@@ -134,6 +149,15 @@ BENCH_MEMORY_SPI_CALLS=${BENCH_MEMORY_SPI_CALLS:-20000}
 BENCH_MEMORY_MAX_SECONDS=${BENCH_MEMORY_MAX_SECONDS:-1800}
 BENCH_SCOPED_CLIENTS=${BENCH_SCOPED_CLIENTS:-1}
 BENCH_SCOPED_TENANTS=${BENCH_SCOPED_TENANTS:-20}
+BENCH_WAIT_RUNS=${BENCH_WAIT_RUNS:-250000}
+BENCH_WAIT_SMALL=${BENCH_WAIT_SMALL:-1000}
+BENCH_WAIT_SENDS=${BENCH_WAIT_SENDS:-1000}
+BENCH_WAIT_OTHER_EVENTS=${BENCH_WAIT_OTHER_EVENTS:-10000}
+BENCH_WAIT_FANOUT=${BENCH_WAIT_FANOUT:-10000}
+BENCH_WAIT_MAX_SECONDS=${BENCH_WAIT_MAX_SECONDS:-10}
+W12_RUNS=$BENCH_WAIT_RUNS W12_SMALL=$BENCH_WAIT_SMALL W12_SENDS=$BENCH_WAIT_SENDS
+W12_OTHER=$BENCH_WAIT_OTHER_EVENTS W12_FANOUT=$BENCH_WAIT_FANOUT
+BENCH_BUILD=${BENCH_BUILD:-1}
 BENCH_OUT=${BENCH_OUT:-}
 SMALL_BACKLOG=10000   # workloads 7 and 8
 # Bars for "everything already met stays met" (the issue gives no figure; these are the
@@ -143,7 +167,7 @@ STAYS_P99=1.5
 STAYS_MEM_KB=1024
 
 for w in $BENCH_WORKLOADS; do
-  case $w in 1|2|3|4|5|6|7|8|9|10|11|mem|memclient|soak) ;; *) qe_die "BENCH_WORKLOADS: unknown workload '$w' (1-11, mem, memclient, soak)" ;; esac
+  case $w in 1|2|3|4|5|6|7|8|9|10|11|12|mem|memclient|soak) ;; *) qe_die "BENCH_WORKLOADS: unknown workload '$w' (1-12, mem, memclient, soak)" ;; esac
 done
 for p in $BENCH_PRELOAD; do
   case $p in on|off) ;; *) qe_die "BENCH_PRELOAD: unknown mode '$p' (on, off)" ;; esac
@@ -155,7 +179,7 @@ want() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
 has() { [[ " $1 " == *" $2 "* ]]; }   # has LIST WORD
 
 qe_install_packages
-qe_build_install
+[ "$BENCH_BUILD" = 0 ] || qe_build_install
 # Stated settings: modest memory for a 2-core box; fsync and full_page_writes on;
 # the library preloaded, as README recommends (its worker maintains the
 # bench database every second, and dequeue has its shared-memory hints);
@@ -538,11 +562,11 @@ row() {
 
 # --- the targets of issue 15 -------------------------------------------------
 
-# meets VALUE OP BAR -> "met" / "not met" (OP is >= or <=); "n/a" when VALUE is no number
+# meets VALUE OP BAR -> "met" / "not met" (OP is >=, <= or <); "n/a" when VALUE is no number
 meets() {
   awk -v v="$1" -v op="$2" -v b="$3" 'BEGIN {
     if (v !~ /^-?[0-9.]+([eE][-+]?[0-9]+)?$/) { print "n/a"; exit }
-    ok = (op == "<=") ? (v + 0 <= b + 0) : (v + 0 >= b + 0)
+    ok = (op == "<=") ? (v + 0 <= b + 0) : (op == "<") ? (v + 0 < b + 0) : (v + 0 >= b + 0)
     print (ok ? "met" : "not met") }'
 }
 # target TARGET FIGURES OP BAR VALUE: one line of the summary; the verdict is VALUE OP BAR
@@ -879,6 +903,194 @@ run_workloads() {
     done
     qe_psql -c "SELECT queue_engine.revoke_tenant('bench_scoped', t.tenant) FROM queue_engine.tenants t
                  WHERE t.tenant = 'default' OR t.tenant LIKE 'scoped_%'" -c "DROP ROLE bench_scoped" >/dev/null
+  fi
+
+  # --- 12: waits and events ------------------------------------------------------
+  # Runs waiting for 'order.paid', each for its own {"order_id": id}. send_event latency
+  # (pgbench, 1 client, BENCH_WAIT_SENDS sends per run, p99 the median of BENCH_RUNS runs;
+  # each send names a distinct waiting id, drawn from a sequence and permuted):
+  #   small: BENCH_WAIT_SMALL + BENCH_WAIT_SENDS + 20 waiting (the queue cleared and refilled
+  #          before each run, so BENCH_WAIT_SMALL still wait at its end);
+  #   big:   BENCH_WAIT_RUNS waiting (made once, 1,000 per transaction);
+  #   none:  beside the big set, an event whose match value no run waits for;
+  #   other: the big set, and BENCH_WAIT_OTHER_EVENTS runs waiting for as many other event names.
+  # Then one send_event waking BENCH_WAIT_FANOUT runs waiting with the same match (psql's
+  # \timing, the median of BENCH_RUNS), the cycle enqueue + dequeue + wait_for_event +
+  # send_event + dequeue (resume) + complete with 8 clients against enqueue + dequeue +
+  # complete (each client in its own queue; completed runs/s, runs alternating), and the
+  # bytes of queue_engine.waiting_runs with its indexes per waiting run.
+  if want 12; then
+    # (qe_send_event.sql permutes ids by multiplying by 7919, a prime: a bijection unless it divides n)
+    if [ $(( W12_RUNS % 7919 )) -eq 0 ] || [ $(( (W12_SMALL + W12_SENDS + 20) % 7919 )) -eq 0 ]; then
+      qe_die "BENCH_WAIT_RUNS and BENCH_WAIT_SMALL + BENCH_WAIT_SENDS + 20 must not be multiples of 7919"
+    fi
+    reset_engine
+    qe_psql -f "$here/waits.sql" \
+            -c "SELECT queue_engine.create_queue(q) FROM unnest(ARRAY['w12_small', 'w12_big', 'w12_other', 'w12_fan']) q" \
+            -c "SELECT queue_engine.create_queue('w12_c' || i) FROM generate_series(0, 7) i" >/dev/null
+    waiting() { qe_psql -Atc "SELECT count(*) FROM queue_engine.waiting_runs"; }
+    wal() { qe_psql -Atc "SELECT wal_bytes || ' ' || wal_fpi FROM pg_stat_wal"; }
+    # After each set of waits is made: vacuumed and analyzed (so that autovacuum does not start
+    # on them inside a timed run; bench_make_waits has analyzed waiting_runs already), the count
+    # deltas folded, and a second for the worker's (or the maintenance loop's) pass over what the
+    # making left to do.
+    w12_settle() {
+      qe_psql -c "VACUUM ANALYZE queue_engine.waiting_runs, queue_engine.events, $QE_RUN_TABLES" >/dev/null
+      fold
+      sleep 1
+    }
+    # make_waits QUEUE FIRST LAST EVENT [PER_ID_EVENT [SAME_MATCH]]
+    make_waits() {
+      qe_psql -c "CALL bench_make_waits('$1', $2, $3, '$4', ${5:-false}, ${6:-NULL})" >/dev/null
+    }
+    small_first=100000001   # ids of the small set: apart from the big set's 1 .. BENCH_WAIT_RUNS
+    small_n=$(( W12_SMALL + W12_SENDS + 20 ))   # (20: w12_phase's probe)
+    w12_prep_small() {
+      qe_psql -c "SELECT bench_clear_queue('w12_small')" -c "SELECT setval('bench_w12_small', 1, false)" >/dev/null
+      make_waits w12_small "$small_first" $(( small_first + small_n - 1 )) order.paid
+      w12_settle
+    }
+    declare -A p99_12=() tps_12=()
+    # w12_phase KEY SYNC SEQ BASE N EXPECT(1|0) PREP: BENCH_RUNS runs, each PREP, then 20 sends (a
+    # probe: a send_event slow enough that W12_SENDS would take over BENCH_WAIT_MAX_SECONDS gets
+    # fewer, at least 50, logged), then W12_SENDS sends timed; each run's wakes checked against EXPECT.
+    w12_phase() {
+      local key=$1 sync=$2 seq=$3 base=$4 n=$5 expect=$6 prep=$7 i b a m all=$work/w12_phase sends ptps w0 w1
+      local args=(-D event=order.paid -D seq="$seq" -D base="$base" -D n="$n" -f "$here/scripts/qe_send_event.sql")
+      : >"$all"
+      for ((i = 0; i < BENCH_RUNS; i++)); do
+        if [ -n "$prep" ]; then eval "$prep"; fi
+        b=$(waiting)
+        read -r ptps _ <<<"$(pgb "$sync" 1 0 -t 20 "${args[@]}")"
+        sends=$(awk -v t="$ptps" -v s="$W12_SENDS" -v m="$BENCH_WAIT_MAX_SECONDS" \
+                  'BEGIN { if (t + 0 <= 0 || s / t <= m) print s; else { k = int(m * t); print (k < 50 ? 50 : k) } }')
+        [ "$sends" = "$W12_SENDS" ] ||
+          qe_log "workload 12 ($key, sync $sync): send_event at $ptps/s in a probe: $sends sends instead of $W12_SENDS"
+        w0=$(wal)
+        m=$(BENCH_RUNS=1 measure "" "$sync" 1 1 -t "$sends" "${args[@]}")
+        w1=$(wal)
+        a=$(waiting)
+        if [ $(( b - a )) -ne $(( expect * (sends + 20) )) ]; then
+          qe_log "workload 12 ($key, sync $sync): $(( sends + 20 )) sends woke $(( b - a )) runs, expected $(( expect * (sends + 20) )) ($b -> $a waiting)"
+          w12_wrong=$(( w12_wrong + 1 ))
+        fi
+        # (WAL bytes and full-page images per send: with sync on, what the commit flushes)
+        echo "$m $sends $(awk -v a="$w0" -v b="$w1" -v n="$sends" 'BEGIN { split(a, x, " "); split(b, y, " ");
+                                printf "%.0f %.2f", (y[1] - x[1]) / n, (y[2] - x[2]) / n }')" >>"$all"
+      done
+      qe_log "workload 12 ($key, sync $sync): tps p50 p99 sends WAL-bytes/send FPI/send per run: $(paste -sd ';' "$all"); waiting now $(waiting)"
+      tps_12[$key $sync]=$(awk '{print $1}' "$all" | median)
+      p50_12[$key $sync]=$(awk '{print $2}' "$all" | median)
+      p99_12[$key $sync]=$(awk '{print $3}' "$all" | median)
+      n_12[$key $sync]=$(awk '{print $4}' "$all" | median)
+    }
+    declare -A p50_12=() n_12=()
+    w12_wrong=0
+    t0=$SECONDS
+    # (no timed checkpoint within the workload: checkpoint_timeout is 30 min)
+    qe_psql -c "CHECKPOINT" >/dev/null
+    # small
+    for sync in $BENCH_SYNCS; do
+      w12_phase small "$sync" bench_w12_small "$small_first" "$small_n" 1 w12_prep_small
+    done
+    qe_psql -c "SELECT bench_clear_queue('w12_small')" >/dev/null
+    # big
+    t1=$SECONDS
+    make_waits w12_big 1 "$W12_RUNS" order.paid
+    w12_settle
+    nwait=$(waiting)
+    wbytes=$(qe_psql -Atc "SELECT pg_total_relation_size('queue_engine.waiting_runs')")
+    psize=$(qe_psql -Atc "SELECT pg_column_size('{\"order_id\": 123456}'::jsonb)")
+    qe_log "workload 12: $(fmt "$W12_RUNS") runs made to wait in $(( SECONDS - t1 ))s; waiting_runs $(mb "$wbytes") MB for $nwait waiting; largest: $(largest_tables)"
+    qe_psql -c "SELECT setval('bench_w12_big', 1, false)" -c "SELECT setval('bench_w12_none', 1, false)" >/dev/null
+    for sync in $BENCH_SYNCS; do
+      w12_phase big "$sync" bench_w12_big 1 "$W12_RUNS" 1 ""
+      w12_phase none "$sync" bench_w12_none -2000000000 1000000000 0 ""
+    done
+    # other event names
+    t1=$SECONDS
+    make_waits w12_other 1 "$W12_OTHER" other true
+    w12_settle
+    qe_log "workload 12: $(fmt "$W12_OTHER") runs waiting for as many other event names, made in $(( SECONDS - t1 ))s"
+    for sync in $BENCH_SYNCS; do
+      w12_phase other "$sync" bench_w12_big 1 "$W12_RUNS" 1 ""
+    done
+    # fan-out: one event, BENCH_WAIT_FANOUT waits with the same match
+    declare -A fan_12=()
+    for sync in $BENCH_SYNCS; do
+      : >"$work/w12_fan"
+      for ((i = 0; i < BENCH_RUNS; i++)); do
+        qe_psql -c "SELECT bench_clear_queue('w12_fan')" >/dev/null
+        make_waits w12_fan 1 "$W12_FANOUT" batch.done false "'{\"batch\": 1}'"
+        w12_settle
+        out=$(PGOPTIONS="-c synchronous_commit=$sync" qe_psql -At -c '\timing on' \
+                -c "SELECT woken FROM queue_engine.send_event('batch.done', '{\"batch\": 1, \"note\": \"all of them\"}')")
+        woke=$(head -n 1 <<<"$out")
+        ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out")
+        if [ "$woke" != "$W12_FANOUT" ]; then
+          qe_log "workload 12 (fan-out, sync $sync): send_event woke '$woke', expected $W12_FANOUT"
+          w12_wrong=$(( w12_wrong + 1 ))
+        fi
+        echo "${ms:-n/a}" >>"$work/w12_fan"
+      done
+      qe_log "workload 12 (fan-out, sync $sync): ms per run: $(paste -sd ' ' "$work/w12_fan")"
+      fan_12[$sync]=$(grep -v n/a "$work/w12_fan" | median)
+    done
+    qe_psql -c "SELECT bench_clear_queue('w12_fan')" >/dev/null
+    # the cycle, with 8 clients, against the same without the wait
+    declare -A cyc_12=() own_12=()
+    for sync in $BENCH_SYNCS; do
+      : >"$work/w12.own"; : >"$work/w12.cyc"
+      for ((i = 0; i < BENCH_RUNS; i++)); do
+        BENCH_RUNS=1 measure_runs "" "$sync" 8 -T "$BENCH_SECONDS" -f "$here/scripts/qe_enqueue_dequeue_complete_own.sql" >>"$work/w12.own"
+        BENCH_RUNS=1 measure_runs "" "$sync" 8 -T "$BENCH_SECONDS" -f "$here/scripts/qe_wait_cycle.sql" >>"$work/w12.cyc"
+      done
+      own_12[$sync]=$(median <"$work/w12.own") cyc_12[$sync]=$(median <"$work/w12.cyc")
+    done
+    qe_log "workload 12: $(( SECONDS - t0 ))s; waiting at the end: $(waiting)"
+
+    # --- rows and targets
+    sm=$(fmt "$W12_SMALL") bg=$(fmt "$W12_RUNS") ot=$(fmt "$W12_OTHER") fo=$(fmt "$W12_FANOUT")
+    # (a note when a phase's runs had fewer sends than BENCH_WAIT_SENDS: too slow)
+    w12_n() { [ "${n_12[$1 $2]}" = "$W12_SENDS" ] || echo " [$(fmt "${n_12[$1 $2]}") sends a run]"; }
+    for sync in $BENCH_SYNCS; do
+      row "12 send_event waking 1 of $sm waiting (+$(fmt $(( W12_SENDS + 20 ))) woken in the run) (sends/s)$(w12_n small "$sync")" "$sync" 1 - \
+          "${tps_12[small $sync]}" - "${p50_12[small $sync]}" "${p99_12[small $sync]}"
+      row "12 send_event waking 1 of $bg waiting (sends/s; ratio = p99 / $sm waiting)$(w12_n big "$sync")" "$sync" 1 - \
+          "${tps_12[big $sync]}" "$(ratio "${p99_12[small $sync]}" "${p99_12[big $sync]}")" "${p50_12[big $sync]}" "${p99_12[big $sync]}"
+      row "12 send_event matching nothing, $bg waiting (sends/s; ratio = p99 / $sm waiting)$(w12_n none "$sync")" "$sync" 1 - \
+          "${tps_12[none $sync]}" "$(ratio "${p99_12[small $sync]}" "${p99_12[none $sync]}")" "${p50_12[none $sync]}" "${p99_12[none $sync]}"
+      row "12 send_event waking 1 of $bg, + $ot other event names waiting (sends/s; ratio = p99 / without)$(w12_n other "$sync")" "$sync" 1 - \
+          "${tps_12[other $sync]}" "$(ratio "${p99_12[big $sync]}" "${p99_12[other $sync]}")" "${p50_12[other $sync]}" "${p99_12[other $sync]}"
+      row "12 one send_event waking $fo runs waiting with the same match (ms)" "$sync" 1 - "${fan_12[$sync]}" -
+      row "12 wait+send_event+dequeue(resume)+complete vs plain (enqueue+dequeue+complete both, runs/s)" "$sync" 8 \
+          "${own_12[$sync]}" "${cyc_12[$sync]}"
+    done
+    row "12 bytes per waiting run: waiting_runs + indexes / waiting ($(fmt "$nwait"); payload ${psize} B)" - - - \
+        "$(( wbytes / (nwait > 0 ? nwait : 1) ))" -
+    for sync in $BENCH_SYNCS; do
+      p=${p99_12[big $sync]}
+      target "12 send_event waking 1 of $bg waiting runs (each its own order_id), sync $sync: p99 ms" \
+        "$(fmt "$p") ms (p50 $(fmt "${p50_12[big $sync]}"))" "<" 5 "$p"
+      x=$(ratio_x "${p99_12[small $sync]}" "$p")
+      target "12 p99 of send_event, $bg / $sm waiting, sync $sync" \
+        "$(fmt "$p") / $(fmt "${p99_12[small $sync]}") ms: $(r3 "$x")" "<=" 1.25 "$x"
+      p=${p99_12[none $sync]}
+      target "12 send_event matching nothing, $bg waiting, sync $sync: p99 ms" "$(fmt "$p") ms" "<" 5 "$p"
+      x=$(ratio_x "${p99_12[small $sync]}" "$p")
+      target "12 p99 of send_event matching nothing, $bg waiting / waking 1 of $sm, sync $sync" \
+        "$(fmt "$p") / $(fmt "${p99_12[small $sync]}") ms: $(r3 "$x")" "<=" 1.25 "$x"
+      p=${p99_12[other $sync]}
+      target "12 send_event waking 1 of $bg with $ot other event names waiting, sync $sync: p99 ms" "$(fmt "$p") ms" "<" 5 "$p"
+      x=$(ratio_x "${p99_12[big $sync]}" "$p")
+      target "12 p99 of send_event with / without $ot other event names waiting, sync $sync" \
+        "$(fmt "$p") / $(fmt "${p99_12[big $sync]}") ms: $(r3 "$x")" "<=" 1.25 "$x"
+      target "12 one send_event waking $fo runs in one transaction, sync $sync: ms" \
+        "$(fmt "${fan_12[$sync]}") ms" "<" 1000 "${fan_12[$sync]}"
+      qe_log "workload 12 (sync $sync): cycle $(fmt "${cyc_12[$sync]}") runs/s vs plain $(fmt "${own_12[$sync]}"): $(ratio "${own_12[$sync]}" "${cyc_12[$sync]}")"
+    done
+    x=$w12_wrong
+    target "12 every send woke exactly the runs it should (runs with a wrong count)" "$x" "<=" 0 "$x"
   fi
 
   # --- mem: one backend across BENCH_MEMORY_CALLS dequeue + complete calls ---------

@@ -16,6 +16,7 @@ SELECT t.tenant, q.queue,
 	   count(*) FILTER (WHERE r.status = 'queued') AS queued,
 	   count(*) FILTER (WHERE r.status = 'delayed') AS delayed,
 	   count(*) FILTER (WHERE r.status = 'executing') AS executing,
+	   count(*) FILTER (WHERE r.status = 'waiting') AS waiting,
 	   count(*) FILTER (WHERE r.status = 'canceled') AS canceled,
 	   count(*) FILTER (WHERE r.attempt > 1) AS retried
   FROM queue_engine.queues q
@@ -64,6 +65,60 @@ SELECT x.what, x.value
 		('complete/fail calls fenced off (expect 0)', a.rejected::text),
 		('sampler snapshots', coalesce(c.samples, 0)::text)
 	   ) x(what, value);
+
+\echo '=== Waits, events, children and durable steps (tenant shop) ==='
+\echo '  orders: charge (step), email as a child run, wait_for_event(email.reply, match order_id, lookback 1 min,'
+\echo '  timeout 2 s), a third of the replied ones sleep 700 ms; batches: items as child runs, wait_for_children'
+WITH a AS (SELECT * FROM demo.attempts),
+	 m AS (SELECT * FROM demo.mailbox),
+	 sc AS (SELECT * FROM demo.step_calls),
+	 w AS (SELECT q.queue, max(s.executing) AS most
+			 FROM demo.samples s JOIN queue_engine.queues q ON q.queue = s.queue
+			WHERE s.source = 'waiting' GROUP BY q.queue),
+	 e AS (SELECT q.queue, max(s.executing) AS most
+			 FROM demo.samples s JOIN queue_engine.queues q ON q.queue = s.queue
+			WHERE s.source = 'runs' AND s.level = 'queue' GROUP BY q.queue),
+	 ch AS (SELECT c.status, count(*) AS n
+			  FROM queue_engine.runs p
+			  JOIN queue_engine.queues q ON q.queue_id = p.queue_id AND q.queue = 'batches',
+			  LATERAL queue_engine.child_runs(p.run_id, page_size => 1000) c
+			 GROUP BY c.status)
+SELECT x.what, x.value
+  FROM (VALUES
+	('orders placed', (SELECT count(*) FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
+						WHERE q.queue = 'orders')::text),
+	('  confirmation emails sent (child runs in notifications)', (SELECT count(*) FROM m)::text),
+	('  replies sent (send_event email.reply)', (SELECT count(*) FROM m WHERE event_id IS NOT NULL)::text),
+	('    that woke a waiting order at once', (SELECT count(*) FROM m WHERE woken > 0)::text),
+	('    sent before the order waited (found by lookback: wait returned queued)',
+		(SELECT count(*) FROM a WHERE outcome = 'wait_event->queued')::text),
+	('  emails never answered', (SELECT count(*) FROM m WHERE ignored)::text),
+	('waits begun: for an event / a sleep / children',
+		(SELECT count(*) FILTER (WHERE outcome LIKE 'wait_event->%') || ' / ' ||
+				count(*) FILTER (WHERE outcome LIKE 'sleep->%') || ' / ' ||
+				count(*) FILTER (WHERE outcome LIKE 'wait_children->%') FROM a)),
+	('runs resumed by dequeue, woken by an event', (SELECT count(*) FROM a WHERE resume_kind = 1)::text),
+	('  ... by a timeout (no reply within 2 s)', (SELECT count(*) FROM a WHERE resume_kind = 2)::text),
+	('  ... by their children (all final)', (SELECT count(*) FROM a WHERE resume_kind = 3)::text),
+	('  ... by a timeout waiting for children', (SELECT count(*) FROM a WHERE resume_kind = 5)::text),
+	('  ... from a sleep', (SELECT count(*) FROM a WHERE resume_kind = 4)::text),
+	('runs still waiting', (SELECT count(*) FROM queue_engine.runs WHERE status = 'waiting')::text),
+	('most orders waiting at once (sampled) / executing (limit 2)',
+		coalesce((SELECT most FROM w WHERE queue = 'orders'), 0) || ' / ' || coalesce((SELECT most FROM e WHERE queue = 'orders'), 0)),
+	('most batches waiting at once (sampled) / executing (limit 1)',
+		coalesce((SELECT most FROM w WHERE queue = 'batches'), 0) || ' / ' || coalesce((SELECT most FROM e WHERE queue = 'batches'), 0)),
+	('children of batches by state', coalesce((SELECT string_agg(status || ' ' || n, ', ' ORDER BY status) FROM ch), '-')),
+	('steps saved (run_steps)', (SELECT count(*) FROM queue_engine.run_steps)::text),
+	('  by step', coalesce((SELECT string_agg(step || ' ' || n, ', ' ORDER BY step)
+							  FROM (SELECT step, count(*) AS n FROM queue_engine.run_steps GROUP BY step) x), '-')),
+	('charge not repeated on a retry (save_step returned false)',
+		(SELECT count(*) FROM sc WHERE step = 'charge' AND NOT stored)::text),
+	('wait calls fenced off (expect 0)', (SELECT count(*) FROM a WHERE outcome = 'wait-rejected')::text)
+	) x(what, value);
+
+\echo '=== Waiting runs as get_run showed them during the workload (waiting_for; one per kind of wait) ==='
+SELECT kind, queue, run_id, to_char(seen_at, 'HH24:MI:SS.MS') AS seen_at, waiting_for
+  FROM demo.waiting_examples ORDER BY kind;
 
 \echo '=== check_consistency(repair => false) after the run (every found should be 0) ==='
 SELECT check_name, found, repaired FROM queue_engine.check_consistency(false);

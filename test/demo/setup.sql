@@ -31,10 +31,63 @@ SELECT queue_engine.create_queue('thumbnails', tenant => 'initech', concurrency_
 SELECT queue_engine.create_queue('nightly', tenant => 'umbrella', ttl => '3 seconds');
 SELECT queue_engine.pause_queue('nightly');
 
+-- shop: waits, events, children and durable steps.  An order (orders, 2 at
+-- a time) saves step "charge", sends its confirmation email as a child run
+-- (notifications), then waits for the customer's reply (event email.reply
+-- with its order_id; lookback, so a reply faster than the wait still counts;
+-- a 2 s timeout, as some customers never answer); after a reply some sleep
+-- 700 ms before shipping.  A batch (batches, 1 at a time) fans out 3-8 item
+-- runs (items) as its children and waits for them.  Waiting runs hold no
+-- slot, so more orders and batches are in flight than their limits.
+SELECT queue_engine.create_queue('orders', tenant => 'shop', concurrency_limit => 2,
+	max_attempts => 3, retry_backoff => '200 milliseconds', retry_backoff_max => '1 second');
+SELECT queue_engine.create_queue('notifications', tenant => 'shop',
+	retry_backoff => '100 milliseconds', retry_backoff_max => '1 second');
+SELECT queue_engine.create_queue('batches', tenant => 'shop', concurrency_limit => 1,
+	retry_backoff => '200 milliseconds', retry_backoff_max => '1 second');
+SELECT queue_engine.create_queue('items', tenant => 'shop', max_attempts => 2,
+	retry_backoff => '100 milliseconds', retry_backoff_max => '500 milliseconds');
+
 ---------------------------------------------------------------------------
 -- The demo's bookkeeping
 ---------------------------------------------------------------------------
 CREATE SCHEMA demo;
+
+-- Order numbers (the match value each order waits for).
+CREATE SEQUENCE demo.order_ids;
+
+-- One row per confirmation email an order sent (its child run), and how the
+-- customer answered (test/demo/replier.pgbench): event_id and woken from
+-- send_event, or ignored (no reply: the order's wait times out).
+CREATE TABLE demo.mailbox (
+	order_id		bigint PRIMARY KEY,
+	run_id			bigint NOT NULL,
+	child_run_id	bigint NOT NULL,
+	sent_at			timestamptz NOT NULL DEFAULT clock_timestamp(),
+	answered_at		timestamptz,
+	ignored			boolean,
+	event_id		bigint,
+	woken			bigint
+);
+
+-- What get_run showed of a few runs while they waited (one per kind of wait),
+-- recorded by test/demo.sh during the workload.
+CREATE TABLE demo.waiting_examples (
+	kind		text PRIMARY KEY,
+	run_id		bigint NOT NULL,
+	queue		text NOT NULL,
+	seen_at		timestamptz NOT NULL DEFAULT clock_timestamp(),
+	waiting_for	jsonb
+);
+
+-- Every save_step call the workers made, and whether it stored (false:
+-- the step already had a result, e.g. "charge" on a retry).
+CREATE TABLE demo.step_calls (
+	run_id		bigint NOT NULL,
+	attempt		int NOT NULL,
+	step		text NOT NULL,
+	stored		boolean
+);
 
 -- One row: when the workload ran, and the sampler's stop flag.
 CREATE TABLE demo.control (
@@ -68,7 +121,11 @@ CREATE TABLE demo.attempts (
 	worker		int NOT NULL,
 	t_start		timestamptz NOT NULL,
 	t_end		timestamptz NOT NULL,
-	outcome		text NOT NULL			-- completed | fail->delayed | fail->queued | fail->failed | ...-rejected
+	outcome		text NOT NULL,			-- completed | fail->delayed | fail->queued | fail->failed | ...-rejected
+										-- | wait_event->waiting|queued | sleep->... | wait_children->...
+	resume_kind	int NOT NULL DEFAULT 0	-- why the attempt was (re)started: 0 first start or retry,
+										-- 1 event, 2 timeout of an event wait, 3 children, 4 sleep,
+										-- 5 timeout of a wait for children
 );
 
 -- The sampler: one statement (one snapshot) per sample, committing each,
@@ -90,7 +147,7 @@ BEGIN
 			  JOIN queue_engine.tenants t ON t.tenant_id = r.tenant_id
 			 WHERE r.status = 'executing'),
 		st AS (
-			SELECT s.tenant, s.queue, s.executing FROM queue_engine.queue_stats s)
+			SELECT s.tenant, s.queue, s.executing, s.waiting FROM queue_engine.queue_stats s)
 		SELECT n, clock_timestamp(), 'runs', 'queue', min(tenant), queue, NULL, count(*)
 		  FROM ex GROUP BY queue
 		UNION ALL
@@ -104,7 +161,11 @@ BEGIN
 		  FROM st WHERE executing <> 0
 		UNION ALL
 		SELECT n, clock_timestamp(), 'queue_stats', 'tenant', tenant, NULL, NULL, sum(executing)
-		  FROM st GROUP BY tenant HAVING sum(executing) <> 0;
+		  FROM st GROUP BY tenant HAVING sum(executing) <> 0
+		UNION ALL
+		-- (waiting runs: the executing column holds how many wait)
+		SELECT n, clock_timestamp(), 'waiting', 'queue', tenant, queue, NULL, waiting
+		  FROM st WHERE waiting <> 0;
 		UPDATE demo.control SET samples = n;
 		COMMIT;
 		PERFORM pg_sleep(0.05);
@@ -217,3 +278,8 @@ SELECT count(*) AS seeded_thumbnails FROM queue_engine.enqueue_batch('thumbnails
 SELECT count(*) AS seeded_nightly FROM queue_engine.enqueue_batch('nightly',
 	ARRAY(SELECT jsonb_build_object('job', 'rollup-' || i, 'work_ms', 100)
 			FROM generate_series(1, 20) i));
+-- shop: a few orders and a batch waiting to start
+SELECT count(*) AS seeded_orders FROM queue_engine.enqueue_batch('orders',
+	ARRAY(SELECT jsonb_build_object('flow', 1, 'order_id', nextval('demo.order_ids'), 'work_ms', 20 + (i * 13) % 40)
+			FROM generate_series(1, 10) i));
+SELECT queue_engine.enqueue('batches', jsonb_build_object('flow', 2, 'items', 5, 'work_ms', 10)) AS seeded_batch;
