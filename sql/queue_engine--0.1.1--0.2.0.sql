@@ -312,6 +312,9 @@ CREATE INDEX waiting_runs_wake ON queue_engine.waiting_runs (wake_at)
 	WHERE wake_at IS NOT NULL;
 CREATE INDEX waiting_runs_parent ON queue_engine.waiting_runs (((meta).parent_run_id), run_id)
 	WHERE (meta).parent_run_id IS NOT NULL;
+-- The runs waiting for their children (check_consistency reads them alone).
+CREATE INDEX waiting_runs_children ON queue_engine.waiting_runs (run_id)
+	WHERE kind = 'children';
 
 -- Events, kept for queue_engine.event_retention (lookback, idempotency).
 CREATE SEQUENCE queue_engine.events_event_id_seq;

@@ -960,6 +960,9 @@ run_workloads() {
       : >"$all"
       for ((i = 0; i < BENCH_RUNS; i++)); do
         if [ -n "$prep" ]; then eval "$prep"; fi
+        # Every run right after a checkpoint, so that each pays for the same
+        # full-page images (a checkpoint inside one run doubled its p99).
+        qe_psql -c "CHECKPOINT" >/dev/null
         b=$(waiting)
         read -r ptps _ <<<"$(pgb "$sync" 1 0 -t 20 "${args[@]}")"
         sends=$(awk -v t="$ptps" -v s="$W12_SENDS" -v m="$BENCH_WAIT_MAX_SECONDS" \
