@@ -12,6 +12,11 @@
 #              (the pg_cron setup: the shared state then lives in a dynamic shared memory segment)
 #   pgtap      test/pgtap/*.sql, each in a fresh database with pgtap + the extension created, via pg_prove
 #   tap        test/t/*.pl with PostgreSQL::Test::Cluster (their own clusters), via prove as postgres
+#   clients    test/clients/run.sh: a worker loop (enqueue with idempotency keys, dequeue, heartbeat,
+#              complete, fail and retry, wait_for_event woken by send_event, attempt fencing, counts,
+#              check_consistency) from node-postgres and psycopg, each directly and through PgBouncer
+#              in transaction pooling mode, against the shared cluster (skipped, saying why, when npm's
+#              registry is out of reach)
 #   compat     test/compat_check.sh --debian 17 18: every src/*.c compiled against PostgreSQL 17 and
 #              18's server headers, downloaded from Debian's registry (skipped, saying why, without it)
 # Last line: "N passed, N failed" (suites).
@@ -220,6 +225,13 @@ suite_tap() {
   rm -rf "$tmp"
 }
 
+suite_clients() {
+  # Real drivers against the shared cluster, directly and through PgBouncer (its own databases).
+  local rc=0
+  bounded bash test/clients/run.sh || rc=$?
+  return "$rc"
+}
+
 suite_compat() {
   local rc=0
   bounded bash test/compat_check.sh --debian 17 18 || rc=$?
@@ -277,6 +289,7 @@ run_suite isolation suite_isolation
 run_suite nopreload suite_nopreload
 run_suite pgtap suite_pgtap
 run_suite tap suite_tap
+run_suite clients suite_clients
 run_suite compat suite_compat
 
 # A backend crash can hide behind a test that "passed" on reconnect; the server log tells.
