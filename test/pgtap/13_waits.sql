@@ -1,7 +1,7 @@
 -- 13_waits.sql: waits, events, sleeps, children, cancel_on and durable steps
 -- (SPEC "Waits, events and children", "Durable steps").
 BEGIN;
-SELECT plan(311);
+SELECT plan(314);
 
 -- Enqueue one run on queue q (with cancel_on rules, a parent) and start it; returns its id.
 CREATE FUNCTION pg_temp.started(q text, cancel_on jsonb DEFAULT NULL, parent bigint DEFAULT NULL,
@@ -856,6 +856,22 @@ SELECT is((SELECT woken FROM queue_engine.send_event('many.paid', '{"order_id": 
           0::bigint, 'an event that matches nothing wakes nothing');
 SELECT is((SELECT count(*)::int FROM queue_engine.runs r JOIN queue_engine.queues q USING (queue_id)
             WHERE q.queue = 'many' AND r.status = 'waiting'), 1999, 'the other 1,999 still wait');
+-- An event with more scalars than the per-anchor locks take (64): it locks
+-- the event name instead, and still wakes exactly its wait.
+SELECT is((SELECT woken FROM queue_engine.send_event('many.paid',
+             (SELECT jsonb_object_agg('f' || i, i) FROM generate_series(1, 100) i)
+             || '{"order_id": 1500}'::jsonb)),
+          1::bigint, 'an event of 101 scalars wakes its one run (name lock path)');
+-- cancel_on rules go with their run when retention deletes it.
+SELECT queue_engine.enqueue('many', '{}', cancel_on => '[{"event": "gone", "match": {"k": 1}}]') AS ruled \gset
+SELECT is((SELECT count(*)::int FROM queue_engine.cancel_rules WHERE run_id = :ruled), 1, 'a run with a cancel_on rule');
+SELECT queue_engine.cancel(:ruled) \gset
+SET LOCAL queue_engine.finished_run_retention = '1h';
+UPDATE queue_engine.runs SET finished_at = now() - interval '2 hours' WHERE run_id = :ruled;
+SELECT queue_engine.prune_finished_runs() \gset
+SELECT is((SELECT count(*)::int FROM queue_engine.cancel_rules WHERE run_id = :ruled), 0,
+          'retention deletes the run''s cancel_on rules with it');
+RESET queue_engine.finished_run_retention;
 
 SELECT is((SELECT count(*)::int FROM pg_temp.stats_vs_runs WHERE stats IS DISTINCT FROM actual), 0,
           'queue_stats counts (waiting included) match the runs');
