@@ -1006,6 +1006,8 @@ SELECT ARRAY['SCHEMA queue_engine',
 			 'FUNCTION queue_engine.get_run(bigint)',
 			 'FUNCTION queue_engine.child_runs(bigint, bigint, int)',
 			 'FUNCTION queue_engine.get_steps(bigint)',
+			 'FUNCTION queue_engine.list_runs(text, text, queue_engine.run_status[], text, timestamptz, timestamptz, jsonb, text, int)',
+			 'FUNCTION queue_engine.metrics()',
 			 'FUNCTION queue_engine.access_tenants(text)']
 	|| CASE WHEN every_tenant THEN ARRAY['TABLE queue_engine.consistency_log'] ELSE '{}' END
 	|| CASE WHEN access IN ('producer', 'admin') THEN ARRAY[
@@ -1014,7 +1016,7 @@ SELECT ARRAY['SCHEMA queue_engine',
 			 'FUNCTION queue_engine.send_event(text, jsonb, text, text)',
 			 'FUNCTION queue_engine.cancel(bigint, text)'] ELSE '{}' END
 	|| CASE WHEN access IN ('worker', 'admin') THEN ARRAY[
-			 'FUNCTION queue_engine.dequeue(text[], int, interval, text)',
+			 'FUNCTION queue_engine.dequeue(text[], int, interval, text, interval)',
 			 'FUNCTION queue_engine.heartbeat(bigint, int, interval)',
 			 'FUNCTION queue_engine.complete(bigint, jsonb, int)',
 			 'FUNCTION queue_engine.complete_batch(bigint[], jsonb[], int[])',
@@ -1040,6 +1042,336 @@ SELECT pg_catalog.pg_extension_config_dump('queue_engine.run_steps', '');
 SELECT pg_catalog.pg_extension_config_dump('queue_engine.run_steps_seq', '');
 
 ---------------------------------------------------------------------------
+-- Section 6: reading runs (list_runs), metrics, and waiting for work.
+---------------------------------------------------------------------------
+
+-- The history in list_runs' order (newest first: a run's created_at, then
+-- run_id), per status, and per queue and status, so that a page of any
+-- one filter is the head of a few ordered index scans whatever the size of
+-- the history.  A run's created_at is coalesce((meta).created_at, run_at)
+-- (meta keeps it only when it differs from run_at); list_runs writes the
+-- expression exactly so, which is what lets the planner use these indexes.
+-- finished_runs_queue (queue_id) is replaced by the wider one, which serves
+-- its readers (a dropped queue's runs, by queue_id) as well.
+DROP INDEX queue_engine.finished_runs_queue;
+CREATE INDEX finished_runs_queue ON queue_engine.finished_runs
+	(queue_id, status, (coalesce((meta).created_at, run_at)), run_id);
+CREATE INDEX finished_runs_created ON queue_engine.finished_runs
+	(status, (coalesce((meta).created_at, run_at)), run_id);
+
+-- A tagged run's tags in list_runs' order: one row per tag, written by
+-- enqueue (src/enqueue.c) and deleted by retention with the run
+-- (src/maintenance.c), so that a page filtered by tag reads its page, not
+-- every run with that tag.  Untagged runs cost nothing here.
+CREATE TABLE queue_engine.run_tags (
+	tag					text NOT NULL,
+	created_at			timestamptz NOT NULL,
+	run_id				bigint NOT NULL
+);
+CREATE INDEX run_tags_order ON queue_engine.run_tags (tag, created_at, run_id);
+INSERT INTO queue_engine.run_tags (tag, created_at, run_id)
+SELECT DISTINCT t.tag, r.created_at, r.run_id
+  FROM queue_engine.runs r, unnest(r.tags) AS t(tag)
+ WHERE t.tag IS NOT NULL;
+SELECT pg_catalog.pg_extension_config_dump('queue_engine.run_tags', '');
+
+-- list_runs: see README "Listing runs".  A page is read in rounds: each
+-- round takes the next k candidates in the list's order from the source
+-- the filters choose (the tag's rows; else, per queue of the queue or
+-- tenant filter, or per status without one, the history's index; plus the
+-- unfinished runs of the statuses asked for) and keeps those that pass the
+-- filters the source did not apply.  A page whose filters the source
+-- applies entirely is one round of page_size candidates.  A round stops
+-- the page at page_size rows; after queue_engine.list_runs_max_scan
+-- candidates without a full page, the page ends with a continuation row
+-- (every column NULL but cursor).
+CREATE FUNCTION queue_engine.list_runs_page(
+	in_queue text, in_tenant text, in_status queue_engine.run_status[], in_tag text,
+	in_created_after timestamptz, in_created_before timestamptz,
+	in_payload_contains jsonb, in_after text, in_page_size int)
+RETURNS TABLE(run_id bigint, queue text, tenant text, status queue_engine.run_status,
+			  attempt int, priority int, concurrency_key text, tags text[],
+			  created_at timestamptz, started_at timestamptz, finished_at timestamptz,
+			  cursor text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+	-- the columns every source yields, in this order
+	cols constant text :=
+		'x.run_id, x.queue_id, %s::queue_engine.run_status AS status, %s AS attempt, x.priority,'
+		' %s AS concurrency_key, (x.meta).tags AS tags,'
+		' coalesce((x.meta).created_at, x.run_at) AS created_at, %s AS started_at,'
+		' %s AS finished_at, x.payload';
+	-- after the cursor ($3, $4) and from created_after ($5), newest first, k ($6) of them
+	bounds constant text :=
+		' (coalesce((x.meta).created_at, x.run_at), x.run_id) < ($3, $4)'
+		' AND coalesce((x.meta).created_at, x.run_at) >= $5';
+	head constant text :=
+		' ORDER BY coalesce((x.meta).created_at, x.run_at) DESC, x.run_id DESC LIMIT $6';
+	allowed int[];
+	queue_ids int[];
+	statuses queue_engine.run_status[];
+	finished queue_engine.run_status[];
+	max_scan int;
+	k int;
+	upper_at timestamptz := 'infinity';
+	upper_id bigint := 0;
+	lower_at timestamptz := coalesce(in_created_after, '-infinity');
+	places text[] := '{}';
+	source text;
+	round_sql text;
+	c record;
+	got int;
+	scanned int := 0;
+	listed int := 0;
+	post_filter boolean;
+BEGIN
+	IF in_page_size IS NULL THEN
+		RAISE EXCEPTION 'in_page_size must not be null'
+			USING ERRCODE = 'null_value_not_allowed', HINT = 'Omit in_page_size for pages of 50 runs.';
+	END IF;
+	IF in_page_size < 1 OR in_page_size > 1000 THEN
+		RAISE EXCEPTION 'in_page_size must be between 1 and 1000, not %', in_page_size
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Read more runs with more pages: pass the last row''s cursor as after.';
+	END IF;
+	IF array_position(in_status, NULL) IS NOT NULL THEN
+		RAISE EXCEPTION 'status must not contain nulls'
+			USING ERRCODE = 'null_value_not_allowed', DETAIL = format('status is %s.', in_status),
+				  HINT = 'Leave nulls out, or pass NULL instead of the array for every status.';
+	END IF;
+	IF in_after IS NOT NULL THEN
+		IF in_after !~ '^r[0-9a-f]{32}$' THEN
+			RAISE EXCEPTION 'invalid cursor "%"', in_after
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass as after the cursor column of a row list_runs returned, unchanged.';
+		END IF;
+		upper_id := ('x' || substr(in_after, 18, 16))::bit(64)::bigint;
+		upper_at := timestamptz 'epoch'
+			+ (('x' || substr(in_after, 2, 16))::bit(64)::bigint / 1000000) * interval '1 second'
+			+ (('x' || substr(in_after, 2, 16))::bit(64)::bigint % 1000000) * interval '1 microsecond';
+	END IF;
+	-- in_created_before is an upper bound of the same key: (in_created_before, -1)
+	-- comes before every run created at in_created_before (run ids are positive)
+	IF in_created_before IS NOT NULL AND (in_created_before, -1::bigint) < (upper_at, upper_id) THEN
+		upper_at := in_created_before;
+		upper_id := -1;
+	END IF;
+	max_scan := greatest(coalesce(nullif(current_setting('queue_engine.list_runs_max_scan', true), '')::int, 10000), 1);
+
+	-- Another tenant's runs, queues and tenants are, to a tenant-scoped
+	-- role, none at all (as for get_run).
+	allowed := queue_engine.access_tenants('reader');
+	IF in_tenant IS NOT NULL THEN
+		SELECT array_agg(q.queue_id ORDER BY q.queue_id) INTO queue_ids
+		  FROM queue_engine.tenants t
+		  LEFT JOIN queue_engine.queues q ON q.tenant_id = t.tenant_id
+		 WHERE t.tenant = in_tenant AND (allowed IS NULL OR t.tenant_id = ANY (allowed))
+		   AND (in_queue IS NULL OR q.queue = in_queue);
+		IF NOT FOUND OR queue_ids IS NULL THEN
+			IF NOT EXISTS (SELECT 1 FROM queue_engine.tenants t WHERE t.tenant = in_tenant
+							 AND (allowed IS NULL OR t.tenant_id = ANY (allowed))) THEN
+				RAISE EXCEPTION 'tenant "%" does not exist', in_tenant
+					USING ERRCODE = 'undefined_object', HINT = 'Pass the name of a tenant that has queues.';
+			END IF;
+			IF in_queue IS NOT NULL THEN
+				RAISE EXCEPTION 'queue "%" does not exist', in_queue
+					USING ERRCODE = 'undefined_object', DETAIL = format('Tenant "%s" has no queue of that name.', in_tenant),
+						  HINT = 'Check the queue''s name and tenant in queue_stats.';
+			END IF;
+		END IF;
+		queue_ids := array_remove(queue_ids, NULL);
+	ELSIF in_queue IS NOT NULL THEN
+		SELECT array_agg(q.queue_id ORDER BY q.queue_id) INTO queue_ids
+		  FROM queue_engine.queues q
+		 WHERE q.queue = in_queue AND (allowed IS NULL OR q.tenant_id = ANY (allowed));
+		IF queue_ids IS NULL THEN
+			RAISE EXCEPTION 'queue "%" does not exist', in_queue
+				USING ERRCODE = 'undefined_object', HINT = 'Check the queue''s name in queue_stats.';
+		END IF;
+	ELSIF allowed IS NOT NULL THEN
+		SELECT coalesce(array_agg(q.queue_id ORDER BY q.queue_id), '{}') INTO queue_ids
+		  FROM queue_engine.queues q WHERE q.tenant_id = ANY (allowed);
+	END IF;
+
+	IF queue_ids = '{}' THEN
+		RETURN;					-- a tenant without queues
+	END IF;
+	statuses := coalesce(in_status, enum_range(NULL::queue_engine.run_status));
+	SELECT coalesce(array_agg(DISTINCT s), '{}') INTO finished FROM unnest(statuses) s
+	 WHERE s::text IN ('completed', 'failed', 'canceled', 'expired');
+
+	-- The source: rows ordered by (created_at, run_id) descending, after
+	-- the bound, k of them, each with whether it passes.
+	IF in_tag IS NOT NULL THEN
+		source := format(
+			'SELECT t.run_id, t.created_at, c.queue_id, c.status, c.attempt, c.priority,'
+			'       c.concurrency_key, c.tags, c.started_at, c.finished_at,'
+			'       c.run_id IS NOT NULL AND c.status = ANY ($2)'
+			'       AND ($1 IS NULL OR c.queue_id = ANY ($1))'
+			'       AND ($8 IS NULL OR c.payload @> $8) AS passes'
+			'  FROM (SELECT t.run_id, t.created_at FROM queue_engine.run_tags t'
+			'         WHERE t.tag = $7 AND (t.created_at, t.run_id) < ($3, $4) AND t.created_at >= $5'
+			'         ORDER BY t.created_at DESC, t.run_id DESC LIMIT $6) t'
+			'  LEFT JOIN LATERAL ('
+			'   SELECT %s FROM queue_engine.finished_runs x WHERE x.run_id = t.run_id'
+			'   UNION ALL SELECT %s FROM queue_engine.executing x WHERE x.run_id = t.run_id'
+			'   UNION ALL SELECT %s FROM queue_engine.waiting_runs x WHERE x.run_id = t.run_id'
+			'   UNION ALL SELECT %s FROM queue_engine.ready x WHERE x.run_id = t.run_id'
+			'   UNION ALL SELECT %s FROM queue_engine.delayed x WHERE x.run_id = t.run_id) c ON true'
+			' ORDER BY t.created_at DESC, t.run_id DESC',
+			format(cols, 'x.status', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'x.finished_at'),
+			format(cols, '''executing''', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'NULL::timestamptz'),
+			format(cols, '''waiting''', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'NULL::timestamptz'),
+			format(cols, '''queued''', 'coalesce((x.meta).attempt, 0)', 'coalesce(x.concurrency_key, (x.meta).concurrency_key)', '(x.meta).started_at', 'NULL::timestamptz'),
+			format(cols, '''delayed''', 'coalesce((x.meta).attempt, 0)', 'x.concurrency_key', '(x.meta).started_at', 'NULL::timestamptz'));
+		post_filter := true;
+	ELSE
+		-- the history: per queue and status, or per status
+		IF cardinality(finished) > 0 THEN
+			places := places || format(
+				'SELECT c.* FROM %s unnest($9::queue_engine.run_status[]) s(st)'
+				' CROSS JOIN LATERAL (SELECT %s FROM queue_engine.finished_runs x'
+				'  WHERE %s x.status = s.st AND %s %s) c',
+				CASE WHEN queue_ids IS NOT NULL THEN 'unnest($1::int[]) q(id) CROSS JOIN' ELSE '' END,
+				format(cols, 'x.status', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'x.finished_at'),
+				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = q.id AND' ELSE '' END,
+				bounds, head);
+		END IF;
+		-- the unfinished runs (no index in this order: their number is the
+		-- backlog's, not the history's; a queue's are found by its index)
+		IF 'queued' = ANY (statuses) THEN
+			places := places || format('SELECT %s FROM queue_engine.ready x WHERE %s %s %s',
+				format(cols, '''queued''', 'coalesce((x.meta).attempt, 0)', 'coalesce(x.concurrency_key, (x.meta).concurrency_key)', '(x.meta).started_at', 'NULL::timestamptz'),
+				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = ANY ($1) AND' ELSE '' END, bounds, head);
+		END IF;
+		IF 'delayed' = ANY (statuses) THEN
+			places := places || format('SELECT %s FROM queue_engine.delayed x WHERE %s %s %s',
+				format(cols, '''delayed''', 'coalesce((x.meta).attempt, 0)', 'x.concurrency_key', '(x.meta).started_at', 'NULL::timestamptz'),
+				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = ANY ($1) AND' ELSE '' END, bounds, head);
+		END IF;
+		IF 'executing' = ANY (statuses) THEN
+			places := places || format('SELECT %s FROM queue_engine.executing x WHERE %s %s %s',
+				format(cols, '''executing''', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'NULL::timestamptz'),
+				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = ANY ($1) AND' ELSE '' END, bounds, head);
+		END IF;
+		IF 'waiting' = ANY (statuses) THEN
+			places := places || format('SELECT %s FROM queue_engine.waiting_runs x WHERE %s %s %s',
+				format(cols, '''waiting''', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'NULL::timestamptz'),
+				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = ANY ($1) AND' ELSE '' END, bounds, head);
+		END IF;
+		IF cardinality(places) = 0 THEN
+			RETURN;
+		END IF;
+		source := 'SELECT c.run_id, c.created_at, c.queue_id, c.status, c.attempt, c.priority,'
+			' c.concurrency_key, c.tags, c.started_at, c.finished_at,'
+			' ($8 IS NULL OR c.payload @> $8) AS passes'
+			' FROM ((' || array_to_string(places, ') UNION ALL (') || ')) c'
+			' ORDER BY c.created_at DESC, c.run_id DESC LIMIT $6';
+		post_filter := in_payload_contains IS NOT NULL;
+	END IF;
+	round_sql := 'SELECT s.*, q.queue, tn.tenant FROM (' || source || ') s'
+		' LEFT JOIN queue_engine.queues q ON q.queue_id = s.queue_id'
+		' LEFT JOIN queue_engine.tenants tn ON tn.tenant_id = q.tenant_id'
+		' ORDER BY s.created_at DESC, s.run_id DESC';
+
+	-- Rounds: all of the page at once when the source applies every filter,
+	-- else candidates in rounds of a few hundred, up to max_scan of them.
+	k := CASE WHEN post_filter THEN least(greatest(in_page_size * 4, 200), max_scan) ELSE in_page_size END;
+	LOOP
+		got := 0;
+		FOR c IN EXECUTE round_sql
+			USING queue_ids, statuses, upper_at, upper_id, lower_at, k, in_tag,
+				  in_payload_contains, finished
+		LOOP
+			got := got + 1;
+			scanned := scanned + 1;
+			upper_at := c.created_at;
+			upper_id := c.run_id;
+			IF c.passes THEN
+				run_id := c.run_id;
+				queue := c.queue;
+				tenant := c.tenant;
+				status := c.status;
+				attempt := c.attempt;
+				priority := c.priority;
+				concurrency_key := c.concurrency_key;
+				tags := c.tags;
+				created_at := c.created_at;
+				started_at := c.started_at;
+				finished_at := c.finished_at;
+				cursor := 'r' || lpad(to_hex((extract(epoch FROM c.created_at) * 1000000)::bigint), 16, '0')
+					|| lpad(to_hex(c.run_id), 16, '0');
+				RETURN NEXT;
+				listed := listed + 1;
+				EXIT WHEN listed = in_page_size;
+			END IF;
+		END LOOP;
+		-- a full page, or the source has no more
+		EXIT WHEN listed = in_page_size OR got < k;
+		IF scanned >= max_scan THEN
+			-- the bound: a continuation row, to go on from where this stopped
+			run_id := NULL; queue := NULL; tenant := NULL; status := NULL; attempt := NULL;
+			priority := NULL; concurrency_key := NULL; tags := NULL; created_at := NULL;
+			started_at := NULL; finished_at := NULL;
+			cursor := 'r' || lpad(to_hex((extract(epoch FROM upper_at) * 1000000)::bigint), 16, '0')
+				|| lpad(to_hex(upper_id), 16, '0');
+			RETURN NEXT;
+			EXIT;
+		END IF;
+		k := least(k, max_scan - scanned);
+	END LOOP;
+END;
+$fn$;
+
+-- The function users call: list_runs_page under SPEC's names (PL/pgSQL
+-- cannot take arguments named like its result columns).
+CREATE FUNCTION queue_engine.list_runs(
+	queue text DEFAULT NULL,
+	tenant text DEFAULT NULL,
+	status queue_engine.run_status[] DEFAULT NULL,
+	tag text DEFAULT NULL,
+	created_after timestamptz DEFAULT NULL,
+	created_before timestamptz DEFAULT NULL,
+	payload_contains jsonb DEFAULT NULL,
+	after text DEFAULT NULL,
+	page_size int DEFAULT 50)
+RETURNS TABLE(run_id bigint, queue text, tenant text, status queue_engine.run_status,
+			  attempt int, priority int, concurrency_key text, tags text[],
+			  created_at timestamptz, started_at timestamptz, finished_at timestamptz,
+			  cursor text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM queue_engine.list_runs_page($1, $2, $3, $4, $5, $6, $7, $8, $9) $$;
+
+-- metrics(): the engine's metrics in Prometheus' text format (README
+-- "Monitoring"); reads only, so it works on a hot standby.
+CREATE FUNCTION queue_engine.metrics()
+RETURNS text
+AS 'MODULE_PATHNAME', 'qe_metrics'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+-- dequeue gains wait (SPEC "Waiting for work"): re-made, with the grants
+-- of the old one (below).  No SET clause: Section 4.
+SELECT pg_catalog.set_config('qe_upgrade.dequeue_acl', coalesce(p.proacl::text, ''), true)
+  FROM pg_catalog.pg_proc p
+ WHERE p.oid = 'queue_engine.dequeue(text[], int, interval, text)'::pg_catalog.regprocedure;
+DROP FUNCTION queue_engine.dequeue(text[], int, interval, text);
+CREATE FUNCTION queue_engine.dequeue(
+	queues text[] DEFAULT NULL,
+	max_runs int DEFAULT 1,
+	lease interval DEFAULT NULL,
+	worker text DEFAULT NULL,
+	wait interval DEFAULT NULL)
+RETURNS TABLE (
+	run_id bigint, queue text, tenant text, attempt int, payload jsonb,
+	concurrency_key text, priority int, lease_expires_at timestamptz,
+	resume jsonb)
+AS 'MODULE_PATHNAME', 'qe_dequeue'
+LANGUAGE C VOLATILE SECURITY DEFINER ROWS 1;
+
+---------------------------------------------------------------------------
 -- End of sections.  Privileges: nothing new for PUBLIC.
 ---------------------------------------------------------------------------
 
@@ -1049,9 +1381,10 @@ REVOKE ALL ON ALL TABLES IN SCHEMA queue_engine FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA queue_engine FROM PUBLIC;
 
 -- Roles keep what they could call: EXECUTE on the re-made enqueue
--- functions for whoever had it on the old ones, and on each new function
+-- functions and dequeue for whoever had it on the old ones, and on each new function
 -- for whoever may call its kin (send_event: enqueue; the wait functions
--- and save_step: complete; child_runs and get_steps: get_run), so the
+-- and save_step: complete; child_runs, get_steps, list_runs and metrics:
+-- get_run), so the
 -- update widens no role's rights.
 DO $$
 DECLARE
@@ -1061,7 +1394,9 @@ BEGIN
 			   FROM (VALUES ('enqueue(text, jsonb, text, int, timestamptz, interval, interval, int, text, interval, text[], bigint, jsonb)',
 							 pg_catalog.current_setting('qe_upgrade.enqueue_acl')),
 							('enqueue_batch(text, jsonb[], text, int, timestamptz, interval, interval, int, text[], bigint, jsonb)',
-							 pg_catalog.current_setting('qe_upgrade.enqueue_batch_acl'))) f(fn, acl),
+							 pg_catalog.current_setting('qe_upgrade.enqueue_batch_acl')),
+							('dequeue(text[], int, interval, text, interval)',
+							 pg_catalog.current_setting('qe_upgrade.dequeue_acl'))) f(fn, acl),
 					LATERAL pg_catalog.aclexplode(nullif(f.acl, '')::pg_catalog.aclitem[]) a
 			  WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> 0
 				AND a.grantee <> (SELECT e.extowner FROM pg_catalog.pg_extension e
@@ -1076,7 +1411,9 @@ BEGIN
 							('wait_for_children(bigint, int, interval)', 'complete(bigint, jsonb, int)'),
 							('save_step(bigint, int, text, jsonb)', 'complete(bigint, jsonb, int)'),
 							('child_runs(bigint, bigint, int)', 'get_run(bigint)'),
-							('get_steps(bigint)', 'get_run(bigint)')) f(fn, kin),
+							('get_steps(bigint)', 'get_run(bigint)'),
+							('list_runs(text, text, queue_engine.run_status[], text, timestamptz, timestamptz, jsonb, text, int)', 'get_run(bigint)'),
+							('metrics()', 'get_run(bigint)')) f(fn, kin),
 					pg_catalog.pg_roles r
 			  WHERE r.rolname NOT LIKE 'pg\_%' AND NOT r.rolsuper
 				AND r.oid <> (SELECT e.extowner FROM pg_catalog.pg_extension e

@@ -14,6 +14,7 @@
  *-------------------------------------------------------------------------
  */
 #include "dequeue.h"
+#include "metrics.h"
 #include "segments.h"
 
 #include "access/detoast.h"
@@ -155,6 +156,16 @@ emit_claimed(QeDequeueCall *call, QeCandidate *q, QeTenant *t, uint64 n)
 			lease_min = DatumGetTimestampTz(values[7]);
 		/* why a woken run woke (waits.c); NULL on a first start or a retry */
 		values[8] = qe_get(i, CLAIM_RESUME, &nulls[8]);
+		{
+			bool		isnull;
+			Datum		run_at = qe_get(i, CLAIM_RUN_AT, &isnull);
+
+			/* (the statement's now(): the transaction's start) */
+			if (!isnull)
+				qe_metrics_observe(QE_HIST_START_DELAY,
+								   GetCurrentTransactionStartTimestamp() -
+								   DatumGetTimestampTz(run_at));
+		}
 		tuplestore_putvalues(call->store, call->desc, values, nulls);
 	}
 	pfree(order);
@@ -469,6 +480,8 @@ claim_row(QeDirectClaim *c, TupleTableSlot *slot)
 											  &exec_nulls[QE_EXEC_META]);
 	}
 	qe_write_row(c->writer, exec, exec_nulls);
+	qe_metrics_observe(QE_HIST_START_DELAY,
+					   c->now - DatumGetTimestampTz(exec[QE_EXEC_RUN_AT]));
 
 	/* the slot admission gave it, and what dequeue() returns of it */
 	if (!exec_nulls[QE_EXEC_QUEUE_SLOT])

@@ -70,4 +70,26 @@ ConditionalLockDatabaseObject(Oid classid, Oid objid, uint16 objsubid,
 	index_beginscan(heap, index, snapshot, nkeys, norderbys)
 #endif
 
+
+/* This backend's PGPROC number (for another backend to set its latch). */
+#if PG_VERSION_NUM >= 170000
+#define QE_MY_PROCNO MyProcNumber
+#else
+#define QE_MY_PROCNO (MyProc->pgprocno)
+#endif
+
+/*
+ * Move now() and statement_timestamp() to the present, for a dequeue that
+ * slept: the claim that follows gets its lease and started_at from when it
+ * starts the run, and judges ttls and due runs by the time it is.
+ * PostgreSQL's one setter is the parallel worker's, whose only check is an
+ * assertion; in an assertion-enabled build the clock is left alone.
+ */
+#ifdef USE_ASSERT_CHECKING
+#define qe_restart_transaction_clock() ((void) 0)
+#else
+#define qe_restart_transaction_clock() \
+	SetParallelStartTimestamps(GetCurrentTimestamp(), GetCurrentTimestamp())
+#endif
+
 #endif							/* QE_COMPAT_H */

@@ -12,6 +12,7 @@
  */
 #include "dequeue.h"
 #include "segments.h"
+#include "wakeups.h"
 
 #include "access/genam.h"
 #include "access/relscan.h"
@@ -22,6 +23,9 @@
 #include "catalog/pg_type_d.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
 #include "storage/bufmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -31,6 +35,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/wait_event.h"
 
 PG_FUNCTION_INFO_V1(qe_dequeue);
 
@@ -641,61 +646,27 @@ dequeue_in_turn(QeDequeueCall *call, Datum ids, bool ids_null)
 	}
 }
 
-Datum
-qe_dequeue(PG_FUNCTION_ARGS)
+/*
+ * One claim: the runs of the named queues (names NULL: any queue) that may
+ * start now, up to call->remaining, into call's store.  *queue_ids gets
+ * the ids the names resolved to (NULL for any queue), for a waiter.
+ */
+static void
+dequeue_once(QeDequeueCall *call, ArrayType *names, int max_runs,
+			 ArrayType **queue_ids)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	QeDequeueCall call;
 	Datum		values[1] = {0};
 	char		nulls[1] = {' '};
-	int			max_runs;
 	QeCandidate single;
 	QeTenant	single_tenant;
 	bool		have_single = false;
 	bool		single_paused = false;
 	int			path_level;
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("max_runs must not be null"),
-				 errhint("Omit max_runs to claim one run.")));
-	max_runs = PG_GETARG_INT32(1);
-	if (max_runs < 1 || max_runs > QE_MAX_DEQUEUE_RUNS)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_runs must be between 1 and %d: %d",
-						QE_MAX_DEQUEUE_RUNS, max_runs),
-				 errhint("Claim runs in batches of at most %d.", QE_MAX_DEQUEUE_RUNS)));
-	call.lease_null = PG_ARGISNULL(2);
-	call.lease = call.lease_null ? (Datum) 0 : PG_GETARG_DATUM(2);
-	if (!call.lease_null)
-		qe_check_interval(PG_GETARG_INTERVAL_P(2), "lease", false);
-	if (!PG_ARGISNULL(3))
-		qe_check_text_bytes(PG_GETARG_DATUM(3), QE_MAX_WORKER_BYTES, "worker",
-							"Pass a short name for the worker, such as its host and process id.");
-	call.worker_null = PG_ARGISNULL(3);
-	call.worker = call.worker_null ? (Datum) 0 : PG_GETARG_DATUM(3);
-
-	/*
-	 * Limits are counted with fresh snapshots after taking their locks; a
-	 * transaction snapshot could miss runs another worker just started.
-	 */
-	if (IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
-				 errmsg("dequeue() cannot run in a %s transaction",
-						XactIsoLevel == XACT_SERIALIZABLE ? "SERIALIZABLE" : "REPEATABLE READ"),
-				 errhint("Call dequeue() in a READ COMMITTED transaction.")));
-
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	call.store = rsinfo->setResult;
-	call.desc = rsinfo->setDesc;
-	call.remaining = max_runs;
-
 	SPI_connect();
 
-	if (!PG_ARGISNULL(0))
+	*queue_ids = NULL;
+	if (names != NULL)
 	{
 		/*
 		 * One queue: resolve it, take its tenant's claim lock, and resolve
@@ -706,15 +677,15 @@ qe_dequeue(PG_FUNCTION_ARGS)
 		for (int tries = 0;; tries++)
 		{
 			uint64		generation = qe_queue_definitions_generation();
-			ArrayType  *ids = resolve_queue_names(PG_GETARG_ARRAYTYPE_P(0),
-												  &single, &single_tenant,
+			ArrayType  *ids = resolve_queue_names(names, &single, &single_tenant,
 												  &have_single, &single_paused);
 
+			*queue_ids = ids;
 			if (ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids)) == 0 ||
 				(have_single && single_paused))
 			{
 				SPI_finish();
-				return (Datum) 0;
+				return;
 			}
 			values[0] = PointerGetDatum(ids);
 			if (!have_single)
@@ -723,7 +694,7 @@ qe_dequeue(PG_FUNCTION_ARGS)
 			if (tries == 10 || !qe_tenant_lock(&single_tenant))
 			{
 				SPI_finish();
-				return (Datum) 0;
+				return;
 			}
 			qe_queue_definitions_refresh();
 			if (qe_queue_definitions_generation() == generation)
@@ -753,21 +724,186 @@ qe_dequeue(PG_FUNCTION_ARGS)
 			single_tenant.limit > 0;
 
 		path_level = limited ? qe_pin_search_path() : 0;
-		while (call.remaining > 0 && !single.exhausted)
+		while (call->remaining > 0 && !single.exhausted)
 		{
 			CHECK_FOR_INTERRUPTS();
-			call.remaining -= (int) claim_from_queue(&call, &single, &single_tenant,
-													 call.remaining);
+			call->remaining -= (int) claim_from_queue(call, &single, &single_tenant,
+													  call->remaining);
 		}
 		qe_unpin_search_path(path_level);
 		SPI_finish();
-		return (Datum) 0;
+		return;
 	}
 
 	/* Its statements under one pin of search_path rather than one each. */
 	path_level = qe_pin_search_path();
-	dequeue_in_turn(&call, nulls[0] == 'n' ? (Datum) 0 : values[0], nulls[0] == 'n');
+	dequeue_in_turn(call, nulls[0] == 'n' ? (Datum) 0 : values[0], nulls[0] == 'n');
 	qe_unpin_search_path(path_level);
 	SPI_finish();
+}
+
+/*
+ * dequeue_once() in a subtransaction, kept if it started runs and rolled
+ * back if not, so that an empty attempt lets go of every lock it took (a
+ * sleeping waiter must block no rotation and no definition change).
+ * Returns whether it started runs; *queue_ids as dequeue_once's, copied
+ * into the caller's memory.
+ */
+static bool
+dequeue_attempt(QeDequeueCall *call, ArrayType *names, int max_runs,
+				int32 **queue_ids, int *nqueue_ids)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ArrayType  *ids;
+	bool		started;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	dequeue_once(call, names, max_runs, &ids);
+	started = call->remaining < max_runs;
+	if (*queue_ids == NULL && ids != NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		*nqueue_ids = ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids));
+		*queue_ids = palloc(sizeof(int32) * Max(*nqueue_ids, 1));
+		memcpy(*queue_ids, ARR_DATA_PTR(ids), sizeof(int32) * *nqueue_ids);
+		MemoryContextSwitchTo(old);
+	}
+	if (started)
+		ReleaseCurrentSubTransaction();
+	else
+		RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner;
+	return started;
+}
+
+/*
+ * Before a waiter sleeps: keep back no one's cleanup.  The empty attempt
+ * released its own snapshots; the statement's (the caller's SELECT) is
+ * still registered but reads nothing more, and the catalog snapshot is
+ * dropped, so the backend's xmin is cleared, as between transactions; the
+ * next snapshot (the next attempt's) sets it afresh.
+ */
+static void
+release_xmin(void)
+{
+	InvalidateCatalogSnapshot();
+	MyProc->xmin = InvalidTransactionId;
+}
+
+Datum
+qe_dequeue(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	QeDequeueCall call;
+	int			max_runs;
+	int64		wait_us = 0;
+	ArrayType  *names;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_runs must not be null"),
+				 errhint("Omit max_runs to claim one run.")));
+	max_runs = PG_GETARG_INT32(1);
+	if (max_runs < 1 || max_runs > QE_MAX_DEQUEUE_RUNS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_runs must be between 1 and %d: %d",
+						QE_MAX_DEQUEUE_RUNS, max_runs),
+				 errhint("Claim runs in batches of at most %d.", QE_MAX_DEQUEUE_RUNS)));
+	call.lease_null = PG_ARGISNULL(2);
+	call.lease = call.lease_null ? (Datum) 0 : PG_GETARG_DATUM(2);
+	if (!call.lease_null)
+		qe_check_interval(PG_GETARG_INTERVAL_P(2), "lease", false);
+	if (!PG_ARGISNULL(3))
+		qe_check_text_bytes(PG_GETARG_DATUM(3), QE_MAX_WORKER_BYTES, "worker",
+							"Pass a short name for the worker, such as its host and process id.");
+	call.worker_null = PG_ARGISNULL(3);
+	call.worker = call.worker_null ? (Datum) 0 : PG_GETARG_DATUM(3);
+	/* wait (a 0.1 schema's dequeue has no such argument) */
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+	{
+		qe_check_interval(PG_GETARG_INTERVAL_P(4), "wait", true);
+		wait_us = qe_interval_usecs(PG_GETARG_INTERVAL_P(4));
+	}
+
+	/*
+	 * Limits are counted with fresh snapshots after taking their locks; a
+	 * transaction snapshot could miss runs another worker just started.
+	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("dequeue() cannot run in a %s transaction",
+						XactIsoLevel == XACT_SERIALIZABLE ? "SERIALIZABLE" : "REPEATABLE READ"),
+				 errhint("Call dequeue() in a READ COMMITTED transaction.")));
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	call.store = rsinfo->setResult;
+	call.desc = rsinfo->setDesc;
+	call.remaining = max_runs;
+	names = PG_ARGISNULL(0) ? NULL : PG_GETARG_ARRAYTYPE_P(0);
+
+	if (wait_us <= 0)
+	{
+		ArrayType  *ids;
+
+		dequeue_once(&call, names, max_runs, &ids);
+		return (Datum) 0;
+	}
+
+	/*
+	 * Waiting for work (src/README.md, "Blocking dequeue"): attempt; if
+	 * nothing started, take a waiter slot and attempt again (a commit
+	 * before the slot was taken is seen by that attempt, one after it
+	 * wakes us), then sleep until woken or the deadline, and so on.
+	 */
+	{
+		TimestampTz deadline = GetCurrentTimestamp() + wait_us;
+		int32	   *queue_ids = NULL;
+		int			nqueue_ids = 0;
+		bool		waiter = false;
+		bool		polling = false;
+
+		for (;;)
+		{
+			TimestampTz now;
+
+			if (dequeue_attempt(&call, names, max_runs, &queue_ids, &nqueue_ids))
+				break;
+			now = GetCurrentTimestamp();
+			if (now >= deadline)
+				break;
+			if (!waiter && !polling)
+			{
+				/* names that resolved to no queue: there is nothing to wait for */
+				if (names != NULL && nqueue_ids == 0 && queue_ids != NULL)
+					polling = true;
+				else if (qe_wait_begin(queue_ids, names == NULL ? 0 : nqueue_ids))
+				{
+					waiter = true;
+					continue;
+				}
+				polling = true; /* every slot taken: look again now and then */
+			}
+			release_xmin();
+			if (waiter)
+				qe_wait_sleep((long) Min((deadline - now + 999) / 1000, (int64) INT_MAX));
+			else
+			{
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 (long) Min((deadline - now + 999) / 1000, 50), PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+			}
+			qe_restart_transaction_clock();
+		}
+		if (waiter)
+			qe_wait_end();
+	}
 	return (Datum) 0;
 }

@@ -151,6 +151,14 @@ refresh_epoch(void)
 	}
 }
 
+/* The installation's epoch (the runs relid), for other shared keys. */
+Oid
+qe_hints_epoch(void)
+{
+	refresh_epoch();
+	return hints_epoch;
+}
+
 static inline QeReadyHintSlot *
 slot_of(int32 queue_id)
 {

@@ -321,6 +321,31 @@ report_enqueued(const Datum *values, bool delayed, const int64 *run_ids,
 						DT_NOEND);
 }
 
+/*
+ * A tagged run's rows of queue_engine.run_tags, one per distinct tag, in
+ * list_runs' order (created_at, run_id), so that a page filtered by tag
+ * reads only its page.  Only a 0.2 schema has the table: the caller passes
+ * whether it is there (its function has the cancel_on argument).
+ */
+static void
+register_tags(const QeEnqueueOptions *opt, const int64 *ids, int nids)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[3];
+
+	if (opt->tags_null || nids == 0)
+		return;
+	qe_plan(&plan,
+			"INSERT INTO queue_engine.run_tags (tag, created_at, run_id)"
+			" SELECT t.tag, $2, r.id FROM (SELECT DISTINCT tag FROM unnest($1) tag) t,"
+			"        unnest($3) r(id)",
+			3, (Oid[]) {TEXTARRAYOID, TIMESTAMPTZOID, INT8ARRAYOID});
+	values[0] = opt->tags;
+	values[1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	values[2] = PointerGetDatum(construct_array((Datum *) ids, nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	qe_exec(plan, values, NULL, 0);
+}
+
 Datum
 qe_enqueue(PG_FUNCTION_ARGS)
 {
@@ -379,6 +404,8 @@ qe_enqueue(PG_FUNCTION_ARGS)
 		qe_insert_runs(values, nulls, opt.delayed, &payload, 1,
 					   have_id ? &run_id : NULL, &run_id);
 		report_enqueued(values, opt.delayed, &run_id, 1);
+		if (PG_NARGS() > 12)
+			register_tags(&opt, &run_id, 1);
 		if (nrules > 0)
 			qe_cancel_on_register(&run_id, 1, info.tenant_id, rule_events,
 								  rule_matches, nrules);
@@ -449,6 +476,8 @@ qe_enqueue_batch(PG_FUNCTION_ARGS)
 		fill_run_values(values, nulls, &opt, &info, NULL);
 		qe_insert_runs(values, nulls, opt.delayed, elems, nelems, NULL, ids);
 		report_enqueued(values, opt.delayed, ids, nelems);
+		if (PG_NARGS() > 10)
+			register_tags(&opt, ids, nelems);
 		if (nrules > 0)
 			qe_cancel_on_register(ids, nelems, info.tenant_id, rule_events,
 								  rule_matches, nrules);

@@ -16,6 +16,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "metrics.h"
 #include "run_state.h"
 #include "segments.h"
 
@@ -77,7 +78,24 @@ PG_FUNCTION_INFO_V1(qe_cancel);
 				"(d.meta).idempotency_key", "(d.meta).tags", "(d.meta).parent_run_id", \
 				"(d.meta).max_attempts", "(d.meta).lease", last_error, "NULL") \
 	"   FROM d" \
-	" RETURNING queue_id, (meta).parent_run_id"
+	" RETURNING queue_id, (meta).parent_run_id, started_at, finished_at"
+
+/* The attempts' durations (started_at, finished_at: the 3rd and 4th columns). */
+static void
+observe_durations(uint64 n)
+{
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		started_null;
+		bool		finished_null;
+		Datum		started = qe_get(i, 3, &started_null);
+		Datum		finished = qe_get(i, 4, &finished_null);
+
+		if (!started_null && !finished_null)
+			qe_metrics_observe(QE_HIST_RUN_DURATION,
+							   DatumGetTimestampTz(finished) - DatumGetTimestampTz(started));
+	}
+}
 
 static int64
 require_run_id(FunctionCallInfo fcinfo)
@@ -395,6 +413,10 @@ complete_direct(int64 run_id, Datum output, bool output_null, bool attempt_null,
 		return result;
 	}
 	qe_insert_finished_run(finished, fin, fin_nulls);
+	if (!fin_nulls[QE_FIN_STARTED_AT])
+		qe_metrics_observe(QE_HIST_RUN_DURATION,
+						   DatumGetTimestampTz(fin[QE_FIN_FINISHED_AT]) -
+						   DatumGetTimestampTz(fin[QE_FIN_STARTED_AT]));
 	/* Later statements of the transaction see the move, as after a statement. */
 	CommandCounterIncrement();
 	*queue_id = DatumGetInt32(fin[QE_FIN_QUEUE_ID]);
@@ -449,6 +471,7 @@ qe_complete(PG_FUNCTION_ARGS)
 		if (done)
 		{
 			queue_id = DatumGetInt32(qe_get(0, 1, &isnull));
+			observe_durations(1);
 			qe_children_final_of_result(2);
 		}
 	}
@@ -515,6 +538,7 @@ report_completed(int64 n)
 		add_completed(moves, &nmoves, queue_id);
 	}
 	qe_runs_transitioned(moves, nmoves);
+	observe_durations((uint64) n);
 	qe_children_final_of_result(2);
 }
 
@@ -741,6 +765,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	Interval   *backoff_max;
 	QeRunStatus new_status;
 	TimestampTz run_at = GetCurrentTransactionStartTimestamp();
+	TimestampTz started_at;
 	Jsonb	   *error;
 
 	if (PG_ARGISNULL(1))
@@ -767,7 +792,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	qe_plan(&lock_plan,
 			"SELECT e.attempt, " QE_SQL_MAX_ATTEMPTS("e", "p") ", e.queue_id,"
 			"       q.retry_backoff, q.retry_backoff_max, e.priority,"
-			"       e.concurrency_key IS NOT NULL"
+			"       e.concurrency_key IS NOT NULL, e.started_at"
 			"  FROM queue_engine.executing e"
 			"  JOIN queue_engine.queue_policies p ON p.policy_id = e.policy_id"
 			"  JOIN queue_engine.queues q ON q.queue_id = e.queue_id"
@@ -794,6 +819,7 @@ qe_fail(PG_FUNCTION_ARGS)
 	backoff_max = DatumGetIntervalP(qe_get(0, 5, &isnull));
 	priority = DatumGetInt32(qe_get(0, 6, &isnull));
 	keyed = DatumGetBool(qe_get(0, 7, &isnull));
+	started_at = DatumGetTimestampTz(qe_get(0, 8, &isnull));
 
 	if (permanent || attempt >= max_attempts)
 		new_status = QE_RUN_FAILED;
@@ -867,6 +893,7 @@ qe_fail(PG_FUNCTION_ARGS)
 		qe_run_transitioned(queue_id, QE_RUN_EXECUTING, new_status, 1, &key,
 							DT_NOEND);
 	}
+	qe_metrics_observe(QE_HIST_RUN_DURATION, GetCurrentTransactionStartTimestamp() - started_at);
 	SPI_finish();
 
 	/* run_status is an enum: return its label's OID via the input function. */

@@ -22,6 +22,7 @@ bool		qe_maintenance_enabled = true;
 int			qe_event_retention_s = 24 * 3600;
 int			qe_finished_run_retention_s = 7 * 24 * 3600;
 bool		qe_require_attempt = false;
+int			qe_list_runs_max_scan = 10000;
 
 void
 qe_guc_init(void)
@@ -113,6 +114,15 @@ qe_guc_init(void)
 							 false,
 							 PGC_USERSET, 0,
 							 NULL, NULL, NULL);
+
+	/* Read by list_runs (SQL), which defaults to the same without the library. */
+	DefineCustomIntVariable("queue_engine.list_runs_max_scan",
+							"Most candidate runs one list_runs page examines for filters its index cannot apply.",
+							"A page that reaches it before it is full ends with a continuation row (run_id NULL, cursor set).",
+							&qe_list_runs_max_scan,
+							10000, 1, 10000000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("queue_engine");
 }

@@ -20,6 +20,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include "metrics.h"
 #include "run_state.h"
 #include "segments.h"
 #include "shmem.h"
@@ -395,7 +396,9 @@ qe_task_rescue_stalled(int limit)
 		qe_exec(qe_plan_segment(retry_plans[k], retry_families[k], RESCUE_RETRY_SQL, 4,
 								(Oid[]) {INT8ARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, INT4OID}),
 				values, NULL, 0);
+		qe_metrics_rescuing = true;
 		moved += report_moved_runs();
+		qe_metrics_rescuing = false;
 	}
 
 	/* Spent: to finished_runs, failed, with the stall as the last error. */
@@ -421,7 +424,9 @@ qe_task_rescue_stalled(int limit)
 													true, TYPALIGN_DOUBLE));
 		values[1] = Int32GetDatum(cap);
 		qe_exec(fail_plan, values, NULL, 0);
+		qe_metrics_rescuing = true;
 		moved += report_moved_runs();
+		qe_metrics_rescuing = false;
 	}
 	return moved;
 }
@@ -768,7 +773,8 @@ prune_finished_runs(int limit, TimestampTz from, TimestampTz *newest)
 			"  DELETE FROM queue_engine.finished_runs f USING due"
 			"   WHERE f.run_id = due.run_id"
 			"  RETURNING f.run_id, f.queue_id, (f.meta).idempotency_key AS idempotency_key,"
-			"            f.finished_at),"
+			"            f.finished_at, (f.meta).tags AS tags,"
+			"            coalesce((f.meta).created_at, f.run_at) AS created_at),"
 			/* The key's tenant is the run's queue's. */
 			" k AS ("
 			"  DELETE FROM queue_engine.idempotency_keys k"
@@ -777,7 +783,10 @@ prune_finished_runs(int limit, TimestampTz from, TimestampTz *newest)
 			"     AND k.idempotency_key = m.idempotency_key AND k.run_id = m.run_id),"
 			/* A run's steps and cancel_on rules go with it (waits.c, steps.c). */
 			" s AS (DELETE FROM queue_engine.run_steps s USING m WHERE s.run_id = m.run_id),"
-			" r AS (DELETE FROM queue_engine.cancel_rules r USING m WHERE r.run_id = m.run_id)"
+			" r AS (DELETE FROM queue_engine.cancel_rules r USING m WHERE r.run_id = m.run_id),"
+			/* its tags' rows, by their index (list_runs) */
+			" t AS (DELETE FROM queue_engine.run_tags t USING m, unnest(m.tags) g(tag)"
+			"       WHERE t.tag = g.tag AND t.created_at = m.created_at AND t.run_id = m.run_id)"
 			"SELECT count(*), max(finished_at) FROM m",
 			3, (Oid[]) {INT4OID, FLOAT8OID, TIMESTAMPTZOID});
 	values[0] = Int32GetDatum(limit);

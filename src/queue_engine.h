@@ -73,6 +73,7 @@ extern bool qe_maintenance_enabled;
 extern int	qe_finished_run_retention_s;
 extern int	qe_event_retention_s;
 extern bool qe_require_attempt;
+extern int	qe_list_runs_max_scan;
 extern void qe_guc_init(void);
 
 /* worker.c */
@@ -147,6 +148,7 @@ qe_ready_key_before(const QeReadyKey *a, const QeReadyKey *b)
 }
 extern bool qe_ready_hint_get(int32 queue_id, QeReadyKey *key);
 extern void qe_ready_hint_lower(int32 queue_id, const QeReadyKey *key);
+extern Oid	qe_hints_epoch(void);
 extern void qe_ready_hint_forget_all(void);
 extern bool qe_ready_hint_from_start_due(int32 queue_id, bool contended);
 /* ... and the limit-hint fields of a queue's slot, for limits.c */

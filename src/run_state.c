@@ -15,7 +15,10 @@
  *	  - voids the limit hint of every queue whose runs left executing, at
  *	    commit (dispatch_hints.c);
  *	  - reports the earliest lease granted to the rescue horizon
- *	    (shmem.h, read by maintenance.c's rescue), at commit.
+ *	    (shmem.h, read by maintenance.c's rescue), at commit;
+ *	  - counts the moves for metrics() (metrics.c), and notes the queues
+ *	    whose runs became startable or left a slot, whose sleeping
+ *	    dequeues the commit wakes (wakeups.c).
  *
  *	  The one move not reported here is check_consistency()'s cancel of
  *	  runs whose queue does not exist: its counts are left to the
@@ -24,7 +27,9 @@
  *-------------------------------------------------------------------------
  */
 #include "run_state.h"
+#include "metrics.h"
 #include "shmem.h"
+#include "wakeups.h"
 
 #include "common/pg_prng.h"
 
@@ -141,6 +146,10 @@ qe_runs_transitioned(QeTransition *moves, int nmoves)
 					delta[c] += m->nruns;
 				if (m->from == QE_RUN_EXECUTING)
 					left_executing = true;
+				qe_metrics_moved(queue_id, m->from, m->to, m->nruns);
+				/* startable runs, or freed slots: a sleeping dequeue's cue */
+				if (m->to == QE_RUN_QUEUED || m->from == QE_RUN_EXECUTING)
+					qe_wakeup_note(queue_id, m->nruns);
 				if (m->to == QE_RUN_QUEUED &&
 					(!ready_valid || qe_ready_key_before(&m->key, &ready)))
 				{

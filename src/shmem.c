@@ -32,6 +32,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 QeShared   *qe_shared = NULL;
 
@@ -91,6 +92,36 @@ init_shared(QeShared *shared)
 	SpinLockInit(&shared->task_schedule.mutex);
 	for (int i = 0; i < QE_BACKGROUND_TASK_COUNT; i++)
 		shared->task_schedule.next_due[i] = 0;
+
+	shared->metrics.since = GetCurrentTimestamp();
+	for (int i = 0; i < QE_METRICS_QUEUE_SLOTS; i++)
+	{
+		QeQueueCounters *c = &shared->metrics.queues[i];
+
+		pg_atomic_init_u32(&c->state, 0);
+		for (int k = 0; k < QE_COUNTER_KINDS; k++)
+			pg_atomic_init_u64(&c->counts[k], 0);
+	}
+	for (int i = 0; i < QE_DELTA_SEGMENT_SLOTS; i++)
+	{
+		QeDatabaseMetrics *d = &shared->metrics.databases[i];
+
+		pg_atomic_init_u32(&d->database, InvalidOid);
+		for (int h = 0; h < QE_HISTOGRAM_KINDS; h++)
+		{
+			for (int b = 0; b <= QE_METRICS_HIST_BUCKETS; b++)
+				pg_atomic_init_u64(&d->hist[h].buckets[b], 0);
+			pg_atomic_init_u64(&d->hist[h].sum_us, 0);
+		}
+		for (int k = 0; k < QE_COUNTER_KINDS; k++)
+			pg_atomic_init_u64(&d->overflow[k], 0);
+	}
+
+	SpinLockInit(&shared->waiters.mutex);
+	pg_atomic_init_u32(&shared->waiters.sleeping, 0);
+	shared->waiters.high_water = 0;
+	for (int i = 0; i < QE_WAITER_SLOTS; i++)
+		shared->waiters.slots[i].procno = -1;
 
 	SpinLockInit(&shared->consistency_clock.mutex);
 	for (int i = 0; i < QE_DELTA_SEGMENT_SLOTS; i++)

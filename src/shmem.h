@@ -93,6 +93,94 @@ typedef struct QeConsistencyClock
 	TimestampTz last_started[QE_DELTA_SEGMENT_SLOTS];	/* 0: none yet */
 } QeConsistencyClock;
 
+/*
+ * Metrics (metrics.c): cumulative counters per queue and two latency
+ * histograms per database, all atomics, since the shared state was made
+ * (a server start).  A queue's counters live in the first free slot of a
+ * probe sequence from its hash, claimed once and never freed (ids are
+ * never reused in an installation); when QE_METRICS_PROBES slots are all
+ * others', its counts go to its database's overflow counters.
+ */
+#define QE_METRICS_QUEUE_SLOTS 16384
+#define QE_METRICS_PROBES 64
+#define QE_METRICS_HIST_BUCKETS 15	/* + the +Inf one */
+
+typedef enum QeCounterKind
+{
+	QE_COUNT_ENQUEUED,
+	QE_COUNT_STARTED,
+	QE_COUNT_COMPLETED,
+	QE_COUNT_FAILED,
+	QE_COUNT_RETRIED,
+	QE_COUNT_EXPIRED,
+	QE_COUNT_CANCELED,
+	QE_COUNT_RESCUED,
+	QE_COUNTER_KINDS
+} QeCounterKind;
+
+typedef enum QeHistogramKind
+{
+	QE_HIST_START_DELAY,		/* startable -> started */
+	QE_HIST_RUN_DURATION,		/* started -> completed or failed */
+	QE_HISTOGRAM_KINDS
+} QeHistogramKind;
+
+typedef struct QeQueueCounters
+{
+	pg_atomic_uint32 state;		/* 0 free, 1 being claimed, 2 in use */
+	Oid			database;
+	Oid			epoch;			/* the runs relid (reinstalls reuse ids) */
+	int32		queue_id;
+	pg_atomic_uint64 counts[QE_COUNTER_KINDS];
+} QeQueueCounters;
+
+typedef struct QeHistogram
+{
+	pg_atomic_uint64 buckets[QE_METRICS_HIST_BUCKETS + 1];	/* not cumulative */
+	pg_atomic_uint64 sum_us;
+} QeHistogram;
+
+typedef struct QeDatabaseMetrics
+{
+	pg_atomic_uint32 database;	/* InvalidOid: free; claimed once */
+	QeHistogram hist[QE_HISTOGRAM_KINDS];
+	pg_atomic_uint64 overflow[QE_COUNTER_KINDS];
+} QeDatabaseMetrics;
+
+typedef struct QeMetricsShared
+{
+	TimestampTz since;			/* when the counters started */
+	QeQueueCounters queues[QE_METRICS_QUEUE_SLOTS];
+	QeDatabaseMetrics databases[QE_DELTA_SEGMENT_SLOTS];
+} QeMetricsShared;
+
+/*
+ * Sleeping dequeues (wakeups.c): one slot per sleeping backend, which says
+ * what it waits for; a transaction that made runs startable sets the
+ * latches of as many matching sleepers as runs, at commit.  One spinlock
+ * for the table, held while a slot is taken or freed or while a committer
+ * picks sleepers (a scan up to high_water, only when someone sleeps).
+ */
+#define QE_WAITER_SLOTS 512
+#define QE_WAITER_QUEUES 16
+
+typedef struct QeWaiter
+{
+	int			procno;			/* -1: free */
+	Oid			database;
+	int			nqueues;		/* 0: any queue of the database */
+	int32		queue_ids[QE_WAITER_QUEUES];
+	bool		woken;			/* picked by a committer since it slept */
+} QeWaiter;
+
+typedef struct QeWaiters
+{
+	slock_t		mutex;
+	pg_atomic_uint32 sleeping;	/* slots in use (read without the lock) */
+	int			high_water;		/* slots in use are below it */
+	QeWaiter	slots[QE_WAITER_SLOTS];
+} QeWaiters;
+
 typedef struct QeShared
 {
 	QeReadyHintTable hints;
@@ -104,6 +192,8 @@ typedef struct QeShared
 	QePruneCursor prune_cursor;
 	QeTaskSchedule task_schedule;
 	QeConsistencyClock consistency_clock;
+	QeMetricsShared metrics;
+	QeWaiters waiters;
 } QeShared;
 
 extern QeShared *qe_shared;
