@@ -32,7 +32,8 @@ INTERNAL="count_delta_segment check_positive check_interval ensure_tenant live_q
   queue_definitions_changed queue_below_limit queue_at_limit_marked definition_change_lock
   restore_default_tenant check_name_length tenant_access_changed require_access
   require_unscoped access_privileges privilege_sql check_grant_args set_queue_paused
-  run_meta_or_null current_segment runs_change queue_policy_assign move_concurrency_keys"
+  run_meta_or_null current_segment runs_change queue_policy_assign move_concurrency_keys
+  list_runs_page"
 
 control=$(ls "$root"/*.control)
 ext=$(basename "$control" .control)

@@ -47,6 +47,30 @@
 #      without the wait (each client enqueues into its own queue first; reported, no bar); bytes of
 #      queue_engine.waiting_runs with its indexes per waiting run (reported, no bar). About 4-5
 #      minutes per preload mode with both syncs.
+#   13 runs list (issue 17): BENCH_LIST_RUNS finished runs (100 queues of 10 tenants, statuses, 30 days of
+#      created_at, 20% tagged; written by a direct INSERT ... SELECT generate_series into finished_runs and
+#      run_tags, which bypasses the API for speed: test/bench/list_runs.sql) and a pending backlog of 3,000
+#      runs through the API, in a cluster of its own (kept between the preload modes; BENCH_LIST_REUSE=1
+#      keeps it, filled, in BENCH_LIST_DIR between runs); then p50/p99 of one list_runs page of 50 (pgbench,
+#      1 client, BENCH_LIST_SECONDS per run) for each filter of BENCH_LIST_KINDS (none, queue, tenant,
+#      status failed, tag, a one-day time range, payload_contains) from each position of
+#      BENCH_LIST_POSITIONS (the first page, page 5 following the cursors, a cursor in the middle of the
+#      history), random queue/tenant/tag/day/customer each page; "raw" = the same page in plain SQL on
+#      finished_runs (scripts/raw_list_*.sql; ratio = engine p99 / raw p99). Targets: p99 < 20 ms for each
+#      single filter of queue, tenant, status, tag and time range.
+#   14 metrics cost (issue 17): BENCH_METRICS_QUEUES queues over BENCH_METRICS_TENANTS tenants, each with a
+#      few runs in various states made through the API; metrics() called back to back from one client
+#      for BENCH_METRICS_SECONDS: ms per call, its output's size, the calling backend's CPU per call
+#      (/proc), and % of one core at one call a second (= ms per call / 10; target < 1); "raw" =
+#      SELECT * FROM queue_engine.queue_stats the same way.
+#   15 blocking dequeue (issue 17; test/bench/wait_bench.py, Python 3 with psycopg2): enqueue-commit ->
+#      run returned to a worker blocked in dequeue(wait => '10 s'), p50 and p99 over BENCH_WAIT_SAMPLES
+#      (targets < 1 ms and < 5 ms), with each of BENCH_WAIT_WAITERS workers blocked on the queue, per sync;
+#      "raw" = the same with a worker polling dequeue (no wait) every BENCH_WAIT_POLL_MS; then
+#      BENCH_WAIT_IDLE_CONNS workers blocked in dequeue(wait => '10 s') in a loop on an empty queue for
+#      BENCH_WAIT_IDLE_SECONDS: their backends' CPU as % of one core (target < 1), and backend_xmin NULL
+#      in pg_stat_activity whenever one is seen asleep (target: no exception), and pg_cancel_backend ->
+#      error of each.
 #   mem one backend, BENCH_MEMORY_CALLS dequeue + complete calls from a procedure loop (target:
 #       the memory contexts' growth over the second half of the calls, where a leak grows as in
 #       the first and one-time caches, such as a saved plan per segment combination, do not):
@@ -95,6 +119,14 @@
 #   workload 12: BENCH_WAIT_RUNS (250000), BENCH_WAIT_SMALL (1000), BENCH_WAIT_SENDS (1000: sends per
 #   p99 run), BENCH_WAIT_OTHER_EVENTS (10000), BENCH_WAIT_FANOUT (10000), BENCH_WAIT_MAX_SECONDS (10:
 #   fewer sends in a run, at least 50, when a 20-send probe says BENCH_WAIT_SENDS would take longer),
+#   workload 13: BENCH_LIST_RUNS (10000000), BENCH_LIST_SECONDS (10: one latency run), BENCH_LIST_KINDS
+#   ("none queue tenant status tag time payload"), BENCH_LIST_POSITIONS ("first page5 middle"),
+#   BENCH_LIST_CHUNK (500000 rows per transaction of the fill), BENCH_LIST_REUSE (0; 1: the list cluster
+#   lives in BENCH_LIST_DIR (/var/tmp/queue_engine_bench_list) and is reused, filled, by later runs while
+#   BENCH_LIST_RUNS and the installed extension scripts are the same; an interrupted fill goes on),
+#   workload 14: BENCH_METRICS_QUEUES (10000), BENCH_METRICS_TENANTS (100), BENCH_METRICS_SECONDS (20),
+#   workload 15: BENCH_WAIT_SAMPLES (1000), BENCH_WAIT_WAITERS ("1 8"), BENCH_WAIT_POLL_MS (10),
+#   BENCH_WAIT_IDLE_CONNS (100), BENCH_WAIT_IDLE_SECONDS (30),
 #   BENCH_BUILD (1; 0: skip make + make install, the extension is installed already),
 #   BENCH_OUT (also write both tables there, as markdown).
 #
@@ -120,7 +152,7 @@ BENCH_RUNS=${BENCH_RUNS:-3}
 BENCH_SYNCS=${BENCH_SYNCS:-on off}
 BENCH_CLIENTS=${BENCH_CLIENTS:-1 8}
 BENCH_PRELOAD=${BENCH_PRELOAD:-on off}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6 7 8 9 10 11 12 mem memclient soak}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 mem memclient soak}
 BACKLOG=${BENCH_BACKLOG:-200000}
 BENCH_QUEUES=${BENCH_QUEUES:-10000}
 BENCH_LATENCY_RATE=${BENCH_LATENCY_RATE:-250}
@@ -157,6 +189,21 @@ BENCH_WAIT_FANOUT=${BENCH_WAIT_FANOUT:-10000}
 BENCH_WAIT_MAX_SECONDS=${BENCH_WAIT_MAX_SECONDS:-10}
 W12_RUNS=$BENCH_WAIT_RUNS W12_SMALL=$BENCH_WAIT_SMALL W12_SENDS=$BENCH_WAIT_SENDS
 W12_OTHER=$BENCH_WAIT_OTHER_EVENTS W12_FANOUT=$BENCH_WAIT_FANOUT
+BENCH_LIST_RUNS=${BENCH_LIST_RUNS:-10000000}
+BENCH_LIST_SECONDS=${BENCH_LIST_SECONDS:-10}
+BENCH_LIST_KINDS=${BENCH_LIST_KINDS:-none queue tenant status tag time payload}
+BENCH_LIST_POSITIONS=${BENCH_LIST_POSITIONS:-first page5 middle}
+BENCH_LIST_CHUNK=${BENCH_LIST_CHUNK:-500000}
+BENCH_LIST_REUSE=${BENCH_LIST_REUSE:-0}
+BENCH_LIST_DIR=${BENCH_LIST_DIR:-/var/tmp/queue_engine_bench_list}
+BENCH_METRICS_QUEUES=${BENCH_METRICS_QUEUES:-10000}
+BENCH_METRICS_TENANTS=${BENCH_METRICS_TENANTS:-100}
+BENCH_METRICS_SECONDS=${BENCH_METRICS_SECONDS:-20}
+BENCH_WAIT_SAMPLES=${BENCH_WAIT_SAMPLES:-1000}
+BENCH_WAIT_WAITERS=${BENCH_WAIT_WAITERS:-1 8}
+BENCH_WAIT_POLL_MS=${BENCH_WAIT_POLL_MS:-10}
+BENCH_WAIT_IDLE_CONNS=${BENCH_WAIT_IDLE_CONNS:-100}
+BENCH_WAIT_IDLE_SECONDS=${BENCH_WAIT_IDLE_SECONDS:-30}
 BENCH_BUILD=${BENCH_BUILD:-1}
 BENCH_OUT=${BENCH_OUT:-}
 SMALL_BACKLOG=10000   # workloads 7 and 8
@@ -167,10 +214,16 @@ STAYS_P99=1.5
 STAYS_MEM_KB=1024
 
 for w in $BENCH_WORKLOADS; do
-  case $w in 1|2|3|4|5|6|7|8|9|10|11|12|mem|memclient|soak) ;; *) qe_die "BENCH_WORKLOADS: unknown workload '$w' (1-12, mem, memclient, soak)" ;; esac
+  case $w in 1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|mem|memclient|soak) ;; *) qe_die "BENCH_WORKLOADS: unknown workload '$w' (1-15, mem, memclient, soak)" ;; esac
 done
 for p in $BENCH_PRELOAD; do
   case $p in on|off) ;; *) qe_die "BENCH_PRELOAD: unknown mode '$p' (on, off)" ;; esac
+done
+for k in $BENCH_LIST_KINDS; do
+  case $k in none|queue|tenant|status|tag|time|payload) ;; *) qe_die "BENCH_LIST_KINDS: unknown filter '$k' (none queue tenant status tag time payload)" ;; esac
+done
+for k in $BENCH_LIST_POSITIONS; do
+  case $k in first|page5|middle) ;; *) qe_die "BENCH_LIST_POSITIONS: unknown position '$k' (first page5 middle)" ;; esac
 done
 for h in $BENCH_HOLDERS; do
   case $h in read|write) ;; *) qe_die "BENCH_HOLDERS: unknown holder '$h' (read, write)" ;; esac
@@ -179,14 +232,27 @@ want() { [[ " $BENCH_WORKLOADS " == *" $1 "* ]]; }
 has() { [[ " $1 " == *" $2 "* ]]; }   # has LIST WORD
 
 qe_install_packages
+# Workload 15's client: Debian's python3 with psycopg2 (or psycopg 3), installed when missing.
+PYTHON=/usr/bin/python3
+have_psycopg() { "$PYTHON" -c 'import psycopg2' 2>/dev/null || "$PYTHON" -c 'import psycopg' 2>/dev/null; }
+if want 15 && ! have_psycopg; then
+  if [ "$(id -u)" -eq 0 ]; then
+    qe_log "packages: installing python3-psycopg2 (workload 15)"
+    DEBIAN_FRONTEND=noninteractive qe_retry 3 apt-get -q -y -o DPkg::Lock::Timeout=600 \
+      install --no-install-recommends python3-psycopg2 </dev/null >/dev/null || true
+  fi
+  have_psycopg || qe_log "workload 15 will be skipped: $PYTHON has neither psycopg2 nor psycopg (Debian python3-psycopg2)"
+fi
 [ "$BENCH_BUILD" = 0 ] || qe_build_install
 # Stated settings: modest memory for a 2-core box; fsync and full_page_writes on;
 # the library preloaded, as README recommends (its worker maintains the
 # bench database every second, and dequeue has its shared-memory hints);
 # BENCH_PRELOAD=off takes it out with ALTER SYSTEM and a restart.
+# (workload 15 blocks BENCH_WAIT_IDLE_CONNS workers at once, beside the bench's own sessions)
 qe_cluster_start bench \
   "shared_buffers = 1GB" "max_wal_size = 4GB" "checkpoint_timeout = 30min" \
-  "max_connections = 50" "autovacuum_naptime = 10s" \
+  "max_connections = $(want 15 && echo $(( BENCH_WAIT_IDLE_CONNS + 30 > 50 ? BENCH_WAIT_IDLE_CONNS + 30 : 50 )) || echo 50)" \
+  "autovacuum_naptime = 10s" \
   "shared_preload_libraries = '$QE_EXTENSION'"
 
 work=$(mktemp -d)
@@ -532,6 +598,144 @@ sustain_rate() {
   rate=$(awk -v c="$cap" 'BEGIN { r = int(c * 0.7); print (r < 1 ? 1 : r) }')
   qe_log "sustained load (sync $sync): the script reaches $cap tx/s unthrottled; 70% = $rate tx/s"
   echo "$rate"
+}
+
+# --- workload 13's cluster -------------------------------------------------------
+# The runs list has a cluster of its own, so that its 10,000,000 finished runs outlive the bench
+# cluster's resets (setup.sql and reset_engine drop the extension): it is filled once and kept,
+# stopped, between the preload modes; with BENCH_LIST_REUSE=1 it lives in BENCH_LIST_DIR and is
+# kept between runs too. Same settings as the bench cluster.
+W13_CONF=("shared_buffers = 1GB" "max_wal_size = 4GB" "checkpoint_timeout = 30min" "max_connections = 50"
+          "autovacuum_naptime = 10s")
+w13_dir=
+# w13_up: start it (make it first if need be) with the preload mode being measured, and point
+# PGHOST/PGPORT at it (w13_leave points them back at the bench cluster).
+w13_up() {
+  local line started=0 port
+  if [ "$PRELOAD" = on ]; then line="shared_preload_libraries = '$QE_EXTENSION'"; else line="shared_preload_libraries = ''"; fi
+  if [ -z "$w13_dir" ]; then
+    if [ "$BENCH_LIST_REUSE" = 1 ]; then
+      w13_dir=$BENCH_LIST_DIR
+      [ ${#w13_dir} -le 90 ] || qe_die "BENCH_LIST_DIR $w13_dir is too long for a unix socket directory"
+      if [ -f "$w13_dir/data/postmaster.pid" ]; then   # left running by a killed run
+        qe_as_pg "$QE_PG_BIN/pg_ctl" -D "$w13_dir/data" stop -m fast -w -t 120 >/dev/null 2>&1 || true
+      fi
+      if [ ! -f "$w13_dir/data/PG_VERSION" ]; then
+        qe_log "workload 13: a new kept cluster in $w13_dir"
+        rm -rf "$w13_dir"
+        mkdir -p "$w13_dir"
+        chmod 0755 "$w13_dir"
+        if [ "$(id -u)" -eq 0 ]; then chown "$QE_PG_OWNER": "$w13_dir"; fi
+        qe_as_pg "$QE_PG_BIN/initdb" -D "$w13_dir/data" -U postgres --auth=trust -E UTF8 --no-locale \
+          >"$w13_dir/initdb.log" 2>&1 || { cat "$w13_dir/initdb.log" >&2; qe_die "initdb failed in $w13_dir"; }
+        printf '%s\n' "" "# added by test/bench/run.sh (workload 13)" "listen_addresses = ''" "fsync = on" \
+          "timezone = 'UTC'" "log_timezone = 'UTC'" "lc_messages = 'C'" "log_line_prefix = '%m [%p] %q%b %a@%d '" \
+          "log_min_messages = warning" "${W13_CONF[@]}" | qe_as_pg tee -a "$w13_dir/data/postgresql.conf" >/dev/null
+      else
+        qe_log "workload 13: the kept cluster in $w13_dir"
+      fi
+      qe_on_exit 'w13_stop'
+    else
+      qe_cluster_start bench_list "${W13_CONF[@]}" "$line"
+      w13_dir=$QE_CLUSTER_DIR
+      started=1
+    fi
+  fi
+  if [ "$started" = 0 ]; then
+    if [ "$BENCH_LIST_REUSE" = 1 ]; then
+      port=$(qe_free_port)
+      echo "$port" | qe_as_pg tee "$w13_dir/port" >/dev/null
+      printf '%s\n' "port = $port" "unix_socket_directories = '$w13_dir'" | qe_as_pg tee -a "$w13_dir/data/postgresql.conf" >/dev/null
+    fi
+    echo "$line" | qe_as_pg tee -a "$w13_dir/data/postgresql.conf" >/dev/null
+    if ! qe_as_pg "$QE_PG_BIN/pg_ctl" -D "$w13_dir/data" -l "$w13_dir/server.log" -w -t 300 start >/dev/null; then
+      tail -n 40 "$w13_dir/server.log" >&2
+      qe_die "workload 13: the list cluster in $w13_dir failed to start"
+    fi
+  fi
+  export PGHOST=$w13_dir PGPORT
+  PGPORT=$(cat "$w13_dir/port")
+}
+w13_stop() {
+  [ -n "$w13_dir" ] && [ -f "$w13_dir/data/postmaster.pid" ] || return 0
+  qe_as_pg "$QE_PG_BIN/pg_ctl" -D "$w13_dir/data" stop -m fast -w -t 300 >/dev/null 2>&1 || true
+}
+w13_leave() { w13_stop; qe_cluster_env bench; }
+
+# The installed extension's scripts, which the kept history was made with.
+ext_md5() { cat "$("$PG_CONFIG" --sharedir)/extension/$QE_EXTENSION"--*.sql | md5sum | cut -c1-32; }
+
+# w13_fill: the history (BENCH_LIST_RUNS runs), the pending backlog, VACUUM ANALYZE; unless the
+# cluster already holds all of it made with the same extension scripts. An interrupted fill goes on.
+w13_fill() {
+  local md5 runs done_ emd5 pend lo hi t0 t1 n0 secs
+  md5=$(ext_md5)
+  qe_psql -c "SET client_min_messages = warning" -f "$here/list_runs.sql" >/dev/null
+  IFS='|' read -r runs done_ emd5 pend <<<"$(qe_psql -Atc "SELECT runs, done, ext_md5, pending FROM bench_list_stamp
+                                                          WHERE EXISTS (SELECT 1 FROM pg_extension WHERE extname = '$QE_EXTENSION')")"
+  # (the engine's time-based work must not prune the 30 days of history)
+  qe_psql -c "LOAD '$QE_EXTENSION'" -c "ALTER SYSTEM SET queue_engine.finished_run_retention = -1" \
+          -c "SELECT pg_reload_conf()" >/dev/null
+  if [ "${runs:-}" != "$BENCH_LIST_RUNS" ] || [ "${emd5:-}" != "$md5" ]; then
+    qe_log "workload 13: a new history of $(fmt "$BENCH_LIST_RUNS") finished runs (was: ${runs:-none}, scripts ${emd5:-none}, now $md5)"
+    qe_psql -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS $QE_EXTENSION CASCADE" \
+            -c "CREATE EXTENSION $QE_EXTENSION" -c "CALL bench_list_start($BENCH_LIST_RUNS, '$md5')" >/dev/null
+    done_=0 pend=0
+  elif [ "$done_" -lt "$BENCH_LIST_RUNS" ]; then
+    qe_log "workload 13: the fill goes on from row $(fmt "$done_")"
+  else
+    qe_log "workload 13: reusing the history made $(qe_psql -Atc "SELECT filled_at || ' in ' || round(fill_seconds) || ' s' FROM bench_list_stamp")"
+  fi
+  t0=$SECONDS n0=$done_
+  while [ "$done_" -lt "$BENCH_LIST_RUNS" ]; do
+    lo=$done_ hi=$(( done_ + BENCH_LIST_CHUNK < BENCH_LIST_RUNS ? done_ + BENCH_LIST_CHUNK : BENCH_LIST_RUNS ))
+    t1=$SECONDS
+    qe_psql -c "SET synchronous_commit = off" -c "CALL bench_list_fill_chunk($lo, $hi)" >/dev/null
+    done_=$hi
+    qe_psql -c "UPDATE bench_list_stamp SET fill_seconds = fill_seconds + $(( SECONDS - t1 ))" >/dev/null
+    qe_log "workload 13: $(fmt "$done_") of $(fmt "$BENCH_LIST_RUNS") finished runs written ($(( SECONDS - t0 )) s)"
+  done
+  if [ "$pend" = 0 ]; then
+    secs=$(( SECONDS - t0 ))
+    [ "$n0" -ge "$BENCH_LIST_RUNS" ] || qe_log "workload 13: $(fmt $(( BENCH_LIST_RUNS - n0 ))) finished runs inserted in ${secs} s"
+    t1=$SECONDS
+    qe_psql -c "CALL bench_list_pending(30, 10)" -c "SELECT queue_engine.fold_counts(10000000)" >/dev/null
+    qe_log "workload 13: pending backlog through the API ($(qe_psql -Atc "SELECT sum(queued) || ' queued, ' || sum(executing) || ' executing'
+                                                                          FROM queue_engine.queue_stats WHERE queue LIKE 'lq\_%'")) in $(( SECONDS - t1 )) s"
+    t1=$SECONDS
+    qe_psql -c "VACUUM ANALYZE" >/dev/null
+    qe_log "workload 13: VACUUM ANALYZE in $(( SECONDS - t1 )) s"
+    qe_psql -c "UPDATE bench_list_stamp SET filled_at = now(), fill_seconds = fill_seconds + $(( SECONDS - t1 ))" >/dev/null
+    qe_log "workload 13: fill done in $(( SECONDS - t0 )) s (this run); $(qe_psql -Atc "SELECT 'finished_runs ' || pg_size_pretty(pg_total_relation_size('queue_engine.finished_runs'))
+                     || ', run_tags ' || coalesce(pg_size_pretty(pg_total_relation_size(to_regclass('queue_engine.run_tags'))), 'none')")"
+  fi
+}
+
+# --- CPU of a pgbench backend ------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+# proc_ticks PID -> utime + stime of the process, in clock ticks
+proc_ticks() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
+# pgb_cpu SECONDS PGBENCH-ARGS... -> "tps p50 p99 cpu": one pgbench run of 1 client for SECONDS (sync
+# on, latencies logged) and the share of one core its backend used (utime + stime from /proc over the
+# run but its first and last second).
+pgb_cpu() {
+  local secs=$1 bg pid='' c0 c1 t0 t1 i tps p50 p99 out=$work/pgb_cpu
+  shift
+  PGAPPNAME=bench_cpu pgb on 1 1 -T "$secs" "$@" >"$out" &
+  bg=$!
+  for ((i = 0; i < 200; i++)); do
+    pid=$(qe_psql -Atc "SELECT pid FROM pg_stat_activity WHERE application_name = 'bench_cpu' LIMIT 1")
+    [ -z "$pid" ] || break
+    sleep 0.05
+  done
+  sleep 1
+  c0=$(proc_ticks "$pid") t0=$(date +%s.%N)
+  sleep $(( secs > 3 ? secs - 2 : 1 ))
+  c1=$(proc_ticks "$pid") t1=$(date +%s.%N)
+  wait "$bg" || true
+  read -r tps p50 p99 _ <"$out"
+  echo "$tps $p50 $p99 $(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" \
+                           'BEGIN { if (a == "" || b == "" || t1 <= t0) print "n/a"; else printf "%.4f", (b - a) / hz / (t1 - t0) }')"
 }
 
 # --- the table --------------------------------------------------------------
@@ -1096,6 +1300,150 @@ run_workloads() {
     target "12 every send woke exactly the runs it should (runs with a wrong count)" "$x" "<=" 0 "$x"
   fi
 
+  # --- 13: list_runs over BENCH_LIST_RUNS finished runs ------------------------------
+  # In a cluster of its own (w13_up); the fill is made once (or reused, w13_fill), the argument
+  # table of the scripts rebuilt each time (bench_list_keys_build). Per filter of BENCH_LIST_KINDS
+  # and position of BENCH_LIST_POSITIONS: BENCH_RUNS latency runs of BENCH_LIST_SECONDS each (1
+  # client, pgbench's per-transaction log) of the engine's page and of the raw SQL's, alternating;
+  # p50 and p99 the medians of the runs'.
+  if want 13; then
+    w13_up
+    t0=$SECONDS
+    w13_fill
+    cont=$(qe_psql -Atc "SELECT bench_list_keys_build()")
+    qe_log "workload 13: bench_list_keys built in $(( SECONDS - t0 ))s since the start of the workload; continuation rows met: $cont"
+    qe_log "workload 13: $(qe_psql -Atc "SELECT count(*) || ' finished runs (' || string_agg(DISTINCT status::text, ',') || ')' FROM queue_engine.finished_runs") in $(qe_psql -Atc "SELECT count(*) FROM queue_engine.queues WHERE queue LIKE 'lq\_%'") queues; run_tags rows: $(qe_psql -Atc "SELECT CASE WHEN to_regclass('queue_engine.run_tags') IS NULL THEN 'no table' ELSE (xpath('/row/c/text()', query_to_xml('SELECT count(*) AS c FROM queue_engine.run_tags', false, true, '')))[1]::text END")"
+    qe_log "workload 13: indexes: $(qe_psql -Atc "SELECT string_agg(indexrelid::regclass || ' ' || pg_size_pretty(pg_relation_size(indexrelid)), ', ')
+                                                   FROM pg_index WHERE indrelid IN ('queue_engine.finished_runs'::regclass, coalesce(to_regclass('queue_engine.run_tags'), 0))")"
+    raw_tag=raw_list_tag.sql
+    [ -n "$(qe_psql -Atc "SELECT to_regclass('queue_engine.run_tags')")" ] || raw_tag=raw_list_tag_meta.sql
+    declare -A kmax13=([none]=0 [queue]=99 [tenant]=9 [status]=0 [tag]=49 [time]=9 [payload]=99)
+    declare -A what13=([none]="no filter" [queue]="queue (random of 100)" [tenant]="tenant (random of 10)"
+                       [status]="status failed" [tag]="tag (random of 50)" [time]="created in one day (random of 10)"
+                       [payload]="payload_contains (1% of runs)")
+    declare -A where13=([first]="first page" [page5]="page 5 by cursors" [middle]="from a cursor mid-history")
+    nruns=$(fmt "$BENCH_LIST_RUNS")
+    for kind in $BENCH_LIST_KINDS; do
+      # what a page returns (k = 0), each position: rows, and continuation rows
+      qe_log "workload 13 ($kind): rows / continuation rows of k=0's pages: $(qe_psql -Atc "SELECT string_agg(b.pos || ' ' || n.rows || '/' || n.cont, ', ' ORDER BY b.pos)
+          FROM bench_list_keys b, LATERAL (SELECT count(*) AS rows, count(*) FILTER (WHERE p.run_id IS NULL) AS cont
+                                             FROM bench_list_page(b.kind, b.arg, b.lo, b.hi, b.cursor, 50) p) n
+         WHERE b.kind = '$kind' AND b.k = 0")"
+      if [ "$kind" = tag ]; then raw_script=$raw_tag; else raw_script=raw_list_$kind.sql; fi
+      for pos in $BENCH_LIST_POSITIONS; do
+        args=(-T "$BENCH_LIST_SECONDS" -D kind="$kind" -D kmax="${kmax13[$kind]}" -D pos="$pos")
+        : >"$work/w13.raw"; : >"$work/w13.qe"
+        for ((i = 0; i < BENCH_RUNS; i++)); do
+          pgb on 1 1 "${args[@]}" -f "$here/scripts/$raw_script" >>"$work/w13.raw"
+          pgb on 1 1 "${args[@]}" -f "$here/scripts/qe_list_runs.sql" >>"$work/w13.qe"
+        done
+        col13() { awk -v c="$2" '$c != "-" { print $c }' "$work/w13.$1" | median; }
+        rt=$(col13 raw 1) r50=$(col13 raw 2) r99=$(col13 raw 3) rn=$(col13 raw 4)
+        et=$(col13 qe 1) e50=$(col13 qe 2) e99=$(col13 qe 3) en=$(col13 qe 4)
+        qe_log "workload 13 ($kind, $pos): engine $et pages/s p50 $e50 p99 $e99 ms ($en pages a run); raw $rt pages/s p50 $r50 p99 $r99 ms ($rn a run)"
+        row "13 list_runs of $nruns: ${what13[$kind]}, ${where13[$pos]}: p99 ms (raw = SQL on finished_runs, p50 $(fmt "$r50"))" - 1 \
+            "$r99" "$e99" "$(ratio "$r99" "$e99")" "$e50" "$e99"
+        case $kind in
+          queue|tenant|status|tag|time)
+            target "13 list_runs page of 50 filtered by ${what13[$kind]}, ${where13[$pos]}, $nruns finished runs: p99 ms" \
+              "$(fmt "$e99") ms (p50 $(fmt "$e50"); raw SQL $(fmt "$r99"))" "<" 20 "$e99" ;;
+        esac
+      done
+    done
+    w13_leave
+  fi
+
+  # --- 14: metrics() with BENCH_METRICS_QUEUES queues ---------------------------------
+  if want 14; then
+    reset_engine
+    qe_psql -f "$here/metrics.sql" >/dev/null
+    t0=$SECONDS
+    qe_psql -c "CALL bench_metrics_fill($BENCH_METRICS_QUEUES, $BENCH_METRICS_TENANTS)" >/dev/null
+    fold
+    qe_psql -c "VACUUM ANALYZE" >/dev/null
+    qe_log "workload 14: $(fmt "$BENCH_METRICS_QUEUES") queues with their runs made through the API in $(( SECONDS - t0 ))s: $(qe_psql -Atc "SELECT sum(queued) || ' queued, ' || sum(delayed) || ' delayed, ' || sum(executing) || ' executing, ' || sum(waiting) || ' waiting' FROM queue_engine.queue_stats"), $(qe_psql -Atc "SELECT count(*) FROM queue_engine.finished_runs") finished"
+    read -r mbytes mlines <<<"$(qe_psql -Atc "SELECT octet_length(m) || ' ' || (length(m) - length(replace(m, E'\n', ''))) FROM (SELECT queue_engine.metrics() AS m) x")"
+    qe_log "workload 14: metrics() is $(fmt "$mbytes") bytes, $(fmt "$mlines") lines; samples per metric: $(qe_psql -Atc "SELECT string_agg(n || ' ' || c, ', ' ORDER BY c DESC, n) FROM (SELECT substring(l FROM '^[a-z_]+') AS n, count(*) AS c FROM regexp_split_to_table(queue_engine.metrics(), E'\n') l WHERE l !~ '^#' AND l <> '' GROUP BY 1) x")"
+    : >"$work/w14.raw"; : >"$work/w14.qe"
+    for ((i = 0; i < BENCH_RUNS; i++)); do
+      pgb_cpu "$BENCH_METRICS_SECONDS" -f "$here/scripts/raw_queue_stats.sql" >>"$work/w14.raw"
+      pgb_cpu "$BENCH_METRICS_SECONDS" -f "$here/scripts/qe_metrics.sql" >>"$work/w14.qe"
+    done
+    qe_log "workload 14: tps p50 p99 cpu-share per run: queue_stats $(paste -sd ';' "$work/w14.raw"); metrics() $(paste -sd ';' "$work/w14.qe")"
+    col14() { awk -v c="$2" '$c != "-" && $c != "n/a" { print $c }' "$work/w14.$1" | median; }
+    # ms per call = 1000 / calls per second (one client, back to back); the backend's CPU per call = its share of a core x that
+    ms14() { awk -v t="$1" 'BEGIN { if (t + 0 > 0) printf "%.3f", 1000 / t; else print "n/a" }'; }
+    cpu14() { awk -v t="$1" -v s="$2" 'BEGIN { if (t + 0 > 0 && s ~ /^[0-9.]+$/) printf "%.3f", s * 1000 / t; else print "n/a" }'; }
+    rms=$(ms14 "$(col14 raw 1)") qms=$(ms14 "$(col14 qe 1)")
+    rcpu=$(cpu14 "$(col14 raw 1)" "$(col14 raw 4)") qcpu=$(cpu14 "$(col14 qe 1)" "$(col14 qe 4)")
+    nq=$(fmt "$BENCH_METRICS_QUEUES")
+    row "14 metrics() with $nq queues, back to back: ms per call (raw = SELECT * FROM queue_stats)" - 1 \
+        "$rms" "$qms" "$(ratio "$rms" "$qms")" "$(col14 qe 2)" "$(col14 qe 3)"
+    row "14 metrics() with $nq queues: the backend's CPU ms per call (raw = queue_stats)" - 1 "$rcpu" "$qcpu"
+    row "14 metrics() with $nq queues: output bytes (raw = lines)" - 1 "$mlines" "$mbytes" -
+    pct14() { awk -v m="$1" 'BEGIN { if (m ~ /^[0-9.]+$/) printf "%.3f", m / 10; else print "n/a" }'; }
+    row "14 metrics() once a second with $nq queues: % of one core (ms per call / 10; raw = queue_stats)" - 1 \
+        "$(pct14 "$rms")" "$(pct14 "$qms")"
+    target "14 metrics() called every second with $nq queues: % of one core (ms per call / 10)" \
+      "$(pct14 "$qms") % ($(fmt "$qms") ms a call, $(fmt "$qcpu") ms of the backend's CPU; $(fmt "$mbytes") bytes; queue_stats $(fmt "$rms") ms)" \
+      "<" 1 "$(pct14 "$qms")"
+  fi
+
+  # --- 15: blocking dequeue: wake-up latency, idle cost ------------------------------
+  if want 15; then
+    if ! have_psycopg; then
+      qe_log "workload 15 skipped: $PYTHON has neither psycopg2 nor psycopg"
+    else
+      reset_engine
+      qe_psql -c "SELECT queue_engine.create_queue(q) FROM unnest(ARRAY['w15', 'w15_idle']) q" >/dev/null
+      declare -A p50_15=() p99_15=()
+      for sync in $BENCH_SYNCS; do
+        for waiters in $BENCH_WAIT_WAITERS poll; do
+          if [ "$waiters" = poll ]; then wargs=(--waiters 1 --mode poll --poll-ms "$BENCH_WAIT_POLL_MS"); else wargs=(--waiters "$waiters" --mode block); fi
+          : >"$work/w15"
+          for ((i = 0; i < BENCH_RUNS; i++)); do
+            qe_psql -c "CHECKPOINT" >/dev/null
+            PGOPTIONS="-c synchronous_commit=$sync" "$PYTHON" "$here/wait_bench.py" latency w15 \
+              --samples "$BENCH_WAIT_SAMPLES" "${wargs[@]}" >>"$work/w15" || qe_log "workload 15: wait_bench.py latency ${wargs[*]} failed"
+          done
+          qe_log "workload 15 (sync $sync, ${wargs[*]}): n p50 p99 mean max commit-p50 commit-p99 lost cancel-max-ms per run: $(paste -sd ';' "$work/w15")"
+          n=$(awk '{ print $1 }' "$work/w15" | median) p50=$(awk '{ print $2 }' "$work/w15" | median)
+          p99=$(awk '{ print $3 }' "$work/w15" | median) c50=$(awk '{ print $6 }' "$work/w15" | median)
+          p50_15[$waiters $sync]=$p50 p99_15[$waiters $sync]=$p99
+          if [ "$waiters" = poll ]; then
+            label="15 enqueue commit -> run returned, a worker polling dequeue every ${BENCH_WAIT_POLL_MS} ms (ms; COMMIT itself p50 $(fmt "$c50"))"
+            row "$label" "$sync" 1 - "$p99" - "$p50" "$p99"
+          else
+            first=${BENCH_WAIT_WAITERS%% *}
+            label="15 enqueue commit -> run returned, $waiters worker(s) blocked in dequeue(wait => '10 s') (ms p99; raw = polling; COMMIT itself p50 $(fmt "$c50"))"
+            row "$label" "$sync" "$waiters" "${p99_15[poll $sync]:--}" "$p99" "$(ratio "${p99_15[poll $sync]:-}" "$p99")" "$p50" "$p99"
+          fi
+        done
+        # (the poll baseline ran last: the blocked rows above say "-" for it; fill in the ratio here)
+        for waiters in $BENCH_WAIT_WAITERS; do
+          p50=${p50_15[$waiters $sync]} p99=${p99_15[$waiters $sync]}
+          target "15 enqueue commit -> run returned to $waiters worker(s) blocked in dequeue(wait => '10 s'), sync $sync: p50 ms" \
+            "$(fmt "$p50") ms (polling every ${BENCH_WAIT_POLL_MS} ms: $(fmt "${p50_15[poll $sync]}"))" "<" 1 "$p50"
+          target "15 enqueue commit -> run returned to $waiters worker(s) blocked in dequeue(wait => '10 s'), sync $sync: p99 ms" \
+            "$(fmt "$p99") ms (polling every ${BENCH_WAIT_POLL_MS} ms: $(fmt "${p99_15[poll $sync]}"))" "<" 5 "$p99"
+        done
+      done
+      # idle: BENCH_WAIT_IDLE_CONNS workers blocked on an empty queue
+      out=$("$PYTHON" "$here/wait_bench.py" idle w15_idle --conns "$BENCH_WAIT_IDLE_CONNS" --seconds "$BENCH_WAIT_IDLE_SECONDS") ||
+        qe_log "workload 15: wait_bench.py idle failed"
+      read -r cpu ticks secs samples minasleep xminbad seen cancelms scpu ccpu <<<"${out:-n/a - - - - - - - - -}"
+      qe_log "workload 15 (idle): ${BENCH_WAIT_IDLE_CONNS} workers for ${secs}s: their backends ${cpu}% of one core ($ticks ticks), the whole server ${scpu}%, the client ${ccpu}%; $samples samples of pg_stat_activity, at least $minasleep asleep in each, $seen seen asleep, backend_xmin set while asleep: $xminbad; pg_cancel_backend -> error at most ${cancelms} ms"
+      nc=$BENCH_WAIT_IDLE_CONNS
+      row "15 $nc workers blocked in dequeue(wait => '10 s') on an empty queue: % of one core (raw = the whole server)" - "$nc" "$scpu" "$cpu" -
+      row "15 $nc workers blocked: seen asleep / with backend_xmin set while asleep ($samples samples)" - "$nc" "$seen" "$xminbad" -
+      row "15 pg_cancel_backend of a worker asleep in dequeue -> its error, max of $nc (ms)" - "$nc" - "$cancelms" -
+      target "15 $nc workers blocked in dequeue(wait => '10 s') while idle: % of one core (their backends, ${secs}s)" \
+        "$cpu % (the whole server: $scpu %)" "<" 1 "$cpu"
+      target "15 $nc workers blocked in dequeue: observations of one asleep with backend_xmin set (of $samples samples; $seen of $nc seen asleep)" \
+        "$xminbad" "<=" 0 "$( [ "$seen" = "$nc" ] && echo "$xminbad" || echo "n/a")"
+    fi
+  fi
+
   # --- mem: one backend across BENCH_MEMORY_CALLS dequeue + complete calls ---------
   if want mem; then
     reset_engine
@@ -1251,7 +1599,7 @@ echo "===== bench results ($(date -u '+%Y-%m-%d %H:%M UTC'); runs ${BENCH_RUNS} 
 header
 awk -F '\t' -v f="$ROWFMT" '{ printf f, $1, $2, $3, $4, $5, $6, $7, $8, $9 }' "$results"
 echo
-echo "===== issue 15 targets (preload = shared_preload_libraries has the library) ====="
+echo "===== targets of issues 15 and 17 (preload = shared_preload_libraries has the library) ====="
 # The summary as a markdown table, so that it reads the same here and in BENCH_OUT.
 summary_md() {
   echo "| target | preload | figures | bar | verdict |"

@@ -1,7 +1,7 @@
 -- 01_schema.sql: the public surface of queue_engine (SPEC "Functions", "Run states",
 -- "Reading", "Operating") and its privileges (README "Roles and grants").
 BEGIN;
-SELECT plan(141);
+SELECT plan(147);
 
 -- Every SPEC function: name, argument types, argument names with defaults, result.
 CREATE TEMP TABLE api (name text, argtypes text[], args text, result text);
@@ -22,8 +22,8 @@ INSERT INTO api VALUES
 ('enqueue_batch', ARRAY['text','jsonb[]','text','integer','timestamp with time zone','interval','interval','integer','text[]','bigint','jsonb'],
  'queue text, payloads jsonb[], concurrency_key text DEFAULT NULL::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, delay interval DEFAULT NULL::interval, ttl interval DEFAULT NULL::interval, max_attempts integer DEFAULT NULL::integer, tags text[] DEFAULT NULL::text[], parent_run_id bigint DEFAULT NULL::bigint, cancel_on jsonb DEFAULT NULL::jsonb',
  'SETOF bigint'),
-('dequeue', ARRAY['text[]','integer','interval','text'],
- 'queues text[] DEFAULT NULL::text[], max_runs integer DEFAULT 1, lease interval DEFAULT NULL::interval, worker text DEFAULT NULL::text',
+('dequeue', ARRAY['text[]','integer','interval','text','interval'],
+ 'queues text[] DEFAULT NULL::text[], max_runs integer DEFAULT 1, lease interval DEFAULT NULL::interval, worker text DEFAULT NULL::text, wait interval DEFAULT NULL::interval',
  'TABLE(run_id bigint, queue text, tenant text, attempt integer, payload jsonb, concurrency_key text, priority integer, lease_expires_at timestamp with time zone, resume jsonb)'),
 ('heartbeat', ARRAY['bigint','integer','interval'],
  'run_id bigint, attempt integer DEFAULT NULL::integer, extend interval DEFAULT NULL::interval',
@@ -67,7 +67,11 @@ INSERT INTO api VALUES
 ('get_steps', ARRAY['bigint'], 'run_id bigint',
  'TABLE(step text, result jsonb, saved_at timestamp with time zone)'),
 ('wake_waits', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
-('prune_events', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint');
+('prune_events', ARRAY['integer'], 'batch_size integer DEFAULT 1000', 'bigint'),
+('list_runs', ARRAY['text','text','queue_engine.run_status[]','text','timestamp with time zone','timestamp with time zone','jsonb','text','integer'],
+ 'queue text DEFAULT NULL::text, tenant text DEFAULT NULL::text, status queue_engine.run_status[] DEFAULT NULL::queue_engine.run_status[], tag text DEFAULT NULL::text, created_after timestamp with time zone DEFAULT NULL::timestamp with time zone, created_before timestamp with time zone DEFAULT NULL::timestamp with time zone, payload_contains jsonb DEFAULT NULL::jsonb, after text DEFAULT NULL::text, page_size integer DEFAULT 50',
+ 'TABLE(run_id bigint, queue text, tenant text, status queue_engine.run_status, attempt integer, priority integer, concurrency_key text, tags text[], created_at timestamp with time zone, started_at timestamp with time zone, finished_at timestamp with time zone, cursor text)'),
+('metrics', ARRAY[]::text[], '', 'text');
 
 -- 1
 SELECT has_schema('queue_engine');

@@ -191,13 +191,13 @@ SELECT is(pg_temp.as_role('qe_r_member', $$SELECT string_agg(queue, ',') FROM qu
           'qb', 'member of a worker group: dequeue from the group''s tenant');
 SELECT is(pg_temp.as_role('qe_r_member', $$SELECT count(*) FROM queue_engine.dequeue(ARRAY['qa1'])$$),
           '42501: role "qe_r_member" may not dequeue from queue "qa1"', 'member of a worker group: not from other tenants');
-GRANT EXECUTE ON FUNCTION queue_engine.dequeue(text[], int, interval, text) TO qe_r_noinherit;
+GRANT EXECUTE ON FUNCTION queue_engine.dequeue(text[], int, interval, text, interval) TO qe_r_noinherit;
 GRANT USAGE ON SCHEMA queue_engine TO qe_r_noinherit;
 SELECT is(pg_temp.as_role('qe_r_noinherit', $$SELECT count(*) FROM queue_engine.dequeue(ARRAY['qb'])$$),
           '42501: role "qe_r_noinherit" may not dequeue from queue "qb"', 'a NOINHERIT member does not get the group''s tenants');
 SELECT queue_engine.enqueue('qb', '{}');
 REVOKE qe_r_group FROM qe_r_member;
-GRANT EXECUTE ON FUNCTION queue_engine.dequeue(text[], int, interval, text) TO qe_r_member;
+GRANT EXECUTE ON FUNCTION queue_engine.dequeue(text[], int, interval, text, interval) TO qe_r_member;
 GRANT USAGE ON SCHEMA queue_engine TO qe_r_member;
 SELECT is(pg_temp.as_role('qe_r_member', $$SELECT count(*) FROM queue_engine.dequeue(ARRAY['qb'])$$),
           '42501: role "qe_r_member" may not dequeue from queue "qb"', 'leaving the group takes effect at once');

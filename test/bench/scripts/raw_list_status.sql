@@ -1,0 +1,12 @@
+-- workload 13, the raw SQL of a list_runs page filtered by status (scripts/qe_list_runs.sql): the newest 50
+-- finished runs matching, in list_runs' order, from the position of bench_list_keys' row (c_at, c_id).
+-- History only: pending runs are not read.
+\set k random(0, :kmax)
+WITH b AS (SELECT * FROM bench_list_keys WHERE kind = 'status' AND k = :k AND pos = :pos)
+SELECT f.run_id, f.queue_id, f.status, f.attempt, f.priority, f.concurrency_key, (f.meta).tags,
+       coalesce((f.meta).created_at, f.run_at) AS created_at, f.started_at, f.finished_at
+  FROM queue_engine.finished_runs f
+ WHERE f.status = (SELECT arg FROM b)::queue_engine.run_status
+   AND (coalesce((f.meta).created_at, f.run_at), f.run_id) < ((SELECT c_at FROM b), (SELECT c_id FROM b))
+ ORDER BY coalesce((f.meta).created_at, f.run_at) DESC, f.run_id DESC
+ LIMIT 50;
