@@ -120,6 +120,25 @@ SELECT x.what, x.value
 SELECT kind, queue, run_id, to_char(seen_at, 'HH24:MI:SS.MS') AS seen_at, waiting_for
   FROM demo.waiting_examples ORDER BY kind;
 
+\echo '=== list_runs: the newest runs of the shop tenant (one page of 6; every state, newest first) ==='
+SELECT run_id, queue, status, attempt, tags, to_char(created_at, 'HH24:MI:SS.US') AS created_at
+  FROM queue_engine.list_runs(tenant => 'shop', page_size => 6);
+
+\echo '=== list_runs: failed runs of any tenant, two pages of 3 joined by the cursor ==='
+WITH p1 AS (SELECT * FROM queue_engine.list_runs(status => '{failed}', page_size => 3)),
+     p2 AS (SELECT * FROM queue_engine.list_runs(status => '{failed}', page_size => 3,
+                                                 after => (SELECT cursor FROM p1 ORDER BY created_at, run_id LIMIT 1)))
+SELECT 1 AS page, run_id, queue, tenant, attempt FROM p1
+UNION ALL SELECT 2, run_id, queue, tenant, attempt FROM p2 ORDER BY 1, 2 DESC;
+
+\echo '=== metrics() (Prometheus text): counters of the busiest queues, the latency histograms, the horizon ==='
+SELECT line FROM regexp_split_to_table(queue_engine.metrics(), E'\n') AS line
+ WHERE line ~ '^queue_engine_runs_(enqueued|completed|failed|retried)_total\{tenant="(acme|shop)"'
+    OR line ~ '^queue_engine_(start_delay|run_duration)_seconds_(sum|count)'
+    OR line ~ '^queue_engine_start_delay_seconds_bucket\{le="(0.01|0.1|1)"'
+    OR line ~ '^queue_engine_xmin_horizon_age_seconds'
+    OR line ~ '^queue_engine_consistency_repairs_total';
+
 \echo '=== check_consistency(repair => false) after the run (every found should be 0) ==='
 SELECT check_name, found, repaired FROM queue_engine.check_consistency(false);
 
