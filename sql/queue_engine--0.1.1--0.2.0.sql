@@ -1119,6 +1119,13 @@ DECLARE
 	upper_id bigint := 0;
 	lower_at timestamptz := coalesce(in_created_after, '-infinity');
 	places text[] := '{}';
+	pending_where text;
+	-- a place's rows (c) as a source's: the key first, and whether it passes
+	wrap constant text :=
+		'SELECT c.run_id, c.created_at, c.queue_id, c.status, c.attempt, c.priority,'
+		' c.concurrency_key, c.tags, c.started_at, c.finished_at, %2$s AS passes'
+		' FROM (%1$s) c';
+	payload_passes constant text := '($8 IS NULL OR c.payload @> $8)';
 	source text;
 	round_sql text;
 	c record;
@@ -1128,11 +1135,11 @@ DECLARE
 	post_filter boolean;
 BEGIN
 	IF in_page_size IS NULL THEN
-		RAISE EXCEPTION 'in_page_size must not be null'
-			USING ERRCODE = 'null_value_not_allowed', HINT = 'Omit in_page_size for pages of 50 runs.';
+		RAISE EXCEPTION 'page_size must not be null'
+			USING ERRCODE = 'null_value_not_allowed', HINT = 'Omit page_size for pages of 50 runs.';
 	END IF;
 	IF in_page_size < 1 OR in_page_size > 1000 THEN
-		RAISE EXCEPTION 'in_page_size must be between 1 and 1000, not %', in_page_size
+		RAISE EXCEPTION 'page_size must be between 1 and 1000, not %', in_page_size
 			USING ERRCODE = 'invalid_parameter_value', HINT = 'Read more runs with more pages: pass the last row''s cursor as after.';
 	END IF;
 	IF array_position(in_status, NULL) IS NOT NULL THEN
@@ -1201,79 +1208,84 @@ BEGIN
 	SELECT coalesce(array_agg(DISTINCT s), '{}') INTO finished FROM unnest(statuses) s
 	 WHERE s::text IN ('completed', 'failed', 'canceled', 'expired');
 
-	-- The source: rows ordered by (created_at, run_id) descending, after
-	-- the bound, k of them, each with whether it passes.
+	-- The source: candidates ordered by (created_at, run_id) descending,
+	-- after the bound, k ($6) of them, each with whether it passes the
+	-- filters its place did not apply.  Every place yields the same
+	-- columns (cols), wrapped as wrap says.
+	pending_where := CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = ANY ($1) AND ' ELSE '' END
+		|| CASE WHEN in_tag IS NOT NULL THEN '(x.meta).tags @> ARRAY[$7] AND ' ELSE '' END;
+	-- the unfinished runs (no index in this order: their number is the
+	-- backlog's, not the history's); queued ones of the filtered queues by
+	-- the order index (runs without a key column) and the key index
+	IF 'queued' = ANY (statuses) THEN
+		places := places || format(wrap, format('SELECT %s FROM queue_engine.ready x WHERE x.concurrency_key IS NULL AND %s %s %s',
+			format(cols, '''queued''', 'coalesce((x.meta).attempt, 0)', '(x.meta).concurrency_key', '(x.meta).started_at', 'NULL::timestamptz'),
+			pending_where, bounds, head), payload_passes);
+		places := places || format(wrap, format('SELECT %s FROM queue_engine.ready x WHERE x.concurrency_key IS NOT NULL AND %s %s %s',
+			format(cols, '''queued''', 'coalesce((x.meta).attempt, 0)', 'x.concurrency_key', '(x.meta).started_at', 'NULL::timestamptz'),
+			pending_where, bounds, head), payload_passes);
+	END IF;
+	IF 'delayed' = ANY (statuses) THEN
+		places := places || format(wrap, format('SELECT %s FROM queue_engine.delayed x WHERE %s %s %s',
+			format(cols, '''delayed''', 'coalesce((x.meta).attempt, 0)', 'x.concurrency_key', '(x.meta).started_at', 'NULL::timestamptz'),
+			pending_where, bounds, head), payload_passes);
+	END IF;
 	IF in_tag IS NOT NULL THEN
-		source := format(
+		-- the tag's rows, newest first, each run looked up by its run_id
+		-- where a unique index has it (finished, executing, waiting); a
+		-- queued or delayed run (ready and delayed have no btree on run_id)
+		-- passes in its place above instead, which sorts first in the tie
+		-- of the two (passes DESC)
+		places := places || format(
 			'SELECT t.run_id, t.created_at, c.queue_id, c.status, c.attempt, c.priority,'
 			'       c.concurrency_key, c.tags, c.started_at, c.finished_at,'
 			'       c.run_id IS NOT NULL AND c.status = ANY ($2)'
-			'       AND ($1 IS NULL OR c.queue_id = ANY ($1))'
-			'       AND ($8 IS NULL OR c.payload @> $8) AS passes'
+			'       AND ($1 IS NULL OR c.queue_id = ANY ($1)) AND %s AS passes'
 			'  FROM (SELECT t.run_id, t.created_at FROM queue_engine.run_tags t'
 			'         WHERE t.tag = $7 AND (t.created_at, t.run_id) < ($3, $4) AND t.created_at >= $5'
 			'         ORDER BY t.created_at DESC, t.run_id DESC LIMIT $6) t'
 			'  LEFT JOIN LATERAL ('
 			'   SELECT %s FROM queue_engine.finished_runs x WHERE x.run_id = t.run_id'
 			'   UNION ALL SELECT %s FROM queue_engine.executing x WHERE x.run_id = t.run_id'
-			'   UNION ALL SELECT %s FROM queue_engine.waiting_runs x WHERE x.run_id = t.run_id'
-			'   UNION ALL SELECT %s FROM queue_engine.ready x WHERE x.run_id = t.run_id'
-			'   UNION ALL SELECT %s FROM queue_engine.delayed x WHERE x.run_id = t.run_id) c ON true'
-			' ORDER BY t.created_at DESC, t.run_id DESC',
+			'   UNION ALL SELECT %s FROM queue_engine.waiting_runs x WHERE x.run_id = t.run_id) c ON true',
+			payload_passes,
 			format(cols, 'x.status', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'x.finished_at'),
 			format(cols, '''executing''', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'NULL::timestamptz'),
-			format(cols, '''waiting''', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'NULL::timestamptz'),
-			format(cols, '''queued''', 'coalesce((x.meta).attempt, 0)', 'coalesce(x.concurrency_key, (x.meta).concurrency_key)', '(x.meta).started_at', 'NULL::timestamptz'),
-			format(cols, '''delayed''', 'coalesce((x.meta).attempt, 0)', 'x.concurrency_key', '(x.meta).started_at', 'NULL::timestamptz'));
+			format(cols, '''waiting''', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'NULL::timestamptz'));
 		post_filter := true;
 	ELSE
 		-- the history: per queue and status, or per status
 		IF cardinality(finished) > 0 THEN
-			places := places || format(
+			places := places || format(wrap, format(
 				'SELECT c.* FROM %s unnest($9::queue_engine.run_status[]) s(st)'
 				' CROSS JOIN LATERAL (SELECT %s FROM queue_engine.finished_runs x'
 				'  WHERE %s x.status = s.st AND %s %s) c',
 				CASE WHEN queue_ids IS NOT NULL THEN 'unnest($1::int[]) q(id) CROSS JOIN' ELSE '' END,
 				format(cols, 'x.status', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'x.finished_at'),
 				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = q.id AND' ELSE '' END,
-				bounds, head);
-		END IF;
-		-- the unfinished runs (no index in this order: their number is the
-		-- backlog's, not the history's; a queue's are found by its index)
-		IF 'queued' = ANY (statuses) THEN
-			places := places || format('SELECT %s FROM queue_engine.ready x WHERE %s %s %s',
-				format(cols, '''queued''', 'coalesce((x.meta).attempt, 0)', 'coalesce(x.concurrency_key, (x.meta).concurrency_key)', '(x.meta).started_at', 'NULL::timestamptz'),
-				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = ANY ($1) AND' ELSE '' END, bounds, head);
-		END IF;
-		IF 'delayed' = ANY (statuses) THEN
-			places := places || format('SELECT %s FROM queue_engine.delayed x WHERE %s %s %s',
-				format(cols, '''delayed''', 'coalesce((x.meta).attempt, 0)', 'x.concurrency_key', '(x.meta).started_at', 'NULL::timestamptz'),
-				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = ANY ($1) AND' ELSE '' END, bounds, head);
+				bounds, head), payload_passes);
 		END IF;
 		IF 'executing' = ANY (statuses) THEN
-			places := places || format('SELECT %s FROM queue_engine.executing x WHERE %s %s %s',
+			places := places || format(wrap, format('SELECT %s FROM queue_engine.executing x WHERE %s %s %s',
 				format(cols, '''executing''', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'NULL::timestamptz'),
-				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = ANY ($1) AND' ELSE '' END, bounds, head);
+				pending_where, bounds, head), payload_passes);
 		END IF;
 		IF 'waiting' = ANY (statuses) THEN
-			places := places || format('SELECT %s FROM queue_engine.waiting_runs x WHERE %s %s %s',
+			places := places || format(wrap, format('SELECT %s FROM queue_engine.waiting_runs x WHERE %s %s %s',
 				format(cols, '''waiting''', 'x.attempt', 'x.concurrency_key', 'x.started_at', 'NULL::timestamptz'),
-				CASE WHEN queue_ids IS NOT NULL THEN 'x.queue_id = ANY ($1) AND' ELSE '' END, bounds, head);
+				pending_where, bounds, head), payload_passes);
 		END IF;
-		IF cardinality(places) = 0 THEN
-			RETURN;
-		END IF;
-		source := 'SELECT c.run_id, c.created_at, c.queue_id, c.status, c.attempt, c.priority,'
-			' c.concurrency_key, c.tags, c.started_at, c.finished_at,'
-			' ($8 IS NULL OR c.payload @> $8) AS passes'
-			' FROM ((' || array_to_string(places, ') UNION ALL (') || ')) c'
-			' ORDER BY c.created_at DESC, c.run_id DESC LIMIT $6';
 		post_filter := in_payload_contains IS NOT NULL;
 	END IF;
+	IF cardinality(places) = 0 THEN
+		RETURN;
+	END IF;
+	source := '(' || array_to_string(places, ') UNION ALL (') || ')'
+		' ORDER BY created_at DESC, run_id DESC, passes DESC LIMIT $6';
 	round_sql := 'SELECT s.*, q.queue, tn.tenant FROM (' || source || ') s'
 		' LEFT JOIN queue_engine.queues q ON q.queue_id = s.queue_id'
 		' LEFT JOIN queue_engine.tenants tn ON tn.tenant_id = q.tenant_id'
-		' ORDER BY s.created_at DESC, s.run_id DESC';
+		' ORDER BY s.created_at DESC, s.run_id DESC, s.passes DESC';
 
 	-- Rounds: all of the page at once when the source applies every filter,
 	-- else candidates in rounds of a few hundred, up to max_scan of them.

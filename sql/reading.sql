@@ -141,7 +141,7 @@ SELECT string_agg(concurrency_key, ',' ORDER BY n) AS page_3, (array_agg(cursor 
                                                                    tags, created_at, started_at, finished_at, cursor, n) \gset
 SELECT :'page_3' AS page_3;
 SELECT concurrency_key AS page_4 FROM list_runs(after => :'c3', page_size => 2);
--- the cursor of t2 after t2 and t3 finished and a new run came: the same rest
+-- page 2's cursor (t1's) after t3 was canceled and r9 came: the same runs after it
 SELECT cancel(:t3);
 SELECT enqueue('rq', '{"n": 9}', concurrency_key => 'r9') AS r9 \gset
 SELECT concurrency_key AS run, status FROM list_runs(after => :'c2');
@@ -159,6 +159,11 @@ SELECT cursor AS k1 FROM list_runs(payload_contains => '{"n": 2}', page_size => 
 SELECT concurrency_key AS run, run_id IS NULL AS continuation FROM list_runs(payload_contains => '{"n": 2}', after => :'k1', page_size => 5);
 SELECT cursor AS k2 FROM list_runs(payload_contains => '{"n": 2}', after => :'k1', page_size => 5) \gset
 SELECT concurrency_key AS run, run_id IS NULL AS continuation FROM list_runs(payload_contains => '{"n": 2}', after => :'k2', page_size => 5);
+SELECT cursor AS k3 FROM list_runs(payload_contains => '{"n": 2}', after => :'k2', page_size => 5) \gset
+-- (the match, then a continuation row: the bound came before the page was full)
+SELECT concurrency_key AS run, run_id IS NULL AS continuation FROM list_runs(payload_contains => '{"n": 2}', after => :'k3', page_size => 5);
+SELECT cursor AS k4 FROM list_runs(payload_contains => '{"n": 2}', after => :'k3', page_size => 5) WITH ORDINALITY WHERE ordinality = 2 \gset
+SELECT concurrency_key AS run, run_id IS NULL AS continuation FROM list_runs(payload_contains => '{"n": 2}', after => :'k4', page_size => 5);
 -- a filter its index applies needs no continuation, whatever the bound
 SELECT concurrency_key AS run, run_id IS NULL AS continuation FROM list_runs(queue => 'rq', page_size => 3);
 RESET queue_engine.list_runs_max_scan;
@@ -214,6 +219,12 @@ SELECT * FROM err($$SELECT count(*) FROM dequeue(ARRAY['rq_empty'], wait => '-1 
 SELECT * FROM err($$SELECT count(*) FROM dequeue(ARRAY['rq_empty'], wait => '-1 microsecond')$$);
 SELECT * FROM err($$SELECT count(*) FROM dequeue(ARRAY['rq_empty'], wait => '1 month -31 days')$$);
 SELECT * FROM err($$SELECT count(*) FROM dequeue(ARRAY['nope'], wait => '1 s')$$);
+-- an error of a waiting dequeue leaves the session as any error does
+SELECT count(*) FROM dequeue(ARRAY['nope'], wait => '1 s');
+SELECT 1 AS session_usable;
+BEGIN;
+SELECT count(*) AS in_a_transaction FROM list_runs(queue => 'rq_empty');
+COMMIT;
 SELECT * FROM err($$SELECT count(*) FROM dequeue(ARRAY['rq_empty'], wait => '0')$$);
 SELECT * FROM err($$SELECT count(*) FROM dequeue(ARRAY['rq_empty'], wait => NULL)$$);
 -- (a short wait with nothing to claim: no rows at its end)

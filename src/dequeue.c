@@ -760,7 +760,24 @@ dequeue_attempt(QeDequeueCall *call, ArrayType *names, int max_runs,
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(caller);
-	dequeue_once(call, names, max_runs, &ids);
+	PG_TRY();
+	{
+		dequeue_once(call, names, max_runs, &ids);
+	}
+	PG_CATCH();
+	{
+		/* (as PL/pgSQL's exception blocks: end the subtransaction, rethrow) */
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
 	started = call->remaining < max_runs;
 	if (*queue_ids == NULL && ids != NULL)
 	{

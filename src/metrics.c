@@ -214,18 +214,24 @@ counters_of(Oid epoch, int32 queue_id)
 static QeDatabaseMetrics *
 database_metrics(bool claim)
 {
-	QeDatabaseMetrics *d = &qe_shared->metrics.databases[MyDatabaseId % QE_DELTA_SEGMENT_SLOTS];
-	uint32		owner = pg_atomic_read_u32(&d->database);
-
-	if (owner == MyDatabaseId)
-		return d;
-	if (owner == InvalidOid && claim)
+	for (int i = 0; i < QE_METRICS_DATABASE_SLOTS; i++)
 	{
-		uint32		expected = InvalidOid;
+		QeDatabaseMetrics *d = &qe_shared->metrics.databases[((uint32) MyDatabaseId + i) %
+															  QE_METRICS_DATABASE_SLOTS];
+		uint32		owner = pg_atomic_read_u32(&d->database);
 
-		if (pg_atomic_compare_exchange_u32(&d->database, &expected, MyDatabaseId) ||
-			expected == MyDatabaseId)
+		if (owner == MyDatabaseId)
 			return d;
+		if (owner == InvalidOid)
+		{
+			uint32		expected = InvalidOid;
+
+			if (!claim)
+				return NULL;	/* (slots are claimed in probe order) */
+			if (pg_atomic_compare_exchange_u32(&d->database, &expected, MyDatabaseId) ||
+				expected == MyDatabaseId)
+				return d;
+		}
 	}
 	return NULL;
 }

@@ -102,7 +102,7 @@ init_shared(QeShared *shared)
 		for (int k = 0; k < QE_COUNTER_KINDS; k++)
 			pg_atomic_init_u64(&c->counts[k], 0);
 	}
-	for (int i = 0; i < QE_DELTA_SEGMENT_SLOTS; i++)
+	for (int i = 0; i < QE_METRICS_DATABASE_SLOTS; i++)
 	{
 		QeDatabaseMetrics *d = &shared->metrics.databases[i];
 

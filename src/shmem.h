@@ -99,7 +99,10 @@ typedef struct QeConsistencyClock
  * (a server start).  A queue's counters live in the first free slot of a
  * probe sequence from its hash, claimed once and never freed (ids are
  * never reused in an installation); when QE_METRICS_PROBES slots are all
- * others', its counts go to its database's overflow counters.
+ * others', its counts go to its database's overflow counters.  Each
+ * database's histograms and overflow counters are a slot of their own
+ * table, found the same way (databases created since the start, up to
+ * 1024).
  */
 #define QE_METRICS_QUEUE_SLOTS 16384
 #define QE_METRICS_PROBES 64
@@ -147,11 +150,14 @@ typedef struct QeDatabaseMetrics
 	pg_atomic_uint64 overflow[QE_COUNTER_KINDS];
 } QeDatabaseMetrics;
 
+/* Databases with histograms: open addressing, claimed once, never freed. */
+#define QE_METRICS_DATABASE_SLOTS 1024
+
 typedef struct QeMetricsShared
 {
 	TimestampTz since;			/* when the counters started */
 	QeQueueCounters queues[QE_METRICS_QUEUE_SLOTS];
-	QeDatabaseMetrics databases[QE_DELTA_SEGMENT_SLOTS];
+	QeDatabaseMetrics databases[QE_METRICS_DATABASE_SLOTS];
 } QeMetricsShared;
 
 /*

@@ -12,7 +12,7 @@
 -- while those of one transaction or one enqueue_batch share theirs; the
 -- statistics counters used for the cost are flushed between statements.
 -- The database is a fresh one for this file (test/run_tests.sh).
-SELECT plan(112);
+SELECT plan(116);
 
 \ir as_role.psql
 
@@ -179,7 +179,7 @@ SELECT run_id AS mid, created_at AS mid_at FROM queue_engine.runs WHERE payload 
 SELECT created_at AS late_at FROM queue_engine.runs WHERE payload = '{"i": 40, "color": "green", "deep": {"even": true}}' \gset
 
 ---------------------------------------------------------------------------
--- 1-6: the data is what the tests need
+-- The data is what the tests need
 ---------------------------------------------------------------------------
 SELECT is((SELECT array_agg(DISTINCT status ORDER BY status) FROM queue_engine.runs),
           enum_range(NULL::queue_engine.run_status), 'there are runs in every state');
@@ -193,7 +193,7 @@ SELECT cmp_ok((SELECT count(DISTINCT created_at)::int FROM queue_engine.runs WHE
               'the 48 runs enqueued by separate statements have (nearly all) distinct created_at');
 
 ---------------------------------------------------------------------------
--- 7-37: each filter alone and combined, against queue_engine.runs
+-- Each filter alone and combined, against queue_engine.runs
 ---------------------------------------------------------------------------
 SELECT is(pg_temp.ids($$queue => 'alpha'$$, 1000), pg_temp.truth($$q.queue = 'alpha'$$), 'queue');
 SELECT is(pg_temp.ids($$queue => 'acme_q'$$, 1000), pg_temp.truth($$q.queue = 'acme_q'$$), 'queue of another tenant');
@@ -250,7 +250,7 @@ SELECT is(pg_temp.ids($$tenant => 'acme', status => '{waiting,canceled}'$$, 1000
           pg_temp.truth($$t.tenant = 'acme' AND r.status IN ('waiting', 'canceled')$$), 'tenant and status');
 
 ---------------------------------------------------------------------------
--- 38-41: the rows: each column as get_run has it; every state included
+-- The rows: each column as get_run has it; every state included
 ---------------------------------------------------------------------------
 SELECT is((SELECT count(*)::int
              FROM queue_engine.list_runs(page_size => 1000) l
@@ -275,7 +275,7 @@ SELECT is((SELECT ROW(count(DISTINCT cursor), count(*) FILTER (WHERE cursor IS N
           ROW(:total, 0)::text, 'every row has a cursor of its own');
 
 ---------------------------------------------------------------------------
--- 42-53: paging: page sizes 1, 2, 7 and 1000 list every run exactly once,
+-- Paging: page sizes 1, 2, 7 and 1000 list every run exactly once,
 -- in order, with full pages and no continuation row
 ---------------------------------------------------------------------------
 SELECT is(pg_temp.ids('', 1), pg_temp.truth('true'), 'page_size 1: every run once, in order');
@@ -294,7 +294,7 @@ SELECT is(pg_temp.ids($$payload_contains => '{"color": "blue"}'$$, 2), pg_temp.t
           'payload_contains, page_size 2');
 
 ---------------------------------------------------------------------------
--- 54-62: page boundaries between runs that share created_at
+-- Page boundaries between runs that share created_at
 ---------------------------------------------------------------------------
 SELECT is(pg_temp.ids($$queue => 'alpha'$$, 2), pg_temp.truth($$q.queue = 'alpha'$$),
           'queue of the 7 tied runs, page_size 2 (boundaries inside the tie)');
@@ -316,7 +316,7 @@ SELECT is((SELECT array_agg(run_id ORDER BY ordinality) FROM queue_engine.list_r
           'a cursor of one filter continues another filter''s list at the same place (it is the sort key)');
 
 ---------------------------------------------------------------------------
--- 63-68: a cursor stays valid after runs finish and new runs come
+-- A cursor stays valid after runs finish and new runs come
 ---------------------------------------------------------------------------
 SELECT l.cursor AS c5, l.created_at AS c5_at, l.run_id AS c5_id
   FROM queue_engine.list_runs(queue => 'alpha', page_size => 5) WITH ORDINALITY l WHERE l.ordinality = 5 \gset
@@ -347,7 +347,7 @@ SELECT is(pg_temp.ids('', 5, :'c5'), pg_temp.truth(format('(r.created_at, r.run_
           'the same cursor without the filter: every older run of every queue');
 
 ---------------------------------------------------------------------------
--- 69-80: tenant-scoped roles see their tenants' runs only
+-- Tenant-scoped roles see their tenants' runs only
 ---------------------------------------------------------------------------
 -- (roles are the cluster's: ones left by an earlier run of this file go first)
 DO $$
@@ -396,7 +396,7 @@ SELECT is(pg_temp.as_role('qe_l_acme', $$SELECT array_to_string(pg_temp.ids('pay
           'acme reader: by payload, page_size 1');
 
 ---------------------------------------------------------------------------
--- 81-92: the bound: list_runs_max_scan candidates a page, then a
+-- The bound: list_runs_max_scan candidates a page, then a
 -- continuation row, and the continuation cursors reach every match once
 ---------------------------------------------------------------------------
 SELECT queue_engine.create_queue('hay');
@@ -452,14 +452,30 @@ RESET queue_engine.list_runs_max_scan;
 -- 20,000.
 ---------------------------------------------------------------------------
 
--- Index tuples read by index scans plus heap tuples read by sequential scans,
--- over the engine's relations, as the shared statistics have them now.
-CREATE FUNCTION pg_temp.tuples_read() RETURNS bigint LANGUAGE plpgsql AS $$
+-- Index tuples read by index scans plus heap tuples read by sequential scans
+-- of the engine's relations, as the shared statistics have them now, in
+-- three groups: history (finished_runs, run_tags and their indexes),
+-- unfinished (the ready, delayed, executing and waiting_runs tables and
+-- their indexes), all (every relation of queue_engine).
+CREATE TEMP TABLE reads (step text PRIMARY KEY, history bigint, unfinished bigint, total bigint);
+CREATE FUNCTION pg_temp.snap(step text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
 	PERFORM pg_stat_clear_snapshot();
-	RETURN (SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes WHERE schemaname = 'queue_engine')
-		 + (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables WHERE schemaname = 'queue_engine');
+	INSERT INTO reads
+	SELECT step,
+		   coalesce(sum(n) FILTER (WHERE tbl IN ('finished_runs', 'run_tags')), 0),
+		   coalesce(sum(n) FILTER (WHERE tbl ~ '^(ready|delayed|executing)(_[0-9]+)?$' OR tbl = 'waiting_runs'), 0),
+		   coalesce(sum(n), 0)
+	  FROM (SELECT i.relname AS tbl, i.idx_tup_read AS n FROM pg_stat_user_indexes i WHERE i.schemaname = 'queue_engine'
+			UNION ALL
+			SELECT t.relname, t.seq_tup_read FROM pg_stat_user_tables t WHERE t.schemaname = 'queue_engine') x;
 END;
+$$;
+-- what was read between two snapshots
+CREATE FUNCTION pg_temp.read(a text, b text, grp text) RETURNS bigint LANGUAGE sql AS $$
+	SELECT CASE grp WHEN 'history' THEN y.history - x.history WHEN 'unfinished' THEN y.unfinished - x.unfinished
+					ELSE y.total - x.total END
+	  FROM reads x, reads y WHERE x.step = a AND y.step = b
 $$;
 CREATE FUNCTION pg_temp.page_buffers(args text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
@@ -537,69 +553,85 @@ ANALYZE queue_engine.finished_runs, queue_engine.run_tags;
 SELECT count(*) AS history FROM queue_engine.finished_runs f JOIN queue_engine.queues q USING (queue_id) WHERE q.queue LIKE 'h\__' \gset
 SELECT pg_temp.measure(what, args, 'large') FROM cost;
 
--- 93: the history is there
+-- The history is there
 SELECT is(:history::bigint, 20000::bigint, 'a history of 20,000 finished runs');
 
--- 94-100: buffers do not grow with the history
+-- Buffers do not grow with the history
 SELECT cmp_ok(large_buffers, '<=', small_buffers * 2 + 60,
               format('%s: buffers touched do not grow with the history (%s with 400 runs, %s with 20,000)',
                      what, small_buffers, large_buffers))
   FROM cost ORDER BY what;
 
--- 101-107: tuples read by a page of 50, each call measured in statements of
--- its own (pending statistics are flushed when the backend goes idle)
+-- Tuples read by a page of 50, each call measured in statements of
+-- its own (pending statistics are flushed when the backend goes idle, and
+-- pg_stat_force_next_flush() makes it flush at once)
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS t0 \gset
+SELECT pg_temp.snap('t0');
 SELECT count(*) FROM queue_engine.list_runs(queue => 'h_a', page_size => 50);
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS t1 \gset
+SELECT pg_temp.snap('t1');
 SELECT count(*) FROM queue_engine.list_runs(tenant => 'h1', page_size => 50);
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS t2 \gset
+SELECT pg_temp.snap('t2');
 SELECT count(*) FROM queue_engine.list_runs(status => '{failed}', page_size => 50);
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS t3 \gset
+SELECT pg_temp.snap('t3');
 SELECT count(*) FROM queue_engine.list_runs(tag => 'h_tag', page_size => 50);
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS t4 \gset
+SELECT pg_temp.snap('t4');
 SELECT count(*) FROM queue_engine.list_runs(created_after => :'win_from', created_before => :'win_to', page_size => 50);
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS t5 \gset
+SELECT pg_temp.snap('t5');
 SELECT count(*) FROM queue_engine.list_runs(queue => 'h_b', status => '{completed}', page_size => 50);
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS t6 \gset
+SELECT pg_temp.snap('t6');
 SELECT count(*) FROM queue_engine.list_runs(queue => 'h_a', page_size => 50,
                                             after => (SELECT cursor FROM queue_engine.list_runs(queue => 'h_a', page_size => 50) WITH ORDINALITY WHERE ordinality = 50));
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS t7 \gset
-SELECT cmp_ok((:t1 - :t0)::bigint, '<', 1000::bigint, format('queue: a page of 50 reads %s tuples, not the history of 20,000', :t1 - :t0));
-SELECT cmp_ok((:t2 - :t1)::bigint, '<', 1000::bigint, format('tenant: %s tuples', :t2 - :t1));
-SELECT cmp_ok((:t3 - :t2)::bigint, '<', 1000::bigint, format('status: %s tuples', :t3 - :t2));
-SELECT cmp_ok((:t4 - :t3)::bigint, '<', 1000::bigint, format('tag: %s tuples', :t4 - :t3));
-SELECT cmp_ok((:t5 - :t4)::bigint, '<', 1000::bigint, format('time range: %s tuples', :t5 - :t4));
-SELECT cmp_ok((:t6 - :t5)::bigint, '<', 1000::bigint, format('queue and status: %s tuples', :t6 - :t5));
-SELECT cmp_ok((:t7 - :t6)::bigint, '<', 2000::bigint, format('queue, first and second page: %s tuples', :t7 - :t6));
+SELECT pg_temp.snap('t7');
+SELECT cmp_ok(pg_temp.read('t0', 't1', 'history'), '<', 1000::bigint,
+              format('queue: a page of 50 reads %s tuples of the history of 20,000', pg_temp.read('t0', 't1', 'history')));
+SELECT cmp_ok(pg_temp.read('t1', 't2', 'history'), '<', 1000::bigint, format('tenant: %s', pg_temp.read('t1', 't2', 'history')));
+SELECT cmp_ok(pg_temp.read('t2', 't3', 'history'), '<', 1000::bigint, format('status: %s', pg_temp.read('t2', 't3', 'history')));
+SELECT cmp_ok(pg_temp.read('t3', 't4', 'history'), '<', 1000::bigint, format('tag: %s', pg_temp.read('t3', 't4', 'history')));
+SELECT cmp_ok(pg_temp.read('t4', 't5', 'history'), '<', 1000::bigint, format('time range: %s', pg_temp.read('t4', 't5', 'history')));
+SELECT cmp_ok(pg_temp.read('t5', 't6', 'history'), '<', 1000::bigint, format('queue and status: %s', pg_temp.read('t5', 't6', 'history')));
+SELECT cmp_ok(pg_temp.read('t6', 't7', 'history'), '<', 2000::bigint,
+              format('queue, first and second page: %s', pg_temp.read('t6', 't7', 'history')));
+-- The unfinished runs (about 420, most of them queued in hay) are not in
+-- list_runs' order, but a queue's or a tenant's are found by their queue
+-- (list_runs' comment: "a queue's are found by its index"), and a tagged run by its id.
+SELECT cmp_ok(pg_temp.read('t0', 't1', 'unfinished'), '<=', 50::bigint,
+              format('queue (none of its runs unfinished): %s tuples of other queues'' unfinished runs read',
+                     pg_temp.read('t0', 't1', 'unfinished')));
+SELECT cmp_ok(pg_temp.read('t1', 't2', 'unfinished'), '<=', 50::bigint,
+              format('tenant (none of its runs unfinished): %s tuples of other tenants'' unfinished runs read',
+                     pg_temp.read('t1', 't2', 'unfinished')));
+SELECT cmp_ok(pg_temp.read('t3', 't4', 'total'), '<', 2000::bigint,
+              format('tag: %s tuples in all (its runs looked up by id, not by reading every unfinished run for each)',
+                     pg_temp.read('t3', 't4', 'total')));
 
--- 108-112: payload_contains reads about list_runs_max_scan candidates a
+-- payload_contains reads about list_runs_max_scan candidates a
 -- page: none of the 20,000 matches, so a page examines max_scan of them
 -- and ends with a continuation row
 SET queue_engine.list_runs_max_scan = 1000;
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS p0 \gset
+SELECT pg_temp.snap('p0');
 CREATE TEMP TABLE pc AS SELECT * FROM queue_engine.list_runs(payload_contains => '{"nowhere": true}', page_size => 50);
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS p1 \gset
+SELECT pg_temp.snap('p1');
 CREATE TEMP TABLE pcs AS SELECT * FROM queue_engine.list_runs(status => '{completed}', payload_contains => '{"nowhere": true}', page_size => 50);
 SELECT pg_stat_force_next_flush();
-SELECT pg_temp.tuples_read() AS p2 \gset
+SELECT pg_temp.snap('p2');
 SELECT is((SELECT ROW(count(*), count(cursor), count(run_id))::text FROM pc), '(1,1,0)',
           'payload_contains matching nothing: the page is one continuation row');
 SELECT is((SELECT ROW(count(*), count(cursor), count(run_id))::text FROM pcs), '(1,1,0)',
           'and with a status filter too');
-SELECT cmp_ok((:p1 - :p0)::bigint, '<', 20000::bigint / 2,
-              format('payload_contains: the page read %s tuples, far from the history of 20,000', :p1 - :p0));
-SELECT cmp_ok((:p2 - :p1)::bigint, '<=', 1000::bigint + 200,
-              format('payload_contains with status completed: %s tuples, about list_runs_max_scan (1000)', :p2 - :p1));
+SELECT cmp_ok(pg_temp.read('p0', 'p1', 'history'), '<', 20000::bigint / 2,
+              format('payload_contains: the page read %s tuples of the history, far from its 20,000', pg_temp.read('p0', 'p1', 'history')));
+SELECT cmp_ok(pg_temp.read('p1', 'p2', 'history'), '<=', 1000::bigint + 200,
+              format('payload_contains with status completed: %s tuples, about list_runs_max_scan (1000)',
+                     pg_temp.read('p1', 'p2', 'history')));
 SELECT is(pg_temp.ids($$queue => 'h_c', payload_contains => '{"i": 7}'$$, 50),
           pg_temp.truth($$q.queue = 'h_c' AND r.payload @> '{"i": 7}'$$),
           'the continuation cursors reach the matches deep in the history');

@@ -10,7 +10,7 @@
 -- moved when a transaction commits), so each step commits and the tests
 -- compare a scrape before it with one after it; counters are cumulative
 -- since the server started, so only differences are compared.
-SELECT plan(75);
+SELECT plan(76);
 
 \ir as_role.psql
 
@@ -247,7 +247,7 @@ CREATE FUNCTION pg_temp.format_problems(t text) RETURNS text LANGUAGE sql AS $$
 	) problems
 $$;
 
--- Families of a scrape: "name type" sorted, for presence checks.
+-- Whether a scrape has a family of this name and type.
 CREATE FUNCTION pg_temp.has_family(t text, metric text, typ text) RETURNS boolean LANGUAGE sql AS $$
 	SELECT EXISTS (SELECT 1 FROM scrape WHERE tag = t AND kind = 'type' AND name = metric AND value = typ)
 $$;
@@ -269,7 +269,7 @@ SELECT queue_engine.enqueue('other_q', '{}');
 SELECT queue_engine.enqueue('free_q', '{}', delay => '1 hour');
 
 ---------------------------------------------------------------------------
--- 1-17: the format
+-- The format
 ---------------------------------------------------------------------------
 SELECT pg_temp.take('first');
 SELECT is(pg_temp.format_problems('first'), '', 'metrics() is in the Prometheus text format (0.0.4)');
@@ -310,11 +310,11 @@ SELECT is(pg_temp.v('first', 'queue_engine_runs', jsonb_build_object('tenant', '
           1::float8, 'the odd queue''s queued run');
 SELECT is(pg_temp.gauge_mismatches('first'), '', 'the per-queue gauges are queue_stats''');
 SELECT is((SELECT string_agg(DISTINCT labels->>'status', ',' ORDER BY labels->>'status') FROM scrape
-            WHERE tag = 'first' AND name = 'queue_engine_runs'),
+            WHERE tag = 'first' AND kind = 'sample' AND name = 'queue_engine_runs'),
           'delayed,executing,queued,waiting', 'queue_engine_runs: status queued, delayed, executing, waiting');
 
 ---------------------------------------------------------------------------
--- 18-39: counters move by exactly the runs of each step (which commits),
+-- Counters move by exactly the runs of each step (which commits),
 -- gauges follow queue_stats, histograms count starts and finishes
 ---------------------------------------------------------------------------
 SELECT pg_temp.take('s0');
@@ -344,10 +344,12 @@ SELECT is(pg_temp.gauge_mismatches('s3'), '', 'gauges after the completes');
 SELECT queue_engine.fail(:r3, '{"message": "bad"}', permanent => true);
 SELECT pg_temp.take('s4');
 SELECT is(pg_temp.counters('s3', 's4', 'mt', 'mq'), '0,0,0,1,0,0,0,0', 'a permanent fail: failed +1');
+SELECT is(pg_temp.hist_counts('s3', 's4'), '0,1', 'run duration observed for the fail');
 
 SELECT queue_engine.fail(:r4, '{"message": "again"}', retry_in => '0');
 SELECT pg_temp.take('s5');
 SELECT is(pg_temp.counters('s4', 's5', 'mt', 'mq'), '0,0,0,0,1,0,0,0', 'a fail with a retry: retried +1, failed unchanged');
+SELECT is(pg_temp.hist_counts('s4', 's5'), '0,1', 'run duration observed for the failed attempt');
 SELECT is(pg_temp.gauge_mismatches('s5'), '', 'gauges after the fails');
 
 SELECT queue_engine.cancel(:r5);
@@ -355,6 +357,7 @@ SELECT queue_engine.cancel(min(run_id)) FROM queue_engine.runs r JOIN queue_engi
  WHERE q.queue = 'mq' AND r.status = 'queued';
 SELECT pg_temp.take('s6');
 SELECT is(pg_temp.counters('s5', 's6', 'mt', 'mq'), '0,0,0,0,0,0,2,0', 'cancel an executing and a queued run: canceled +2');
+SELECT is(pg_temp.hist_counts('s5', 's6'), '0,0', 'a cancel observes no run duration');
 SELECT is(pg_temp.gauge_mismatches('s6'), '', 'gauges after the cancels');
 
 -- a ttl expiry, by the expire task
@@ -377,13 +380,14 @@ SELECT pg_temp.take('s10');
 SELECT is(pg_temp.counters('s9', 's10', 'mt', 'stall_q'), '0,0,0,0,1,0,0,1',
           'a stalled run rescued for another attempt: rescued +1 (and retried +1: it is retried)');
 SELECT is((SELECT status::text FROM queue_engine.get_run(:st1)), 'delayed', 'the rescued run waits for its retry');
+SELECT is(pg_temp.hist_counts('s9', 's10'), '0,0', 'a rescue observes no run duration');
 SELECT is(pg_temp.gauge_mismatches('s10'), '', 'gauges after the rescue');
 
 -- the other queues did not count any of it
 SELECT is(pg_temp.counters('s0', 's10', 'other', 'other_q'), '0,0,0,0,0,0,0,0', 'another queue''s counters did not move');
 
 ---------------------------------------------------------------------------
--- 40-45: work rolled back moves no counter
+-- Work rolled back moves no counter
 ---------------------------------------------------------------------------
 BEGIN;
 SELECT count(*) FROM queue_engine.enqueue_batch('mq', array_fill('{}'::jsonb, ARRAY[3]));
@@ -422,7 +426,7 @@ SELECT is(pg_temp.counters('s12', 's13', 'mt', 'mq'), '1,0,0,0,0,0,0,0',
 SELECT is(pg_temp.gauge_mismatches('s13'), '', 'gauges after it all');
 
 ---------------------------------------------------------------------------
--- 46-51: histograms and other values
+-- Histograms and other values
 ---------------------------------------------------------------------------
 SELECT is(pg_temp.format_problems('s13'), '', 'still in the format after every kind of step');
 SELECT cmp_ok((SELECT count(*)::int FROM scrape WHERE tag = 's13' AND name = 'queue_engine_start_delay_seconds_bucket'), '>=', 3,
@@ -438,15 +442,17 @@ SELECT is((SELECT count(*)::int FROM scrape WHERE tag = 's13' AND kind = 'sample
              AND name NOT IN ('queue_engine_counters_since_timestamp_seconds')), 0, 'no negative sample');
 
 ---------------------------------------------------------------------------
--- 52-57: table health, consistency repairs
+-- Table health, consistency repairs
 ---------------------------------------------------------------------------
-SELECT is((SELECT array_agg(DISTINCT labels->>'table' ORDER BY labels->>'table') FROM scrape WHERE tag = 's13' AND name = 'queue_engine_table_dead_tuples'),
-          (SELECT array_agg(DISTINCT labels->>'table' ORDER BY labels->>'table') FROM scrape WHERE tag = 's13' AND name = 'queue_engine_table_bytes'),
+SELECT is((SELECT array_agg(DISTINCT labels->>'table' ORDER BY labels->>'table') FROM scrape WHERE tag = 's13' AND kind = 'sample' AND name = 'queue_engine_table_dead_tuples'),
+          (SELECT array_agg(DISTINCT labels->>'table' ORDER BY labels->>'table') FROM scrape WHERE tag = 's13' AND kind = 'sample' AND name = 'queue_engine_table_bytes'),
           'dead tuples and bytes of the same tables');
-SELECT cmp_ok((SELECT count(DISTINCT labels->>'table')::int FROM scrape WHERE tag = 's13' AND name = 'queue_engine_table_bytes'), '>=', 3,
+SELECT cmp_ok((SELECT count(DISTINCT labels->>'table')::int FROM scrape WHERE tag = 's13' AND kind = 'sample' AND name = 'queue_engine_table_bytes'), '>=', 3,
               'of several tables');
-SELECT is((SELECT count(*)::int FROM scrape WHERE tag = 's13' AND name = 'queue_engine_table_bytes' AND value::float8 <= 0), 0,
-          'each has bytes');
+SELECT is((SELECT string_agg(labels->>'table', ',' ORDER BY labels->>'table') FROM scrape
+            WHERE tag = 's13' AND kind = 'sample' AND name = 'queue_engine_table_bytes'
+              AND labels->>'table' IN ('finished_runs', 'queues', 'ready_0') AND value::float8 > 0),
+          'finished_runs,queues,ready_0', 'the tables with rows have bytes');
 SELECT is(pg_temp.v('s13', 'queue_engine_consistency_repairs_total'),
           (SELECT coalesce(sum(repaired), 0)::float8 FROM queue_engine.consistency_log), 'consistency repairs: none yet');
 -- drift that check_consistency repairs
@@ -458,7 +464,7 @@ SELECT is(pg_temp.v('repaired', 'queue_engine_consistency_repairs_total'),
           (SELECT sum(repaired)::float8 FROM queue_engine.consistency_log), 'queue_engine_consistency_repairs_total: the repairs of consistency_log');
 
 ---------------------------------------------------------------------------
--- 58-64: tenant-scoped readers
+-- Tenant-scoped readers
 ---------------------------------------------------------------------------
 -- (roles are the cluster's: ones left by an earlier run of this file go first)
 DO $$
@@ -480,7 +486,7 @@ SELECT is(pg_temp.format_problems('scoped'), '', 'a tenant-scoped reader''s scra
 SELECT is((SELECT string_agg(DISTINCT labels->>'tenant', ',') FROM scrape WHERE tag = 'scoped' AND labels ? 'tenant'), 'mt',
           'it has its tenant''s samples only');
 SELECT is((SELECT string_agg(DISTINCT labels->>'queue', ',' ORDER BY labels->>'queue') FROM scrape
-            WHERE tag = 'scoped' AND name = 'queue_engine_runs'),
+            WHERE tag = 'scoped' AND kind = 'sample' AND name = 'queue_engine_runs'),
           (SELECT string_agg(queue, ',' ORDER BY queue) FROM queue_engine.queue_stats WHERE tenant = 'mt'),
           'every queue of its tenant');
 SELECT is((SELECT count(*)::int FROM scrape WHERE tag = 'scoped' AND kind = 'sample' AND labels->>'queue' = 'other_q'), 0,
@@ -488,7 +494,7 @@ SELECT is((SELECT count(*)::int FROM scrape WHERE tag = 'scoped' AND kind = 'sam
 SELECT is(pg_temp.v('scoped', 'queue_engine_runs_enqueued_total', '{"tenant": "mt", "queue": "mq"}'),
           pg_temp.v('repaired', 'queue_engine_runs_enqueued_total', '{"tenant": "mt", "queue": "mq"}'),
           'its queues'' counters as the owner sees them');
-SELECT is(pg_temp.as_role('qe_m_none', 'SELECT queue_engine.metrics()'), '42501: permission denied for function metrics',
+SELECT is(pg_temp.as_role('qe_m_none', 'SELECT queue_engine.metrics()'), '42501: permission denied for schema queue_engine',
           'a role without access may not call metrics()');
 SELECT queue_engine.grant_tenant('qe_m_none', '*', 'reader');
 SELECT pg_temp.take('all', pg_temp.as_role('qe_m_none', 'SELECT queue_engine.metrics()'));
@@ -497,16 +503,16 @@ SELECT is((SELECT string_agg(DISTINCT labels->>'tenant', ',' ORDER BY labels->>'
           'a reader of every tenant sees every tenant''s queues');
 
 ---------------------------------------------------------------------------
--- 65-75: the xmin horizon: every holder, 0 when none; a prepared
+-- The xmin horizon: every holder, 0 when none; a prepared
 -- transaction and an idle-in-transaction session (through dblink) raise it
 ---------------------------------------------------------------------------
 SELECT pg_temp.take('horizon');
 SELECT is((SELECT string_agg(labels->>'holder', ',' ORDER BY labels->>'holder') FROM scrape
-            WHERE tag = 'horizon' AND name = 'queue_engine_xmin_horizon_age_seconds'),
+            WHERE tag = 'horizon' AND kind = 'sample' AND name = 'queue_engine_xmin_horizon_age_seconds'),
           'idle_in_transaction,prepared_transaction,transaction',
           'age in seconds of each holder with a start time (a replication slot has none)');
 SELECT is((SELECT string_agg(labels->>'holder', ',' ORDER BY labels->>'holder') FROM scrape
-            WHERE tag = 'horizon' AND name = 'queue_engine_xmin_horizon_age_xids'),
+            WHERE tag = 'horizon' AND kind = 'sample' AND name = 'queue_engine_xmin_horizon_age_xids'),
           'idle_in_transaction,prepared_transaction,replication_slot,transaction', 'age in xids of each holder');
 SELECT is(pg_temp.v('horizon', 'queue_engine_xmin_horizon_age_xids', '{"holder": "replication_slot"}') = 0,
           NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE xmin IS NOT NULL OR catalog_xmin IS NOT NULL),
