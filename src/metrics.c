@@ -25,6 +25,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -339,7 +340,7 @@ family(StringInfo buf, const char *name, const char *type, const char *help)
 /* The columns of the per-queue statement below. */
 enum
 {
-	Q_QUEUE_ID = 1, Q_TENANT, Q_QUEUE, Q_PAUSED, Q_LIMIT, Q_QUEUED, Q_DELAYED,
+	Q_TENANT = 2, Q_QUEUE, Q_PAUSED, Q_LIMIT, Q_QUEUED, Q_DELAYED,
 	Q_EXECUTING, Q_WAITING, Q_OLDEST_AGE
 };
 
@@ -354,10 +355,19 @@ queue_sample(StringInfo buf, const char *name, char **labels, int row)
 	appendStringInfoChar(buf, '"');
 }
 
+/* A live queue's id by its name. */
+typedef struct QueueIdByName
+{
+	char		name[QE_MAX_NAME_BYTES + 1];
+	int32		queue_id;
+} QueueIdByName;
+
 static void
 write_queue_metrics(StringInfo buf)
 {
+	static SPIPlanPtr ids_plan = NULL;
 	static SPIPlanPtr plan = NULL;
+	HTAB	   *ids;
 	static const char *const states[4] = {"queued", "delayed", "executing", "waiting"};
 	uint64		n;
 	char	  **labels;
@@ -365,27 +375,63 @@ write_queue_metrics(StringInfo buf)
 	bool	   *has_counts;
 	Oid			epoch = qe_hints_epoch();
 
+	/*
+	 * The live queues' ids by name (names of live queues are unique), for
+	 * queue_stats' rows, which name their queue; a join in SQL was planned
+	 * as a nested loop over 10,000 names each way.
+	 */
+	qe_plan(&ids_plan,
+			"SELECT q.queue, q.queue_id FROM queue_engine.queues q WHERE q.dropped_at IS NULL",
+			0, NULL);
+	n = qe_exec_whole_tables(ids_plan, NULL, NULL, 0);
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = QE_MAX_NAME_BYTES + 1;
+		ctl.entrysize = sizeof(QueueIdByName);
+		ctl.hcxt = CurrentMemoryContext;
+		ids = hash_create("queue_engine metrics queue ids", Max(n, 16), &ctl,
+						  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	for (uint64 r = 0; r < n; r++)
+	{
+		bool		isnull;
+		char	   *name = TextDatumGetCString(qe_get(r, 1, &isnull));
+		QueueIdByName *e;
+
+		if (strlen(name) > QE_MAX_NAME_BYTES)
+			continue;
+		e = hash_search(ids, name, HASH_ENTER, NULL);
+		e->queue_id = DatumGetInt32(qe_get(r, 2, &isnull));
+	}
+
 	/* queue_stats filters by the caller's tenants (access.c) */
 	qe_plan(&plan,
-			"SELECT q.queue_id, s.tenant, s.queue, s.paused, s.concurrency_limit,"
+			"SELECT 0, s.tenant, s.queue, s.paused, s.concurrency_limit,"
 			"       s.queued, s.delayed, s.executing, s.waiting,"
 			"       extract(epoch FROM clock_timestamp() - s.oldest_queued_at)::float8"
 			"  FROM queue_engine.queue_stats s"
-			"  JOIN queue_engine.queues q ON q.queue = s.queue AND q.dropped_at IS NULL"
 			" ORDER BY s.tenant, s.queue",
 			0, NULL);
-	n = qe_exec(plan, NULL, NULL, 0);
+	n = qe_exec_whole_tables(plan, NULL, NULL, 0);
 	labels = palloc(sizeof(char *) * 2 * Max(n, 1));
 	counts = palloc0(sizeof(int64) * QE_COUNTER_KINDS * Max(n, 1));
 	has_counts = palloc0(sizeof(bool) * Max(n, 1));
 	for (uint64 r = 0; r < n; r++)
 	{
 		bool		isnull;
-		int32		queue_id = DatumGetInt32(qe_get(r, Q_QUEUE_ID, &isnull));
-		uint32		h = ((uint32) queue_id * 2654435761U) ^ ((uint32) MyDatabaseId * 40503U) ^ (uint32) epoch;
+		QueueIdByName *e;
+		int32		queue_id;
+		uint32		h;
 
 		labels[r * 2] = TextDatumGetCString(qe_get(r, Q_TENANT, &isnull));
 		labels[r * 2 + 1] = TextDatumGetCString(qe_get(r, Q_QUEUE, &isnull));
+		e = strlen(labels[r * 2 + 1]) > QE_MAX_NAME_BYTES ? NULL :
+			hash_search(ids, labels[r * 2 + 1], HASH_FIND, NULL);
+		if (e == NULL)
+			continue;			/* (dropped meanwhile) */
+		queue_id = e->queue_id;
+		h = ((uint32) queue_id * 2654435761U) ^ ((uint32) MyDatabaseId * 40503U) ^ (uint32) epoch;
 		/* every slot of the queue's probe sequence that is its */
 		for (int i = 0; i < QE_METRICS_PROBES; i++)
 		{
@@ -522,7 +568,7 @@ write_health(StringInfo buf)
 			"  FROM pg_catalog.pg_stat_user_tables s"
 			" WHERE s.schemaname = 'queue_engine' ORDER BY s.relname",
 			0, NULL);
-	n = qe_exec(tables_plan, NULL, NULL, 0);
+	n = qe_exec_whole_tables(tables_plan, NULL, NULL, 0);
 	family(buf, "queue_engine_table_dead_tuples", "gauge",
 		   "Dead row versions in each of the engine's tables (VACUUM removes them once no snapshot needs them).");
 	for (uint64 r = 0; r < n; r++)
@@ -566,7 +612,7 @@ write_health(StringInfo buf)
 			"   FROM pg_catalog.pg_prepared_xacts p) h"
 			" GROUP BY h.holder",
 			0, NULL);
-	n = qe_exec(horizon_plan, NULL, NULL, 0);
+	n = qe_exec_whole_tables(horizon_plan, NULL, NULL, 0);
 	{
 		static const char *const holders[4] = {
 			"transaction", "idle_in_transaction", "replication_slot", "prepared_transaction"
@@ -607,7 +653,7 @@ write_health(StringInfo buf)
 	qe_plan(&repairs_plan,
 			"SELECT coalesce(sum(l.repaired), 0)::bigint FROM queue_engine.consistency_log l",
 			0, NULL);
-	qe_exec(repairs_plan, NULL, NULL, 1);
+	qe_exec_whole_tables(repairs_plan, NULL, NULL, 1);
 	family(buf, "queue_engine_consistency_repairs_total", "counter",
 		   "Repairs check_consistency made to the engine's bookkeeping (consistency_log); 0 on a healthy engine.");
 	appendStringInfo(buf, "queue_engine_consistency_repairs_total " INT64_FORMAT "\n",
