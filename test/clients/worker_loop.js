@@ -67,7 +67,8 @@ async function main() {
     }
     check(byRun.size === N, `${N} distinct runs`);
 
-    const dequeueSql = 'SELECT run_id, attempt, payload, resume FROM queue_engine.dequeue(ARRAY[$1::text], max_runs => $2, worker => $3)';
+    // a blocking dequeue: sleeps in the server up to 100 ms when nothing is startable
+    const dequeueSql = 'SELECT run_id, attempt, payload, resume FROM queue_engine.dequeue(ARRAY[$1::text], max_runs => $2, worker => $3, wait => $4::interval)';
     let waitRun = null, waitAttempt = null, resumedOk = false, inTx = false;
     const seenAttempts = new Map();
     const backends = new Set();
@@ -75,8 +76,8 @@ async function main() {
       // One dequeue in an explicit transaction (BEGIN ... COMMIT), the others autocommit;
       // on the direct connection every dequeue goes through a named prepared statement.
       let res;
-      const q = named ? { name: 'qe_dequeue', text: dequeueSql, values: [queue, 4, `${label}-worker`] }
-                      : { text: dequeueSql, values: [queue, 4, `${label}-worker`] };
+      const q = named ? { name: 'qe_dequeue', text: dequeueSql, values: [queue, 4, `${label}-worker`, '100 milliseconds'] }
+                      : { text: dequeueSql, values: [queue, 4, `${label}-worker`, '100 milliseconds'] };
       if (loop === 0) {
         inTx = true;
         await worker.query('BEGIN');
@@ -93,7 +94,6 @@ async function main() {
         const left = await worker.query(
           'SELECT queued + delayed + executing + waiting AS n FROM queue_engine.queue_stats WHERE queue = $1', [queue]);
         if (Number(left.rows[0].n) === 0) break;
-        await new Promise((r) => setTimeout(r, 50));
         continue;
       }
       for (const row of res.rows) {

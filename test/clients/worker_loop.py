@@ -12,7 +12,6 @@ PgBouncer in transaction mode (psycopg 3 then never prepares statements).
 import json
 import os
 import sys
-import time
 import traceback
 
 label = os.environ.get("QE_CLIENT_LABEL", "py")
@@ -109,14 +108,15 @@ def main():
                 stats["key_repeats"] += 1
         check(len(by_run) == N, "%d distinct runs" % N)
 
+        # a blocking dequeue: sleeps in the server up to 100 ms when nothing is startable
         dequeue_sql = ("SELECT run_id, attempt, payload, resume FROM queue_engine.dequeue("
-                       "ARRAY[%s::text], max_runs => %s, worker => %s)")
+                       "ARRAY[%s::text], max_runs => %s, worker => %s, wait => %s::interval)")
         wait_run = wait_attempt = None
         resumed_ok = False
         seen = {}
         backends = set()
         for loop in range(200):
-            args = (queue, 4, label + "-worker")
+            args = (queue, 4, label + "-worker", "100 milliseconds")
             if loop == 0:   # one dequeue in an explicit transaction
                 with worker.cursor() as cur:
                     cur.execute("BEGIN")
@@ -132,7 +132,6 @@ def main():
                                    " WHERE queue = %s", (queue,))[0]
                 if left == 0:
                     break
-                time.sleep(0.05)
                 continue
             for rid, attempt, payload, resume in got:
                 i = payload["i"]
