@@ -36,7 +36,7 @@ static const double bucket_bounds[QE_METRICS_HIST_BUCKETS] = {
 	0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300, 3600
 };
 
-static const char *const counter_names[QE_COUNTER_KINDS] = {
+static const char *const counter_names[QE_COUNTERS_SHOWN] = {
 	[QE_COUNT_ENQUEUED] = "enqueued",
 	[QE_COUNT_STARTED] = "started",
 	[QE_COUNT_COMPLETED] = "completed",
@@ -47,7 +47,7 @@ static const char *const counter_names[QE_COUNTER_KINDS] = {
 	[QE_COUNT_RESCUED] = "rescued",
 };
 
-static const char *const counter_help[QE_COUNTER_KINDS] = {
+static const char *const counter_help[QE_COUNTERS_SHOWN] = {
 	[QE_COUNT_ENQUEUED] = "Runs enqueued.",
 	[QE_COUNT_STARTED] = "Attempts started by dequeue (a woken run's resume included).",
 	[QE_COUNT_COMPLETED] = "Runs completed.",
@@ -156,6 +156,9 @@ qe_metrics_moved(int32 queue_id, QeRunStatus from, QeRunStatus to, int32 n)
 	}
 	if (from == QE_RUN_EXECUTING && qe_metrics_rescuing)
 		count(queue_id, QE_COUNT_RESCUED, n);
+	if (from == QE_RUN_QUEUED || from == QE_RUN_DELAYED ||
+		to == QE_RUN_QUEUED || to == QE_RUN_DELAYED)
+		count(queue_id, QE_COUNT_READY_MOVES, n);
 }
 
 void
@@ -211,10 +214,14 @@ counters_of(Oid epoch, int32 queue_id)
 	return NULL;
 }
 
-/* This database's histograms and overflow counters; NULL: all taken. */
+/*
+ * This database's histograms and overflow counters; NULL: none yet (claim
+ * false), or every slot is another database's (*full).
+ */
 static QeDatabaseMetrics *
-database_metrics(bool claim)
+database_metrics_of(bool claim, bool *full)
 {
+	*full = false;
 	for (int i = 0; i < QE_METRICS_DATABASE_SLOTS; i++)
 	{
 		QeDatabaseMetrics *d = &qe_shared->metrics.databases[((uint32) MyDatabaseId + i) %
@@ -234,7 +241,16 @@ database_metrics(bool claim)
 				return d;
 		}
 	}
+	*full = true;
 	return NULL;
+}
+
+static QeDatabaseMetrics *
+database_metrics(bool claim)
+{
+	bool		full;
+
+	return database_metrics_of(claim, &full);
 }
 
 static int
@@ -315,6 +331,58 @@ qe_metrics_subxact_end(bool committed, SubTransactionId subid,
 
 /* ---------- metrics() ---------- */
 
+/*
+ * The live queues, as metrics() labels them: per backend, rebuilt when a
+ * queue or tenant definition changes (the definitions generation of
+ * queue_cache.c) or the engine is reinstalled, so that a call formats
+ * 10,000 queues' lines from ready-made label strings.  In (tenant, queue)
+ * order; by id and by name for the statements' rows.
+ */
+typedef struct QueueLabel
+{
+	int32		queue_id;		/* hash key (by_id) */
+	int32		tenant_id;
+	bool		paused;
+	bool		limited;
+	int32		concurrency_limit;
+	char	   *name;
+	char	   *labels;			/* {tenant="...",queue="..." (no closing brace) */
+	int			labels_len;
+	/*
+	 * The oldest startable run's run_at as last read, and the queue's count
+	 * of moves into or out of queued and delayed then: while that count
+	 * stands still, so does the oldest run (only a claim, cancel, expiry or
+	 * an older run becoming startable changes it), and its age is the
+	 * clock's.  A run past its ttl stops being startable without a move:
+	 * its age shows until maintenance expires it (a pass).
+	 */
+	bool		age_known;
+	uint64		age_moves;
+	bool		has_oldest;
+	TimestampTz oldest;
+	/* this call's */
+	int64		counts[4];		/* queued, delayed, executing, waiting */
+	bool		has_age;
+	double		age;
+	bool		read_age;
+	bool		has_counters;
+	int64		counters[QE_COUNTER_KINDS];
+} QueueLabel;
+
+typedef struct QueueByName
+{
+	char		name[QE_MAX_NAME_BYTES + 1];	/* hash key */
+	QueueLabel *queue;
+} QueueByName;
+
+static MemoryContext labels_cxt = NULL;
+static HTAB *labels_by_id = NULL;
+static HTAB *labels_by_name = NULL;
+static QueueLabel **labels_order = NULL;
+static int	nlabels = 0;
+static uint64 labels_generation = 0;
+static Oid	labels_epoch = InvalidOid;
+
 static void
 append_label_value(StringInfo buf, const char *v)
 {
@@ -337,105 +405,153 @@ family(StringInfo buf, const char *name, const char *type, const char *help)
 	appendStringInfo(buf, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* The columns of the per-queue statement below. */
-enum
-{
-	Q_TENANT = 2, Q_QUEUE, Q_PAUSED, Q_LIMIT, Q_QUEUED, Q_DELAYED,
-	Q_EXECUTING, Q_WAITING, Q_OLDEST_AGE
-};
-
-/* name{tenant="...",queue="..." */
 static void
-queue_sample(StringInfo buf, const char *name, char **labels, int row)
+load_labels(void)
 {
-	appendStringInfo(buf, "%s{tenant=\"", name);
-	append_label_value(buf, labels[row * 2]);
-	appendStringInfoString(buf, "\",queue=\"");
-	append_label_value(buf, labels[row * 2 + 1]);
-	appendStringInfoChar(buf, '"');
+	static SPIPlanPtr plan = NULL;
+	uint64		generation = qe_queue_definitions_generation();
+	Oid			epoch = qe_hints_epoch();
+	uint64		n;
+	HASHCTL		ctl;
+	MemoryContext old;
+
+	if (labels_by_id != NULL && generation == labels_generation && epoch == labels_epoch)
+		return;
+	if (labels_cxt == NULL)
+		labels_cxt = AllocSetContextCreate(CacheMemoryContext, "queue_engine metrics labels",
+										   ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(labels_cxt);
+	labels_by_id = NULL;
+	qe_plan(&plan,
+			"SELECT q.queue_id, q.tenant_id, t.tenant, q.queue, q.paused, q.concurrency_limit"
+			"  FROM queue_engine.queues q JOIN queue_engine.tenants t ON t.tenant_id = q.tenant_id"
+			" WHERE q.dropped_at IS NULL ORDER BY t.tenant, q.queue",
+			0, NULL);
+	n = qe_exec_whole_tables(plan, NULL, NULL, 0);
+
+	old = MemoryContextSwitchTo(labels_cxt);
+	ctl.keysize = sizeof(int32);
+	ctl.entrysize = sizeof(QueueLabel);
+	ctl.hcxt = labels_cxt;
+	labels_by_id = hash_create("queue_engine metrics labels", Max(n, 16), &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = QE_MAX_NAME_BYTES + 1;
+	ctl.entrysize = sizeof(QueueByName);
+	labels_by_name = hash_create("queue_engine metrics labels by name", Max(n, 16), &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	labels_order = palloc(sizeof(QueueLabel *) * Max(n, 1));
+	nlabels = 0;
+	for (uint64 r = 0; r < n; r++)
+	{
+		bool		isnull;
+		int32		queue_id = DatumGetInt32(qe_get(r, 1, &isnull));
+		char	   *tenant = TextDatumGetCString(qe_get(r, 3, &isnull));
+		char	   *name = TextDatumGetCString(qe_get(r, 4, &isnull));
+		Datum		limit = qe_get(r, 6, &isnull);
+		QueueLabel *l = hash_search(labels_by_id, &queue_id, HASH_ENTER, NULL);
+		StringInfoData lb;
+
+		l->tenant_id = DatumGetInt32(qe_get(r, 2, &isnull));
+		l->paused = DatumGetBool(qe_get(r, 5, &isnull));
+		limit = qe_get(r, 6, &isnull);
+		l->limited = !isnull;
+		l->concurrency_limit = isnull ? 0 : DatumGetInt32(limit);
+		l->name = name;
+		l->age_known = false;
+		initStringInfo(&lb);
+		appendStringInfoString(&lb, "{tenant=\"");
+		append_label_value(&lb, tenant);
+		appendStringInfoString(&lb, "\",queue=\"");
+		append_label_value(&lb, name);
+		appendStringInfoChar(&lb, '"');
+		l->labels = lb.data;
+		l->labels_len = lb.len;
+		labels_order[nlabels++] = l;
+		if (strlen(name) <= QE_MAX_NAME_BYTES)
+			((QueueByName *) hash_search(labels_by_name, name, HASH_ENTER, NULL))->queue = l;
+	}
+	MemoryContextSwitchTo(old);
+	labels_generation = generation;
+	labels_epoch = epoch;
 }
 
-/* A live queue's id by its name. */
-typedef struct QueueIdByName
+/* name{tenant="...",queue="..."<extra>} value */
+static inline void
+put_sample(StringInfo buf, const char *name, int name_len, const QueueLabel *l,
+		   const char *extra, int64 value)
 {
-	char		name[QE_MAX_NAME_BYTES + 1];
-	int32		queue_id;
-} QueueIdByName;
+	char		num[MAXINT8LEN + 1];
+	int			len = pg_lltoa(value, num);
+
+	appendBinaryStringInfo(buf, name, name_len);
+	appendBinaryStringInfo(buf, l->labels, l->labels_len);
+	if (extra != NULL)
+		appendStringInfoString(buf, extra);
+	appendBinaryStringInfo(buf, "} ", 2);
+	appendBinaryStringInfo(buf, num, len);
+	appendStringInfoChar(buf, '\n');
+}
 
 static void
 write_queue_metrics(StringInfo buf)
 {
-	static SPIPlanPtr ids_plan = NULL;
-	static SPIPlanPtr plan = NULL;
-	HTAB	   *ids;
-	static const char *const states[4] = {"queued", "delayed", "executing", "waiting"};
+	static SPIPlanPtr counts_plan = NULL;
+	static SPIPlanPtr ages_plan = NULL;
+	static const char *const state_labels[4] = {
+		",status=\"queued\"", ",status=\"delayed\"", ",status=\"executing\"", ",status=\"waiting\""
+	};
 	uint64		n;
-	char	  **labels;
-	int64	   *counts;			/* per row, QE_COUNTER_KINDS each */
-	bool	   *has_counts;
 	Oid			epoch = qe_hints_epoch();
+	Datum	   *startable;
+	int			nstartable = 0;
+	bool		unscoped = qe_access_unscoped();
 
-	/*
-	 * The live queues' ids by name (names of live queues are unique), for
-	 * queue_stats' rows, which name their queue; a join in SQL was planned
-	 * as a nested loop over 10,000 names each way.
-	 */
-	qe_plan(&ids_plan,
-			"SELECT q.queue, q.queue_id FROM queue_engine.queues q WHERE q.dropped_at IS NULL",
-			0, NULL);
-	n = qe_exec_whole_tables(ids_plan, NULL, NULL, 0);
+	load_labels();
+
+	for (int i = 0; i < nlabels; i++)
 	{
-		HASHCTL		ctl;
+		QueueLabel *l = labels_order[i];
 
-		ctl.keysize = QE_MAX_NAME_BYTES + 1;
-		ctl.entrysize = sizeof(QueueIdByName);
-		ctl.hcxt = CurrentMemoryContext;
-		ids = hash_create("queue_engine metrics queue ids", Max(n, 16), &ctl,
-						  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		memset(l->counts, 0, sizeof(l->counts));
+		l->has_age = false;
+		l->has_counters = false;
 	}
+
+	/* the counts: folded, plus the deltas not folded yet (as queue_stats) */
+	qe_plan(&counts_plan,
+			"SELECT c.queue_id, c.queued + coalesce(d.queued, 0), c.delayed + coalesce(d.delayed, 0),"
+			"       c.executing + coalesce(d.executing, 0), c.waiting + coalesce(d.waiting, 0)"
+			"  FROM queue_engine.queue_counts c"
+			"  LEFT JOIN (SELECT x.queue_id, sum(x.queued) AS queued, sum(x.delayed) AS delayed,"
+			"                    sum(x.executing) AS executing, sum(x.waiting) AS waiting"
+			"               FROM queue_engine.queue_count_deltas x GROUP BY x.queue_id) d"
+			"    ON d.queue_id = c.queue_id",
+			0, NULL);
+	n = qe_exec_whole_tables(counts_plan, NULL, NULL, 0);
+	startable = palloc(sizeof(Datum) * Max(nlabels, 1));
 	for (uint64 r = 0; r < n; r++)
 	{
 		bool		isnull;
-		char	   *name = TextDatumGetCString(qe_get(r, 1, &isnull));
-		QueueIdByName *e;
+		int32		queue_id = DatumGetInt32(qe_get(r, 1, &isnull));
+		QueueLabel *l = hash_search(labels_by_id, &queue_id, HASH_FIND, NULL);
 
-		if (strlen(name) > QE_MAX_NAME_BYTES)
-			continue;
-		e = hash_search(ids, name, HASH_ENTER, NULL);
-		e->queue_id = DatumGetInt32(qe_get(r, 2, &isnull));
+		if (l == NULL)
+			continue;			/* dropped */
+		for (int k = 0; k < 4; k++)
+			l->counts[k] = DatumGetInt64(qe_get(r, 2 + k, &isnull));
 	}
 
-	/* queue_stats filters by the caller's tenants (access.c) */
-	qe_plan(&plan,
-			"SELECT 0, s.tenant, s.queue, s.paused, s.concurrency_limit,"
-			"       s.queued, s.delayed, s.executing, s.waiting,"
-			"       extract(epoch FROM clock_timestamp() - s.oldest_queued_at)::float8"
-			"  FROM queue_engine.queue_stats s"
-			" ORDER BY s.tenant, s.queue",
-			0, NULL);
-	n = qe_exec_whole_tables(plan, NULL, NULL, 0);
-	labels = palloc(sizeof(char *) * 2 * Max(n, 1));
-	counts = palloc0(sizeof(int64) * QE_COUNTER_KINDS * Max(n, 1));
-	has_counts = palloc0(sizeof(bool) * Max(n, 1));
-	for (uint64 r = 0; r < n; r++)
+	/* the counters of each queue's slots in the shared state */
+	for (int i = 0; i < nlabels; i++)
 	{
-		bool		isnull;
-		QueueIdByName *e;
-		int32		queue_id;
-		uint32		h;
+		QueueLabel *l = labels_order[i];
+		uint32		h = ((uint32) l->queue_id * 2654435761U) ^ ((uint32) MyDatabaseId * 40503U) ^ (uint32) epoch;
 
-		labels[r * 2] = TextDatumGetCString(qe_get(r, Q_TENANT, &isnull));
-		labels[r * 2 + 1] = TextDatumGetCString(qe_get(r, Q_QUEUE, &isnull));
-		e = strlen(labels[r * 2 + 1]) > QE_MAX_NAME_BYTES ? NULL :
-			hash_search(ids, labels[r * 2 + 1], HASH_FIND, NULL);
-		if (e == NULL)
-			continue;			/* (dropped meanwhile) */
-		queue_id = e->queue_id;
-		h = ((uint32) queue_id * 2654435761U) ^ ((uint32) MyDatabaseId * 40503U) ^ (uint32) epoch;
-		/* every slot of the queue's probe sequence that is its */
-		for (int i = 0; i < QE_METRICS_PROBES; i++)
+		memset(l->counters, 0, sizeof(l->counters));
+		for (int p = 0; p < QE_METRICS_PROBES; p++)
 		{
-			QeQueueCounters *c = &qe_shared->metrics.queues[(h + i) % QE_METRICS_QUEUE_SLOTS];
+			QeQueueCounters *c = &qe_shared->metrics.queues[(h + p) % QE_METRICS_QUEUE_SLOTS];
 			uint32		state = pg_atomic_read_u32(&c->state);
 
 			if (state == 0)
@@ -443,69 +559,143 @@ write_queue_metrics(StringInfo buf)
 			if (state != 2)
 				continue;
 			pg_read_barrier();
-			if (c->queue_id != queue_id || c->database != MyDatabaseId || c->epoch != epoch)
+			if (c->queue_id != l->queue_id || c->database != MyDatabaseId || c->epoch != epoch)
 				continue;
-			has_counts[r] = true;
+			l->has_counters = true;
 			for (int k = 0; k < QE_COUNTER_KINDS; k++)
-				counts[r * QE_COUNTER_KINDS + k] += (int64) pg_atomic_read_u64(&c->counts[k]);
+				l->counters[k] += (int64) pg_atomic_read_u64(&c->counts[k]);
 		}
 	}
 
-	family(buf, "queue_engine_runs", "gauge", "Runs of the queue in each unfinished state.");
-	for (uint64 r = 0; r < n; r++)
-		for (int s = 0; s < 4; s++)
+	/*
+	 * The oldest startable run's age, read (queue_stats' probes: about
+	 * 10 us a queue) only for queues with queued or delayed runs whose
+	 * moves since the last read say it may have changed, or with delayed
+	 * runs (one becomes startable by the clock alone).  The counts of
+	 * moves were read above, before this statement's snapshot.
+	 */
+	{
+		/*
+		 * Moves of a queue without a counter slot went to the database's
+		 * overflow (or nowhere, when even the databases' table is full):
+		 * then such queues' counts say nothing.  A database with no slot
+		 * yet has counted nothing since the start.
+		 */
+		bool		full;
+		QeDatabaseMetrics *d = database_metrics_of(false, &full);
+		bool		lost = d != NULL ?
+			pg_atomic_read_u64(&d->overflow[QE_COUNT_READY_MOVES]) > 0 : full;
+		TimestampTz now = GetCurrentTimestamp();
+
+		for (int i = 0; i < nlabels; i++)
 		{
-			bool		isnull;
+			QueueLabel *l = labels_order[i];
 
-			queue_sample(buf, "queue_engine_runs", labels, r);
-			appendStringInfo(buf, ",status=\"%s\"} " INT64_FORMAT "\n", states[s],
-							 DatumGetInt64(qe_get(r, Q_QUEUED + s, &isnull)));
+			l->read_age = false;
+			if (l->counts[0] == 0 && l->counts[1] == 0)
+				continue;
+			if (!unscoped && !qe_access_tenant(QE_NEED_READ, l->tenant_id))
+				continue;
+			/* (this transaction's own moves are not published yet) */
+			if (l->age_known && l->counts[1] == 0 && npending == 0 &&
+				l->age_moves == (uint64) l->counters[QE_COUNT_READY_MOVES] &&
+				(l->has_counters || !lost))
+			{
+				l->has_age = l->has_oldest;
+				l->age = l->has_oldest ? Max((double) (now - l->oldest) / 1e6, 0.0) : 0;
+				continue;
+			}
+			l->read_age = true;
+			l->age_known = false;
+			startable[nstartable++] = CStringGetTextDatum(l->name);
 		}
-	family(buf, "queue_engine_concurrency_limit", "gauge",
-		   "The queue's concurrency limit (queues with one).");
-	for (uint64 r = 0; r < n; r++)
-	{
-		bool		isnull;
-		Datum		v = qe_get(r, Q_LIMIT, &isnull);
-
-		if (isnull)
-			continue;
-		queue_sample(buf, "queue_engine_concurrency_limit", labels, r);
-		appendStringInfo(buf, "} %d\n", DatumGetInt32(v));
 	}
-	family(buf, "queue_engine_queue_paused", "gauge", "1 when the queue is paused.");
-	for (uint64 r = 0; r < n; r++)
+	if (nstartable > 0)
 	{
-		bool		isnull;
+		Datum		values[1];
+		TimestampTz now;
 
-		queue_sample(buf, "queue_engine_queue_paused", labels, r);
-		appendStringInfo(buf, "} %d\n", DatumGetBool(qe_get(r, Q_PAUSED, &isnull)) ? 1 : 0);
-	}
-	family(buf, "queue_engine_oldest_startable_age_seconds", "gauge",
-		   "Age of the queue's oldest startable run, from when it could start (queues with one).");
-	for (uint64 r = 0; r < n; r++)
-	{
-		bool		isnull;
-		Datum		v = qe_get(r, Q_OLDEST_AGE, &isnull);
-
-		if (isnull)
-			continue;
-		queue_sample(buf, "queue_engine_oldest_startable_age_seconds", labels, r);
-		appendStringInfo(buf, "} %.6f\n", Max(DatumGetFloat8(v), 0.0));
-	}
-	for (int k = 0; k < QE_COUNTER_KINDS; k++)
-	{
-		char		name[64];
-
-		snprintf(name, sizeof(name), "queue_engine_runs_%s_total", counter_names[k]);
-		family(buf, name, "counter", counter_help[k]);
+		qe_plan(&ages_plan,
+				"SELECT s.queue, s.oldest_queued_at FROM queue_engine.queue_stats s"
+				" WHERE s.queue = ANY ($1)",
+				1, (Oid[]) {TEXTARRAYOID});
+		values[0] = PointerGetDatum(construct_array(startable, nstartable, TEXTOID, -1,
+													false, TYPALIGN_INT));
+		n = qe_exec_whole_tables(ages_plan, values, NULL, 0);
+		now = GetCurrentTimestamp();
 		for (uint64 r = 0; r < n; r++)
 		{
-			if (!has_counts[r])
+			bool		isnull;
+			char	   *name = TextDatumGetCString(qe_get(r, 1, &isnull));
+			QueueByName *e = strlen(name) > QE_MAX_NAME_BYTES ? NULL :
+				hash_search(labels_by_name, name, HASH_FIND, NULL);
+			Datum		oldest = qe_get(r, 2, &isnull);
+			QueueLabel *l;
+
+			if (e == NULL || !e->queue->read_age)
 				continue;
-			queue_sample(buf, name, labels, r);
-			appendStringInfo(buf, "} " INT64_FORMAT "\n", counts[r * QE_COUNTER_KINDS + k]);
+			l = e->queue;
+			l->age_known = true;
+			l->age_moves = (uint64) l->counters[QE_COUNT_READY_MOVES];
+			l->has_oldest = !isnull;
+			l->oldest = isnull ? 0 : DatumGetTimestampTz(oldest);
+			l->has_age = l->has_oldest;
+			l->age = l->has_oldest ? Max((double) (now - l->oldest) / 1e6, 0.0) : 0;
 		}
+	}
+
+	/* the lines, family by family; a scoped role's tenants only */
+	{
+		bool	   *visible = palloc(sizeof(bool) * Max(nlabels, 1));
+
+		for (int i = 0; i < nlabels; i++)
+			visible[i] = unscoped || qe_access_tenant(QE_NEED_READ, labels_order[i]->tenant_id);
+		/* about 900 bytes a queue: grown once, not by doubling */
+		enlargeStringInfo(buf, Min((Size) nlabels * 900, MaxAllocSize / 2 - (Size) buf->len - 1));
+
+#define NAME_LEN(s) s, (int) (sizeof(s) - 1)
+		family(buf, "queue_engine_runs", "gauge", "Runs of the queue in each unfinished state.");
+		for (int i = 0; i < nlabels; i++)
+			if (visible[i])
+				for (int k = 0; k < 4; k++)
+					put_sample(buf, NAME_LEN("queue_engine_runs"), labels_order[i],
+							   state_labels[k], labels_order[i]->counts[k]);
+		family(buf, "queue_engine_concurrency_limit", "gauge",
+			   "The queue's concurrency limit (queues with one).");
+		for (int i = 0; i < nlabels; i++)
+			if (visible[i] && labels_order[i]->limited)
+				put_sample(buf, NAME_LEN("queue_engine_concurrency_limit"), labels_order[i],
+						   NULL, labels_order[i]->concurrency_limit);
+		family(buf, "queue_engine_queue_paused", "gauge", "1 when the queue is paused.");
+		for (int i = 0; i < nlabels; i++)
+			if (visible[i])
+				put_sample(buf, NAME_LEN("queue_engine_queue_paused"), labels_order[i],
+						   NULL, labels_order[i]->paused ? 1 : 0);
+		family(buf, "queue_engine_oldest_startable_age_seconds", "gauge",
+			   "Age of the queue's oldest startable run, from when it could start (queues with one).");
+		for (int i = 0; i < nlabels; i++)
+		{
+			QueueLabel *l = labels_order[i];
+
+			if (!visible[i] || !l->has_age)
+				continue;
+			appendStringInfoString(buf, "queue_engine_oldest_startable_age_seconds");
+			appendBinaryStringInfo(buf, l->labels, l->labels_len);
+			appendStringInfo(buf, "} %.6f\n", l->age);
+		}
+		for (int k = 0; k < QE_COUNTERS_SHOWN; k++)
+		{
+			char		name[64];
+			int			name_len;
+
+			name_len = snprintf(name, sizeof(name), "queue_engine_runs_%s_total", counter_names[k]);
+			family(buf, name, "counter", counter_help[k]);
+			for (int i = 0; i < nlabels; i++)
+				if (visible[i] && labels_order[i]->has_counters)
+					put_sample(buf, name, name_len, labels_order[i], NULL,
+							   labels_order[i]->counters[k]);
+		}
+#undef NAME_LEN
 	}
 }
 
@@ -543,7 +733,7 @@ write_histograms(StringInfo buf)
 	}
 	family(buf, "queue_engine_runs_unattributed_total", "counter",
 		   "Counts of queues that found no free counter slot (more than 16384 queues since the start).");
-	for (int k = 0; k < QE_COUNTER_KINDS; k++)
+	for (int k = 0; k < QE_COUNTERS_SHOWN; k++)
 		appendStringInfo(buf, "queue_engine_runs_unattributed_total{event=\"%s\"} " UINT64_FORMAT "\n",
 						 counter_names[k], d ? pg_atomic_read_u64(&d->overflow[k]) : 0);
 	family(buf, "queue_engine_counters_since_timestamp_seconds", "gauge",
@@ -671,11 +861,11 @@ Datum
 qe_metrics(PG_FUNCTION_ARGS)
 {
 	StringInfoData buf;
-	text	   *result;
-	MemoryContext caller = CurrentMemoryContext;
 
 	qe_shmem_attach();
+	/* built as the text it returns: a varlena header first, no copy at the end */
 	initStringInfo(&buf);
+	appendStringInfoSpaces(&buf, VARHDRSZ);
 	SPI_connect();
 	write_queue_metrics(&buf);
 	if (qe_access_unscoped())
@@ -684,7 +874,6 @@ qe_metrics(PG_FUNCTION_ARGS)
 		write_health(&buf);
 	}
 	SPI_finish();
-	MemoryContextSwitchTo(caller);
-	result = cstring_to_text_with_len(buf.data, buf.len);
-	PG_RETURN_TEXT_P(result);
+	SET_VARSIZE(buf.data, buf.len);
+	PG_RETURN_TEXT_P((text *) buf.data);
 }

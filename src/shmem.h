@@ -118,6 +118,11 @@ typedef enum QeCounterKind
 	QE_COUNT_EXPIRED,
 	QE_COUNT_CANCELED,
 	QE_COUNT_RESCUED,
+	QE_COUNTERS_SHOWN,			/* the above are metrics()'s counters */
+	QE_COUNT_READY_MOVES = QE_COUNTERS_SHOWN,	/* moves into or out of queued or
+												 * delayed: a queue whose count
+												 * did not move has the same
+												 * oldest startable run */
 	QE_COUNTER_KINDS
 } QeCounterKind;
 

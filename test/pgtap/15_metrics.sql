@@ -10,7 +10,7 @@
 -- moved when a transaction commits), so each step commits and the tests
 -- compare a scrape before it with one after it; counters are cumulative
 -- since the server started, so only differences are compared.
-SELECT plan(76);
+SELECT plan(81);
 
 \ir as_role.psql
 
@@ -564,6 +564,32 @@ SELECT is(pg_temp.v('not_idle', 'queue_engine_xmin_horizon_age_seconds', '{"hold
 SELECT skip('dblink is not installed: no second session to leave idle in a transaction', 3);
 \endif
 SELECT is(pg_temp.format_problems('prepared') || pg_temp.format_problems('idle'), '', 'those scrapes are in the format too');
+
+-- The oldest startable age is read again only when the queue's runs moved
+-- (a per-connection cache): it follows every move, in each direction.
+SELECT queue_engine.create_queue('age_q');
+SELECT queue_engine.enqueue('age_q', '{}', run_at => now() - interval '100 seconds');
+SELECT queue_engine.enqueue('age_q', '{}', run_at => now() - interval '50 seconds');
+SELECT pg_temp.take('age1');
+SELECT pg_temp.take('age2');
+SELECT cmp_ok(pg_temp.v('age1', 'queue_engine_oldest_startable_age_seconds', '{"tenant": "default", "queue": "age_q"}'), '>=', 100::float8,
+              'oldest startable age: the run enqueued 100 s in the past');
+SELECT cmp_ok(pg_temp.v('age2', 'queue_engine_oldest_startable_age_seconds', '{"tenant": "default", "queue": "age_q"}'), '>=',
+              pg_temp.v('age1', 'queue_engine_oldest_startable_age_seconds', '{"tenant": "default", "queue": "age_q"}'),
+              'the next scrape without a move: the same run, older by the time between');
+SELECT count(*) FROM queue_engine.dequeue(ARRAY['age_q']);
+SELECT pg_temp.take('age3');
+SELECT cmp_ok(pg_temp.v('age3', 'queue_engine_oldest_startable_age_seconds', '{"tenant": "default", "queue": "age_q"}'), '<', 100::float8,
+              'after the oldest run was started: the next one''s age (about 50 s)');
+SELECT queue_engine.enqueue('age_q', '{}', run_at => now() - interval '500 seconds');
+SELECT pg_temp.take('age4');
+SELECT cmp_ok(pg_temp.v('age4', 'queue_engine_oldest_startable_age_seconds', '{"tenant": "default", "queue": "age_q"}'), '>=', 500::float8,
+              'an older run enqueued: its age');
+SELECT count(*) FROM queue_engine.dequeue(ARRAY['age_q'], 10);
+SELECT pg_temp.take('age5');
+SELECT is((SELECT count(*)::int FROM scrape p
+            WHERE p.tag = 'age5' AND p.name = 'queue_engine_oldest_startable_age_seconds' AND p.labels->>'queue' = 'age_q'), 0,
+          'no startable run left: no age line');
 
 SELECT * FROM finish();
 
