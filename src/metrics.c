@@ -570,9 +570,11 @@ write_queue_metrics(StringInfo buf)
 	/*
 	 * The oldest startable run's age, read (queue_stats' probes: about
 	 * 10 us a queue) only for queues with queued or delayed runs whose
-	 * moves since the last read say it may have changed, or with delayed
-	 * runs (one becomes startable by the clock alone).  The counts of
-	 * moves were read above, before this statement's snapshot.
+	 * moves since the last read say it may have changed.  (A delayed run
+	 * that comes due moves when maintenance or a dequeue promotes it: until
+	 * then, at most a maintenance interval, a cached age leaves it out.)
+	 * The counts of moves were read above, before this statement's
+	 * snapshot.
 	 */
 	{
 		/*
@@ -597,7 +599,7 @@ write_queue_metrics(StringInfo buf)
 			if (!unscoped && !qe_access_tenant(QE_NEED_READ, l->tenant_id))
 				continue;
 			/* (this transaction's own moves are not published yet) */
-			if (l->age_known && l->counts[1] == 0 && npending == 0 &&
+			if (l->age_known && npending == 0 &&
 				l->age_moves == (uint64) l->counters[QE_COUNT_READY_MOVES] &&
 				(l->has_counters || !lost))
 			{

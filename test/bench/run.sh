@@ -721,10 +721,12 @@ proc_ticks() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + 
 pgb_cpu() {
   local secs=$1 bg pid='' c0 c1 t0 t1 i tps p50 p99 out=$work/pgb_cpu
   shift
-  PGAPPNAME=bench_cpu pgb on 1 1 -T "$secs" "$@" >"$out" &
+  # (a name of its own: the backend of the run before may not have left pg_stat_activity yet)
+  local app=bench_cpu_$$_$RANDOM
+  PGAPPNAME=$app pgb on 1 1 -T "$secs" "$@" >"$out" &
   bg=$!
   for ((i = 0; i < 200; i++)); do
-    pid=$(qe_psql -Atc "SELECT pid FROM pg_stat_activity WHERE application_name = 'bench_cpu' LIMIT 1")
+    pid=$(qe_psql -Atc "SELECT pid FROM pg_stat_activity WHERE application_name = '$app' LIMIT 1")
     [ -z "$pid" ] || break
     sleep 0.05
   done
@@ -1341,7 +1343,7 @@ run_workloads() {
         rt=$(col13 raw 1) r50=$(col13 raw 2) r99=$(col13 raw 3) rn=$(col13 raw 4)
         et=$(col13 qe 1) e50=$(col13 qe 2) e99=$(col13 qe 3) en=$(col13 qe 4)
         qe_log "workload 13 ($kind, $pos): engine $et pages/s p50 $e50 p99 $e99 ms ($en pages a run); raw $rt pages/s p50 $r50 p99 $r99 ms ($rn a run)"
-        row "13 list_runs of $nruns: ${what13[$kind]}, ${where13[$pos]}: p99 ms (raw = SQL on finished_runs, p50 $(fmt "$r50"))" - 1 \
+        row "13 list_runs, $nruns finished: ${what13[$kind]}, ${where13[$pos]} (p99 ms; raw = plain SQL)" - 1 \
             "$r99" "$e99" "$(ratio "$r99" "$e99")" "$e50" "$e99"
         case $kind in
           queue|tenant|status|tag|time)
@@ -1398,7 +1400,7 @@ run_workloads() {
       qe_psql -c "SELECT queue_engine.create_queue(q) FROM unnest(ARRAY['w15', 'w15_idle']) q" >/dev/null
       declare -A p50_15=() p99_15=()
       for sync in $BENCH_SYNCS; do
-        for waiters in $BENCH_WAIT_WAITERS poll; do
+        for waiters in poll $BENCH_WAIT_WAITERS; do
           if [ "$waiters" = poll ]; then wargs=(--waiters 1 --mode poll --poll-ms "$BENCH_WAIT_POLL_MS"); else wargs=(--waiters "$waiters" --mode block); fi
           : >"$work/w15"
           for ((i = 0; i < BENCH_RUNS; i++)); do
@@ -1414,12 +1416,10 @@ run_workloads() {
             label="15 enqueue commit -> run returned, a worker polling dequeue every ${BENCH_WAIT_POLL_MS} ms (ms; COMMIT itself p50 $(fmt "$c50"))"
             row "$label" "$sync" 1 - "$p99" - "$p50" "$p99"
           else
-            first=${BENCH_WAIT_WAITERS%% *}
             label="15 enqueue commit -> run returned, $waiters worker(s) blocked in dequeue(wait => '10 s') (ms p99; raw = polling; COMMIT itself p50 $(fmt "$c50"))"
             row "$label" "$sync" "$waiters" "${p99_15[poll $sync]:--}" "$p99" "$(ratio "${p99_15[poll $sync]:-}" "$p99")" "$p50" "$p99"
           fi
         done
-        # (the poll baseline ran last: the blocked rows above say "-" for it; fill in the ratio here)
         for waiters in $BENCH_WAIT_WAITERS; do
           p50=${p50_15[$waiters $sync]} p99=${p99_15[$waiters $sync]}
           target "15 enqueue commit -> run returned to $waiters worker(s) blocked in dequeue(wait => '10 s'), sync $sync: p50 ms" \
