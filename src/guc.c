@@ -23,6 +23,13 @@ int			qe_event_retention_s = 24 * 3600;
 int			qe_finished_run_retention_s = 7 * 24 * 3600;
 bool		qe_require_attempt = false;
 int			qe_list_runs_max_scan = 10000;
+int			qe_metrics_labels = QE_METRICS_LABELS_QUEUE;
+
+static const struct config_enum_entry metrics_labels_options[] = {
+	{"queue", QE_METRICS_LABELS_QUEUE, false},
+	{"tenant", QE_METRICS_LABELS_TENANT, false},
+	{NULL, 0, false}
+};
 
 void
 qe_guc_init(void)
@@ -123,6 +130,14 @@ qe_guc_init(void)
 							10000, 1, 10000000,
 							PGC_USERSET, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("queue_engine.metrics_labels",
+							 "Whether metrics() shows the per-queue series per queue or summed per tenant.",
+							 "tenant: for installations with more queues than Prometheus should keep series of.",
+							 &qe_metrics_labels,
+							 QE_METRICS_LABELS_QUEUE, metrics_labels_options,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("queue_engine");
 }

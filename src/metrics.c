@@ -348,6 +348,8 @@ typedef struct QueueLabel
 	char	   *name;
 	char	   *labels;			/* {tenant="...",queue="..." (no closing brace) */
 	int			labels_len;
+	char	   *tenant_labels;	/* {tenant="..." (shared by the tenant's queues) */
+	int			tenant_labels_len;
 	/*
 	 * The oldest startable run's run_at as last read, and the queue's count
 	 * of moves into or out of queued and delayed then: while that count
@@ -467,6 +469,21 @@ load_labels(void)
 		appendStringInfoChar(&lb, '"');
 		l->labels = lb.data;
 		l->labels_len = lb.len;
+		/* in (tenant, queue) order: a tenant's queues follow each other */
+		if (nlabels > 0 && labels_order[nlabels - 1]->tenant_id == l->tenant_id)
+		{
+			l->tenant_labels = labels_order[nlabels - 1]->tenant_labels;
+			l->tenant_labels_len = labels_order[nlabels - 1]->tenant_labels_len;
+		}
+		else
+		{
+			initStringInfo(&lb);
+			appendStringInfoString(&lb, "{tenant=\"");
+			append_label_value(&lb, tenant);
+			appendStringInfoChar(&lb, '"');
+			l->tenant_labels = lb.data;
+			l->tenant_labels_len = lb.len;
+		}
 		labels_order[nlabels++] = l;
 		if (strlen(name) <= QE_MAX_NAME_BYTES)
 			((QueueByName *) hash_search(labels_by_name, name, HASH_ENTER, NULL))->queue = l;
@@ -478,14 +495,14 @@ load_labels(void)
 
 /* name{tenant="...",queue="..."<extra>} value */
 static inline void
-put_sample(StringInfo buf, const char *name, int name_len, const QueueLabel *l,
-		   const char *extra, int64 value)
+put_sample(StringInfo buf, const char *name, int name_len, const char *labels,
+		   int labels_len, const char *extra, int64 value)
 {
 	char		num[MAXINT8LEN + 1];
 	int			len = pg_lltoa(value, num);
 
 	appendBinaryStringInfo(buf, name, name_len);
-	appendBinaryStringInfo(buf, l->labels, l->labels_len);
+	appendBinaryStringInfo(buf, labels, labels_len);
 	if (extra != NULL)
 		appendStringInfoString(buf, extra);
 	appendBinaryStringInfo(buf, "} ", 2);
@@ -493,14 +510,139 @@ put_sample(StringInfo buf, const char *name, int name_len, const QueueLabel *l,
 	appendStringInfoChar(buf, '\n');
 }
 
+#define NAME_LEN(s) s, (int) (sizeof(s) - 1)
+
+static const char *const state_labels[4] = {
+	",status=\"queued\"", ",status=\"delayed\"", ",status=\"executing\"", ",status=\"waiting\""
+};
+
+/* queue_engine.metrics_labels = queue: one series per queue */
+static void
+write_queue_lines(StringInfo buf, const bool *visible)
+{
+	family(buf, "queue_engine_runs", "gauge", "Runs of the queue in each unfinished state.");
+	for (int i = 0; i < nlabels; i++)
+		if (visible[i])
+			for (int k = 0; k < 4; k++)
+				put_sample(buf, NAME_LEN("queue_engine_runs"), labels_order[i]->labels,
+						   labels_order[i]->labels_len, state_labels[k], labels_order[i]->counts[k]);
+	family(buf, "queue_engine_concurrency_limit", "gauge",
+		   "The queue's concurrency limit (queues with one).");
+	for (int i = 0; i < nlabels; i++)
+		if (visible[i] && labels_order[i]->limited)
+			put_sample(buf, NAME_LEN("queue_engine_concurrency_limit"), labels_order[i]->labels,
+					   labels_order[i]->labels_len, NULL, labels_order[i]->concurrency_limit);
+	family(buf, "queue_engine_queue_paused", "gauge", "1 when the queue is paused.");
+	for (int i = 0; i < nlabels; i++)
+		if (visible[i])
+			put_sample(buf, NAME_LEN("queue_engine_queue_paused"), labels_order[i]->labels,
+					   labels_order[i]->labels_len, NULL, labels_order[i]->paused ? 1 : 0);
+	family(buf, "queue_engine_oldest_startable_age_seconds", "gauge",
+		   "Age of the queue's oldest startable run, from when it could start (queues with one).");
+	for (int i = 0; i < nlabels; i++)
+	{
+		QueueLabel *l = labels_order[i];
+
+		if (!visible[i] || !l->has_age)
+			continue;
+		appendStringInfoString(buf, "queue_engine_oldest_startable_age_seconds");
+		appendBinaryStringInfo(buf, l->labels, l->labels_len);
+		appendStringInfo(buf, "} %.6f\n", l->age);
+	}
+	for (int k = 0; k < QE_COUNTERS_SHOWN; k++)
+	{
+		char		name[64];
+		int			name_len;
+
+		name_len = snprintf(name, sizeof(name), "queue_engine_runs_%s_total", counter_names[k]);
+		family(buf, name, "counter", counter_help[k]);
+		for (int i = 0; i < nlabels; i++)
+			if (visible[i] && labels_order[i]->has_counters)
+				put_sample(buf, name, name_len, labels_order[i]->labels,
+						   labels_order[i]->labels_len, NULL, labels_order[i]->counters[k]);
+	}
+}
+
+/*
+ * queue_engine.metrics_labels = tenant: one series per tenant, the sums of
+ * its queues (the oldest age: the greatest), for installations with more
+ * queues than a Prometheus wants series.
+ */
+static void
+write_tenant_lines(StringInfo buf, const bool *visible)
+{
+	int			ntenants = 0;
+	int		   *first = palloc(sizeof(int) * (nlabels + 1));	/* each tenant's first */
+
+	for (int i = 0; i < nlabels; i++)
+		if (visible[i] && (ntenants == 0 ||
+						   labels_order[first[ntenants - 1]]->tenant_id != labels_order[i]->tenant_id))
+			first[ntenants++] = i;
+	first[ntenants] = nlabels;
+
+#define TENANT(t) labels_order[first[t]]->tenant_labels, labels_order[first[t]]->tenant_labels_len
+#define EACH_QUEUE(t, i) for (int i = first[t]; i < first[(t) + 1]; i++) if (visible[i])
+	family(buf, "queue_engine_runs", "gauge", "Runs of the tenant's queues in each unfinished state.");
+	for (int t = 0; t < ntenants; t++)
+		for (int k = 0; k < 4; k++)
+		{
+			int64		sum = 0;
+
+			EACH_QUEUE(t, i) sum += labels_order[i]->counts[k];
+			put_sample(buf, NAME_LEN("queue_engine_runs"), TENANT(t), state_labels[k], sum);
+		}
+	family(buf, "queue_engine_queues_paused", "gauge", "Paused queues of the tenant.");
+	for (int t = 0; t < ntenants; t++)
+	{
+		int64		paused = 0;
+
+		EACH_QUEUE(t, i) paused += labels_order[i]->paused ? 1 : 0;
+		put_sample(buf, NAME_LEN("queue_engine_queues_paused"), TENANT(t), NULL, paused);
+	}
+	family(buf, "queue_engine_oldest_startable_age_seconds", "gauge",
+		   "Age of the oldest startable run of the tenant's queues, from when it could start (tenants with one).");
+	for (int t = 0; t < ntenants; t++)
+	{
+		bool		any = false;
+		double		age = 0;
+
+		EACH_QUEUE(t, i)
+		{
+			if (!labels_order[i]->has_age)
+				continue;
+			age = any ? Max(age, labels_order[i]->age) : labels_order[i]->age;
+			any = true;
+		}
+		if (!any)
+			continue;
+		appendStringInfoString(buf, "queue_engine_oldest_startable_age_seconds");
+		appendBinaryStringInfo(buf, TENANT(t));
+		appendStringInfo(buf, "} %.6f\n", age);
+	}
+	for (int k = 0; k < QE_COUNTERS_SHOWN; k++)
+	{
+		char		name[64];
+		int			name_len;
+
+		name_len = snprintf(name, sizeof(name), "queue_engine_runs_%s_total", counter_names[k]);
+		family(buf, name, "counter", counter_help[k]);
+		for (int t = 0; t < ntenants; t++)
+		{
+			int64		sum = 0;
+
+			EACH_QUEUE(t, i) sum += labels_order[i]->counters[k];
+			put_sample(buf, name, name_len, TENANT(t), NULL, sum);
+		}
+	}
+#undef EACH_QUEUE
+#undef TENANT
+}
+
 static void
 write_queue_metrics(StringInfo buf)
 {
 	static SPIPlanPtr counts_plan = NULL;
 	static SPIPlanPtr ages_plan = NULL;
-	static const char *const state_labels[4] = {
-		",status=\"queued\"", ",status=\"delayed\"", ",status=\"executing\"", ",status=\"waiting\""
-	};
 	uint64		n;
 	Oid			epoch = qe_hints_epoch();
 	Datum	   *startable;
@@ -654,50 +796,10 @@ write_queue_metrics(StringInfo buf)
 			visible[i] = unscoped || qe_access_tenant(QE_NEED_READ, labels_order[i]->tenant_id);
 		/* about 900 bytes a queue: grown once, not by doubling */
 		enlargeStringInfo(buf, Min((Size) nlabels * 900, MaxAllocSize / 2 - (Size) buf->len - 1));
-
-#define NAME_LEN(s) s, (int) (sizeof(s) - 1)
-		family(buf, "queue_engine_runs", "gauge", "Runs of the queue in each unfinished state.");
-		for (int i = 0; i < nlabels; i++)
-			if (visible[i])
-				for (int k = 0; k < 4; k++)
-					put_sample(buf, NAME_LEN("queue_engine_runs"), labels_order[i],
-							   state_labels[k], labels_order[i]->counts[k]);
-		family(buf, "queue_engine_concurrency_limit", "gauge",
-			   "The queue's concurrency limit (queues with one).");
-		for (int i = 0; i < nlabels; i++)
-			if (visible[i] && labels_order[i]->limited)
-				put_sample(buf, NAME_LEN("queue_engine_concurrency_limit"), labels_order[i],
-						   NULL, labels_order[i]->concurrency_limit);
-		family(buf, "queue_engine_queue_paused", "gauge", "1 when the queue is paused.");
-		for (int i = 0; i < nlabels; i++)
-			if (visible[i])
-				put_sample(buf, NAME_LEN("queue_engine_queue_paused"), labels_order[i],
-						   NULL, labels_order[i]->paused ? 1 : 0);
-		family(buf, "queue_engine_oldest_startable_age_seconds", "gauge",
-			   "Age of the queue's oldest startable run, from when it could start (queues with one).");
-		for (int i = 0; i < nlabels; i++)
-		{
-			QueueLabel *l = labels_order[i];
-
-			if (!visible[i] || !l->has_age)
-				continue;
-			appendStringInfoString(buf, "queue_engine_oldest_startable_age_seconds");
-			appendBinaryStringInfo(buf, l->labels, l->labels_len);
-			appendStringInfo(buf, "} %.6f\n", l->age);
-		}
-		for (int k = 0; k < QE_COUNTERS_SHOWN; k++)
-		{
-			char		name[64];
-			int			name_len;
-
-			name_len = snprintf(name, sizeof(name), "queue_engine_runs_%s_total", counter_names[k]);
-			family(buf, name, "counter", counter_help[k]);
-			for (int i = 0; i < nlabels; i++)
-				if (visible[i] && labels_order[i]->has_counters)
-					put_sample(buf, name, name_len, labels_order[i], NULL,
-							   labels_order[i]->counters[k]);
-		}
-#undef NAME_LEN
+		if (qe_metrics_labels == QE_METRICS_LABELS_TENANT)
+			write_tenant_lines(buf, visible);
+		else
+			write_queue_lines(buf, visible);
 	}
 }
 

@@ -74,6 +74,9 @@ extern int	qe_finished_run_retention_s;
 extern int	qe_event_retention_s;
 extern bool qe_require_attempt;
 extern int	qe_list_runs_max_scan;
+#define QE_METRICS_LABELS_QUEUE		0
+#define QE_METRICS_LABELS_TENANT	1
+extern int	qe_metrics_labels;
 extern void qe_guc_init(void);
 
 /* worker.c */

@@ -273,7 +273,7 @@ pgb() {
   shift 3
   rm -f "$work"/lat.* "$work/pgbench.err"
   [ "$log" != 1 ] || logargs=(-l --log-prefix="$work/lat")
-  out=$(PGOPTIONS="-c synchronous_commit=$sync" pgbench -n -M prepared -c "$clients" -j "$clients" \
+  out=$(PGOPTIONS="${PGOPTIONS:-} -c synchronous_commit=$sync" pgbench -n -M prepared -c "$clients" -j "$clients" \
           ${logargs[@]+"${logargs[@]}"} "$@" 2>"$work/pgbench.err") || rc=$?
   if [ "$rc" -ne 0 ]; then
     qe_log "pgbench $* exited $rc: $(grep -v '^pgbench: warning' "$work/pgbench.err" | tail -n 3 | tr '\n' ' ')"
@@ -1366,12 +1366,16 @@ run_workloads() {
     qe_log "workload 14: $(fmt "$BENCH_METRICS_QUEUES") queues with their runs made through the API in $(( SECONDS - t0 ))s: $(qe_psql -Atc "SELECT sum(queued) || ' queued, ' || sum(delayed) || ' delayed, ' || sum(executing) || ' executing, ' || sum(waiting) || ' waiting' FROM queue_engine.queue_stats"), $(qe_psql -Atc "SELECT count(*) FROM queue_engine.finished_runs") finished"
     read -r mbytes mlines <<<"$(qe_psql -Atc "SELECT octet_length(m) || ' ' || (length(m) - length(replace(m, E'\n', ''))) FROM (SELECT queue_engine.metrics() AS m) x")"
     qe_log "workload 14: metrics() is $(fmt "$mbytes") bytes, $(fmt "$mlines") lines; samples per metric: $(qe_psql -Atc "SELECT string_agg(n || ' ' || c, ', ' ORDER BY c DESC, n) FROM (SELECT substring(l FROM '^[a-z_]+') AS n, count(*) AS c FROM regexp_split_to_table(queue_engine.metrics(), E'\n') l WHERE l !~ '^#' AND l <> '' GROUP BY 1) x")"
-    : >"$work/w14.raw"; : >"$work/w14.qe"
+    tbytes=$(PGOPTIONS="-c queue_engine.metrics_labels=tenant" qe_psql -Atc "SELECT octet_length(queue_engine.metrics())")
+    : >"$work/w14.raw"; : >"$work/w14.qe"; : >"$work/w14.qet"
     for ((i = 0; i < BENCH_RUNS; i++)); do
       pgb_cpu "$BENCH_METRICS_SECONDS" -f "$here/scripts/raw_queue_stats.sql" >>"$work/w14.raw"
       pgb_cpu "$BENCH_METRICS_SECONDS" -f "$here/scripts/qe_metrics.sql" >>"$work/w14.qe"
+      # the same with queue_engine.metrics_labels = tenant (per-tenant sums)
+      PGOPTIONS="-c queue_engine.metrics_labels=tenant" \
+        pgb_cpu "$BENCH_METRICS_SECONDS" -f "$here/scripts/qe_metrics.sql" >>"$work/w14.qet"
     done
-    qe_log "workload 14: tps p50 p99 cpu-share per run: queue_stats $(paste -sd ';' "$work/w14.raw"); metrics() $(paste -sd ';' "$work/w14.qe")"
+    qe_log "workload 14: tps p50 p99 cpu-share per run: queue_stats $(paste -sd ';' "$work/w14.raw"); metrics() $(paste -sd ';' "$work/w14.qe"); metrics() per tenant $(paste -sd ';' "$work/w14.qet")"
     col14() { awk -v c="$2" '$c != "-" && $c != "n/a" { print $c }' "$work/w14.$1" | median; }
     # ms per call = 1000 / calls per second (one client, back to back); the backend's CPU per call = its share of a core x that
     ms14() { awk -v t="$1" 'BEGIN { if (t + 0 > 0) printf "%.3f", 1000 / t; else print "n/a" }'; }
@@ -1389,6 +1393,12 @@ run_workloads() {
     target "14 metrics() called every second with $nq queues: % of one core (ms per call / 10)" \
       "$(pct14 "$qms") % ($(fmt "$qms") ms a call, $(fmt "$qcpu") ms of the backend's CPU; $(fmt "$mbytes") bytes; queue_stats $(fmt "$rms") ms)" \
       "<" 1 "$(pct14 "$qms")"
+    tms=$(ms14 "$(col14 qet 1)") tcpu=$(cpu14 "$(col14 qet 1)" "$(col14 qet 4)")
+    row "14 metrics() per tenant (metrics_labels = tenant) with $nq queues: ms per call (raw = queue_stats)" - 1 \
+        "$rms" "$tms" "$(ratio "$rms" "$tms")" "$(col14 qet 2)" "$(col14 qet 3)"
+    target "14 metrics() per tenant called every second with $nq queues: % of one core (ms per call / 10)" \
+      "$(pct14 "$tms") % ($(fmt "$tms") ms a call, $(fmt "$tcpu") ms of the backend's CPU; $(fmt "$tbytes") bytes)" \
+      "<" 1 "$(pct14 "$tms")"
   fi
 
   # --- 15: blocking dequeue: wake-up latency, idle cost ------------------------------

@@ -10,7 +10,7 @@
 -- moved when a transaction commits), so each step commits and the tests
 -- compare a scrape before it with one after it; counters are cumulative
 -- since the server started, so only differences are compared.
-SELECT plan(81);
+SELECT plan(85);
 
 \ir as_role.psql
 
@@ -590,6 +590,33 @@ SELECT pg_temp.take('age5');
 SELECT is((SELECT count(*)::int FROM scrape p
             WHERE p.tag = 'age5' AND p.name = 'queue_engine_oldest_startable_age_seconds' AND p.labels->>'queue' = 'age_q'), 0,
           'no startable run left: no age line');
+
+-- queue_engine.metrics_labels = tenant: the same figures summed per tenant.
+SELECT pg_temp.take('per_queue');
+SET queue_engine.metrics_labels = tenant;
+SELECT pg_temp.take('per_tenant');
+RESET queue_engine.metrics_labels;
+SELECT is(pg_temp.format_problems('per_tenant'), '', 'per tenant: in the format');
+SELECT is((SELECT count(*)::int FROM scrape WHERE tag = 'per_tenant' AND kind = 'sample' AND labels ? 'queue'), 0,
+          'per tenant: no queue label anywhere');
+SELECT is((SELECT string_agg(x, ',' ORDER BY x) FROM (
+             SELECT t.labels->>'tenant' || ' ' || t.name || ' ' || coalesce(t.labels->>'status', '') || ' ' ||
+                    (t.value::float8 = (SELECT sum(q.value::float8) FROM scrape q
+                                          WHERE q.tag = 'per_queue' AND q.kind = 'sample' AND q.name = t.name
+                                            AND q.labels->>'tenant' = t.labels->>'tenant'
+                                            AND (q.labels->>'status') IS NOT DISTINCT FROM (t.labels->>'status')))::text AS x
+               FROM scrape t
+              WHERE t.tag = 'per_tenant' AND t.kind = 'sample'
+                AND (t.name = 'queue_engine_runs' OR t.name LIKE 'queue_engine_runs\_%\_total' ESCAPE '\')
+                AND t.name <> 'queue_engine_runs_unattributed_total') y
+            WHERE x NOT LIKE '% true'), NULL,
+          'per tenant: each runs gauge and counter is the sum of its queues''');
+SELECT is((SELECT count(*)::int FROM scrape t
+            WHERE t.tag = 'per_tenant' AND t.kind = 'sample' AND t.name = 'queue_engine_oldest_startable_age_seconds'
+              AND t.value::float8 < (SELECT max(q.value::float8) FROM scrape q
+                                      WHERE q.tag = 'per_queue' AND q.kind = 'sample' AND q.name = t.name
+                                        AND q.labels->>'tenant' = t.labels->>'tenant') - 1), 0,
+          'per tenant: the oldest age is the greatest of its queues''');
 
 SELECT * FROM finish();
 
