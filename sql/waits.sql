@@ -15,61 +15,10 @@ CREATE EXTENSION queue_engine;
 RESET client_min_messages;
 SET search_path = queue_engine, public;
 
--- Everything the engine keeps, waits, events, cancel rules and steps
--- included, as one fingerprint.
-CREATE OR REPLACE FUNCTION public.state() RETURNS text
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
-  SELECT md5(concat_ws('|',
-    (SELECT string_agg(r::text, ',' ORDER BY r.run_id) FROM queue_engine.runs r),
-    (SELECT string_agg(q::text, ',' ORDER BY q.queue_id) FROM queue_engine.queues q),
-    (SELECT string_agg(t::text, ',' ORDER BY t.tenant_id) FROM queue_engine.tenants t),
-    (SELECT string_agg(k::text, ',' ORDER BY k::text) FROM queue_engine.idempotency_keys k),
-    (SELECT string_agg(w::text, ',' ORDER BY w::text) FROM queue_engine.waiting_runs w),
-    (SELECT string_agg(e::text, ',' ORDER BY e::text) FROM queue_engine.events e),
-    (SELECT string_agg(c::text, ',' ORDER BY c::text) FROM queue_engine.cancel_rules c),
-    (SELECT string_agg(s::text, ',' ORDER BY s::text) FROM queue_engine.run_steps s),
-    (SELECT string_agg(c::text, ',' ORDER BY c.queue_id)
-       FROM (SELECT queue_id, sum(queued) AS queued, sum(delayed) AS delayed,
-                    sum(executing) AS executing, sum(waiting) AS waiting
-               FROM (SELECT queue_id, queued, delayed, executing, waiting
-                       FROM queue_engine.queue_counts
-                     UNION ALL
-                     SELECT queue_id, queued, delayed, executing, waiting
-                       FROM queue_engine.queue_count_deltas) x
-              GROUP BY queue_id) c),
-    (SELECT count(*)::text FROM queue_engine.consistency_log)))
-$$;
-
--- Run stmt; print "SQLSTATE: message", DETAIL, HINT (or "no error" and the
--- result), and whether the state is unchanged.
-CREATE OR REPLACE FUNCTION public.err(stmt text) RETURNS SETOF text
-LANGUAGE plpgsql AS $$
-DECLARE
-  before text := public.state();
-  st text;
-  msg text;
-  det text;
-  hnt text;
-  res text;
-BEGIN
-  BEGIN
-    IF stmt ~* '^\s*(SET|CALL)\M' THEN
-      EXECUTE stmt;
-    ELSE
-      EXECUTE stmt INTO res;
-    END IF;
-    RETURN NEXT 'no error: ' || coalesce(res, 'NULL');
-  EXCEPTION WHEN OTHERS THEN
-    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT,
-                            det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
-    RETURN NEXT st || ': ' || msg;
-    IF det <> '' THEN RETURN NEXT 'DETAIL: ' || det; END IF;
-    IF hnt <> '' THEN RETURN NEXT 'HINT: ' || hnt; END IF;
-  END;
-  RETURN NEXT CASE WHEN public.state() = before THEN 'state unchanged'
-                   ELSE 'STATE CHANGED' END;
-END;
-$$;
+-- public.state() and public.err(stmt) (sql/include/fingerprint.psql)
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set fingerprint :abs_srcdir '/sql/include/fingerprint.psql'
+\i :fingerprint
 
 -- Enqueue one run on q (optionally with cancel_on or a parent) and start it
 -- (at the best priority, then set back to 0 while it executes).
