@@ -96,11 +96,17 @@ qe_wakeups_xact_end(bool committed)
 		pg_atomic_read_u32(&qe_shared->waiters.sleeping) > 0)
 	{
 		QeWaiters *ws = &qe_shared->waiters;
-		int			procnos[64];
+		int			procnos[QE_WAITER_SLOTS];
 		int			nprocs = 0;
 
+		int			unpicked = 0;
+
 		SpinLockAcquire(&ws->mutex);
-		for (int i = 0; i < nnotes; i++)
+		for (int s = 0; s < ws->high_water; s++)
+			if (ws->slots[s].procno >= 0 && !ws->slots[s].woken)
+				unpicked++;
+		/* (stops once every sleeper is picked: a commit of many queues) */
+		for (int i = 0; i < nnotes && unpicked > 0; i++)
 		{
 			int32		left = notes[i].nruns;
 
@@ -113,6 +119,7 @@ qe_wakeups_xact_end(bool committed)
 				w->woken = true;
 				procnos[nprocs++] = w->procno;
 				left--;
+				unpicked--;
 			}
 		}
 		SpinLockRelease(&ws->mutex);
