@@ -168,22 +168,59 @@ qe_wait_begin(const int32 *queue_ids, int n)
 	return true;
 }
 
-/* Give the slot back. */
+/* Whether two waiters may wait for a run of the same queue. */
+static bool
+interests_meet(const QeWaiter *a, const QeWaiter *b)
+{
+	if (a->database != b->database)
+		return false;
+	if (a->nqueues == 0 || b->nqueues == 0)
+		return true;
+	for (int i = 0; i < a->nqueues; i++)
+		for (int j = 0; j < b->nqueues; j++)
+			if (a->queue_ids[i] == b->queue_ids[j])
+				return true;
+	return false;
+}
+
+/*
+ * Give the slot back.  A pick this waiter got while it was awake (between
+ * two sleeps, claiming) was meant for a run it may not have taken: it is
+ * passed on to a sleeper of a queue it waited for, so that no run waits for
+ * a timeout while someone sleeps (at worst a sleeper wakes for nothing).
+ */
 void
 qe_wait_end(void)
 {
 	QeWaiters *ws;
+	int			pass_to = -1;
 
 	if (my_slot < 0 || qe_shared == NULL)
 		return;
 	ws = &qe_shared->waiters;
 	SpinLockAcquire(&ws->mutex);
+	if (ws->slots[my_slot].woken)
+	{
+		for (int s = 0; s < ws->high_water; s++)
+		{
+			QeWaiter   *w = &ws->slots[s];
+
+			if (s == my_slot || w->procno < 0 || w->woken ||
+				!interests_meet(&ws->slots[my_slot], w))
+				continue;
+			w->woken = true;
+			pass_to = w->procno;
+			break;
+		}
+	}
 	ws->slots[my_slot].procno = -1;
 	while (ws->high_water > 0 && ws->slots[ws->high_water - 1].procno < 0)
 		ws->high_water--;
 	SpinLockRelease(&ws->mutex);
 	pg_atomic_fetch_sub_u32(&ws->sleeping, 1);
 	my_slot = -1;
+	if (pass_to >= 0)
+		SetLatch(&GetPGProcByNumber(pass_to)->procLatch);
 }
 
 /*

@@ -236,6 +236,12 @@ SELECT queue_engine.create_queue('ev', lease => '1 hour');
 		sprintf("$p: ... within %.1f s of the commit (server %.3f s, client %.3f s)",
 			$wake_bound, ($end // 99) - $tc, ($r ? $r->{t} : 99) - $tcl));
 	cmp_ok($took // 0, '>=', 1.0, "$p: ... having slept through the uncommitted second (${\($took // '?')} s)");
+	# The claim after the sleep starts the run at the wake-up, not at the
+	# waiter's statement start (before the run existed): its started_at
+	# follows the run's creation and its lease runs from then.
+	is($e->query_safe(qq{SELECT r.started_at >= r.created_at AND r.lease_expires_at = r.started_at + interval '1 hour'
+  FROM queue_engine.get_run($id) r}), 't',
+		"$p: ... started at the wake-up, after the run was created, with the whole lease from then");
 
 	# ---------------------------------------------- 2. timeouts
 
